@@ -1,0 +1,225 @@
+"""Matching one pattern variant at one anchor node, recording why it failed.
+
+The matcher starts at the anchor's output and walks producers, trying alternatives
+and both input orders of commutative ops by backtracking. Every dead end is noted
+with how many nodes had matched; the deepest one becomes the :class:`Miss` that
+``explain`` shows. A complete match must also keep its inner values to itself: none
+may be a graph output or feed a node outside the match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graph import ATTRIBUTE_INPUTS, attr, const_value, describe_origin, is_graph_output, producer
+from .pattern import Const, Fusion, Op, Or, Pattern, Var, Variant
+
+
+@dataclass
+class Miss:
+    """Why one fusion variant did not fuse at one anchor."""
+
+    fusion: str
+    variant: str
+    anchor: str
+    anchor_op: str
+    matched: int
+    total: int
+    at: str | None
+    reason: str
+    nodes: list[str] = field(default_factory=list)  # the graph nodes it did match
+
+    def __str__(self):
+        where = f" at '{self.at}'" if self.at else ""
+        return (f"{self.fusion}/{self.variant} at '{self.anchor}': matched {self.matched}/{self.total} nodes, "
+                f"stopped{where}: {self.reason}")
+
+
+@dataclass
+class Match:
+    """A complete, accepted match: what check and rewrite read."""
+
+    fusion: Fusion
+    variant: Variant
+    anchor: gs.Node
+    values: dict[str, gs.Tensor]
+    consts: dict[str, np.ndarray]
+    tags: dict[str, str]
+    nodes: list[gs.Node]
+    named: dict[str, gs.Node]
+    graph: gs.Graph
+
+    def __getitem__(self, name: str) -> gs.Tensor:
+        return self.values[name]
+
+    def const(self, name: str) -> np.ndarray:
+        return self.consts[name]
+
+    def node(self, name: str) -> gs.Node:
+        return self.named[name]
+
+    def has(self, tag: str) -> bool:
+        return self.tags.get(tag) == "yes"
+
+    @property
+    def label(self) -> str:
+        """The variant plus the optional pieces it had, e.g. ``pytorch[reciprocal]``."""
+        extras = [k for k, v in sorted(self.tags.items()) if v not in ("no", "0")]
+        shown = [k if self.tags[k] == "yes" else f"{k}={self.tags[k]}" for k in extras]
+        return self.variant.name + (f"[{','.join(shown)}]" if shown else "")
+
+
+@dataclass(frozen=True)
+class _State:
+    values: dict = field(default_factory=dict)
+    consts: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    nodes: dict = field(default_factory=dict)  # id(pattern Op) -> graph node
+    named: dict = field(default_factory=dict)
+
+    def extend(self, **changes) -> "_State":
+        merged = {k: {**getattr(self, k), **v} for k, v in changes.items()}
+        return _State(**{**self.__dict__, **merged})
+
+    def depth(self) -> int:
+        return len({id(n) for n in self.nodes.values()})
+
+
+class _Search:
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.best: tuple[_State, str | None, str] | None = None
+
+    def fail(self, state: _State, node: gs.Node | None, reason: str):
+        if self.best is None or state.depth() > self.best[0].depth():
+            self.best = (state, node.name if node is not None else None, reason)
+
+    def match(self, p: Pattern, t: gs.Tensor, s: _State) -> Iterator[_State]:
+        if isinstance(p, Op):
+            yield from self._op(p, t, s)
+        elif isinstance(p, Var):
+            yield from self._var(p, t, s)
+        elif isinstance(p, Const):
+            yield from self._const(p, t, s)
+        elif isinstance(p, Or):
+            for label, alternative in zip(p.labels, p.alternatives):
+                if p.tag and s.tags.get(p.tag, label) != label:
+                    continue  # a reused optional piece takes the same branch everywhere
+                yield from self.match(alternative, t, s.extend(tags={p.tag: label}) if p.tag else s)
+        else:
+            raise TypeError(f"not a pattern: {p!r}")
+
+    def _var(self, p: Var, t: gs.Tensor, s: _State):
+        bound = s.values.get(p.name)
+        if bound is None:
+            yield s.extend(values={p.name: t})
+        elif bound is t:
+            yield s
+        else:
+            self.fail(s, producer(t), f"{p.label or p.name} must be one value, but is both '{bound.name}' and '{t.name}'")
+
+    def _const(self, p: Const, t: gs.Tensor, s: _State):
+        value = const_value(t)
+        if value is None:
+            self.fail(s, producer(t), f"{p.describe()} is not a constant: it is {describe_origin(t)}")
+        elif not p.accepts(value):
+            shown = np.array2string(value.ravel()[:4], precision=6) if value.size else "empty"
+            self.fail(s, producer(t), f"{p.describe()} is {shown}, expected {p.value:.8g} (rtol {p.rtol:g})")
+        elif p.name is None:
+            yield s
+        elif p.name in s.values and s.values[p.name] is not t and not np.array_equal(s.consts[p.name], value):
+            self.fail(s, producer(t), f"{p.describe()} takes two different values")
+        else:
+            yield s.extend(values={p.name: t}, consts={p.name: value})
+
+    def _op(self, p: Op, t: gs.Tensor, s: _State):
+        node = producer(t)
+        if node is None or node.op != p.op_type or (node.domain or "") != p.domain:
+            found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
+            self.fail(s, node, f"expected {p.op_type}, found {found}")
+            return
+        earlier = s.nodes.get(id(p))
+        if earlier is not None:
+            if earlier is node:
+                yield s
+            else:
+                self.fail(s, node, f"{p.op_type} should be one node but is '{earlier.name}' and '{node.name}'")
+            return
+        if node.outputs[0] is not t:
+            self.fail(s, node, f"uses a secondary output of {node.op} '{node.name}'")
+            return
+        reason = self._attrs_reason(p, node)
+        if reason:
+            self.fail(s, node, reason)
+            return
+        s = s.extend(nodes={id(p): node}, named={p.bind: node} if p.bind else {})
+        inputs = list(node.inputs[: len(p.inputs)])
+        orders = [inputs]
+        if p.commutative and inputs[0] is not inputs[1]:
+            orders.append(inputs[::-1])
+        for order in orders:
+            yield from self._all(p.inputs, order, s)
+
+    def _attrs_reason(self, p: Op, node: gs.Node) -> str | None:
+        attribute_slots = {i for (o, _), i in ATTRIBUTE_INPUTS.items() if o == node.op}
+        extra = [i for i in range(len(p.inputs), len(node.inputs))
+                 if node.inputs[i].name and i not in attribute_slots]
+        if len(node.inputs) < len(p.inputs) or extra:
+            return f"{node.op} '{node.name}' has {len(node.inputs)} inputs, expected {len(p.inputs)}"
+        for name, want in p.attrs.items():
+            try:
+                have = attr(node, name)
+            except LookupError as e:
+                return str(e)
+            if callable(want):
+                reason = want(have, node)
+                if reason:
+                    return f"{node.op} '{node.name}': {reason}"
+            elif have != want:
+                return f"{node.op} '{node.name}' has {name}={have}, expected {want}"
+        return None
+
+    def _all(self, patterns, tensors, s: _State):
+        if not patterns:
+            yield s
+            return
+        for s2 in self.match(patterns[0], tensors[0], s):
+            yield from self._all(patterns[1:], tensors[1:], s2)
+
+
+def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node) -> tuple[gs.Node, str] | None:
+    """An inner value of the match that something outside it still needs, if any."""
+    inside = {id(n) for n in nodes}
+    for node in nodes:
+        if node is anchor:
+            continue
+        for out in node.outputs:
+            if is_graph_output(graph, out):
+                return node, f"'{out.name}' (from {node.op}) is also a graph output"
+            for user in out.outputs:
+                if id(user) not in inside:
+                    return node, f"'{out.name}' (from {node.op}) is also used by {user.op} '{user.name}' outside the match"
+    return None
+
+
+def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node) -> Match | Miss:
+    search = _Search(graph)
+    for s in search.match(variant.pattern, anchor.outputs[0], _State()):
+        nodes = list({id(n): n for n in s.nodes.values()}.values())
+        escape = _escape(graph, nodes, anchor)
+        if escape:
+            search.fail(s, *escape)
+            continue
+        m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), nodes, dict(s.named), graph)
+        reason = fusion.check(m) if fusion.check else None
+        if reason:
+            search.fail(s, anchor, reason)
+            continue
+        return m
+    state, at, reason = search.best or (_State(), anchor.name, "no alternative applies")
+    names = list(dict.fromkeys(n.name for n in state.nodes.values()))
+    return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(names), variant.pattern.size(state.tags),
+                at, reason, names)

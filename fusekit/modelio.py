@@ -1,0 +1,125 @@
+"""Loading and saving models safely: clear one-line errors, atomic writes, external data.
+
+Writes go to a temporary folder beside the destination and are renamed into place
+only when complete, so a failure never leaves a half-written model and never touches
+the input.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import FusekitError
+
+MIN_OPSET = 11
+TWO_GB = 2**31
+
+
+def max_opset() -> int:
+    return onnx.defs.onnx_opset_version()
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.external_data_helper._get_all_tensors(model))
+
+
+def load(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and validate a model; every problem becomes a FusekitError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise FusekitError(f"{p}: no such file")
+    if p.is_dir():
+        raise FusekitError(f"{p}: is a directory, not an ONNX model file")
+    if p.stat().st_size == 0:
+        raise FusekitError(f"{p}: file is empty")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise FusekitError(f"{p}: not a readable ONNX model (the file is truncated or not ONNX: {_first_line(e)})") from None
+    except OSError as e:
+        raise FusekitError(f"{p}: cannot read: {e.strerror or e}") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise FusekitError(f"{p}: not an ONNX model (no graph nodes; the file is truncated or not ONNX)")
+    if model.ir_version > onnx.IR_VERSION:
+        raise FusekitError(f"{p}: IR version {model.ir_version} is newer than this onnx {onnx.__version__} reads "
+                           f"(up to {onnx.IR_VERSION}); upgrade onnx")
+    opset = default_opset(model)
+    if opset > max_opset():
+        raise FusekitError(f"{p}: opset {opset} is newer than this onnx {onnx.__version__} supports (up to {max_opset()}); upgrade onnx")
+    if opset < MIN_OPSET:
+        raise FusekitError(f"{p}: opset {opset} is not supported (fusekit needs opset {MIN_OPSET} or newer)")
+    if uses_external_data(model):
+        try:
+            onnx.load_external_data_for_model(model, str(p.parent))
+        except (OSError, ValueError) as e:
+            raise FusekitError(f"{p}: cannot read its external data: {_first_line(e)}") from None
+    check(model, str(p))
+    return model
+
+
+def check(model: onnx.ModelProto, what: str, path: str | None = None):
+    """onnx.checker, as a one-line error. Models over 2 GB are checked from ``path``."""
+    try:
+        if model.ByteSize() < TWO_GB:
+            onnx.checker.check_model(model)
+        elif path:
+            onnx.checker.check_model(path)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError) as e:
+        raise FusekitError(f"{what}: invalid ONNX model: {_first_line(e)}") from None
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, external: bool | None = None, protect: tuple = ()):
+    """Write ``model`` to ``path`` atomically.
+
+    ``external`` keeps weights in a ``<name>.data`` file beside the model; by default
+    it is used when the model would not fit in one 2 GB protobuf. ``protect`` lists
+    files (the inputs) this call must never replace.
+    """
+    out = Path(path)
+    if any(_same(out, q) or _same(out.with_name(out.name + ".data"), q) for q in protect):
+        raise FusekitError(f"{out}: refusing to overwrite the input model; choose another output path")
+    if not out.parent.is_dir():
+        raise FusekitError(f"{out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise FusekitError(f"{out}: the folder {out.parent} is not writable")
+    if out.is_dir():
+        raise FusekitError(f"{out}: is a directory")
+    if external is None:
+        external = model.ByteSize() >= TWO_GB if not uses_external_data(model) else True
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staged = tmp / out.name
+        data_name = out.name + ".data"
+        if external:
+            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(staged))
+        if (tmp / data_name).exists():
+            os.replace(tmp / data_name, out.parent / data_name)
+        os.replace(staged, out)
+    except OSError as e:
+        raise FusekitError(f"{out}: cannot write: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same(a: Path, b) -> bool:
+    try:
+        return a.exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,92 @@
+"""Applying fusions to a fixpoint, highest benefit first.
+
+Within one sweep a fusion visits its anchors from the graph's outputs backwards, so
+the largest form of a pattern (LayerNorm with its β) is seen before its smaller
+forms (without β). Sweeps repeat until nothing fires; a fusion still firing after
+``max_sweeps`` is a bug in that fusion, and the error names it.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx_graphsurgeon as gs
+
+from .errors import FusekitError
+from .matcher import Match, Miss, match_variant
+from .pattern import Fusion, _root_ops
+from .rewrite import Fused, apply
+
+
+@dataclass
+class PassResult:
+    fused: list[Fused] = field(default_factory=list)
+    misses: list[Miss] = field(default_factory=list)
+    sweeps: int = 0
+
+
+def _deeper(a: Miss | None, b: Miss) -> Miss:
+    return b if a is None or b.matched > a.matched else a
+
+
+def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[str],
+          misses: dict[tuple[str, str], Miss]) -> list[Fused]:
+    """One pass of ``fusion`` over the graph; fills ``misses`` with near-misses per anchor."""
+    anchors = fusion.anchor_ops()
+    gone: set[int] = set()
+    fused: list[Fused] = []
+    for node in reversed(list(graph.nodes)):
+        if node.op not in anchors or id(node) in gone or not node.outputs:
+            continue
+        closest = None
+        for variant in fusion.variants:
+            if node.op not in _root_ops(variant.pattern):
+                continue
+            result = match_variant(graph, fusion, variant, node)
+            if isinstance(result, Match):
+                gone.update(id(n) for n in result.nodes)
+                fused.append(apply(result, target, opset, names))
+                misses.pop((fusion.name, node.name), None)
+                break
+            closest = _deeper(closest, result)
+        else:
+            if closest is not None and closest.matched >= fusion.min_miss_depth:
+                misses[(fusion.name, node.name)] = closest
+    if gone:
+        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+    return fused
+
+
+def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_sweeps: int = 8) -> PassResult:
+    fusions = sorted(fusions, key=lambda f: -f.benefit)
+    names = {n.name for n in graph.nodes} | set(graph.tensors())
+    misses: dict[tuple[str, str], Miss] = {}
+    result = PassResult()
+    for result.sweeps in range(1, max_sweeps + 1):
+        fired = Counter()
+        for fusion in fusions:
+            new = sweep(graph, fusion, target, opset, names, misses)
+            if new:
+                fired[fusion.name] += len(new)
+                result.fused += new
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        if not fired:
+            break
+    else:
+        raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
+    result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
+    return result
+
+
+def closest_misses(misses, alive: set[str]) -> list[Miss]:
+    """One miss per candidate region: where attempts overlap, the one that matched most.
+
+    Every Add of a LayerNorm chain anchors an attempt, and an erf GELU is also a
+    failed tanh GELU; only the closest attempt says something useful.
+    """
+    kept, claimed = [], set()
+    for m in sorted(misses, key=lambda m: (-m.matched, -m.matched / max(m.total, 1))):
+        if m.anchor in alive and not claimed & set(m.nodes):
+            kept.append(m)
+            claimed |= set(m.nodes)
+    return kept

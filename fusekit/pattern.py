@@ -1,0 +1,198 @@
+"""The pattern language: fusions written as the math they fuse.
+
+A pattern is a small expression tree built from four pieces:
+
+    Var("x")                 any value; the same name must bind the same value
+    Const("eps")             a constant, bound by value (``Const(value=2.0)`` demands one)
+    op.Sqrt(v)               a node of that op type whose inputs match ``v``
+    either(a, b, tag="t")    the first alternative that matches; the tag records which
+
+The same pattern object used twice must match the same graph node (a shared
+sub-expression); two separate objects may match two nodes that compute the same
+thing (an exporter that emitted ``x - mean`` twice). ``Add`` and ``Mul`` match their
+inputs in either order. A :class:`Fusion` collects the variants of one fusion with
+the ``check`` and ``rewrite`` that decide and build it; it never touches a graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+COMMUTATIVE = frozenset({"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Equal"})
+
+# Matching constants of GELU and friends: tight enough to tell 0.5 from 0.505.
+DEFAULT_RTOL = 1e-4
+
+
+class Pattern:
+    """A node of a pattern expression."""
+
+    def size(self, tags: Mapping[str, str] | None = None) -> int:
+        """How many graph nodes a full match has, for the alternatives named in ``tags``
+        (the first alternative elsewhere); sub-expressions written twice count once."""
+        keys: set = set()
+        _count(self, tags or {}, keys, {})
+        return len(keys)
+
+
+def _count(p: Pattern, tags, keys: set, memo: dict):
+    """Collect the structural keys of the Op nodes ``p`` would match."""
+    if id(p) in memo:
+        return memo[id(p)]
+    if isinstance(p, Op):
+        key = (p.op_type, p.domain) + tuple(_count(i, tags, keys, memo) for i in p.inputs)
+        keys.add(key)
+    elif isinstance(p, Or):
+        chosen = p.labels.index(tags[p.tag]) if p.tag in tags else 0
+        key = _count(p.alternatives[chosen], tags, keys, memo)
+    elif isinstance(p, Var):
+        key = ("var", p.name)
+    else:
+        key = ("const", p.name, p.value)
+    memo[id(p)] = key
+    return key
+
+
+@dataclass(eq=False)
+class Var(Pattern):
+    name: str
+    label: str | None = None  # how reasons name it ("the input x")
+
+    def __repr__(self):
+        return self.name
+
+
+@dataclass(eq=False)
+class Const(Pattern):
+    """A constant value: an initializer or the output of a Constant node.
+
+    With ``value`` it must equal that value (every element, within rtol/atol).
+    ``label`` is how a rejection names it, e.g. "ε".
+    """
+
+    name: str | None = None
+    value: float | None = None
+    rtol: float = DEFAULT_RTOL
+    atol: float = 0.0
+    label: str | None = None
+
+    def describe(self) -> str:
+        if self.label or self.name:
+            return self.label or self.name
+        return f"the constant {self.value:g}"
+
+    def accepts(self, array: np.ndarray) -> bool:
+        if self.value is None:
+            return True
+        if array.size == 0 or not np.issubdtype(array.dtype, np.number):
+            return False
+        return bool(np.allclose(array.astype(np.float64), self.value, rtol=self.rtol, atol=self.atol))
+
+    def __repr__(self):
+        return self.describe()
+
+
+@dataclass(eq=False)
+class Op(Pattern):
+    """A graph node of ``op_type``. ``attrs`` values are literals or predicates.
+
+    A predicate takes ``(value, node)`` and returns ``None`` when satisfied or a
+    reason string when not. ``bind`` names the node so check/rewrite can read it.
+    """
+
+    op_type: str
+    inputs: tuple[Pattern, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    bind: str | None = None
+
+    @property
+    def commutative(self) -> bool:
+        return self.op_type in COMMUTATIVE and len(self.inputs) == 2 and not self.domain
+
+    def __repr__(self):
+        return f"{self.op_type}({', '.join(map(repr, self.inputs))})"
+
+
+@dataclass(eq=False)
+class Or(Pattern):
+    """Alternatives tried in order; ``tag`` binds the label of the one that matched."""
+
+    alternatives: tuple[Pattern, ...]
+    labels: tuple[str, ...]
+    tag: str | None = None
+
+    def __repr__(self):
+        return " | ".join(map(repr, self.alternatives))
+
+
+def either(*alternatives: Pattern, tag: str | None = None, labels: tuple[str, ...] | None = None) -> Or:
+    labels = labels or tuple(str(i) for i in range(len(alternatives)))
+    return Or(tuple(alternatives), tuple(labels), tag)
+
+
+def maybe(wrap: Callable[[Pattern], Pattern], inner: Pattern, tag: str) -> Or:
+    """``wrap(inner)`` or just ``inner``; ``tag`` is True when the wrapper is present."""
+    return Or((wrap(inner), inner), ("yes", "no"), tag)
+
+
+class _OpBuilder:
+    """``op.Add(a, b)`` makes an :class:`Op`; keyword arguments are attribute checks.
+
+    ``_domain`` and ``_bind`` are reserved keywords for the node's domain and binding name.
+    """
+
+    def __getattr__(self, op_type: str) -> Callable[..., Op]:
+        def make(*inputs: Pattern, _domain: str = "", _bind: str | None = None, **attrs) -> Op:
+            inputs = tuple(Const(value=float(i)) if isinstance(i, (int, float)) else i for i in inputs)
+            return Op(op_type, inputs, attrs, _domain, _bind)
+
+        make.__name__ = op_type
+        return make
+
+
+op = _OpBuilder()
+
+
+@dataclass
+class Variant:
+    """One graph shape a fusion recognises, and the exporters that emit it."""
+
+    name: str
+    pattern: Pattern
+    exporters: str = ""
+
+
+@dataclass
+class Fusion:
+    """One fusion: its variants, the check that decides and the rewrite that builds.
+
+    ``check(match)`` returns ``None`` to accept or a reason string to refuse.
+    ``rewrite(match, emit)`` builds the replacement with ``emit`` and returns the
+    value that replaces the anchor's output (or a list of ``(old_value, new_value)`` pairs).
+    ``targets`` lists the targets the fusion applies to; ``min_opset`` the default-domain
+    opset each target's emitted form needs.
+    """
+
+    name: str
+    variants: list[Variant]
+    rewrite: Callable
+    check: Callable | None = None
+    benefit: int = 1
+    targets: tuple[str, ...] = ("ort", "onnx", "openvino")
+    min_opset: Mapping[str, int] = field(default_factory=dict)
+    # A miss is worth reporting once a candidate matched this many pattern nodes.
+    min_miss_depth: int = 2
+
+    def anchor_ops(self) -> set[str]:
+        return {t for v in self.variants for t in _root_ops(v.pattern)}
+
+
+def _root_ops(p: Pattern) -> set[str]:
+    if isinstance(p, Op):
+        return {p.op_type}
+    if isinstance(p, Or):
+        return set().union(*(_root_ops(a) for a in p.alternatives))
+    return set()

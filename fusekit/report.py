@@ -1,0 +1,65 @@
+"""What an optimization did: counts, provenance, near misses, verification, timing."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from .matcher import Miss
+from .rewrite import Fused
+from .verify import VerifyResult
+
+
+@dataclass
+class Report:
+    target: str
+    nodes_before: int = 0
+    nodes_after: int = 0
+    opset_before: int = 0
+    opset_after: int = 0
+    fused: list[Fused] = field(default_factory=list)
+    misses: list[Miss] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    verify_seconds: float = 0.0
+    verification: VerifyResult | None = None
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(f.fusion for f in self.fused)
+
+    @property
+    def variants(self) -> Counter:
+        return Counter(f"{f.fusion}/{f.variant}" for f in self.fused)
+
+    def summary(self, max_misses: int = 10) -> str:
+        opset = (f"opset {self.opset_before}" if self.opset_before == self.opset_after
+                 else f"opset {self.opset_before} → {self.opset_after}")
+        fused = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing"
+        lines = [f"target {self.target}, {opset}",
+                 f"nodes: {self.nodes_before} → {self.nodes_after}",
+                 f"fused: {fused}"]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.misses:
+            lines.append(f"near misses: {len(self.misses)}")
+            lines += [f"  {m}" for m in self.misses[:max_misses]]
+            if len(self.misses) > max_misses:
+                lines.append(f"  … {len(self.misses) - max_misses} more (see --json)")
+        if self.verification is not None:
+            lines.append(self.verification.summary())
+        else:
+            lines.append("verification: skipped")
+        lines.append(f"time: {self.seconds:.2f} s" + (f" (verification {self.verify_seconds:.2f} s)" if self.verification else ""))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+            "opset_before": self.opset_before, "opset_after": self.opset_after,
+            "counts": dict(self.counts), "variants": dict(self.variants),
+            "fused": [f.to_dict() for f in self.fused],
+            "misses": [asdict(m) for m in self.misses],
+            "notes": self.notes,
+            "seconds": self.seconds, "verify_seconds": self.verify_seconds,
+            "verification": self.verification.to_dict() if self.verification else None,
+        }

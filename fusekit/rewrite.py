@@ -1,0 +1,99 @@
+"""Replacing a match with the nodes its fusion builds, and recording where they came from.
+
+The replacement takes over the anchor's output tensor (same name, same consumers,
+same graph-output status), so nothing outside the match is rewired. The matched
+nodes are then disconnected; the matcher has already proved nothing else uses them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .matcher import Match
+
+MS = "com.microsoft"
+
+
+@dataclass
+class Fused:
+    """Provenance of one fused node: which fusion made it from which nodes."""
+
+    fusion: str
+    variant: str
+    node: str
+    op: str
+    replaced: list[tuple[str, str]]  # (name, op type) of each original node
+    constants: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"fusion": self.fusion, "variant": self.variant, "node": self.node, "op": self.op,
+                "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants}
+
+
+class Emitter:
+    """Builds replacement nodes: ``emit.LayerNormalization(x, g, b, epsilon=e)``.
+
+    ``_domain`` sets the node's domain; the node's output is returned. ``target``
+    and ``opset`` tell a rewrite which form to build.
+    """
+
+    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str]):
+        self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
+        self.names = names  # every node and tensor name in the graph, to keep new ones unique
+
+    def _unique(self, base: str) -> str:
+        taken = self.names
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    def const(self, name: str, value: np.ndarray) -> gs.Constant:
+        return gs.Constant(self._unique(f"{self.prefix}/{name}"), np.ascontiguousarray(value))
+
+    def __getattr__(self, op_type: str):
+        if op_type.startswith("_"):
+            raise AttributeError(op_type)
+
+        def make(*inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
+            name = self._unique(f"{self.prefix}/{op_type}")
+            out = gs.Variable(self._unique(f"{name}_output"))
+            node = gs.Node(op_type, name, attrs, list(inputs), [out], domain=_domain or None)
+            self.graph.nodes.append(node)
+            return out
+
+        return make
+
+
+def _take_over(old: gs.Tensor, new: gs.Tensor):
+    """Make ``new``'s producer write ``old`` instead, keeping old's name and users."""
+    node = new.inputs[0]
+    index = next(i for i, t in enumerate(node.outputs) if t is new)
+    old.inputs.clear()
+    node.outputs[index] = old
+
+
+def _summarize(value: np.ndarray):
+    value = np.asarray(value)
+    if value.size == 1:
+        return value.item()
+    return f"{value.dtype}{list(value.shape)}"
+
+
+def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
+    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names)
+    replaced = [(n.name, n.op) for n in match.nodes]
+    result = match.fusion.rewrite(match, emit)
+    replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]
+    for node in match.nodes:  # disconnect first, so the take-over sees no stale users
+        node.inputs.clear()
+    for old, new in replacements:
+        _take_over(old, new)
+    for node in match.nodes:
+        node.outputs.clear()
+    fused_node = replacements[0][0].inputs[0]
+    return Fused(match.fusion.name, match.label, fused_node.name, fused_node.op, replaced,
+                 {k: _summarize(v) for k, v in match.consts.items()})

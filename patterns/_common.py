@@ -1,0 +1,71 @@
+"""Fragments shared by several patterns, and the checks they all need."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from fusekit.graph import rank
+from fusekit.pattern import Const, Pattern, either, op
+
+SQRT2 = math.sqrt(2.0)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def c(value: float, label: str | None = None) -> Const:
+    """A constant that must equal ``value`` to the default relative tolerance."""
+    return Const(value=value, label=label)
+
+
+def exactly(value: float, label: str | None = None) -> Const:
+    return Const(value=value, rtol=0.0, label=label)
+
+
+def product3(a: Pattern, b: Pattern, c_: Pattern) -> list[Pattern]:
+    """The three ways two binary Muls can multiply a·b·c (each Mul matches either order)."""
+    return [op.Mul(op.Mul(a, b), c_), op.Mul(op.Mul(a, c_), b), op.Mul(a, op.Mul(b, c_))]
+
+
+def last_axis(axes, node) -> str | None:
+    """Attribute predicate: a reduction over exactly the last axis of its input."""
+    if axes is None or len(axes) != 1:
+        return f"reduces over axes {axes}, not just the last axis"
+    r = rank(node.inputs[0])
+    if axes[0] == -1 or (r is not None and axes[0] == r - 1):
+        return None
+    if r is None:
+        return f"reduces over axis {axes[0]} and the input's rank is unknown, so it cannot be shown to be the last axis"
+    return f"reduces over axis {axes[0]}, not the last axis ({r - 1})"
+
+
+def last_dim(tensor) -> int | None:
+    shape = tensor.shape
+    if not shape or not isinstance(shape[-1], (int, np.integer)) or shape[-1] < 0:
+        return None
+    return int(shape[-1])
+
+
+def vector_reason(name: str, value: np.ndarray, size: int | None, what: str = "the last dimension") -> str | None:
+    """Why ``value`` is not a 1-D vector of ``size`` elements (None when it is)."""
+    if size is None:
+        return f"{name} cannot be checked: {what} of the input is unknown"
+    if value.ndim != 1 or value.shape[0] != size:
+        return f"{name} has shape {list(value.shape)}, expected [{size}]"
+    return None
+
+
+def is_float(tensor) -> bool:
+    return tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.floating)
+
+
+def onnx_dtype(tensor) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
+
+
+def bias(name: str = "bias") -> Const:
+    return Const(name, label="the bias")
+
+
+__all__ = ["c", "exactly", "product3", "last_axis", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+           "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]

@@ -1,0 +1,50 @@
+"""GELU, exact (erf) form.
+
+    y = x · 0.5 · (1 + erf(x / √2))
+
+pytorch — TorchScript and dynamo exporters (``nn.GELU()``, ``F.gelu``)::
+
+    x ─┬─► Div(√2) ─► Erf ─► Add(1) ─┐
+       └────────────────────────────► Mul ─► Mul(0.5) ─► y        0.5 applied after
+       x ─► Mul(0.5) ───────────────► Mul ─► y                    0.5 applied first
+
+tf — tf2onnx, keras2onnx::
+
+    x ─┬─► Mul(1/√2) ─► Erf ─► Add(1) ─► Mul(0.5) ─┐
+       └──────────────────────────────────────────► Mul ─► y
+
+All three orders of the product x · 0.5 · (1 + erf) match, with Div(√2) or Mul(1/√2).
+Constants must agree to a relative 1e-4.
+
+Forms: ``ort`` com.microsoft Gelu (any opset); ``onnx`` and ``openvino`` ONNX Gelu (opset 20).
+"""
+from fusekit.pattern import Fusion, Var, Variant, either, op
+from fusekit.rewrite import MS
+
+from ._common import SQRT2, c, is_float, product3
+
+x = Var("x", "the input")
+scaled = either(op.Div(x, c(SQRT2, "√2")), op.Mul(x, c(1 / SQRT2, "1/√2")), tag="scale", labels=("div", "mul"))
+one_plus_erf = op.Add(op.Erf(scaled), c(1.0, "the 1 of 1 + erf"))
+half = c(0.5, "the 0.5 of GELU")
+
+
+def check(m):
+    return None if is_float(m["x"]) else f"the input has type {m['x'].dtype}, not a floating type"
+
+
+def rewrite(m, emit):
+    if emit.target == "ort":
+        return emit.Gelu(m["x"], _domain=MS)
+    return emit.Gelu(m["x"])
+
+
+FUSION = Fusion(
+    name="Gelu",
+    variants=[Variant("erf", either(*product3(x, half, one_plus_erf), tag="order", labels=("half_first", "half_after", "half_inner")),
+                      "TorchScript, dynamo, tf2onnx, keras2onnx")],
+    check=check,
+    rewrite=rewrite,
+    benefit=5,
+    min_opset={"onnx": 20, "openvino": 20},
+)

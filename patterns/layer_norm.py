@@ -1,0 +1,108 @@
+"""LayerNormalization from primitives.
+
+    y = (x - mean(x)) / sqrt(mean((x - mean(x))²) + ε) · γ + β      (mean over the last axis)
+
+pytorch — the TorchScript exporter below opset 17, the dynamo exporter's decomposition,
+hand-written models::
+
+    x ─┬──────────────► Sub ─┬─► Pow(2) ─► ReduceMean ─► Add(ε) ─► Sqrt ─┐
+       └─► ReduceMean ─►─┘   └──────────────────────────────────────────► Div ─► Mul(γ) ─► Add(β) ─► y
+
+  the same pattern also takes, each recorded as a tag of the match:
+    Mul(d, d) in place of Pow(d, 2)                   square=mul
+    d · Reciprocal(std) in place of d / std           reciprocal
+    Cast(x → float32) … Cast(back) around the statistics (mixed-precision exports)   cast
+    x - mean computed by two Sub nodes                (no tag: both must compute x - mean)
+    no Mul(γ), or no Add(β)                           gamma / beta absent (not both)
+
+keras — tf2onnx / keras2onnx::
+
+    x ─┬─► ReduceMean = m ─► Sub(x, m) = d ─► Mul(d, d) ─► ReduceMean ─► Add(ε) ─► Sqrt ─► Reciprocal ─► Mul(γ) = g
+       ├──────────────────────────────────────────────────────────────────────────► Mul(x, g) ─────────────┐
+       └─► m ─► Mul(m, g) ─► Sub(β, ·) ─────────────────────────────────────────────────────────────────────► Add ─► y
+
+Checks: both reductions over the last axis with keepdims; ε a scalar constant ≥ 0,
+carried over exactly; γ and β 1-D of the normalized size; a float input.
+"""
+import numpy as np
+from onnx import TensorProto
+
+from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+
+from ._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
+
+x = Var("x", "the input")
+epsilon = Const("epsilon", label="ε")
+gamma = Const("gamma", label="γ")
+beta = Const("beta", label="β")
+
+
+def mean(v):
+    return op.ReduceMean(v, axes=last_axis, keepdims=1)
+
+
+def _pytorch():
+    xs = maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), x, tag="cast")
+    mu = mean(xs)
+
+    def centered():  # a new object each time: exporters may compute x - mean twice
+        return op.Sub(xs, mu)
+
+    d = centered()
+    variance = mean(either(op.Pow(centered(), exactly(2.0)), op.Mul(d, d), tag="square", labels=("pow", "mul")))
+    std = op.Sqrt(op.Add(variance, epsilon))
+    normalized = either(op.Div(centered(), std), op.Mul(centered(), op.Reciprocal(std)),
+                        tag="reciprocal", labels=("no", "yes"))
+    normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast")
+    scaled = maybe(lambda v: op.Mul(v, gamma), normalized, tag="gamma")
+    return either(op.Add(scaled, beta), op.Mul(normalized, gamma), tag="beta", labels=("yes", "no"))
+
+
+def _keras():
+    mu = mean(x)
+    d = op.Sub(x, mu)
+    g = op.Mul(op.Reciprocal(op.Sqrt(op.Add(mean(op.Mul(d, d)), epsilon))), gamma)
+    return op.Add(op.Mul(x, g), op.Sub(beta, op.Mul(mu, g)))
+
+
+def check(m):
+    h = last_dim(m["x"])
+    if not is_float(m["x"]):
+        return f"the input has type {m['x'].dtype}, not a floating type"
+    eps = m.const("epsilon")
+    if eps.size != 1:
+        return f"ε must be a scalar, but has shape {list(eps.shape)}"
+    if not eps.item() >= 0:
+        return f"ε is {eps.item()}, not a non-negative number"
+    for name in ("gamma", "beta"):
+        if name in m.consts:
+            reason = vector_reason({"gamma": "γ", "beta": "β"}[name], m.const(name), h)
+            if reason:
+                return reason
+    if m.has("cast") and m.node("cast_back").attrs.get("to") != onnx_dtype(m["x"]):
+        return "the Cast after the statistics does not return to the input's type"
+    return None
+
+
+def rewrite(m, emit):
+    x_ = m["x"]
+    h = last_dim(x_)
+    g = m["gamma"] if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=x_.dtype))
+    inputs = [x_, g] + ([m["beta"]] if "beta" in m.values else [])
+    # Statistics in float32 (as the Cast variant computes them), or double for double inputs.
+    stash = TensorProto.DOUBLE if onnx_dtype(x_) == TensorProto.DOUBLE else TensorProto.FLOAT
+    return emit.LayerNormalization(*inputs, axis=-1, epsilon=float(m.const("epsilon").item()), stash_type=stash)
+
+
+FUSION = Fusion(
+    name="LayerNorm",
+    variants=[
+        Variant("pytorch", _pytorch(), "TorchScript exporter (opset < 17), dynamo decompositions, hand-written"),
+        Variant("keras", _keras(), "tf2onnx, keras2onnx"),
+    ],
+    check=check,
+    rewrite=rewrite,
+    benefit=9,
+    min_opset={"ort": 17, "onnx": 17, "openvino": 17},
+    min_miss_depth=3,
+)
