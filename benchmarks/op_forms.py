@@ -40,7 +40,10 @@ in every runtime:
       e2 MatMul/Add/com.microsoft FastGelu                      (opset 14)
 
 Runtimes (CPU only):
-  ort       onnxruntime, ORT_ENABLE_ALL, intra_op_num_threads=2
+  ort       onnxruntime CPU EP, ORT_ENABLE_ALL, 2 intra-op threads.  All
+            sessions share one global intra-op pool (see --ort-per-session-threads:
+            with a pool per session the idle, spin-waiting workers of the other
+            forms' sessions slowed the timed one ~3x on a 2-core machine)
   ov-f32    openvino compile_model(CPU, INFERENCE_NUM_THREADS=2,
                                    INFERENCE_PRECISION_HINT=f32)
   ov-bf16   openvino compile_model(CPU, INFERENCE_NUM_THREADS=2) with the
@@ -48,10 +51,11 @@ Runtimes (CPU only):
             the resolved precision is printed)
 
 Timing: each form is warmed up, then all forms of a group are interleaved
-round-robin for --rounds rounds, so slow drift (turbo, other load) hits every
-form alike.  One sample = k back-to-back inferences (k calibrated so a sample
+round-robin for --rounds rounds (direction alternating), so slow drift (turbo,
+other load on the cores) hits every form alike.  One sample = k back-to-back inferences (k calibrated so a sample
 lasts >= --min-sample-ms); the reported time is the median per-inference time
-over rounds, and the ratio is against form (a) of the same group in the same
+over rounds (with half the inter-quartile range as a noise gauge), and the
+ratio is against form (a) of the same group in the same
 runtime (< 1.00 = faster than the decomposed form).  Inputs and outputs are
 bound once (ORT io_binding / OpenVINO shared input tensor), so the numbers are
 kernel time plus the runtime's per-call overhead, not numpy allocation.
@@ -60,9 +64,9 @@ Each form's output is checked against a float64 numpy reference ("err" =
 max abs error); a form that fails to load or compile prints
 "unsupported: <short error>" instead of a time.  After the timing table the
 script lists, per form, the node types ORT's optimised graph contains and the
-runtime layer types of OpenVINO's compiled model (``layerType``; ``xN`` means
-N original nodes were fused into that layer), to show whether a form reached
-the LayerNormalization/MVN and Gelu kernels.
+runtime layers of OpenVINO's compiled model (``layerType@runtimePrecision``,
+with the nodes merged into each layer), to show whether a form reached the
+LayerNormalization/MVN and Gelu kernels or was fused into FullyConnected.
 
 Usage:  python benchmarks/op_forms.py [--batch 1 8] [--rounds 30]
         [--runtimes ort ov-f32 ov-bf16] [--groups ln gelu-erf gelu-tanh bias-gelu]
@@ -515,7 +519,9 @@ def calibrate(run: Callable[[], None], warmup: int, min_sample_ms: float) -> int
     return max(1, math.ceil(min_sample_ms / 1e3 / per))
 
 
-def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int, min_sample_ms: float) -> dict[str, float]:
+def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int,
+                     min_sample_ms: float) -> dict[str, tuple[float, float]]:
+    """Median ms per inference and the half inter-quartile range as a fraction of it."""
     reps = {k: calibrate(r.run, warmup, min_sample_ms) for k, r in runners.items()}
     samples: dict[str, list[float]] = {k: [] for k in runners}
     keys = list(runners)
@@ -527,7 +533,12 @@ def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int, min_s
             for _ in range(n):
                 run()
             samples[k].append((time.perf_counter() - t0) / n)
-    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    out = {}
+    for k, v in samples.items():
+        med = statistics.median(v)
+        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
+        out[k] = (med * 1e3, (q[2] - q[0]) / 2 / med)
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -540,6 +551,7 @@ RUNTIMES = ("ort", "ov-f32", "ov-bf16")
 @dataclass
 class Cell:
     ms: float | None = None
+    spread: float = 0.0
     err: float | None = None
     note: str = ""
     layers: str = ""
@@ -590,8 +602,9 @@ def bench(args: argparse.Namespace) -> None:
                         cell.note = f"failed: {short_error(e)}"
                 if runners:
                     med = time_round_robin(runners, args.rounds, args.warmup, args.min_sample_ms)
-                    for k, ms in med.items():
+                    for k, (ms, spread) in med.items():
                         results[(B, g.key, k)][rt].ms = ms
+                        results[(B, g.key, k)][rt].spread = spread
                 del runners
                 print(f"  [{time.perf_counter() - t_start:6.1f}s] B={B} {g.key:9s} {rt} done", file=sys.stderr, flush=True)
 
@@ -605,8 +618,11 @@ def print_report(args, groups, results, ov_prec, elapsed) -> None:
     labels = {"ort": "ORT", "ov-f32": "OV f32", "ov-bf16": f"OV {ov_prec.get('ov-bf16', 'default')}".replace("bfloat16", "bf16")}
     print(f"# fusekit op-form benchmark  onnx {onnx.__version__}  onnxruntime {ort.__version__}  "
           f"openvino {ov.get_version().split('-')[0]}  threads={args.threads}  rounds={args.rounds}")
-    print("# median ms per inference (ratio vs form a of the group, same runtime); err = max|y - fp64 ref|")
-    W = 24
+    print("# cell: median ms per inference  ±half-IQR  (ratio vs form a of the group, same runtime)  "
+          "max|y - fp64 ref|")
+    print(f"# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs "
+          "(other processes on these cores inflate ms; ratios are taken from interleaved rounds)")
+    W = 30
     for B in args.batch:
         for g in groups:
             print()
@@ -626,13 +642,14 @@ def print_report(args, groups, results, ov_prec, elapsed) -> None:
                         row += f"{'unsupported ' + tag if c.note.startswith('unsupported') else 'failed ' + tag:>{W}}"
                     else:
                         ratio = f"{c.ms / base[rt]:.2f}x" if base[rt] else "  -  "
-                        row += f"{f'{c.ms:7.3f} ({ratio}) {c.err:.0e}':>{W}}"
+                        row += f"{f'{c.ms:7.3f} ±{c.spread * 100:.0f}% ({ratio}) {c.err:.0e}':>{W}}"
                 print(row)
             for n in notes:
                 print("   " + n)
 
     print()
-    print("## compiled graphs (ORT: node types after session fusions; OV: runtime layerType, xN = N ONNX nodes fused)")
+    print("## compiled graphs.  ORT: node types after its session fusions (ms: = com.microsoft).  OV: runtime "
+          "layerType@runtimePrecision[nodes merged into it; y = the form's final node], weight-only layers omitted")
     B = args.batch[0]
     for g in groups:
         print(f"# {g.title} (B={B})")

@@ -47,7 +47,8 @@ class Match:
     anchor: gs.Node
     values: dict[str, gs.Tensor]
     consts: dict[str, np.ndarray]
-    tags: dict[str, str]
+    tags: dict[str, int]
+    labels: dict[str, str]
     nodes: list[gs.Node]
     named: dict[str, gs.Node]
     graph: gs.Graph
@@ -62,13 +63,13 @@ class Match:
         return self.named[name]
 
     def has(self, tag: str) -> bool:
-        return self.tags.get(tag) == "yes"
+        """Whether the optional piece ``tag`` (see ``maybe``) is present."""
+        return self.tags.get(tag) == 0
 
     @property
     def label(self) -> str:
-        """The variant plus the optional pieces it had, e.g. ``pytorch[reciprocal]``."""
-        extras = [k for k, v in sorted(self.tags.items()) if v not in ("no", "0")]
-        shown = [k if self.tags[k] == "yes" else f"{k}={self.tags[k]}" for k in extras]
+        """The variant and the labels of the alternatives it took, e.g. ``pytorch[reciprocal]``."""
+        shown = [v for _, v in sorted(self.labels.items()) if v]
         return self.variant.name + (f"[{','.join(shown)}]" if shown else "")
 
 
@@ -76,7 +77,8 @@ class Match:
 class _State:
     values: dict = field(default_factory=dict)
     consts: dict = field(default_factory=dict)
-    tags: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)  # tag -> index of the alternative taken
+    labels: dict = field(default_factory=dict)  # tag -> its label
     nodes: dict = field(default_factory=dict)  # id(pattern Op) -> graph node
     named: dict = field(default_factory=dict)
 
@@ -105,10 +107,12 @@ class _Search:
         elif isinstance(p, Const):
             yield from self._const(p, t, s)
         elif isinstance(p, Or):
-            for label, alternative in zip(p.labels, p.alternatives):
-                if p.tag and s.tags.get(p.tag, label) != label:
-                    continue  # a reused optional piece takes the same branch everywhere
-                yield from self.match(alternative, t, s.extend(tags={p.tag: label}) if p.tag else s)
+            for index, alternative in enumerate(p.alternatives):
+                if p.tag and s.tags.get(p.tag, index) != index:
+                    continue  # a tag used twice takes the same branch everywhere
+                if p.tag:
+                    s2 = s.extend(tags={p.tag: index}, labels={p.tag: p.labels[index]})
+                yield from self.match(alternative, t, s2 if p.tag else s)
         else:
             raise TypeError(f"not a pattern: {p!r}")
 
@@ -213,7 +217,8 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
         if escape:
             search.fail(s, *escape)
             continue
-        m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), nodes, dict(s.named), graph)
+        m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
+                  dict(s.named), graph)
         reason = fusion.check(m) if fusion.check else None
         if reason:
             search.fail(s, anchor, reason)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -34,6 +36,11 @@ def uses_external_data(model: onnx.ModelProto) -> bool:
 
 def load(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and validate a model; every problem becomes a FusekitError naming it."""
+    return load_with_layout(path)[0]
+
+
+def load_with_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
+    """Like :func:`load`, also telling whether the weights were stored as external data."""
     p = Path(path)
     if not p.exists():
         raise FusekitError(f"{p}: no such file")
@@ -57,13 +64,14 @@ def load(path: str | os.PathLike) -> onnx.ModelProto:
         raise FusekitError(f"{p}: opset {opset} is newer than this onnx {onnx.__version__} supports (up to {max_opset()}); upgrade onnx")
     if opset < MIN_OPSET:
         raise FusekitError(f"{p}: opset {opset} is not supported (fusekit needs opset {MIN_OPSET} or newer)")
-    if uses_external_data(model):
+    external = uses_external_data(model)
+    if external:
         try:
             onnx.load_external_data_for_model(model, str(p.parent))
         except (OSError, ValueError) as e:
             raise FusekitError(f"{p}: cannot read its external data: {_first_line(e)}") from None
-    check(model, str(p))
-    return model
+    check(model, str(p), str(p))
+    return model, external
 
 
 def check(model: onnx.ModelProto, what: str, path: str | None = None):
@@ -77,13 +85,55 @@ def check(model: onnx.ModelProto, what: str, path: str | None = None):
         raise FusekitError(f"{what}: invalid ONNX model: {_first_line(e)}") from None
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike, *, external: bool | None = None, protect: tuple = ()):
-    """Write ``model`` to ``path`` atomically.
+def write(model: onnx.ModelProto, path: Path, external: bool):
+    """Write ``model`` to ``path``; with ``external`` its weights go to ``<name>.data`` beside it.
 
-    ``external`` keeps weights in a ``<name>.data`` file beside the model; by default
-    it is used when the model would not fit in one 2 GB protobuf. ``protect`` lists
-    files (the inputs) this call must never replace.
+    Saving with external data moves the weights out of ``model`` in memory too.
     """
+    try:
+        if external:
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save_model(model, str(path))
+    except OSError as e:
+        raise FusekitError(f"{path.name}: cannot write: {e.strerror or e}") from None
+
+
+@contextmanager
+def staged(path: str | os.PathLike, protect: tuple = ()) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move what was written there into place on success.
+
+    Nothing reaches ``path`` unless the block completes, so a failure (or a failed
+    verification) leaves no partial output. ``protect`` lists files (the inputs) that
+    must never be replaced.
+    """
+    out = check_destination(path, protect)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise FusekitError(f"{out}: cannot write in {out.parent}: {e.strerror or e}") from None
+    try:
+        yield tmp / out.name
+        # the weights file first, so the model never points at a missing one
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == out.name):
+            os.replace(f, out.parent / f.name)
+    except OSError as e:
+        raise FusekitError(f"{out}: cannot write: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, external: bool | None = None, protect: tuple = ()):
+    """Write ``model`` to ``path`` atomically; ``external`` defaults to "needed for size"."""
+    if external is None:
+        external = model.ByteSize() >= TWO_GB or uses_external_data(model)
+    with staged(path, protect) as p:
+        write(model, p, external)
+
+
+def check_destination(path: str | os.PathLike, protect: tuple = ()) -> Path:
+    """Refuse, before any work is done, an output that cannot be written or would replace an input."""
     out = Path(path)
     if any(_same(out, q) or _same(out.with_name(out.name + ".data"), q) for q in protect):
         raise FusekitError(f"{out}: refusing to overwrite the input model; choose another output path")
@@ -93,24 +143,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external: bool | No
         raise FusekitError(f"{out}: the folder {out.parent} is not writable")
     if out.is_dir():
         raise FusekitError(f"{out}: is a directory")
-    if external is None:
-        external = model.ByteSize() >= TWO_GB if not uses_external_data(model) else True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staged = tmp / out.name
-        data_name = out.name + ".data"
-        if external:
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, str(staged))
-        if (tmp / data_name).exists():
-            os.replace(tmp / data_name, out.parent / data_name)
-        os.replace(staged, out)
-    except OSError as e:
-        raise FusekitError(f"{out}: cannot write: {e.strerror or e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _same(a: Path, b) -> bool:

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from .errors import FusekitError
 from .matcher import Match, Miss, match_variant
 from .pattern import Fusion, _root_ops
-from .rewrite import Fused, apply
+from .rewrite import Fused, apply, compose
 
 
 @dataclass
@@ -74,6 +74,7 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
             break
     else:
         raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
+    result.fused = compose(result.fused)
     result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
     return result
 

@@ -29,8 +29,8 @@ DEFAULT_RTOL = 1e-4
 class Pattern:
     """A node of a pattern expression."""
 
-    def size(self, tags: Mapping[str, str] | None = None) -> int:
-        """How many graph nodes a full match has, for the alternatives named in ``tags``
+    def size(self, tags: Mapping[str, int] | None = None) -> int:
+        """How many graph nodes a full match has, for the alternatives chosen in ``tags``
         (the first alternative elsewhere); sub-expressions written twice count once."""
         keys: set = set()
         _count(self, tags or {}, keys, {})
@@ -45,7 +45,7 @@ def _count(p: Pattern, tags, keys: set, memo: dict):
         key = (p.op_type, p.domain) + tuple(_count(i, tags, keys, memo) for i in p.inputs)
         keys.add(key)
     elif isinstance(p, Or):
-        chosen = p.labels.index(tags[p.tag]) if p.tag in tags else 0
+        chosen = tags.get(p.tag, 0)
         key = _count(p.alternatives[chosen], tags, keys, memo)
     elif isinstance(p, Var):
         key = ("var", p.name)
@@ -118,7 +118,7 @@ class Op(Pattern):
 
 @dataclass(eq=False)
 class Or(Pattern):
-    """Alternatives tried in order; ``tag`` binds the label of the one that matched."""
+    """Alternatives tried in order; ``tag`` records which one matched (its index and label)."""
 
     alternatives: tuple[Pattern, ...]
     labels: tuple[str, ...]
@@ -129,13 +129,14 @@ class Or(Pattern):
 
 
 def either(*alternatives: Pattern, tag: str | None = None, labels: tuple[str, ...] | None = None) -> Or:
-    labels = labels or tuple(str(i) for i in range(len(alternatives)))
+    labels = labels or ("",) * len(alternatives)
     return Or(tuple(alternatives), tuple(labels), tag)
 
 
-def maybe(wrap: Callable[[Pattern], Pattern], inner: Pattern, tag: str) -> Or:
-    """``wrap(inner)`` or just ``inner``; ``tag`` is True when the wrapper is present."""
-    return Or((wrap(inner), inner), ("yes", "no"), tag)
+def maybe(wrap: Callable[[Pattern], Pattern], inner: Pattern, tag: str, present: str = "", absent: str = "") -> Or:
+    """``wrap(inner)`` or just ``inner``; ``match.has(tag)`` tells which. The labels
+    (empty: not shown) name the variant in reports, e.g. ``absent="no_beta"``."""
+    return Or((wrap(inner), inner), (present, absent), tag)
 
 
 class _OpBuilder:

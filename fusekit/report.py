@@ -25,7 +25,8 @@ class Report:
 
     @property
     def counts(self) -> Counter:
-        return Counter(f.fusion for f in self.fused)
+        """How often each fusion fired (a BiasGelu node counts as a Gelu and a BiasGelu)."""
+        return Counter(step for f in self.fused for step in f.steps)
 
     @property
     def variants(self) -> Counter:

@@ -26,10 +26,29 @@ class Fused:
     op: str
     replaced: list[tuple[str, str]]  # (name, op type) of each original node
     constants: dict[str, object] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)  # fusions applied in turn, e.g. Gelu then BiasGelu
+
+    def __post_init__(self):
+        self.steps = self.steps or [self.fusion]
 
     def to_dict(self) -> dict:
-        return {"fusion": self.fusion, "variant": self.variant, "node": self.node, "op": self.op,
+        return {"fusion": self.fusion, "variant": self.variant, "node": self.node, "op": self.op, "steps": self.steps,
                 "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants}
+
+
+def compose(events: list[Fused]) -> list[Fused]:
+    """One record per surviving fused node, tracing fusions of fused nodes back to the originals."""
+    alive: dict[str, Fused] = {}
+    for f in events:
+        earlier = [alive.pop(name) for name, _ in f.replaced if name in alive]
+        if earlier:
+            inner = {e.node for e in earlier}
+            f = Fused(f.fusion, f.variant, f.node, f.op,
+                      [r for e in earlier for r in e.replaced] + [r for r in f.replaced if r[0] not in inner],
+                      {k: v for e in earlier for k, v in e.constants.items()} | f.constants,
+                      [s for e in earlier for s in e.steps] + [f.fusion])
+        alive[f.node] = f
+    return list(alive.values())
 
 
 class Emitter:

@@ -9,6 +9,8 @@ scale is the largest magnitude of the reference output.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -16,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import FusekitError
+from .modelio import TWO_GB, load, write
 from .inputs import SETTINGS, Setting, make_inputs, valid_positions
 
 # Relative to the output's scale; float32 sums in another order differ by ~1e-6.
@@ -73,6 +76,10 @@ def session(model: onnx.ModelProto | str | os.PathLike, optimize: bool = False, 
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() >= TWO_GB:
+        with tempfile.TemporaryDirectory() as tmp:  # one protobuf cannot hold it: go through a file
+            write(model, Path(tmp) / "model.onnx", external=True)
+            return session(Path(tmp) / "model.onnx", optimize, threads)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     try:
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -82,10 +89,7 @@ def session(model: onnx.ModelProto | str | os.PathLike, optimize: bool = False, 
 
 
 def _as_model(m) -> onnx.ModelProto:
-    if isinstance(m, onnx.ModelProto):
-        return m
-    from .modelio import load
-    return load(m)
+    return m if isinstance(m, onnx.ModelProto) else load(m)
 
 
 def _run(sess: ort.InferenceSession, feeds: dict, what: str) -> dict[str, np.ndarray]:
@@ -120,47 +124,45 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     missing = [n for n in ref_names if n not in cand_names]
     if missing:
         return VerifyResult(False, [], result.settings, seed, f"outputs missing from the candidate: {', '.join(missing)}")
-    diffs: dict[str, OutputDiff] = {}
+    stats: dict[str, _Stats] = {name: _Stats() for name in ref_names}
     for i, setting in enumerate(settings):
         feeds = make_inputs(ref_model, setting, seed + i, shapes)
         expected, got = _run(ref, feeds, "the reference"), _run(cand, feeds, "the candidate")
         mask = valid_positions(feeds)
         for name in ref_names:
-            diffs[name] = _compare(name, expected[name], got[name], mask, atol, rtol, str(setting), diffs.get(name))
-    result.outputs = list(diffs.values())
+            stats[name].add(expected[name], got[name], mask, str(setting))
+    result.outputs = [stats[name].result(name, atol, rtol) for name in ref_names]
     result.ok = all(o.ok for o in result.outputs)
     return result
 
 
-def _compare(name, expected, got, mask, atol, rtol, setting, previous: OutputDiff | None) -> OutputDiff:
-    if expected.shape != got.shape:
-        return OutputDiff(name, float("inf"), 0.0, 0.0, False, worst_setting=f"{setting}: shape {got.shape} != {expected.shape}")
-    if not np.issubdtype(expected.dtype, np.floating):
-        err = np.where(expected != got, np.inf, 0.0)
-        scale, tol = float(np.abs(expected).max(initial=0)), 0.0
-    else:
+class _Stats:
+    """The largest error and magnitude of one output over all trials."""
+
+    def __init__(self):
+        self.err, self.scale, self.valid, self.padded = 0.0, 0.0, None, None
+        self.dtype, self.worst, self.problem = None, "", ""
+
+    def add(self, expected: np.ndarray, got: np.ndarray, mask, setting: str):
+        self.dtype = expected.dtype
+        if expected.shape != got.shape or expected.dtype != got.dtype:
+            self.err, self.worst = float("inf"), setting
+            self.problem = f"got {got.dtype}{list(got.shape)}, expected {expected.dtype}{list(expected.shape)}"
+            return
         e64, g64 = expected.astype(np.float64), got.astype(np.float64)
-        both_nan = np.isnan(e64) & np.isnan(g64)
-        err = np.where(both_nan, 0.0, np.abs(e64 - g64))
-        err = np.where(np.isnan(err), np.inf, err)
-        scale = float(np.abs(np.nan_to_num(e64)).max(initial=0))
-        r = rtol if rtol is not None else DEFAULT_RTOL.get(expected.dtype, 1e-2)
-        tol = (atol or 0.0) + r * scale
-    valid = padded = None
-    if mask is not None and err.ndim >= 2 and err.shape[:2] == mask.shape:
-        valid = float(err[mask].max(initial=0))
-        padded = float(err[~mask].max(initial=0))
-    diff = OutputDiff(name, float(err.max(initial=0)), scale, tol, float(err.max(initial=0)) <= tol,
-                      valid, padded, setting)
-    if previous is None:
-        return diff
-    worst = diff if diff.max_abs - diff.tolerance > previous.max_abs - previous.tolerance else previous
-    worst_valid = _max(previous.valid_max_abs, valid)
-    worst_padded = _max(previous.padded_max_abs, padded)
-    return OutputDiff(name, max(diff.max_abs, previous.max_abs), max(diff.scale, previous.scale),
-                      worst.tolerance, previous.ok and diff.ok, worst_valid, worst_padded, worst.worst_setting)
+        err = np.where(np.isnan(e64) & np.isnan(g64), 0.0, np.abs(e64 - g64))
+        err = np.nan_to_num(err, nan=np.inf)
+        worst = float(err.max(initial=0))
+        if worst > self.err:
+            self.err, self.worst = worst, setting
+        self.scale = max(self.scale, float(np.abs(np.nan_to_num(e64, posinf=0, neginf=0)).max(initial=0)))
+        if mask is not None and err.ndim >= 2 and err.shape[:2] == mask.shape:
+            self.valid = max(self.valid or 0.0, float(err[mask].max(initial=0)))
+            self.padded = max(self.padded or 0.0, float(err[~mask].max(initial=0)))
 
-
-def _max(a, b):
-    vals = [v for v in (a, b) if v is not None]
-    return max(vals) if vals else None
+    def result(self, name: str, atol, rtol) -> OutputDiff:
+        exact = self.dtype is None or not np.issubdtype(self.dtype, np.floating)
+        r = 0.0 if exact else (rtol if rtol is not None else DEFAULT_RTOL.get(np.dtype(self.dtype), 1e-2))
+        tol = (atol or 0.0) + r * self.scale
+        worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
+        return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst)

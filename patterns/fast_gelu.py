@@ -27,8 +27,8 @@ x = Var("x", "the input")
 k = c(SQRT_2_OVER_PI, "√(2/π)")
 a = c(0.044715, "the cubic coefficient 0.044715")
 one = c(1.0, "the 1 of 1 + tanh")
-square = either(op.Mul(x, x), op.Pow(x, exactly(2.0)), tag="square", labels=("mul", "pow"))
-cube = either(op.Pow(x, exactly(3.0)), op.Mul(op.Mul(x, x), x), tag="cube", labels=("pow", "mul"))
+square = either(op.Mul(x, x), op.Pow(x, exactly(2.0)), tag="square", labels=("", "pow2"))
+cube = either(op.Pow(x, exactly(3.0)), op.Mul(op.Mul(x, x), x), tag="cube", labels=("pow3", "mul_cube"))
 
 
 def _tanh_gelu(inner):

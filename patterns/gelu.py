@@ -24,7 +24,7 @@ from fusekit.rewrite import MS
 from ._common import SQRT2, c, is_float, product3
 
 x = Var("x", "the input")
-scaled = either(op.Div(x, c(SQRT2, "√2")), op.Mul(x, c(1 / SQRT2, "1/√2")), tag="scale", labels=("div", "mul"))
+scaled = either(op.Div(x, c(SQRT2, "√2")), op.Mul(x, c(1 / SQRT2, "1/√2")), tag="scale", labels=("div_sqrt2", "mul_inv_sqrt2"))
 one_plus_erf = op.Add(op.Erf(scaled), c(1.0, "the 1 of 1 + erf"))
 half = c(0.5, "the 0.5 of GELU")
 

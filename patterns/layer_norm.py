@@ -9,11 +9,11 @@ hand-written models::
        └─► ReduceMean ─►─┘   └──────────────────────────────────────────► Div ─► Mul(γ) ─► Add(β) ─► y
 
   the same pattern also takes, each recorded as a tag of the match:
-    Mul(d, d) in place of Pow(d, 2)                   square=mul
-    d · Reciprocal(std) in place of d / std           reciprocal
-    Cast(x → float32) … Cast(back) around the statistics (mixed-precision exports)   cast
-    x - mean computed by two Sub nodes                (no tag: both must compute x - mean)
-    no Mul(γ), or no Add(β)                           gamma / beta absent (not both)
+    Mul(d, d) in place of Pow(d, 2)                     mul_square
+    d · Reciprocal(std) in place of d / std             reciprocal
+    Cast(x → float32) … Cast(back) around the statistics  cast   (mixed-precision exports)
+    x - mean computed by two Sub nodes                  (no label: both must compute x - mean)
+    no Mul(γ), or no Add(β) (but not neither)           no_gamma / no_beta
 
 keras — tf2onnx / keras2onnx::
 
@@ -42,20 +42,20 @@ def mean(v):
 
 
 def _pytorch():
-    xs = maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), x, tag="cast")
+    xs = maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), x, tag="cast", present="cast")
     mu = mean(xs)
 
     def centered():  # a new object each time: exporters may compute x - mean twice
         return op.Sub(xs, mu)
 
     d = centered()
-    variance = mean(either(op.Pow(centered(), exactly(2.0)), op.Mul(d, d), tag="square", labels=("pow", "mul")))
+    variance = mean(either(op.Pow(centered(), exactly(2.0)), op.Mul(d, d), tag="square", labels=("", "mul_square")))
     std = op.Sqrt(op.Add(variance, epsilon))
     normalized = either(op.Div(centered(), std), op.Mul(centered(), op.Reciprocal(std)),
-                        tag="reciprocal", labels=("no", "yes"))
-    normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast")
-    scaled = maybe(lambda v: op.Mul(v, gamma), normalized, tag="gamma")
-    return either(op.Add(scaled, beta), op.Mul(normalized, gamma), tag="beta", labels=("yes", "no"))
+                        tag="reciprocal", labels=("", "reciprocal"))
+    normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast", present="cast")
+    scaled = maybe(lambda v: op.Mul(v, gamma), normalized, tag="gamma", absent="no_gamma")
+    return either(op.Add(scaled, beta), op.Mul(normalized, gamma), tag="beta", labels=("", "no_beta"))
 
 
 def _keras():
