@@ -1,0 +1,112 @@
+"""The pattern engine itself, on hand-built graphs."""
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper
+
+from fusekit.matcher import Match, Miss, match_variant
+from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+
+
+def graph(nodes, inputs=("a", "b"), outputs=("y",), inits=()):
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [2, 4]) for i in inputs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], list(inits)),
+        opset_imports=[helper.make_opsetid("", 17)])
+    return gs.import_onnx(model)
+
+
+def fusion(pattern, check=None):
+    return Fusion("F", [Variant("v", pattern)], rewrite=lambda m, e: None, check=check)
+
+
+def run(pattern, g, check=None, anchor=-1):
+    f = fusion(pattern, check)
+    return match_variant(g, f, f.variants[0], g.nodes[anchor])
+
+
+def scalar(name, value):
+    return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+
+
+def test_commutative_inputs_match_in_either_order():
+    g = graph([helper.make_node("Add", ["b", "a"], ["t"], name="add"), helper.make_node("Relu", ["t"], ["y"], name="r")])
+    m = run(op.Relu(op.Add(Var("a"), Var("b"))), g)
+    assert isinstance(m, Match) and m["a"].name == "b" and m["b"].name == "a"
+
+
+def test_non_commutative_inputs_keep_their_order():
+    g = graph([helper.make_node("Sub", ["b", "a"], ["y"], name="sub")])
+    x = Var("x")
+    assert isinstance(run(op.Sub(x, Const("c")), g), Miss)
+
+
+def test_a_name_binds_one_value():
+    g = graph([helper.make_node("Mul", ["a", "b"], ["y"], name="mul")])
+    x = Var("x")
+    miss = run(op.Mul(x, x), g)
+    assert isinstance(miss, Miss) and "must be one value" in miss.reason
+    g2 = graph([helper.make_node("Mul", ["a", "a"], ["y"], name="mul")])
+    assert isinstance(run(op.Mul(x, x), g2), Match)
+
+
+def test_constant_matched_by_value_with_tolerance():
+    for value, fuses in [(0.5, True), (0.50004, True), (0.505, False)]:
+        g = graph([helper.make_node("Mul", ["a", "h"], ["y"], name="mul")], inputs=("a",), inits=[scalar("h", value)])
+        result = run(op.Mul(Var("x"), Const(value=0.5, label="half")), g)
+        assert isinstance(result, Match) is fuses, (value, result)
+
+
+def test_constant_node_counts_as_constant():
+    c = helper.make_node("Constant", [], ["h"], value=scalar("v", 0.5), name="const")
+    g = graph([c, helper.make_node("Mul", ["a", "h"], ["y"], name="mul")], inputs=("a",))
+    assert isinstance(run(op.Mul(Var("x"), Const("half", 0.5)), g), Match)
+
+
+def test_inner_value_used_outside_is_refused():
+    g = graph([helper.make_node("Relu", ["a"], ["t"], name="relu"),
+               helper.make_node("Neg", ["t"], ["y"], name="neg"),
+               helper.make_node("Abs", ["t"], ["z"], name="abs")], inputs=("a",), outputs=("y", "z"))
+    miss = run(op.Neg(op.Relu(Var("x"))), g, anchor=1)
+    assert isinstance(miss, Miss)
+    assert miss.reason == "'t' (from Relu) is also used by Abs 'abs' outside the match" and miss.at == "relu"
+    assert miss.matched == 2 and miss.total == 2
+
+
+def test_alternatives_record_their_tag_and_must_agree():
+    x = Var("x")
+    g = graph([helper.make_node("Relu", ["a"], ["t"], name="relu"),
+               helper.make_node("Mul", ["t", "a"], ["y"], name="mul")], inputs=("a",))
+    maybe_relu = lambda: maybe(op.Relu, x, tag="relu", present="relu")
+    m = run(op.Mul(maybe_relu(), x), g)
+    assert isinstance(m, Match) and m.has("relu") and m.label == "v[relu]"
+    # the same tag twice must take the same branch: Relu(x)·Relu(x) is not Relu(x)·x
+    miss = run(op.Mul(maybe_relu(), maybe_relu()), g)
+    assert isinstance(miss, Miss)
+
+
+def test_shared_pattern_node_is_one_graph_node_but_copies_may_differ():
+    x = Var("x")
+    nodes = [helper.make_node("Relu", ["a"], ["r1"], name="r1"), helper.make_node("Relu", ["a"], ["r2"], name="r2"),
+             helper.make_node("Mul", ["r1", "r2"], ["y"], name="mul")]
+    shared = op.Relu(x)
+    assert isinstance(run(op.Mul(shared, shared), graph(nodes, inputs=("a",))), Miss)
+    m = run(op.Mul(op.Relu(x), op.Relu(x)), graph(nodes, inputs=("a",)))
+    assert isinstance(m, Match) and len(m.nodes) == 3
+
+
+def test_check_refusal_is_recorded_at_full_depth():
+    g = graph([helper.make_node("Relu", ["a"], ["y"], name="relu")], inputs=("a",))
+    miss = run(op.Relu(Var("x")), g, check=lambda m: "not today")
+    assert miss.reason == "not today" and miss.matched == miss.total == 1
+
+
+def test_attribute_predicates_and_defaults():
+    g = graph([helper.make_node("ReduceMean", ["a"], ["y"], name="rm", axes=[-1])], inputs=("a",))
+    assert isinstance(run(op.ReduceMean(Var("x"), axes=[-1], keepdims=1), g), Match)  # keepdims defaults to 1
+    miss = run(op.ReduceMean(Var("x"), axes=lambda v, n: None if v == [0] else f"axes {v}"), g)
+    assert "axes [-1]" in miss.reason
+
+
+def test_size_counts_sub_expressions_written_twice_once():
+    x = Var("x")
+    p = either(op.Mul(op.Relu(x), op.Relu(x)), op.Neg(x), tag="t")
+    assert p.size() == 2 and p.size({"t": 1}) == 1
