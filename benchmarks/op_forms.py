@@ -78,6 +78,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -557,6 +558,15 @@ class Cell:
     layers: str = ""
 
 
+def cpu_times() -> list[int] | None:
+    """Aggregate /proc/stat cpu counters (Linux), to report hypervisor steal during the run."""
+    try:
+        with open("/proc/stat") as fh:
+            return [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
 def bench(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     w = _weights(rng)
@@ -570,6 +580,7 @@ def bench(args: argparse.Namespace) -> None:
     # results[(batch, group, form)][runtime] = Cell
     results: dict[tuple, dict[str, Cell]] = {}
     t_start = time.perf_counter()
+    cpu0 = cpu_times()
     for B in args.batch:
         for g in groups:
             x = rng.standard_normal(g.x_shape(B)).astype(np.float32)
@@ -608,10 +619,17 @@ def bench(args: argparse.Namespace) -> None:
                 del runners
                 print(f"  [{time.perf_counter() - t_start:6.1f}s] B={B} {g.key:9s} {rt} done", file=sys.stderr, flush=True)
 
-    print_report(args, groups, results, ov_precision_label, time.perf_counter() - t_start)
+    cpu1 = cpu_times()
+    if not args.keep_models:
+        shutil.rmtree(tmp, ignore_errors=True)
+    steal = None
+    if cpu0 and cpu1 and len(cpu0) > 7:
+        total = sum(cpu1[:8]) - sum(cpu0[:8])
+        steal = (cpu1[7] - cpu0[7]) / total if total else None
+    print_report(args, groups, results, ov_precision_label, time.perf_counter() - t_start, steal)
 
 
-def print_report(args, groups, results, ov_prec, elapsed) -> None:
+def print_report(args, groups, results, ov_prec, elapsed, steal) -> None:
     import onnxruntime as ort
     import openvino as ov
 
@@ -620,8 +638,9 @@ def print_report(args, groups, results, ov_prec, elapsed) -> None:
           f"openvino {ov.get_version().split('-')[0]}  threads={args.threads}  rounds={args.rounds}")
     print("# cell: median ms per inference  ±half-IQR  (ratio vs form a of the group, same runtime)  "
           "max|y - fp64 ref|")
-    print(f"# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs "
-          "(other processes on these cores inflate ms; ratios are taken from interleaved rounds)")
+    steal_txt = f"CPU steal during run {steal * 100:.1f}%, " if steal is not None else ""
+    print(f"# {steal_txt}load average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())} on "
+          f"{os.cpu_count()} CPUs (contention inflates ms; compare ratios, which come from interleaved rounds)")
     W = 30
     for B in args.batch:
         for g in groups:
@@ -657,9 +676,19 @@ def print_report(args, groups, results, ov_prec, elapsed) -> None:
             for rt in args.runtimes:
                 c = results[(B, g.key, f.key)][rt]
                 body = c.layers if c.ms is not None else (c.note or "not run")
+                a = results[(B, g.key, g.forms[0].key)][rt]
+                if f is not g.forms[0] and c.ms is not None and a.ms is not None and same_graph(c.layers, a.layers):
+                    body += "   (same layers as a)"
                 print(f"  {f.key:<3}{labels[rt]:<9}{body}")
     print()
     print(f"# total {elapsed:.0f}s")
+
+
+def same_graph(x: str, y: str) -> bool:
+    """Layer listings equal in layer types/precisions (merged-node names ignored)."""
+    def norm(t: str) -> str:
+        return re.sub(r"\[[^]]*\]", "", t)
+    return norm(x) == norm(y)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -670,7 +699,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (seq len is 128)")
     ap.add_argument("--rounds", type=int, default=30, help="round-robin rounds per group")
     ap.add_argument("--warmup", type=int, default=5, help="warm-up inferences per form")
-    ap.add_argument("--min-sample-ms", type=float, default=5.0,
+    ap.add_argument("--min-sample-ms", type=float, default=10.0,
                     help="repeat each inference within one sample until the sample lasts this long")
     ap.add_argument("--threads", type=int, default=2, help="intra-op / inference threads")
     ap.add_argument("--ort-per-session-threads", action="store_true",

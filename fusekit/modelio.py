@@ -31,7 +31,8 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.external_data_helper._get_all_tensors(model))
+    tensors = onnx.external_data_helper._get_all_tensors(model)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors)
 
 
 def load(path: str | os.PathLike) -> onnx.ModelProto:
@@ -61,7 +62,8 @@ def load_with_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
                            f"(up to {onnx.IR_VERSION}); upgrade onnx")
     opset = default_opset(model)
     if opset > max_opset():
-        raise FusekitError(f"{p}: opset {opset} is newer than this onnx {onnx.__version__} supports (up to {max_opset()}); upgrade onnx")
+        raise FusekitError(f"{p}: opset {opset} is newer than this onnx {onnx.__version__} supports "
+                           f"(up to {max_opset()}); upgrade onnx")
     if opset < MIN_OPSET:
         raise FusekitError(f"{p}: opset {opset} is not supported (fusekit needs opset {MIN_OPSET} or newer)")
     external = uses_external_data(model)

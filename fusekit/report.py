@@ -49,7 +49,8 @@ class Report:
             lines.append(self.verification.summary())
         else:
             lines.append("verification: skipped")
-        lines.append(f"time: {self.seconds:.2f} s" + (f" (verification {self.verify_seconds:.2f} s)" if self.verification else ""))
+        timing = f" (verification {self.verify_seconds:.2f} s)" if self.verification else ""
+        lines.append(f"time: {self.seconds:.2f} s{timing}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

@@ -41,7 +41,8 @@ def rewrite(m, emit):
 
 FUSION = Fusion(
     name="Gelu",
-    variants=[Variant("erf", either(*product3(x, half, one_plus_erf), tag="order", labels=("half_first", "half_after", "half_inner")),
+    variants=[Variant("erf", either(*product3(x, half, one_plus_erf), tag="order",
+                                    labels=("half_first", "half_after", "half_inner")),
                       "TorchScript, dynamo, tf2onnx, keras2onnx")],
     check=check,
     rewrite=rewrite,

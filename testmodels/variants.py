@@ -308,6 +308,18 @@ def ln_eps_vector(opset=14):
     return g.model()
 
 
+def ln_eps_cast(opset=14):
+    """eps is Cast(double constant -> float): a computed value, not a constant of its own."""
+    g, x = _io("ln", opset)
+    gamma, beta = _gamma_beta()
+    d = g.op("Sub", x, g.mean(x))
+    var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
+    eps = g.op("Cast", g.const("eps64", BERT_EPS, np.float64), to=TensorProto.FLOAT)
+    n = g.op("Div", d, g.op("Sqrt", g.op("Add", var, eps)))
+    g.op("Add", g.op("Mul", n, g.const("gamma", gamma)), g.const("beta", beta), out="y")
+    return g.model()
+
+
 def ln_axis_not_last(opset=14):
     """Statistics over the seq axis (axes=[1]), not the hidden axis."""
     g, x = _io("ln", opset)
@@ -417,6 +429,7 @@ GELU = {
 NEAR_MISSES = {
     "ln_eps_input": ln_eps_input,
     "ln_eps_vector": ln_eps_vector,
+    "ln_eps_cast": ln_eps_cast,
     "ln_axis_not_last": ln_axis_not_last,
     "ln_inner_used_elsewhere": ln_inner_used_elsewhere,
     "ln_inner_graph_output": ln_inner_graph_output,

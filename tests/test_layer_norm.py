@@ -49,6 +49,7 @@ def test_missing_gamma_becomes_ones():
 NEAR_MISSES = {
     "ln_eps_input": "ε is not a constant: it is the graph input 'eps'",
     "ln_eps_vector": "ε must be a scalar",
+    "ln_eps_cast": "ε is not a constant: it is produced by Cast 'ln/Cast_0'",
     "ln_axis_not_last": "reduces over axis 1, not the last axis",
     "ln_inner_used_elsewhere": "is also used by Add",
     "ln_inner_graph_output": "'std' (from Sqrt) is also a graph output",

@@ -75,7 +75,10 @@ def test_alternatives_record_their_tag_and_must_agree():
     x = Var("x")
     g = graph([helper.make_node("Relu", ["a"], ["t"], name="relu"),
                helper.make_node("Mul", ["t", "a"], ["y"], name="mul")], inputs=("a",))
-    maybe_relu = lambda: maybe(op.Relu, x, tag="relu", present="relu")
+
+    def maybe_relu():
+        return maybe(op.Relu, x, tag="relu", present="relu")
+
     m = run(op.Mul(maybe_relu(), x), g)
     assert isinstance(m, Match) and m.has("relu") and m.label == "v[relu]"
     # the same tag twice must take the same branch: Relu(x)·Relu(x) is not Relu(x)·x
