@@ -77,3 +77,51 @@ def rank(tensor: gs.Tensor) -> int | None:
 
 def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(t is tensor for t in graph.outputs)
+
+
+class DimOf:
+    """A shape entry read at run time: dimension ``index`` of ``tensor``."""
+
+    def __init__(self, tensor: gs.Tensor, index: int):
+        self.tensor, self.index = tensor, index
+
+    def __repr__(self):
+        return f"dim{self.index}({self.tensor.name})"
+
+
+def shape_entries(tensor: gs.Tensor) -> list | None:
+    """What a shape tensor (a Reshape target) holds, entry by entry.
+
+    Each entry is an int (a constant, 0 and -1 included) or a :class:`DimOf` for the
+    ``Unsqueeze(Gather(Shape(t), i))`` pieces exporters concatenate; ``None`` when the
+    shape is built some other way.
+    """
+    value = const_value(tensor)
+    if value is not None:
+        return [int(v) for v in np.atleast_1d(value)]
+    node = producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Concat" and attr(node, "axis") in (0, -1):
+        entries = []
+        for piece in node.inputs:
+            part = shape_entries(piece)
+            if part is None:
+                return None
+            entries += part
+        return entries
+    if node.op == "Unsqueeze":
+        inner = node.inputs[0]
+        source = producer(inner)
+        if source is not None and source.op == "Gather" and producer(source.inputs[0]) is not None \
+                and producer(source.inputs[0]).op == "Shape":
+            index = const_value(source.inputs[1])
+            if index is not None and index.size == 1:
+                shaped = producer(source.inputs[0]).inputs[0]
+                return [DimOf(shaped, int(index.item()))]
+        value = const_value(inner)
+        return None if value is None else [int(v) for v in np.atleast_1d(value)]
+    if node.op == "Shape" and not node.attrs.get("start") and node.attrs.get("end") is None:
+        r = rank(node.inputs[0])
+        return None if r is None else [DimOf(node.inputs[0], i) for i in range(r)]
+    return None

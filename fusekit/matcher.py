@@ -52,6 +52,8 @@ class Match:
     nodes: list[gs.Node]
     named: dict[str, gs.Node]
     graph: gs.Graph
+    context: dict = field(default_factory=dict)  # shared by every match of one run: caches, target
+    facts: dict = field(default_factory=dict)  # what check worked out, for rewrite
 
     def __getitem__(self, name: str) -> gs.Tensor:
         return self.values[name]
@@ -194,6 +196,24 @@ class _Search:
             yield from self._all(patterns[1:], tensors[1:], s2)
 
 
+def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], budget: list[int]) -> bool:
+    """Whether everything ``node`` computes ends up only in the match (so it dies with it).
+
+    Exporters read shapes off inner values (``Shape(ctx)`` to build a reshape target
+    inside the same attention); such side chains are not outside uses.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    for out in node.outputs:
+        if is_graph_output(graph, out):
+            return False
+        for user in out.outputs:
+            if id(user) not in inside and not _feeds_only(graph, user, inside, budget):
+                return False
+    return True
+
+
 def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node) -> tuple[gs.Node, str] | None:
     """An inner value of the match that something outside it still needs, if any."""
     inside = {id(n) for n in nodes}
@@ -204,12 +224,13 @@ def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node) -> tuple[gs.
             if is_graph_output(graph, out):
                 return node, f"'{out.name}' (from {node.op}) is also a graph output"
             for user in out.outputs:
-                if id(user) not in inside:
+                if id(user) not in inside and not _feeds_only(graph, user, inside, [32]):
                     return node, f"'{out.name}' (from {node.op}) is also used by {user.op} '{user.name}' outside the match"
     return None
 
 
-def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node) -> Match | Miss:
+def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node,
+                  context: dict | None = None) -> Match | Miss:
     search = _Search(graph)
     for s in search.match(variant.pattern, anchor.outputs[0], _State()):
         nodes = list({id(n): n for n in s.nodes.values()}.values())
@@ -218,7 +239,7 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
             search.fail(s, *escape)
             continue
         m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
-                  dict(s.named), graph)
+                  dict(s.named), graph, {} if context is None else context)
         reason = fusion.check(m) if fusion.check else None
         if reason:
             search.fail(s, anchor, reason)

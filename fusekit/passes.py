@@ -30,7 +30,7 @@ def _deeper(a: Miss | None, b: Miss) -> Miss:
 
 
 def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[str],
-          misses: dict[tuple[str, str], Miss]) -> list[Fused]:
+          misses: dict[tuple[str, str], Miss], context: dict) -> list[Fused]:
     """One pass of ``fusion`` over the graph; fills ``misses`` with near-misses per anchor."""
     anchors = fusion.anchor_ops()
     gone: set[int] = set()
@@ -42,7 +42,7 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
         for variant in fusion.variants:
             if node.op not in _root_ops(variant.pattern):
                 continue
-            result = match_variant(graph, fusion, variant, node)
+            result = match_variant(graph, fusion, variant, node, context)
             if isinstance(result, Match):
                 gone.update(id(n) for n in result.nodes)
                 fused.append(apply(result, target, opset, names))
@@ -61,11 +61,12 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
     fusions = sorted(fusions, key=lambda f: -f.benefit)
     names = {n.name for n in graph.nodes} | set(graph.tensors())
     misses: dict[tuple[str, str], Miss] = {}
+    context = {"target": target, "opset": opset}
     result = PassResult()
     for result.sweeps in range(1, max_sweeps + 1):
         fired = Counter()
         for fusion in fusions:
-            new = sweep(graph, fusion, target, opset, names, misses)
+            new = sweep(graph, fusion, target, opset, names, misses, context)
             if new:
                 fired[fusion.name] += len(new)
                 result.fused += new

@@ -58,9 +58,10 @@ class Emitter:
     and ``opset`` tell a rewrite which form to build.
     """
 
-    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str]):
+    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str], replacing=()):
         self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
+        self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
     def _unique(self, base: str) -> str:
         taken = self.names
@@ -72,6 +73,16 @@ class Emitter:
 
     def const(self, name: str, value: np.ndarray) -> gs.Constant:
         return gs.Constant(self._unique(f"{self.prefix}/{name}"), np.ascontiguousarray(value))
+
+    def shared(self, op_type: str, *inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
+        """Like ``emit.<op_type>(...)``, but reuses a node already computing exactly that
+        (several fused layers need the same Cast of the mask)."""
+        for node in inputs[0].outputs if inputs else []:
+            if node.op == op_type and (node.domain or "") == _domain and node.attrs == attrs \
+                    and id(node) not in self.replacing \
+                    and len(node.inputs) == len(inputs) and all(a is b for a, b in zip(node.inputs, inputs)):
+                return node.outputs[0]
+        return getattr(self, op_type)(*inputs, _domain=_domain, **attrs)
 
     def __getattr__(self, op_type: str):
         if op_type.startswith("_"):
@@ -103,7 +114,7 @@ def _summarize(value: np.ndarray):
 
 
 def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
-    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names)
+    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes)
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]

@@ -22,6 +22,7 @@ def test_every_layer_norm_and_gelu_fuses(export, target):
     assert not {"ReduceMean", "Erf", "Pow", "Sqrt"} & {op for _, op in hist}
     if target == "ort":
         assert hist[(MS, "BiasGelu")] == 2
+        assert hist[(MS, "Attention")] == 2 and "Softmax" not in {op for _, op in hist}
     else:
         assert hist[("", "Gelu")] == 2
     assert report.verification.ok, report.verification.summary()

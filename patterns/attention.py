@@ -1,0 +1,201 @@
+"""Multi-head self-attention, with the head count read from the graph.
+
+    Q, K, V = x·Wq + bq, x·Wk + bk, x·Wv + bv            split into N heads of size h
+    out = merge_heads(softmax(scale · Q·Kᵀ + mask) · V)
+
+eager — TorchScript exporter, ``attn_implementation="eager"`` (transformers 5 multiplies
+by the scale, transformers 4 and TF divide by √h)::
+
+    x ─► MatMul(Wq) ─► Add(bq) ─► Reshape ─► Transpose(0,2,1,3) ─────────────┐
+    x ─► MatMul(Wk) ─► Add(bk) ─► Reshape ─► Transpose(0,2,3,1) ─────────────► MatMul ─► Mul(scale) ─► Add(mask) ─► Softmax ─┐
+    x ─► MatMul(Wv) ─► Add(bv) ─► Reshape ─► Transpose(0,2,1,3) ───────────────────────────────────────────────────────────► MatMul ─► Transpose(0,2,1,3) ─► Reshape ─► out
+
+sdpa — TorchScript exporter, ``attn_implementation="sdpa"``: √scale multiplies Q and Kᵀ
+each, a NaN guard follows the Softmax, and a no-op Reshape precedes the merge::
+
+    Q ─► Mul(√scale) ─┐
+    Kᵀ ─► Mul(√scale) ─► MatMul ─► Add(mask) ─► Softmax ─► Where(IsNaN(p), 0, p) ─► MatMul(V) ─► Reshape ─► Transpose ─► Reshape
+
+Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2). The mask is optional.
+
+Checks:
+- the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors;
+- the number of heads N and head size h come from the Reshape targets (``[0, 0, N, h]``,
+  ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
+- the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
+- the scale is a scalar constant (or the product of two), carried exactly — usually 1/√h;
+- the mask, evaluated on probe masks (see ``fusekit.probe``), is a key padding mask
+  built from a 2-D model input: 0 at kept keys and one large negative fill value at
+  padded ones, whichever side the padding is on. The fused op gets that 2-D mask
+  itself, never a right-padding-only mask index.
+
+Forms: ``ort`` com.microsoft Attention with packed QKV weights and the raw 2-D mask;
+``onnx`` and ``openvino`` keep the projections and use ONNX Attention (opset 23).
+"""
+import numpy as np
+from onnx import TensorProto
+
+from fusekit.graph import DimOf, shape_entries
+from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.probe import key_padding_mask
+from fusekit.rewrite import MS
+
+from ._common import c, last_dim
+
+x = Var("x", "the hidden states")
+LOWEST = float(np.finfo(np.float32).min)
+
+
+def projection(name: str):
+    return op.Add(op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight")),
+                  Const(f"b_{name}", label=f"the {name.upper()} bias"))
+
+
+def split_heads(name: str):
+    return op.Reshape(projection(name), Var(f"{name}_shape", f"the {name.upper()} head split"), _bind=f"{name}_split")
+
+
+def softmax_axis(axis, node):
+    return None if axis in (-1, 3) else f"normalizes over axis {axis}, not the key axis"
+
+
+q = op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q")
+v = op.Transpose(split_heads("v"), perm=[0, 2, 1, 3], _bind="v")
+k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
+             op.Transpose(op.Transpose(split_heads("k"), perm=[0, 2, 1, 3]), perm=[0, 1, 3, 2]),
+             tag="k_transpose", labels=("", "k_double_transpose"))
+scores = either(
+    op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale")),
+    op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor")),
+    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), op.Mul(k_t, Const("k_scale", label="the K scale"))),
+    tag="scale", labels=("", "div_scale", "sqrt_scale_qk"))
+masked = maybe(lambda s: op.Add(s, Var("mask", "the attention mask")), scores, tag="mask", absent="no_mask")
+probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
+              op.Softmax(masked, axis=softmax_axis), tag="nan_guard", present="nan_guard")
+context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape")),
+                op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
+merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge"))
+
+
+def _keeps_batch_and_sequence(entries) -> bool:
+    """The first two entries of a reshape target keep (batch, sequence) where they are."""
+    def same(entry, axis):
+        return entry == 0 or (isinstance(entry, DimOf) and entry.index == axis)
+    return same(entries[0], 0) and (same(entries[1], 1) or entries[1] == -1)
+
+
+def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
+    entries = shape_entries(m[f"{name}_shape"])
+    what = f"the {name.upper()} head split"
+    if entries is None or len(entries) != 4:
+        return f"{what} is not a 4-D shape fusekit can read"
+    if not _keeps_batch_and_sequence(entries):
+        return f"{what} {entries} does not keep batch and sequence in place"
+    heads, size = entries[2], entries[3]
+    if isinstance(heads, DimOf) or isinstance(size, DimOf) or [entries[1], heads, size].count(-1) > 1:
+        return f"{what} {entries} does not state the number of heads or the head size"
+    heads = width // size if heads == -1 and size > 0 else heads
+    size = width // heads if size == -1 and heads > 0 else size
+    if heads <= 0 or size <= 0 or heads * size != width:
+        return f"{what} gives {heads} heads of {size}, which does not make the projection width {width}"
+    return heads, size
+
+
+def _merge_reason(m, width: int) -> str | None:
+    entries = shape_entries(m["merge_shape"])
+    if entries is None or len(entries) != 3 or not _keeps_batch_and_sequence(entries):
+        return f"the head merge {entries} is not a (batch, sequence, {width}) reshape fusekit can read"
+    if entries[2] not in (width, -1) or (entries[2] == -1 and entries[1] == -1):
+        return f"the head merge {entries} does not give the width {width}"
+    return None
+
+
+def _noop_reason(m, heads: int, size: int) -> str | None:
+    """The sdpa export's Reshape between ·V and the merge must change nothing."""
+    entries = shape_entries(m["unsplit_shape"])
+    same_shape = {id(m.node(n).outputs[0]) for n in ("q", "v", "context")}
+    if entries is None or len(entries) != 4:
+        return "the reshape after ·V is not a 4-D shape fusekit can read"
+    for axis, entry in enumerate(entries):
+        known = {1: heads, 3: size}.get(axis)
+        if not (entry == -1 or (known is not None and entry == known)
+                or (isinstance(entry, DimOf) and entry.index == axis and id(entry.tensor) in same_shape)):
+            return f"the reshape after ·V {entries} may not be a no-op (axis {axis})"
+    return None if sum(e == -1 for e in entries) <= 1 else "the reshape after ·V has several -1 entries"
+
+
+def _scale(m) -> float | str:
+    if "scale" in m.consts:
+        values = [m.const("scale")]
+    elif "scale_divisor" in m.consts:
+        values = [1.0 / m.const("scale_divisor")]
+    else:
+        values = [m.const("q_scale"), m.const("k_scale")]
+    if any(np.asarray(v).size != 1 for v in values):
+        return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
+    return float(np.prod([np.asarray(v, np.float64).item() for v in values]))
+
+
+def check(m):
+    weights = [m.const(f"w_{n}") for n in "qkv"]
+    biases = [m.const(f"b_{n}") for n in "qkv"]
+    hidden_in = last_dim(m["x"])
+    if any(w.ndim != 2 for w in weights) or len({w.shape for w in weights}) != 1:
+        return f"the Q/K/V weights are not three matrices of one shape: {[list(w.shape) for w in weights]}"
+    width = weights[0].shape[1]
+    if hidden_in is not None and weights[0].shape[0] != hidden_in:
+        return f"the Q weight has {weights[0].shape[0]} rows but the hidden size is {hidden_in}"
+    if any(b.shape != (width,) for b in biases):
+        return f"the Q/K/V biases are not [{width}] vectors: {[list(b.shape) for b in biases]}"
+    split = {}
+    for name in "qkv":
+        found = heads_of(m, name, width)
+        if isinstance(found, str):
+            return found
+        split[name] = found
+    if len(set(split.values())) != 1:
+        return "the head count disagrees between Q, K and V: " + ", ".join(
+            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
+    heads, size = split["q"]
+    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) or None
+    if reason:
+        return reason
+    scale = _scale(m)
+    if isinstance(scale, str):
+        return scale
+    m.facts.update(heads=heads, size=size, scale=scale)
+    if m.has("mask"):
+        mask = key_padding_mask(m.graph, m["mask"], m.context.setdefault("masks", {}))
+        if isinstance(mask, str):
+            return mask
+        m.facts["mask"] = mask
+    return None
+
+
+def rewrite(m, emit):
+    facts = m.facts
+    w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
+    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    inputs = [m["x"], emit.const("qkv_weight", w), emit.const("qkv_bias", b)]
+    attrs = {"num_heads": facts["heads"], "scale": facts["scale"]}
+    mask = facts.get("mask")
+    if mask is not None:
+        mask_input = mask.input
+        if np.dtype(mask_input.dtype) != np.int32:
+            mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
+        inputs.append(mask_input)
+        # -inf cannot be a filter value (0 · -inf is NaN); the lowest float gives the same
+        # probabilities whenever a row keeps at least one key
+        attrs["mask_filter_value"] = max(mask.fill, LOWEST)
+    return emit.Attention(*inputs, _domain=MS, **attrs)
+
+
+FUSION = Fusion(
+    name="Attention",
+    variants=[Variant("self_attention", merged, "TorchScript eager and sdpa exports (transformers 4 and 5)")],
+    check=check,
+    rewrite=rewrite,
+    benefit=20,
+    targets=("ort",),
+    min_miss_depth=6,
+)
