@@ -26,6 +26,8 @@ def const_value(tensor: gs.Tensor) -> np.ndarray | None:
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values)
     producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is not None and producer.op == "Identity" and not producer.domain:
+        return const_value(producer.inputs[0])  # TorchScript shares a tied weight through Identity
     if producer is not None and producer.op == "Constant" and not producer.domain:
         value = producer.attrs.get("value")
         if isinstance(value, gs.Constant):
@@ -121,7 +123,28 @@ def shape_entries(tensor: gs.Tensor) -> list | None:
                 return [DimOf(shaped, int(index.item()))]
         value = const_value(inner)
         return None if value is None else [int(v) for v in np.atleast_1d(value)]
-    if node.op == "Shape" and not node.attrs.get("start") and node.attrs.get("end") is None:
-        r = rank(node.inputs[0])
-        return None if r is None else [DimOf(node.inputs[0], i) for i in range(r)]
+    if node.op == "Shape":
+        return _dims_of(node.inputs[0], node.attrs.get("start", 0), node.attrs.get("end"))
+    if node.op == "Slice" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape" \
+            and len(node.inputs) in (3, 4):
+        starts, ends = const_value(node.inputs[1]), const_value(node.inputs[2])
+        axes = const_value(node.inputs[3]) if len(node.inputs) == 4 else np.zeros(1)
+        if starts is None or ends is None or axes is None or starts.size != 1 or int(axes.ravel()[0]) != 0:
+            return None
+        full = shape_entries(node.inputs[0])
+        return None if full is None else full[_clamp(starts.item(), len(full)):_clamp(ends.item(), len(full))]
     return None
+
+
+def _clamp(index: int, size: int) -> int:
+    """Python-style slice bound, as ONNX Slice and Shape(start, end) clamp them."""
+    index = index + size if index < 0 else index
+    return min(max(index, 0), size)
+
+
+def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
+    r = rank(tensor)
+    if r is None:
+        return None
+    end = r if end is None else end
+    return [DimOf(tensor, i) for i in range(_clamp(start, r), _clamp(end, r))]

@@ -31,6 +31,7 @@ class Miss:
     at: str | None
     reason: str
     nodes: list[str] = field(default_factory=list)  # the graph nodes it did match
+    ops: list[str] = field(default_factory=list)  # and their op types
 
     def __str__(self):
         where = f" at '{self.at}'" if self.at else ""
@@ -246,6 +247,6 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
             continue
         return m
     state, at, reason = search.best or (_State(), anchor.name, "no alternative applies")
-    names = list(dict.fromkeys(n.name for n in state.nodes.values()))
-    return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(names), variant.pattern.size(state.tags),
-                at, reason, names)
+    nodes = list({id(n): n for n in state.nodes.values()}.values())
+    return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(nodes), variant.pattern.size(state.tags),
+                at, reason, [n.name for n in nodes], [n.op for n in nodes])

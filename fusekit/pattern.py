@@ -184,8 +184,9 @@ class Fusion:
     benefit: int = 1
     targets: tuple[str, ...] = ("ort", "onnx", "openvino")
     min_opset: Mapping[str, int] = field(default_factory=dict)
-    # A miss is worth reporting once a candidate matched this many pattern nodes.
-    min_miss_depth: int = 2
+    # A refused candidate is reported as a near miss once its match reached one of these
+    # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
+    signature: frozenset[str] = frozenset()
 
     def anchor_ops(self) -> set[str]:
         return {t for v in self.variants for t in _root_ops(v.pattern)}

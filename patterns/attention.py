@@ -16,6 +16,9 @@ each, a NaN guard follows the Softmax, and a no-op Reshape precedes the merge::
     Q ─► Mul(√scale) ─┐
     Kᵀ ─► Mul(√scale) ─► MatMul ─► Add(mask) ─► Softmax ─► Where(IsNaN(p), 0, p) ─► MatMul(V) ─► Reshape ─► Transpose ─► Reshape
 
+dynamo — ``torch.onnx.export(dynamo=True)``: as sdpa, but Kᵀ is built through a 3-D view,
+Reshape([-1, S, h]) ─► Transpose(0,2,1) ─► Reshape([B, N, h, S]), with no no-op reshape.
+
 Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2). The mask is optional.
 
 Checks:
@@ -61,9 +64,13 @@ def softmax_axis(axis, node):
 
 q = op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q")
 v = op.Transpose(split_heads("v"), perm=[0, 2, 1, 3], _bind="v")
+k_heads = op.Transpose(split_heads("k"), perm=[0, 2, 1, 3], _bind="k")
 k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
-             op.Transpose(op.Transpose(split_heads("k"), perm=[0, 2, 1, 3]), perm=[0, 1, 3, 2]),
-             tag="k_transpose", labels=("", "k_double_transpose"))
+             op.Transpose(k_heads, perm=[0, 1, 3, 2]),
+             # dynamo: swap the last two axes through a 3-D view
+             op.Reshape(op.Transpose(op.Reshape(k_heads, Var("k_flat", "the Kᵀ flattening")), perm=[0, 2, 1]),
+                        Var("k_unflat", "the Kᵀ unflattening")),
+             tag="k_transpose", labels=("", "k_double_transpose", "k_transpose_3d"))
 scores = either(
     op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale")),
     op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor")),
@@ -124,6 +131,23 @@ def _noop_reason(m, heads: int, size: int) -> str | None:
     return None if sum(e == -1 for e in entries) <= 1 else "the reshape after ·V has several -1 entries"
 
 
+def _same_shape_dim(m, entry, axis: int) -> bool:
+    """``entry`` reads dimension ``axis`` of a tensor shaped like the per-head Q/K/V, [B, N, S, h]."""
+    heads = {id(m.node(n).outputs[0]) for n in ("q", "v", "k") if n in m.named}
+    return isinstance(entry, DimOf) and entry.index == axis and id(entry.tensor) in heads
+
+
+def _k_transpose_reason(m, heads: int, size: int) -> str | None:
+    """The dynamo 3-D detour must be exactly [B·N, S, h] → [B·N, h, S] → [B, N, h, S]."""
+    flat, unflat = shape_entries(m["k_flat"]), shape_entries(m["k_unflat"])
+    ok_flat = flat is not None and len(flat) == 3 and flat[0] == -1 and _same_shape_dim(m, flat[1], 2) \
+        and (flat[2] == size or _same_shape_dim(m, flat[2], 3))
+    ok_unflat = unflat is not None and len(unflat) == 4 and _same_shape_dim(m, unflat[0], 0) \
+        and (unflat[1] == heads or _same_shape_dim(m, unflat[1], 1)) \
+        and (unflat[2] == size or _same_shape_dim(m, unflat[2], 3)) and _same_shape_dim(m, unflat[3], 2)
+    return None if ok_flat and ok_unflat else f"the Kᵀ reshapes {flat} → {unflat} do not just swap the last two axes"
+
+
 def _scale(m) -> float | str:
     if "scale" in m.consts:
         values = [m.const("scale")]
@@ -157,7 +181,8 @@ def check(m):
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads, size = split["q"]
-    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) or None
+    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
+        or (m.tags.get("k_transpose") == 2 and _k_transpose_reason(m, heads, size)) or None
     if reason:
         return reason
     scale = _scale(m)
@@ -195,7 +220,7 @@ FUSION = Fusion(
     variants=[Variant("self_attention", merged, "TorchScript eager and sdpa exports (transformers 4 and 5)")],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"Softmax"}),
     benefit=20,
     targets=("ort",),
-    min_miss_depth=6,
 )

@@ -32,7 +32,7 @@ FUSION = Fusion(
     ],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"Add"}),
     benefit=1,
     targets=("ort",),
-    min_miss_depth=2,
 )

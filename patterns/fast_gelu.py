@@ -56,6 +56,7 @@ FUSION = Fusion(
     ],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"Tanh"}),
     benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

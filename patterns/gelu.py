@@ -46,6 +46,7 @@ FUSION = Fusion(
                       "TorchScript, dynamo, tf2onnx, keras2onnx")],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"Erf"}),
     benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

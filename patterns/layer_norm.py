@@ -102,7 +102,7 @@ FUSION = Fusion(
     ],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"ReduceMean"}),
     benefit=9,
     min_opset={"ort": 17, "onnx": 17, "openvino": 17},
-    min_miss_depth=3,
 )

@@ -32,6 +32,7 @@ FUSION = Fusion(
     variants=[Variant("sigmoid", op.Mul(x, op.Sigmoid(op.Mul(x, Const("alpha", label="α")))), "CLIP, OpenAI-style code")],
     check=check,
     rewrite=rewrite,
+    signature=frozenset({"Sigmoid"}),
     benefit=3,
     targets=("ort",),
 )
