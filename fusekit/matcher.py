@@ -32,6 +32,7 @@ class Miss:
     reason: str
     nodes: list[str] = field(default_factory=list)  # the graph nodes it did match
     ops: list[str] = field(default_factory=list)  # and their op types
+    at_op: str | None = None  # the op of the node where it stopped, when that node was the op expected
 
     def __str__(self):
         where = f" at '{self.at}'" if self.at else ""
@@ -96,11 +97,12 @@ class _State:
 class _Search:
     def __init__(self, graph: gs.Graph):
         self.graph = graph
-        self.best: tuple[_State, str | None, str] | None = None
+        self.best: tuple[_State, gs.Node | None, str, bool] | None = None
 
-    def fail(self, state: _State, node: gs.Node | None, reason: str):
+    def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True):
+        """Note a dead end at ``node``; ``reached`` is False when node is not even the op expected."""
         if self.best is None or state.depth() > self.best[0].depth():
-            self.best = (state, node.name if node is not None else None, reason)
+            self.best = (state, node, reason, reached)
 
     def match(self, p: Pattern, t: gs.Tensor, s: _State) -> Iterator[_State]:
         if isinstance(p, Op):
@@ -146,7 +148,7 @@ class _Search:
         node = producer(t)
         if node is None or node.op != p.op_type or (node.domain or "") != p.domain:
             found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
-            self.fail(s, node, f"expected {p.op_type}, found {found}")
+            self.fail(s, node, f"expected {p.op_type}, found {found}", reached=False)
             return
         earlier = s.nodes.get(id(p))
         if earlier is not None:
@@ -246,7 +248,8 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
             search.fail(s, anchor, reason)
             continue
         return m
-    state, at, reason = search.best or (_State(), anchor.name, "no alternative applies")
+    state, at, reason, reached = search.best or (_State(), anchor, "no alternative applies", False)
     nodes = list({id(n): n for n in state.nodes.values()}.values())
     return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(nodes), variant.pattern.size(state.tags),
-                at, reason, [n.name for n in nodes], [n.op for n in nodes])
+                at.name if at is not None else None, reason, [n.name for n in nodes], [n.op for n in nodes],
+                at.op if at is not None and reached else None)

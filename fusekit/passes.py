@@ -50,7 +50,7 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
                 break
             closest = _deeper(closest, result)
         else:
-            if closest is not None and fusion.signature & set(closest.ops):
+            if closest is not None and fusion.signature & {*closest.ops, closest.at_op}:
                 misses[(fusion.name, node.name)] = closest
     if gone:
         graph.nodes = [n for n in graph.nodes if id(n) not in gone]
