@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Full-size BERT benchmark models, generated on demand and cached.
 
 No model hub is reachable, so the models are built from a BertConfig with
@@ -47,20 +46,28 @@ MODELS_DIR = pathlib.Path(__file__).resolve().parent / "models"
 
 SEED = 0
 # Shared by both sizes (BERT's released configs).
-_COMMON = dict(
-    vocab_size=30522,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-)
+_COMMON = {
+    "vocab_size": 30522,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+}
 CONFIGS: dict[str, dict] = {
-    "bert-base": dict(
-        _COMMON, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
-    ),
-    "bert-large": dict(
-        _COMMON, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
-    ),
+    "bert-base": {
+        **_COMMON,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "bert-large": {
+        **_COMMON,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
 }
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 DYNAMO_MIN_OPSET = 18
@@ -83,7 +90,12 @@ class DynamoExportError(RuntimeError):
 
 
 def model_path(
-    name: str, *, layers: int | None = None, opset: int = 14, attn: str = "eager", dynamo: bool = False
+    name: str,
+    *,
+    layers: int | None = None,
+    opset: int = 14,
+    attn: str = "eager",
+    dynamo: bool = False,
 ) -> pathlib.Path:
     """Where get_model() caches this model (validates the arguments; exports nothing)."""
     if name not in CONFIGS:
@@ -103,7 +115,12 @@ def model_path(
 
 
 def get_model(
-    name: str, *, layers: int | None = None, opset: int = 14, attn: str = "eager", dynamo: bool = False
+    name: str,
+    *,
+    layers: int | None = None,
+    opset: int = 14,
+    attn: str = "eager",
+    dynamo: bool = False,
 ) -> pathlib.Path:
     """Path to the cached ONNX model, exporting it first if it is missing.
 
@@ -129,9 +146,13 @@ def get_model(
 
 def _require_deps():
     """Import torch, transformers and the test-model export helpers."""
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        raise MissingBenchDependencies(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
+        raise MissingBenchDependencies(
+            f"{INSTALL_HINT} (missing: {', '.join(missing)})"
+        )
     if str(REPO_ROOT) not in sys.path:  # testmodels/ is not an installed package
         sys.path.insert(0, str(REPO_ROOT))
     try:
@@ -148,7 +169,9 @@ def build_model(name: str, layers: int, attn: str):
     from transformers import BertConfig
 
     torch.manual_seed(SEED)
-    config = BertConfig(**dict(CONFIGS[name], num_hidden_layers=layers), attn_implementation=attn)
+    config = BertConfig(
+        **{**CONFIGS[name], "num_hidden_layers": layers}, attn_implementation=attn
+    )
     model = export_bert.BertForExport(config)
     export_bert.randomize_trivial_params(model, torch.Generator().manual_seed(SEED))
     model.eval()
@@ -156,43 +179,60 @@ def build_model(name: str, layers: int, attn: str):
     return model
 
 
-def _param_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+def param_count(name: str, layers: int | None = None) -> int:
+    """Number of parameters of the model (what BertModel with a pooler has)."""
+    c = CONFIGS[name]
+    h, i = c["hidden_size"], c["intermediate_size"]
+    layers = c["num_hidden_layers"] if layers is None else layers
+    embeddings = (
+        c["vocab_size"] + c["max_position_embeddings"] + c["type_vocab_size"]
+    ) * h + 2 * h
+    # Q, K, V, attention output dense; FFN in and out; two LayerNorms.
+    layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
+    pooler = h * h + h
+    return embeddings + layers * layer + pooler
 
 
-def _remove_stale_temps(path: pathlib.Path) -> None:
-    """Delete temp files left by earlier exports of `path` whose process is gone."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+def _remove_stale_temps(folder: pathlib.Path) -> None:
+    """Delete temp files left in `folder` by killed exports (whose process is gone)."""
+    for tmp in folder.glob(".*.onnx.tmp-*"):
         try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)  # still running: leave it alone
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)  # still running: leave it alone
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OSError):
+        except (ValueError, OSError):
             pass
 
 
-def _export(name: str, layers: int, opset: int, attn: str, dynamo: bool, path: pathlib.Path) -> None:
+def _export(
+    name: str, layers: int, opset: int, attn: str, dynamo: bool, path: pathlib.Path
+) -> None:
     export_bert = _require_deps()
     import torch
 
     if dynamo:
         _check_dynamo_available()
-    model = build_model(name, layers, attn)
-    if _param_bytes(model) > _MAX_INLINE_BYTES:
+    weight_bytes = 4 * param_count(name, layers)  # float32
+    if weight_bytes > _MAX_INLINE_BYTES:
         raise ValueError(
-            f"{name} with {layers} layers has {_param_bytes(model) / 2**30:.2f} GiB of weights, over "
+            f"{name} with {layers} layers has {weight_bytes / 2**30:.2f} GiB of weights, over "
             "the 2 GiB ONNX protobuf limit; external-data models are not supported here"
         )
+    model = build_model(name, layers, attn)
     example = export_bert.make_inputs(2, 16, SEED, pad=True)
     args = tuple(torch.from_numpy(example[n]) for n in export_bert.INPUT_NAMES)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
+    _remove_stale_temps(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+            # Expected and harmless for BERT (the test models get them too).
+            warnings.filterwarnings(
+                "ignore", message="You are using the legacy TorchScript"
+            )
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             if dynamo:
                 _export_dynamo(model, args, tmp, opset, export_bert)
             else:
@@ -225,7 +265,7 @@ def _export_dynamo(model, args, tmp: pathlib.Path, opset: int, export_bert) -> N
     import torch
 
     batch = torch.export.Dim("batch")
-    seq = torch.export.Dim("sequence", max=CONFIGS["bert-base"]["max_position_embeddings"])
+    seq = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
     axes = {0: batch, 1: seq}
     try:
         program = torch.onnx.export(
@@ -237,6 +277,7 @@ def _export_dynamo(model, args, tmp: pathlib.Path, opset: int, export_bert) -> N
             output_names=export_bert.OUTPUT_NAMES,
             dynamic_shapes={n: axes for n in export_bert.INPUT_NAMES},
             external_data=False,
+            verbose=False,
         )
         if program is None:
             raise RuntimeError("torch.onnx.export returned no ONNXProgram")
@@ -255,7 +296,9 @@ def _verify(path: pathlib.Path, name: str, layers: int, attn: str) -> None:
     """check_model + onnxruntime vs PyTorch on three shapes (testmodels' verify)."""
     export_bert = _require_deps()
     worst = export_bert.verify(build_model(name, layers, attn), str(path))
-    print(f"verify: check_model ok; onnxruntime matches PyTorch (worst {worst:.2e} < {export_bert.ATOL})")
+    print(
+        f"verify: check_model ok; onnxruntime matches PyTorch (worst {worst:.2e} < {export_bert.ATOL})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,27 +307,59 @@ def main(argv: list[str] | None = None) -> int:
         description="Export (or find cached) a random-weight BERT benchmark model and print its path.",
     )
     parser.add_argument("name", choices=sorted(CONFIGS))
-    parser.add_argument("--layers", type=int, default=None, help="number of encoder layers (default: the model's)")
-    parser.add_argument("--opset", type=int, default=14, help="ONNX opset (default 14; dynamo uses at least 18)")
-    parser.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="eager", help="attention implementation")
-    parser.add_argument("--dynamo", action="store_true", help="use torch.onnx.export(dynamo=True)")
     parser.add_argument(
-        "--verify", action="store_true", help="also check the file and compare onnxruntime with PyTorch"
+        "--layers",
+        type=int,
+        default=None,
+        help="number of encoder layers (default: the model's)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=14,
+        help="ONNX opset (default 14; dynamo uses at least 18)",
+    )
+    parser.add_argument(
+        "--attn",
+        choices=ATTN_IMPLEMENTATIONS,
+        default="eager",
+        help="attention implementation",
+    )
+    parser.add_argument(
+        "--dynamo", action="store_true", help="use torch.onnx.export(dynamo=True)"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the file and compare onnxruntime with PyTorch",
     )
     args = parser.parse_args(argv)
-    kwargs = dict(layers=args.layers, opset=args.opset, attn=args.attn, dynamo=args.dynamo)
+    kwargs = {
+        "layers": args.layers,
+        "opset": args.opset,
+        "attn": args.attn,
+        "dynamo": args.dynamo,
+    }
     try:
         path = model_path(args.name, **kwargs)
     except ValueError as exc:
         parser.error(str(exc))
     try:
         cached = path.is_file()
+        if not cached:
+            _require_deps()  # so the time below is the export's, not torch's import
         start = time.perf_counter()
         get_model(args.name, **kwargs)
         elapsed = time.perf_counter() - start
         print(f"path: {path}")
-        print(f"size: {path.stat().st_size:,} bytes ({path.stat().st_size / 2**20:.1f} MiB)")
-        print("export time: cached (not exported)" if cached else f"export time: {elapsed:.1f} s")
+        print(
+            f"size: {path.stat().st_size:,} bytes ({path.stat().st_size / 2**20:.1f} MiB)"
+        )
+        print(
+            "export time: cached (not exported)"
+            if cached
+            else f"export time: {elapsed:.1f} s"
+        )
         if args.verify:
             layers = args.layers or CONFIGS[args.name]["num_hidden_layers"]
             _verify(path, args.name, layers, args.attn)

@@ -1,6 +1,6 @@
 """fusekit: a graph-level fusion compiler for BERT-family ONNX models."""
 from .errors import FusekitError
-from .optimize import TARGETS, optimize
+from .pipeline import TARGETS, optimize
 from .verify import VerifyResult, verify
 
 __version__ = "0.1.0"

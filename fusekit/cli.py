@@ -16,7 +16,7 @@ from . import __version__
 from .errors import FusekitError
 from .inputs import parse_shapes
 from .modelio import check_destination, load_with_layout, staged, write
-from .optimize import TARGETS, optimize
+from .pipeline import TARGETS, optimize
 from .verify import verify
 
 

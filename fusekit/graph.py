@@ -148,3 +148,51 @@ def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
         return None
     end = r if end is None else end
     return [DimOf(tensor, i) for i in range(_clamp(start, r), _clamp(end, r))]
+
+
+# Ops whose output keeps the leading dimensions of their first input.
+_KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
+                  "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
+                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout"}
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
+
+
+def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | None = None) -> bool:
+    """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence).
+
+    Shape inference loses these dimensions through Slice and broadcasting, so this
+    follows the value back to a 2-D model input through ops that keep leading
+    dimensions. A value that may broadcast over batch or sequence (the [1, S, H]
+    position term of an embedding sum) is not proven.
+    """
+    memo = {} if memo is None else memo
+    if id(tensor) in memo:
+        return memo[id(tensor)]
+    memo[id(tensor)] = False  # cycles cannot prove anything
+    node = producer(tensor)
+    if node is None:
+        result = _is_sequence_input(graph, tensor)
+    elif node.op in _ELEMENTWISE:
+        result = any(const_value(t) is None and spans_batch_and_sequence(graph, t, memo) for t in node.inputs)
+    elif node.op in _KEEPS_LEADING:
+        weight = node.inputs[1] if node.op == "MatMul" else None
+        result = (weight is None or rank(weight) == 2) and spans_batch_and_sequence(graph, node.inputs[0], memo)
+    elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
+        result = spans_batch_and_sequence(graph, node.inputs[1], memo)
+    elif node.op == "Reshape":
+        entries = shape_entries(node.inputs[1])
+        result = entries is not None and len(entries) >= 2 and all(
+            isinstance(e, DimOf) and e.index == i and spans_batch_and_sequence(graph, e.tensor, memo)
+            for i, e in enumerate(entries[:2]))
+    else:
+        result = False
+    memo[id(tensor)] = result
+    return result
+
+
+def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    """A 2-D model input whose two dimensions are those of every other 2-D input."""
+    if not any(t is tensor for t in graph.inputs) or rank(tensor) != 2:
+        return False
+    dims = {tuple(t.shape[:2]) for t in graph.inputs if rank(t) == 2}
+    return len(dims) == 1

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .graph import ATTRIBUTE_INPUTS, attr, const_value, describe_origin, is_graph_output, producer
-from .pattern import Const, Fusion, Op, Or, Pattern, Var, Variant
+from .pattern import Const, Fusion, Op, Or, Pattern, Var, Variant, variables
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Miss:
     nodes: list[str] = field(default_factory=list)  # the graph nodes it did match
     ops: list[str] = field(default_factory=list)  # and their op types
     at_op: str | None = None  # the op of the node where it stopped, when that node was the op expected
+    complete: bool = False  # the whole shape matched; a check or an outside use refused it
 
     def __str__(self):
         where = f" at '{self.at}'" if self.at else ""
@@ -98,11 +99,18 @@ class _Search:
     def __init__(self, graph: gs.Graph):
         self.graph = graph
         self.best: tuple[_State, gs.Node | None, str, bool] | None = None
+        self.best_key = (-1, -1)
 
-    def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True):
-        """Note a dead end at ``node``; ``reached`` is False when node is not even the op expected."""
-        if self.best is None or state.depth() > self.best[0].depth():
-            self.best = (state, node, reason, reached)
+    def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
+        """Note a dead end at ``node``; the one that got furthest is kept.
+
+        ``reached`` is False when node is not even the op expected; ``complete`` marks a
+        refusal after the whole shape matched (a check, an outside use), which is closer
+        than any structural dead end.
+        """
+        key = (int(complete), state.depth())
+        if key > self.best_key:
+            self.best, self.best_key = (state, node, reason, reached), key
 
     def match(self, p: Pattern, t: gs.Tensor, s: _State) -> Iterator[_State]:
         if isinstance(p, Op):
@@ -199,35 +207,41 @@ class _Search:
             yield from self._all(patterns[1:], tensors[1:], s2)
 
 
-def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], budget: list[int]) -> bool:
-    """Whether everything ``node`` computes ends up only in the match (so it dies with it).
+def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], kept: set[int], budget: list[int]) -> bool:
+    """Whether everything ``node`` computes ends up only inside the match, so it dies with it.
 
     Exporters read shapes off inner values (``Shape(ctx)`` to build a reshape target
-    inside the same attention); such side chains are not outside uses.
+    inside the same attention); such side chains are not outside uses. A chain that
+    reaches a value the replacement keeps reading (``kept``) survives, so it is one.
     """
     budget[0] -= 1
     if budget[0] < 0:
         return False
     for out in node.outputs:
-        if is_graph_output(graph, out):
+        if is_graph_output(graph, out) or id(out) in kept:
             return False
         for user in out.outputs:
-            if id(user) not in inside and not _feeds_only(graph, user, inside, budget):
+            if id(user) not in inside and not _feeds_only(graph, user, inside, kept, budget):
                 return False
     return True
 
 
-def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node) -> tuple[gs.Node, str] | None:
-    """An inner value of the match that something outside it still needs, if any."""
+def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node, exported=(), kept=()) -> tuple[gs.Node, str] | None:
+    """An inner value of the match that something outside it still needs, if any.
+
+    ``kept`` are the bound values the replacement will still read.
+    """
     inside = {id(n) for n in nodes}
+    kept = {id(t) for t in kept}
+    free = {id(anchor)} | {id(n) for n in exported}
     for node in nodes:
-        if node is anchor:
+        if id(node) in free:
             continue
         for out in node.outputs:
             if is_graph_output(graph, out):
                 return node, f"'{out.name}' (from {node.op}) is also a graph output"
             for user in out.outputs:
-                if id(user) not in inside and not _feeds_only(graph, user, inside, [32]):
+                if id(user) not in inside and not _feeds_only(graph, user, inside, kept, [32]):
                     return node, f"'{out.name}' (from {node.op}) is also used by {user.op} '{user.name}' outside the match"
     return None
 
@@ -235,21 +249,23 @@ def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node) -> tuple[gs.
 def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node,
                   context: dict | None = None) -> Match | Miss:
     search = _Search(graph)
+    shape_only = {name for name, v in variables(variant.pattern).items() if v.shape_only}
     for s in search.match(variant.pattern, anchor.outputs[0], _State()):
         nodes = list({id(n): n for n in s.nodes.values()}.values())
-        escape = _escape(graph, nodes, anchor)
+        read = [t for name, t in s.values.items() if name not in shape_only]
+        escape = _escape(graph, nodes, anchor, [s.named[n] for n in fusion.exports if n in s.named], read)
         if escape:
-            search.fail(s, *escape)
+            search.fail(s, *escape, complete=True)
             continue
         m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
                   dict(s.named), graph, {} if context is None else context)
         reason = fusion.check(m) if fusion.check else None
         if reason:
-            search.fail(s, anchor, reason)
+            search.fail(s, anchor, reason, complete=True)
             continue
         return m
     state, at, reason, reached = search.best or (_State(), anchor, "no alternative applies", False)
     nodes = list({id(n): n for n in state.nodes.values()}.values())
     return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(nodes), variant.pattern.size(state.tags),
                 at.name if at is not None else None, reason, [n.name for n in nodes], [n.op for n in nodes],
-                at.op if at is not None and reached else None)
+                at.op if at is not None and reached else None, search.best_key[0] == 1)

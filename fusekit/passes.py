@@ -26,7 +26,7 @@ class PassResult:
 
 
 def _deeper(a: Miss | None, b: Miss) -> Miss:
-    return b if a is None or b.matched > a.matched else a
+    return b if a is None or (b.complete, b.matched) > (a.complete, a.matched) else a
 
 
 def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[str],
@@ -87,7 +87,7 @@ def closest_misses(misses, alive: set[str]) -> list[Miss]:
     failed tanh GELU; only the closest attempt says something useful.
     """
     kept, claimed = [], set()
-    for m in sorted(misses, key=lambda m: (-m.matched, -m.matched / max(m.total, 1))):
+    for m in sorted(misses, key=lambda m: (-m.matched, -m.complete, -m.matched / max(m.total, 1))):
         if m.anchor in alive and not claimed & set(m.nodes):
             kept.append(m)
             claimed |= set(m.nodes)

@@ -57,8 +57,12 @@ def _count(p: Pattern, tags, keys: set, memo: dict):
 
 @dataclass(eq=False)
 class Var(Pattern):
+    """Any value. ``shape_only`` marks an operand the replacement never reads (a reshape
+    target): a side chain computing it from inner values dies with the match."""
+
     name: str
     label: str | None = None  # how reasons name it ("the input x")
+    shape_only: bool = False
 
     def __repr__(self):
         return self.name
@@ -128,6 +132,16 @@ class Or(Pattern):
         return " | ".join(map(repr, self.alternatives))
 
 
+def variables(p: Pattern, found: dict | None = None) -> dict[str, Var]:
+    """Every Var in a pattern, by name."""
+    found = {} if found is None else found
+    if isinstance(p, Var):
+        found[p.name] = p
+    for child in getattr(p, "inputs", ()) or getattr(p, "alternatives", ()):
+        variables(child, found)
+    return found
+
+
 def either(*alternatives: Pattern, tag: str | None = None, labels: tuple[str, ...] | None = None) -> Or:
     labels = labels or ("",) * len(alternatives)
     return Or(tuple(alternatives), tuple(labels), tag)
@@ -187,6 +201,9 @@ class Fusion:
     # A refused candidate is reported as a near miss once its match reached one of these
     # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
     signature: frozenset[str] = frozenset()
+    # Bound nodes whose outputs may still be used outside the match; the rewrite must
+    # then replace them too (SkipLayerNormalization hands on the residual sum).
+    exports: tuple[str, ...] = ()
 
     def anchor_ops(self) -> set[str]:
         return {t for v in self.variants for t in _root_ops(v.pattern)}

@@ -88,12 +88,16 @@ class Emitter:
         if op_type.startswith("_"):
             raise AttributeError(op_type)
 
-        def make(*inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
+        def make(*inputs: gs.Tensor | None, _domain: str = "", _outputs=(0,), **attrs):
+            """One output by default; ``_outputs=(0, 3)`` returns outputs 0 and 3 (1 and 2 omitted)."""
             name = self._unique(f"{self.prefix}/{op_type}")
-            out = gs.Variable(self._unique(f"{name}_output"))
-            node = gs.Node(op_type, name, attrs, list(inputs), [out], domain=_domain or None)
+            outs = [gs.Variable(self._unique(f"{name}_output_{i}")) if i in _outputs else gs.Variable.empty()
+                    for i in range(max(_outputs) + 1)]
+            ins = [gs.Variable.empty() if t is None else t for t in inputs]  # None: an omitted optional input
+            node = gs.Node(op_type, name, attrs, ins, outs, domain=_domain or None)
             self.graph.nodes.append(node)
-            return out
+            picked = [outs[i] for i in _outputs]
+            return picked[0] if len(picked) == 1 else picked
 
         return make
 

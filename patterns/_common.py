@@ -39,6 +39,14 @@ def last_axis(axes, node) -> str | None:
     return f"reduces over axis {axes[0]}, not the last axis ({r - 1})"
 
 
+def last_axis_attr(axis, node) -> str | None:
+    """Attribute predicate: an ``axis`` attribute (default -1) naming the input's last axis."""
+    r = rank(node.inputs[0])
+    if axis is None or axis == -1 or (r is not None and axis == r - 1):
+        return None
+    return f"works from axis {axis}, not the last axis"
+
+
 def last_dim(tensor) -> int | None:
     shape = tensor.shape
     if not shape or not isinstance(shape[-1], (int, np.integer)) or shape[-1] < 0:
@@ -67,5 +75,5 @@ def bias(name: str = "bias") -> Const:
     return Const(name, label="the bias")
 
 
-__all__ = ["c", "exactly", "product3", "last_axis", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+__all__ = ["c", "exactly", "product3", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]

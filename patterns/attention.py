@@ -6,9 +6,10 @@
 eager — TorchScript exporter, ``attn_implementation="eager"`` (transformers 5 multiplies
 by the scale, transformers 4 and TF divide by √h)::
 
-    x ─► MatMul(Wq) ─► Add(bq) ─► Reshape ─► Transpose(0,2,1,3) ─────────────┐
-    x ─► MatMul(Wk) ─► Add(bk) ─► Reshape ─► Transpose(0,2,3,1) ─────────────► MatMul ─► Mul(scale) ─► Add(mask) ─► Softmax ─┐
-    x ─► MatMul(Wv) ─► Add(bv) ─► Reshape ─► Transpose(0,2,1,3) ───────────────────────────────────────────────────────────► MatMul ─► Transpose(0,2,1,3) ─► Reshape ─► out
+    x ─► MatMul(Wq) ─► Add(bq) ─► Reshape ─► Transpose(0,2,1,3) ──┐
+    x ─► MatMul(Wk) ─► Add(bk) ─► Reshape ─► Transpose(0,2,3,1) ──► MatMul ─► Mul(scale) ─► Add(mask) ─► Softmax ─┐
+    x ─► MatMul(Wv) ─► Add(bv) ─► Reshape ─► Transpose(0,2,1,3) ─────────────────────────────────────────────────► MatMul ─┐
+                                                                   out ◄─ Reshape ◄─ Transpose(0,2,1,3) ◄────────────────┘
 
 sdpa — TorchScript exporter, ``attn_implementation="sdpa"``: √scale multiplies Q and Kᵀ
 each, a NaN guard follows the Softmax, and a no-op Reshape precedes the merge::
@@ -55,7 +56,8 @@ def projection(name: str):
 
 
 def split_heads(name: str):
-    return op.Reshape(projection(name), Var(f"{name}_shape", f"the {name.upper()} head split"), _bind=f"{name}_split")
+    target = Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True)
+    return op.Reshape(projection(name), target, _bind=f"{name}_split")
 
 
 def softmax_axis(axis, node):
@@ -68,8 +70,8 @@ k_heads = op.Transpose(split_heads("k"), perm=[0, 2, 1, 3], _bind="k")
 k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
              op.Transpose(k_heads, perm=[0, 1, 3, 2]),
              # dynamo: swap the last two axes through a 3-D view
-             op.Reshape(op.Transpose(op.Reshape(k_heads, Var("k_flat", "the Kᵀ flattening")), perm=[0, 2, 1]),
-                        Var("k_unflat", "the Kᵀ unflattening")),
+             op.Reshape(op.Transpose(op.Reshape(k_heads, Var("k_flat", "the Kᵀ flattening", shape_only=True)), perm=[0, 2, 1]),
+                        Var("k_unflat", "the Kᵀ unflattening", shape_only=True)),
              tag="k_transpose", labels=("", "k_double_transpose", "k_transpose_3d"))
 scores = either(
     op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale")),
@@ -79,9 +81,9 @@ scores = either(
 masked = maybe(lambda s: op.Add(s, Var("mask", "the attention mask")), scores, tag="mask", absent="no_mask")
 probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
               op.Softmax(masked, axis=softmax_axis), tag="nan_guard", present="nan_guard")
-context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape")),
+context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True)),
                 op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
-merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge"))
+merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True))
 
 
 def _keeps_batch_and_sequence(entries) -> bool:

@@ -18,7 +18,7 @@ def test_every_layer_norm_and_gelu_fuses(export, target):
     # 2 layers: 2 LayerNorms each plus the embedding one; one GELU each
     assert report.counts["LayerNorm"] == 5 and report.counts["Gelu"] == 2, report.summary()
     hist = op_histogram(fused)
-    assert hist[("", "LayerNormalization")] == 5
+    assert hist[("", "LayerNormalization")] + hist[(MS, "SkipLayerNormalization")] == 5
     assert not {"ReduceMean", "Erf", "Pow", "Sqrt"} & {op for _, op in hist}
     if target == "ort":
         assert hist[(MS, "BiasGelu")] == 2
@@ -27,7 +27,8 @@ def test_every_layer_norm_and_gelu_fuses(export, target):
         assert hist[("", "Gelu")] == 2
     assert report.verification.ok, report.verification.summary()
     assert all(o.max_rel <= 1e-5 for o in report.verification.outputs), report.verification.summary()
-    assert not report.misses, [str(m) for m in report.misses]
+    # the one thing left: the embedding sum, whose position term broadcasts over the batch
+    assert all(m.fusion == "SkipLayerNorm" and "/embeddings/" in m.anchor for m in report.misses), report.summary()
 
 
 def test_provenance_names_replaced_nodes(bert14):
@@ -40,10 +41,9 @@ def test_provenance_names_replaced_nodes(bert14):
     assert set(provenance) == {f.node for f in report.fused} and set(provenance) <= fused_names
     for record in provenance.values():
         assert record["fusion"] and record["variant"]
-        if record["fusion"] != "BiasGelu":  # BiasGelu replaces a fused Gelu, not an original node
-            assert {r["name"] for r in record["replaced"]} <= original_names
+        assert {r["name"] for r in record["replaced"]} <= original_names  # traced back through fused steps
     ln = next(r for r in provenance.values() if r["fusion"] == "LayerNorm")
-    assert len(ln["replaced"]) == 9 and abs(ln["constants"]["epsilon"] - 1e-12) < 1e-18
+    assert len(ln["replaced"]) >= 9 and abs(ln["constants"]["epsilon"] - 1e-12) < 1e-18
 
 
 def test_fused_model_only_uses_ops_of_its_declared_opset(bert14):

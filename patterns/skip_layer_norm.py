@@ -1,0 +1,88 @@
+"""SkipLayerNormalization: the residual Add, and the bias Add before it, folded into the LayerNorm.
+
+    y = LayerNorm(input + bias + skip)          (runs after the LayerNorm fusion)
+
+bias — every BERT sublayer output (TorchScript, dynamo)::
+
+    h ─► MatMul(W) ─► Add(bias) ─► Add(skip) ─► LayerNormalization ─► y
+
+plain — a residual without a bias to fold::
+
+    input ─► Add(skip) ─► LayerNormalization ─► y
+
+Where the sum input + bias + skip is also used later (pre-LayerNorm models), it
+becomes the op's fourth output instead of blocking the fusion.
+
+Checks: the LayerNorm normalizes the last axis; γ, β and the bias are constant [H]
+vectors; input and skip are computed values whose batch and sequence dimensions
+trace back to the model's inputs (so neither broadcasts, as the embedding sum's
+[1, S, H] position term would); ε is the
+LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
+"""
+
+from fusekit.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
+from fusekit.pattern import Const, Fusion, Var, Variant, op
+from fusekit.rewrite import MS
+
+from ._common import last_axis_attr, last_dim, vector_reason
+
+gamma = Const("gamma", label="γ")
+beta = Const("beta", label="β")
+
+
+def normalized(total):
+    return op.LayerNormalization(total, gamma, beta, axis=last_axis_attr)
+
+
+def residual(inner):
+    return op.Add(inner, Var("skip", "the residual"), _bind="sum")
+
+
+def check(m):
+    h = last_dim(m["input"]) or last_dim(m["skip"])
+    for name, label in (("gamma", "γ"), ("beta", "β"), ("bias", "the bias")):
+        if name in m.consts:
+            reason = vector_reason(label, m.const(name), h)
+            if reason:
+                return reason
+    for name in ("input", "skip"):
+        t = m[name]
+        if const_value(t) is not None:
+            return f"the {name} is a constant, not a computed value"
+        if rank(t) != 3:
+            return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
+        if not spans_batch_and_sequence(m.graph, t, m.context.setdefault("spans", {})):
+            return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
+                    "SkipLayerNormalization adds two [batch, sequence, hidden] values")
+    return None
+
+
+def rewrite(m, emit):
+    ln = m.anchor
+    eps = attr(ln, "epsilon")
+    inputs = [m["input"], m["skip"], m["gamma"], m["beta"], m["bias"] if "bias" in m.values else None]
+    while inputs[-1] is None:
+        inputs.pop()
+    total = m.node("sum").outputs[0]
+    keep_sum = any(u is not ln for u in total.outputs) or is_graph_output(m.graph, total)
+    outs = emit.SkipLayerNormalization(*inputs, _domain=MS, epsilon=float(1e-5 if eps is None else eps),
+                                       _outputs=(0, 3) if keep_sum else (0,))
+    if keep_sum:
+        return [(ln.outputs[0], outs[0]), (total, outs[1])]
+    return outs
+
+
+FUSION = Fusion(
+    name="SkipLayerNorm",
+    variants=[
+        Variant("bias", normalized(residual(op.Add(Var("input", "the sublayer output"), Const("bias", label="the bias")))),
+                "MatMul + bias + residual before every BERT LayerNorm"),
+        Variant("plain", normalized(residual(Var("input", "the sublayer output"))), "a residual without bias"),
+    ],
+    check=check,
+    rewrite=rewrite,
+    signature=frozenset({"Add"}),
+    exports=("sum",),
+    benefit=3,
+    targets=("ort",),
+)
