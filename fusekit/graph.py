@@ -18,6 +18,7 @@ ATTRIBUTE_DEFAULTS = {
     ("ReduceSum", "keepdims"): 1,
     ("Softmax", "axis"): -1,
     ("Cast", "saturate"): 1,
+    ("Gather", "axis"): 0,
 }
 
 
@@ -153,8 +154,9 @@ def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
 # Ops whose output keeps the leading dimensions of their first input.
 _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
                   "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
-                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout"}
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
+                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
+                  "EmbedLayerNormalization"}
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 
 def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | None = None) -> bool:
@@ -178,6 +180,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | No
         weight = node.inputs[1] if node.op == "MatMul" else None
         result = (weight is None or rank(weight) == 2) and spans_batch_and_sequence(graph, node.inputs[0], memo)
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
+        result = spans_batch_and_sequence(graph, node.inputs[1], memo)
+    elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans_batch_and_sequence(graph, node.inputs[1], memo)
     elif node.op == "Reshape":
         entries = shape_entries(node.inputs[1])

@@ -33,7 +33,8 @@ def test_optimize_writes_beside_input_and_reports(work):
     out = work / "model.fused.onnx"
     onnx.checker.check_model(onnx.load(out))
     report = json.loads((work / "report.json").read_text())
-    assert report["counts"] == {"Attention": 2, "LayerNorm": 5, "SkipLayerNorm": 4, "Gelu": 2, "BiasGelu": 2}
+    assert report["counts"] == {"Attention": 2, "LayerNorm": 5, "EmbedLayerNorm": 1, "SkipLayerNorm": 4, "Gelu": 2,
+                                "BiasGelu": 2}
     fused_line = "fused: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items()))
     assert fused_line in r.stdout
     assert f"nodes: 286 → {report['nodes_after']}" in r.stdout and "verification: equivalent" in r.stdout

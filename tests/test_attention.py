@@ -1,0 +1,122 @@
+"""Attention near misses: each is refused, for the reason a user would need to hear."""
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import fusekit
+from conftest import TESTMODELS
+
+CORPUS = TESTMODELS / "corpus"
+LAYER0 = "/encoder/layer.0/attention/self/"
+
+
+def load(name):
+    return onnx.load(CORPUS / name)
+
+
+def node(model, name):
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def set_constant(model, value_name, array):
+    producer = next(n for n in model.graph.node if value_name in n.output)
+    producer.attribute[0].t.CopyFrom(numpy_helper.from_array(np.asarray(array), producer.attribute[0].t.name))
+
+
+def layer0_miss(model, verify=True):
+    fused, report = fusekit.optimize(model, target="ort", verify=verify)
+    attention = [n for n in fused.graph.node if n.op_type == "Attention"]
+    misses = [m for m in report.misses if m.fusion == "Attention" and "layer.0" in m.anchor]
+    assert len(attention) == 1 and len(misses) == 1, report.summary()  # layer 1 still fuses
+    if verify:
+        assert report.verification.ok
+    return misses[0]
+
+
+def test_scale_that_is_not_a_scalar_cannot_be_carried():
+    model = load("bert_ts14_eager.onnx")
+    scale = node(model, LAYER0 + "Mul").input[1]
+    set_constant(model, scale, np.array([0.35, 0.36], np.float32).reshape(1, 2, 1, 1))  # one per head
+    miss = layer0_miss(model)
+    assert "the attention scale is not a scalar" in miss.reason
+
+
+def test_scale_that_is_not_one_over_sqrt_head_size_is_carried():
+    model = load("bert_ts14_eager.onnx")
+    set_constant(model, node(model, LAYER0 + "Mul").input[1], np.float32(0.2))
+    fused, report = fusekit.optimize(model, target="ort")
+    scales = [a.f for n in fused.graph.node if n.op_type == "Attention" for a in n.attribute if a.name == "scale"]
+    assert len(scales) == 2 and any(abs(s - 0.2) < 1e-7 for s in scales)
+    assert report.verification.ok
+
+
+def test_q_weight_that_is_not_a_constant():
+    model = load("bert_ts14_eager.onnx")
+    matmul = node(model, "/encoder/layer.0/attention/self/query/MatMul")
+    weight = next(t for t in model.graph.initializer if t.name == matmul.input[1])
+    model.graph.initializer.remove(weight)
+    model.graph.input.append(helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+    miss = layer0_miss(model, verify=False)  # a weight input needs feeding; the refusal is what matters
+    assert f"the Q weight is not a constant: it is the graph input '{weight.name}'" in miss.reason
+
+
+def test_attention_probabilities_that_are_a_graph_output():
+    model = load("bert_ts14_eager.onnx")  # like output_attentions=True
+    probs = node(model, LAYER0 + "Softmax").output[0]
+    model.graph.output.append(helper.make_tensor_value_info(probs, onnx.TensorProto.FLOAT, None))
+    miss = layer0_miss(model)
+    assert f"'{probs}' (from Softmax) is also a graph output" in miss.reason
+
+
+def test_head_count_that_disagrees_between_q_and_k():
+    model = load("bert_ts14_eager_tf4.onnx")  # its head split states the heads: (B, S, 2, 8)
+    key_split = node(model, LAYER0 + "Concat")  # feeds the K Reshape
+    set_constant(model, key_split.input[2], np.array([4]))
+    set_constant(model, key_split.input[3], np.array([4]))
+    miss = layer0_miss(model, verify=False)  # the mutated graph no longer runs
+    assert "the head count disagrees between Q, K and V: Q 2 heads of 8, K 4 heads of 4" in miss.reason
+
+
+def test_causal_mask_is_not_a_key_padding_mask():
+    model = load("bert_ts14_eager.onnx")
+    add = node(model, LAYER0 + "Add")  # scores + mask: make the mask depend on the query position too
+    triu = np.triu(np.full((64, 64), -1e9, np.float32), k=1)
+    model.graph.initializer.append(numpy_helper.from_array(triu, "causal"))
+    model.graph.node.extend([
+        helper.make_node("Shape", ["attention_mask"], ["shape"], name="causal/Shape"),
+        helper.make_node("Slice", ["shape", helper_const(model, "minus1", [-1]), helper_const(model, "big", [9])], ["s"],
+                         name="causal/Last"),
+        helper.make_node("Slice", ["causal", helper_const(model, "zero", [0]), "s", helper_const(model, "ax0", [0])],
+                         ["c1"], name="causal/Slice0"),
+        helper.make_node("Slice", ["c1", "zero", "s", helper_const(model, "ax1", [1])], ["c2"], name="causal/Slice1"),
+        helper.make_node("Add", [add.input[1], "c2"], ["causal_mask"], name="causal/Add"),
+    ])
+    add.input[1] = "causal_mask"
+    fused, report = fusekit.optimize(onnx.shape_inference.infer_shapes(toposorted(model)), target="ort")
+    misses = [m for m in report.misses if m.fusion == "Attention" and "layer.0" in m.anchor]
+    assert misses and "not 0 at unpadded keys" in misses[0].reason, report.summary()
+    assert report.verification.ok
+
+
+def helper_const(model, name, values):
+    model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+    return name
+
+
+def toposorted(model):
+    import onnx_graphsurgeon as gs
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version
+    return out
+
+
+@pytest.mark.parametrize("name", ["bert_ts14_eager.onnx", "bert_ts14_sdpa.onnx", "bert_dynamo18.onnx"])
+def test_left_padding_verifies_exactly(name):
+    # the fused op gets the raw 2-D mask, so left-padded rows stay exact (no mask index)
+    result = fusekit.verify(CORPUS / name, fusekit.optimize(CORPUS / name, verify=False)[0], trials=2, seed=5)
+    hidden = result.outputs[0]
+    assert result.ok and "left padding" in result.settings[1]
+    assert hidden.valid_max_abs <= 1e-5 * hidden.scale and hidden.padded_max_abs <= 1e-5 * hidden.scale
