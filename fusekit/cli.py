@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .errors import FusekitError
 from .inputs import parse_shapes
-from .modelio import check_destination, load_with_layout, staged, write
+from .modelio import check_destination, load_with_layout, skeleton, staged, write
 from .pipeline import TARGETS, optimize
 from .verify import verify
 
@@ -42,13 +42,17 @@ def cmd_optimize(args) -> int:
         check_destination(args.json, protect=(args.model,))
     start = time.perf_counter()
     model, external = load_with_layout(args.model)
-    fused, report = optimize(model, target=args.target, verify=False, disable=args.disable)
+    inputs_from = skeleton(model)
+    # in place: the loaded model becomes the fused one, so a large model's weights exist once
+    fused, report = optimize(model, target=args.target, verify=False, disable=args.disable, in_place=True)
+    del model
     with staged(out, protect=(args.model,)) as path:
         write(fused, path, external)
+        del fused
         if not args.no_verify:  # verify the very file that will land, against the input on disk
             t = time.perf_counter()
             report.verification = verify(args.model, path, trials=args.trials, seed=args.seed,
-                                         shapes=parse_shapes(args.shape))
+                                         shapes=parse_shapes(args.shape), inputs_from=inputs_from)
             report.verify_seconds = time.perf_counter() - t
             if not report.verification.ok:
                 report.seconds = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """The optimize pipeline: load, raise the opset where a fused form needs it, fuse, verify."""
 from __future__ import annotations
 
+import gc
 import json
 import time
 
@@ -13,7 +14,7 @@ import patterns
 from . import passes
 from .errors import FusekitError
 from .matcher import Match, match_variant
-from .modelio import check, default_opset, load
+from .modelio import default_opset, is_heavy, load, skeleton
 from .pattern import Fusion, _root_ops
 from .report import Report
 from .verify import verify as verify_models
@@ -29,12 +30,29 @@ def fusions_for(target: str, disable=()) -> list[Fusion]:
     return [f for f in patterns.ALL if target in f.targets and f.name not in disable]
 
 
-def _import(model: onnx.ModelProto) -> gs.Graph:
+def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
+    """The graph of a skeleton, with shapes inferred and the weights of ``weights`` attached.
+
+    The weights stay the original TensorProtos (read lazily), so nothing is copied.
+    """
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        skel = onnx.shape_inference.infer_shapes(skel)
     except Exception:  # shape facts only sharpen checks; a fusion that needs one refuses without it
         pass
-    graph = gs.import_onnx(model)
+    graph = gs.import_onnx(skel)
+    tensors = graph.tensors()
+    declared = {i.name for i in weights.graph.input}
+    for proto in weights.graph.initializer:
+        placeholder = tensors.get(proto.name)
+        if not is_heavy(proto) or placeholder is None:
+            continue
+        weight = gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
+        for node in list(placeholder.outputs):
+            for i, t in enumerate(node.inputs):
+                if t is placeholder:
+                    node.inputs[i] = weight
+        if proto.name not in declared:
+            graph.inputs = [t for t in graph.inputs if t is not placeholder]
     names = {n.name for n in graph.nodes}
     for i, node in enumerate(graph.nodes):  # misses and provenance need a name for every node
         if not node.name:
@@ -50,16 +68,21 @@ def _has_match(graph: gs.Graph, fusion: Fusion) -> bool:
                for v in fusion.variants if n.op in _root_ops(v.pattern))
 
 
-def _raise_opset(model: onnx.ModelProto, graph: gs.Graph, fusions: list[Fusion], target: str, report: Report):
-    """Convert the model to the opset the fused forms need, or drop the fusions that need it."""
-    current = default_opset(model)
+def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProto, fusions: list[Fusion],
+                 target: str, report: Report):
+    """Convert the model to the opset the fused forms need, or drop the fusions that need it.
+
+    Works on the skeleton; returns it (converted or not), the graph to fuse and the
+    fusions that may run on it.
+    """
+    current = default_opset(skel)
     wanted = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
     wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name])}
     if not wanted:
-        return model, graph, fusions
+        return skel, graph, fusions
     opset = max(wanted.values())
     try:
-        converted = version_converter.convert_version(model, opset)
+        converted = version_converter.convert_version(skel, opset)
         converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(
             [onnx.helper.make_opsetid("", opset)]))
         onnx.checker.check_model(converted)
@@ -67,18 +90,71 @@ def _raise_opset(model: onnx.ModelProto, graph: gs.Graph, fusions: list[Fusion],
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         report.notes.append(f"kept {', '.join(wanted)} unfused: their {target} form needs opset {opset}, "
                             f"and converting from opset {current} failed ({first})")
-        return model, graph, [f for f in fusions if f.name not in wanted]
+        return skel, graph, [f for f in fusions if f.name not in wanted]
     report.notes.append(f"raised the opset {current} → {opset} for the {target} form of {', '.join(wanted)}")
-    return converted, _import(converted), fusions
+    return converted, _import(converted, weights), fusions
 
 
-def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: str) -> onnx.ModelProto:
-    model = gs.export_onnx(graph)
-    model.ir_version = max(model.ir_version, original.ir_version)
-    for field_name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(model, field_name, getattr(original, field_name))
-    props = {p.key: p.value for p in original.metadata_props if p.key != PROVENANCE_KEY}
+def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The fused graph without its weights, and the original weight protos it still uses."""
+    inputs = {t.name: t for t in graph.inputs}
+    weights = []
+    for tensor in list(graph.tensors().values()):
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, gs.ir.tensor.LazyValues):
+            weights.append(tensor._values.tensor)
+            placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
+            for node in list(tensor.outputs):
+                for i, t in enumerate(node.inputs):
+                    if t is tensor:
+                        node.inputs[i] = placeholder
+            if tensor.name not in inputs:
+                graph.inputs.append(placeholder)
+    return gs.export_onnx(graph), weights
+
+
+def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: onnx.ModelProto,
+              in_place: bool) -> onnx.ModelProto:
+    """The skeleton with its weights put back. ``in_place`` rebuilds ``original`` itself,
+    so the weights (most of a model's bytes) are never copied."""
+    used = {t.name for t in weights}
+    declared = {i.name for i in original.graph.input}
+    if in_place:
+        model = original
+        for i in reversed(range(len(model.graph.initializer))):
+            if model.graph.initializer[i].name not in used:
+                del model.graph.initializer[i]
+        for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
+                         model.opset_import):
+            del repeated[:]
+    else:
+        model = onnx.ModelProto()
+        for field_name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+            setattr(model, field_name, getattr(original, field_name))
+        model.metadata_props.extend(original.metadata_props)
+        model.functions.extend(original.functions)
+        model.graph.name = original.graph.name
+        model.graph.initializer.extend(weights)
+    model.graph.node.extend(skel.graph.node)
+    model.graph.input.extend(i for i in skel.graph.input if i.name not in used or i.name in declared)
+    model.graph.output.extend(skel.graph.output)
+    model.graph.value_info.extend(skel.graph.value_info)
+    model.graph.initializer.extend(skel.graph.initializer)
+    model.opset_import.extend(skel.opset_import)
+    model.ir_version = max(skel.ir_version, original.ir_version)
+    return model
+
+
+def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: str,
+            in_place: bool) -> onnx.ModelProto:
+    skel, weights = _export_skeleton(graph)
+    skel.ir_version = max(skel.ir_version, original.ir_version)
+    try:
+        onnx.checker.check_model(skel)
+    except onnx.checker.ValidationError as e:
+        raise FusekitError(f"internal error, please report: the fused model is invalid: {str(e).splitlines()[0]}")
     known = json.loads(next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), "{}"))
+    props = {p.key: p.value for p in original.metadata_props}
+    model = _assemble(skel, weights, original, in_place)
     known.update({f.node: f.to_dict() for f in report.fused})
     props.update({PROVENANCE_KEY: json.dumps(known), "fusekit.target": target})
     onnx.helper.set_model_props(model, props)
@@ -86,11 +162,15 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
 
 
 def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=(), trials: int = 4,
-             seed: int = 0, shapes=None, rtol=None, atol=None) -> tuple[onnx.ModelProto, Report]:
+             seed: int = 0, shapes=None, rtol=None, atol=None, in_place: bool = False) -> tuple[onnx.ModelProto, Report]:
     """Fuse ``model_or_path`` for ``target`` and, unless ``verify=False``, prove it equivalent.
 
-    Returns the fused model and a :class:`Report`. Raises FusekitError on bad input,
-    and when verification finds a difference (the report is attached as ``.report``).
+    ``in_place=True`` turns a given ModelProto into the fused model instead of copying
+    its weights (half the memory for large models); the original is then gone, so
+    verification needs a path to the original.
+
+    Returns the fused model and a :class:`Report`; ``report.verification.ok`` says
+    whether it proved equivalent. Raises FusekitError on bad input.
     """
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -98,15 +178,16 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
     report = Report(target, nodes_before=len(original.graph.node), opset_before=default_opset(original))
     fusions = fusions_for(target, disable)
-    graph = _import(original)
-    model, graph, fusions = _raise_opset(original, graph, fusions, target, report)
-    result = passes.run(graph, fusions, target, default_opset(model))
+    skel = skeleton(original)
+    graph = _import(skel, original)
+    skel, graph, fusions = _raise_opset(skel, graph, original, fusions, target, report)
+    result = passes.run(graph, fusions, target, default_opset(skel))
     report.fused, report.misses = result.fused, result.misses
-    fused = _export(graph, model, report, target)
-    try:
-        check(fused, "the fused model")
-    except FusekitError as e:
-        raise FusekitError(f"internal error, please report: {e}") from None
+    if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
+        raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
+    fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto))
+    del graph, result
+    gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
     if verify:
         t = time.perf_counter()

@@ -112,9 +112,14 @@ def _settings(trials: int, shapes: dict) -> list[Setting]:
 
 
 def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | None = None,
-           rtol: float | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> VerifyResult:
-    """Run both models on the same meaningful random inputs and compare every output."""
-    ref_model = _as_model(reference)
+           rtol: float | None = None, shapes: dict[str, tuple[int, ...]] | None = None,
+           inputs_from: onnx.ModelProto | None = None) -> VerifyResult:
+    """Run both models on the same meaningful random inputs and compare every output.
+
+    Inputs are built from ``reference`` (or ``inputs_from``, e.g. its skeleton, which
+    spares loading a large reference twice).
+    """
+    ref_model = inputs_from if inputs_from is not None else _as_model(reference)
     ref = session(reference if not isinstance(reference, onnx.ModelProto) else ref_model)
     cand = session(candidate)
     ref_names = [o.name for o in ref.get_outputs()]

@@ -1,0 +1,127 @@
+"""Reading and writing ONNX files one weight at a time.
+
+``onnx.load`` holds the whole file as bytes while it parses, and ``onnx.save`` the
+whole serialized model while it writes: twice a model's size at the peak. A
+protobuf message is just its fields one after another, so a model can be read and
+written field by field, the graph's initializers one at a time, into a file every
+ONNX reader parses to the same model. Only the two fields that hold the weights are streamed (ModelProto.graph
+and GraphProto.initializer); every other field goes through protobuf as usual.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import onnx
+
+MODEL_GRAPH = 7  # ModelProto.graph
+GRAPH_INITIALIZER = 5  # GraphProto.initializer
+LENGTH_DELIMITED = 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(f: BinaryIO) -> int | None:
+    shift = result = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            if shift:
+                raise ValueError("the file ends inside a field header")
+            return None
+        result |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return result
+        shift += 7
+
+
+def _fields(f: BinaryIO, end: int):
+    """(number, wire type, payload) for each field up to offset ``end``; large payloads are read lazily."""
+    while f.tell() < end:
+        key = _read_varint(f)
+        if key is None:
+            return
+        number, wire = key >> 3, key & 7
+        start = f.tell()
+        if wire == 0:
+            _read_varint(f)
+        elif wire == 1:
+            f.seek(8, 1)
+        elif wire == 5:
+            f.seek(4, 1)
+        elif wire == LENGTH_DELIMITED:
+            length = _read_varint(f)
+            start = f.tell()
+            f.seek(length, 1)
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if f.tell() > end:
+            raise ValueError("the file ends inside a field")
+        yield number, wire, start, f.tell(), key
+
+
+def read_model(f: BinaryIO, size: int) -> onnx.ModelProto:
+    """Parse a model from ``f`` keeping at most one weight's bytes in memory besides the model."""
+    model, rest = onnx.ModelProto(), bytearray()
+    for number, wire, start, stop, key in _fields(f, size):
+        if number == MODEL_GRAPH and wire == LENGTH_DELIMITED:
+            f.seek(start)
+            _read_graph(f, stop, model.graph)
+        else:
+            f.seek(start)
+            rest += _varint(key) + (_varint(stop - start) if wire == LENGTH_DELIMITED else b"") + f.read(stop - start)
+        f.seek(stop)
+    model.MergeFromString(bytes(rest))
+    return model
+
+
+def _read_graph(f: BinaryIO, end: int, graph: onnx.GraphProto):
+    rest = bytearray()
+    for number, wire, start, stop, key in _fields(f, end):
+        f.seek(start)
+        payload = f.read(stop - start)
+        if number == GRAPH_INITIALIZER and wire == LENGTH_DELIMITED:
+            graph.initializer.add().ParseFromString(payload)
+        else:
+            rest += _varint(key) + (_varint(len(payload)) if wire == LENGTH_DELIMITED else b"") + payload
+        f.seek(stop)
+    graph.MergeFromString(bytes(rest))
+
+
+def write_model(model: onnx.ModelProto, f: BinaryIO):
+    """Write ``model`` (the graph last), one weight at a time."""
+    header = onnx.ModelProto()
+    _copy_except(model, header, "graph")
+    f.write(header.SerializeToString())
+    if not model.HasField("graph"):
+        return
+    graph = model.graph
+    rest = onnx.GraphProto()
+    _copy_except(graph, rest, "initializer")
+    rest_bytes = rest.SerializeToString()
+    key = _varint(GRAPH_INITIALIZER << 3 | LENGTH_DELIMITED)
+    sizes = [t.ByteSize() for t in graph.initializer]
+    total = len(rest_bytes) + sum(len(key) + len(_varint(s)) + s for s in sizes)
+    f.write(_varint(MODEL_GRAPH << 3 | LENGTH_DELIMITED) + _varint(total) + rest_bytes)
+    for tensor, s in zip(graph.initializer, sizes):
+        f.write(key + _varint(s))
+        f.write(tensor.SerializeToString())
+
+
+def _copy_except(source, target, skipped: str):
+    """Copy every set field of ``source`` into ``target`` but ``skipped``."""
+    for field, value in source.ListFields():
+        if field.name == skipped:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
