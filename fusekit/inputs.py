@@ -74,12 +74,17 @@ def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
             continue
         seen.add(value)
         for node in users.get(value, []):
+            table_name = None
             if node.op_type == "Gather" and node.input[1] == value:
-                table = inits.get(node.input[0]) or consts.get(node.input[0])
-                if table is not None and table.dims:
-                    return int(table.dims[0])
+                table_name = node.input[0]
+            elif node.op_type == "EmbedLayerNormalization":  # a fused model: ids, segments, positions
+                slot = list(node.input).index(value)
+                table_name = {0: node.input[2], 1: node.input[4] if len(node.input) > 4 else ""}.get(slot)
             elif node.op_type in PASS_THROUGH:
                 frontier.extend(node.output)
+            table = inits.get(table_name) or consts.get(table_name)
+            if table is not None and table.dims:
+                return int(table.dims[0])
     return None
 
 

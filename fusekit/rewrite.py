@@ -58,8 +58,10 @@ class Emitter:
     and ``opset`` tell a rewrite which form to build.
     """
 
-    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str], replacing=()):
+    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str], replacing=(),
+                 cache: dict | None = None):
         self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
+        self.cache = {} if cache is None else cache  # small constants shared by every rewrite of a run
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
         self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
@@ -73,6 +75,15 @@ class Emitter:
 
     def const(self, name: str, value: np.ndarray) -> gs.Constant:
         return gs.Constant(self._unique(f"{self.prefix}/{name}"), np.ascontiguousarray(value))
+
+    def small(self, value) -> gs.Constant:
+        """A small constant (axes, a fill value), one per value for the whole run, so that
+        ``shared`` nodes reading it are recognised as the same."""
+        value = np.ascontiguousarray(value)
+        key = (value.dtype.str, value.shape, value.tobytes())
+        if key not in self.cache:
+            self.cache[key] = gs.Constant(self._unique("fusekit/const"), value)
+        return self.cache[key]
 
     def shared(self, op_type: str, *inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
         """Like ``emit.<op_type>(...)``, but reuses a node already computing exactly that
@@ -118,7 +129,8 @@ def _summarize(value: np.ndarray):
 
 
 def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
-    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes)
+    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
+                   match.context.setdefault("constants", {}))
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]

@@ -199,7 +199,37 @@ def check(m):
     return None
 
 
+def _additive_mask(emit, mask):
+    """The [B, 1, S, S] float mask ONNX Attention adds (ONNX Runtime's kernel wants the
+    full shape), built once from the 2-D mask and shared by every layer."""
+    keep = emit.shared("Cast", mask.input, to=TensorProto.BOOL)
+    keys = emit.shared("Unsqueeze", keep, emit.small(np.array([1, 2], np.int64)))  # [B, 1, 1, S]
+    added = emit.shared("Where", keys, emit.small(np.float32(0.0)), emit.small(np.float32(max(mask.fill, LOWEST))))
+    shape = emit.shared("Shape", mask.input)  # [B, S]
+    full = emit.shared("Concat", emit.shared("Slice", shape, emit.small(np.array([0], np.int64)),
+                                             emit.small(np.array([1], np.int64))),
+                       emit.small(np.array([1], np.int64)),
+                       emit.shared("Slice", shape, emit.small(np.array([1], np.int64)),
+                                   emit.small(np.array([2], np.int64))),
+                       emit.shared("Slice", shape, emit.small(np.array([1], np.int64)),
+                                   emit.small(np.array([2], np.int64))), axis=0)
+    return emit.shared("Expand", added, full)
+
+
+def _onnx_attention(m, emit):
+    """ONNX Attention (opset 23) on the packed projection, split into Q, K and V."""
+    facts = m.facts
+    w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
+    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
+    q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
+    inputs = [q, k, v] + ([_additive_mask(emit, facts["mask"])] if "mask" in facts else [])
+    return emit.Attention(*inputs, q_num_heads=facts["heads"], kv_num_heads=facts["heads"], scale=facts["scale"])
+
+
 def rewrite(m, emit):
+    if emit.target != "ort":
+        return _onnx_attention(m, emit)
     facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
     b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
@@ -224,5 +254,5 @@ FUSION = Fusion(
     rewrite=rewrite,
     signature=frozenset({"Softmax"}),
     benefit=20,
-    targets=("ort",),
+    min_opset={"onnx": 23, "openvino": 23},
 )

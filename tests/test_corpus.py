@@ -52,3 +52,23 @@ def test_attention_carries_heads_scale_and_mask_fill():
     assert abs(attrs["scale"] - 1 / 8 ** 0.5) < 1e-6  # Div(√8) read as a scale
     assert attrs["mask_filter_value"] == -10000.0  # transformers 4.20's (1 - mask) · -10000
     assert report.verification.ok
+
+
+@pytest.mark.parametrize("entry", [e for e in MODELS if e["exporter"] in ("ts14_eager", "dynamo18")],
+                         ids=lambda e: e["file"])
+def test_onnx_target_uses_standard_ops_only(entry):
+    fused, report = fusekit.optimize(CORPUS / entry["file"], target="onnx")
+    expected, hist = entry["expected"], op_histogram(fused)
+    assert all(domain == "" for domain, _ in hist), hist
+    assert report.opset_after == 23
+    assert hist[("", "Attention")] == expected["attention"], report.summary()
+    assert hist[("", "LayerNormalization")] == expected["layer_norm"]
+    assert hist[("", "Gelu")] == expected["gelu"]
+    assert not UNFUSED & {op for _, op in hist}, report.summary()
+    assert report.verification.ok, report.verification.summary()
+
+
+def test_a_fused_model_can_be_the_reference():
+    # its ids feed EmbedLayerNormalization, not a Gather: the vocabulary is still found
+    fused, _ = fusekit.optimize(CORPUS / "bert_ts14_eager.onnx", verify=False)
+    assert fusekit.verify(fused, CORPUS / "bert_ts14_eager.onnx").ok
