@@ -51,14 +51,19 @@ Runtimes (CPU only):
             the resolved precision is printed)
 
 Timing: each form is warmed up, then all forms of a group are interleaved
-round-robin for --rounds rounds (direction alternating), so slow drift (turbo,
-other load on the cores) hits every form alike.  One sample = k back-to-back inferences (k calibrated so a sample
-lasts >= --min-sample-ms); the reported time is the median per-inference time
-over rounds (with half the inter-quartile range as a noise gauge), and the
-ratio is against form (a) of the same group in the same
-runtime (< 1.00 = faster than the decomposed form).  Inputs and outputs are
-bound once (ORT io_binding / OpenVINO shared input tensor), so the numbers are
-kernel time plus the runtime's per-call overhead, not numpy allocation.
+round-robin for --rounds rounds (in a fresh random order each round), so slow
+drift and bursts of interference (turbo, other load on the cores, hypervisor
+steal) hit every form alike.  One sample = k back-to-back inferences (k
+calibrated so a sample lasts >= --min-sample-ms); the reported time is the
+median per-inference time over rounds (half the inter-quartile range is shown
+as a noise gauge), and the ratio is against form (a) of the same group in the
+same runtime (< 1.00 = faster than the decomposed form).  Inputs and outputs
+are bound once (ORT io_binding / OpenVINO user tensors), page-aligned at a fixed
+relative offset (see page_aligned_empty), so the numbers are kernel time plus
+the runtime's per-call overhead, not numpy allocation or allocator luck.
+The header reports CPU steal time during the run: on a shared VM absolute ms
+drift between runs; trust the ratios, and identical compiled graphs (marked in
+the listing) should time alike -- when they do not, the run was noisy.
 
 Each form's output is checked against a float64 numpy reference ("err" =
 max abs error); a form that fails to load or compile prints
@@ -77,6 +82,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import re
 import shutil
 import statistics
@@ -120,11 +126,6 @@ class GraphBuilder:
     def const(self, value, name: str | None = None) -> str:
         name = name or self._name("c")
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
-        return name
-
-    def const_i64(self, value) -> str:
-        name = self._name("axes")
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], domain: str = "", out: str | None = None, **attrs) -> str:
@@ -333,6 +334,25 @@ def reference_for(group: Group, form: Form, x: np.ndarray, w: dict) -> np.ndarra
 # --------------------------------------------------------------------------- #
 
 
+PAGE = 4096
+OUT_PAGE_OFFSET = 2048
+
+
+def page_aligned_empty(shape, offset: int = 0) -> np.ndarray:
+    """float32 array starting `offset` bytes into a page.
+
+    The input sits at offset 0 and every output at OUT_PAGE_OFFSET, so all forms see the same
+    input/output address relation.  Left to the allocator, an output that happened to start
+    16-32 bytes past the input modulo 4 KiB made two of three *identical* ORT Gelu graphs run
+    2.3x slower than the third, reproducibly (presumably 4K aliasing between the kernel's
+    stores and its next loads).
+    """
+    n = int(np.prod(shape)) * 4
+    raw = np.empty(n + 2 * PAGE, dtype=np.uint8)
+    start = (-raw.ctypes.data) % PAGE + offset
+    return raw[start:start + n].view(np.float32).reshape(shape)
+
+
 class Unsupported(Exception):
     pass
 
@@ -350,12 +370,14 @@ def short_error(exc: BaseException, limit: int = 70) -> str:
     return msg[:limit]
 
 
+@dataclass
 class Runner:
-    """A compiled form ready to run with input/output bound once."""
+    """A compiled form ready to run, its input and output bound once."""
 
     run: Callable[[], None]
-    output: Callable[[], np.ndarray]
-    layers: str
+    output: np.ndarray
+    layers: str  # compact listing of what the runtime actually executes
+    keep: tuple = ()  # session / compiled model objects that must stay alive
 
 
 _ORT_GLOBAL_POOL: int | None = None
@@ -410,17 +432,12 @@ def ort_runner(path: str, x: np.ndarray, threads: int) -> Runner:
         layers = f"? ({short_error(e, 40)})"
 
     out_shape = [d if isinstance(d, int) else x.shape[0] for d in sess.get_outputs()[0].shape]
-    out = np.empty(out_shape, dtype=np.float32)
+    out = page_aligned_empty(out_shape, OUT_PAGE_OFFSET)
     binding = sess.io_binding()
     binding.bind_cpu_input("x", x)
     binding.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_numpy(out))
 
-    r = Runner()
-    r.run = lambda: sess.run_with_iobinding(binding)
-    r.output = lambda: out
-    r.layers = layers
-    r._keep = (sess, binding)  # type: ignore[attr-defined]
-    return r
+    return Runner(lambda: sess.run_with_iobinding(binding), out, layers, (sess, binding))
 
 
 _OV_CORE = None
@@ -446,12 +463,9 @@ def ov_runner(path: str, x: np.ndarray, threads: int, precision: str | None) -> 
     r_layers = ov_layers(compiled)
     req = compiled.create_infer_request()
     req.set_input_tensor(ov.Tensor(x, shared_memory=True))
-    r = Runner()
-    r.run = lambda: req.infer()
-    r.output = lambda: req.get_output_tensor().data
-    r.layers = r_layers
-    r._keep = (compiled, req)  # type: ignore[attr-defined]
-    return r, resolved
+    out = page_aligned_empty(tuple(compiled.output(0).get_shape()), OUT_PAGE_OFFSET)
+    req.set_output_tensor(ov.Tensor(out, shared_memory=True))
+    return Runner(req.infer, out, r_layers, (compiled, req)), resolved
 
 
 def ov_layers(compiled) -> str:
@@ -520,15 +534,19 @@ def calibrate(run: Callable[[], None], warmup: int, min_sample_ms: float) -> int
     return max(1, math.ceil(min_sample_ms / 1e3 / per))
 
 
-def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int,
-                     min_sample_ms: float) -> dict[str, tuple[float, float]]:
-    """Median ms per inference and the half inter-quartile range as a fraction of it."""
+def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int, min_sample_ms: float,
+                     stat: str = "median") -> dict[str, tuple[float, float]]:
+    """ms per inference (median, or min over rounds) and the half inter-quartile range as a
+    fraction of the median."""
     reps = {k: calibrate(r.run, warmup, min_sample_ms) for k, r in runners.items()}
     samples: dict[str, list[float]] = {k: [] for k in runners}
     keys = list(runners)
-    for i in range(rounds):
-        order = keys if i % 2 == 0 else keys[::-1]  # alternate direction: no form always follows the same one
-        for k in order:
+    shuffler = random.Random(0)
+    for _ in range(rounds):
+        # Fresh random order each round: no form is always first/last or always follows the same
+        # one, and none can phase-lock with periodic interference (e.g. hypervisor CPU throttling).
+        shuffler.shuffle(keys)
+        for k in keys:
             run, n = runners[k].run, reps[k]
             t0 = time.perf_counter()
             for _ in range(n):
@@ -538,7 +556,7 @@ def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int,
     for k, v in samples.items():
         med = statistics.median(v)
         q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
-        out[k] = (med * 1e3, (q[2] - q[0]) / 2 / med)
+        out[k] = ((min(v) if stat == "min" else med) * 1e3, (q[2] - q[0]) / 2 / med)
     return out
 
 
@@ -567,6 +585,11 @@ def cpu_times() -> list[int] | None:
         return None
 
 
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     w = _weights(rng)
@@ -580,10 +603,11 @@ def bench(args: argparse.Namespace) -> None:
     # results[(batch, group, form)][runtime] = Cell
     results: dict[tuple, dict[str, Cell]] = {}
     t_start = time.perf_counter()
-    cpu0 = cpu_times()
+    cpu0, own0 = cpu_times(), own_cpu_s()
     for B in args.batch:
         for g in groups:
-            x = rng.standard_normal(g.x_shape(B)).astype(np.float32)
+            x = page_aligned_empty(g.x_shape(B))
+            x[...] = rng.standard_normal(x.shape)
             paths = {}
             for f in g.forms:
                 p = os.path.join(tmp, f"{g.key}_{f.key}_b{B}.onnx")
@@ -603,7 +627,7 @@ def bench(args: argparse.Namespace) -> None:
                             ov_precision_label[rt] = resolved
                         runner.run()
                         ref = refs[f.key]
-                        got = runner.output().reshape(-1)[: ref.size].astype(np.float64)
+                        got = runner.output.reshape(-1)[: ref.size].astype(np.float64)
                         cell.err = float(np.max(np.abs(got - ref.reshape(-1))))
                         cell.layers = runner.layers
                         runners[f.key] = runner
@@ -612,35 +636,40 @@ def bench(args: argparse.Namespace) -> None:
                     except Exception as e:  # noqa: BLE001 - a runtime error at first run
                         cell.note = f"failed: {short_error(e)}"
                 if runners:
-                    med = time_round_robin(runners, args.rounds, args.warmup, args.min_sample_ms)
+                    med = time_round_robin(runners, args.rounds, args.warmup, args.min_sample_ms, args.stat)
                     for k, (ms, spread) in med.items():
                         results[(B, g.key, k)][rt].ms = ms
                         results[(B, g.key, k)][rt].spread = spread
                 del runners
                 print(f"  [{time.perf_counter() - t_start:6.1f}s] B={B} {g.key:9s} {rt} done", file=sys.stderr, flush=True)
 
-    cpu1 = cpu_times()
+    cpu1, own1 = cpu_times(), own_cpu_s()
     if not args.keep_models:
         shutil.rmtree(tmp, ignore_errors=True)
-    steal = None
+    contention = None
     if cpu0 and cpu1 and len(cpu0) > 7:
-        total = sum(cpu1[:8]) - sum(cpu0[:8])
-        steal = (cpu1[7] - cpu0[7]) / total if total else None
-    print_report(args, groups, results, ov_precision_label, time.perf_counter() - t_start, steal)
+        d = [b - a for a, b in zip(cpu0[:8], cpu1[:8])]
+        total = sum(d)
+        if total:
+            hz = os.sysconf("SC_CLK_TCK")
+            others = (total - d[3] - d[4] - d[7]) / hz - (own1 - own0)  # busy minus idle/iowait/steal, minus us
+            contention = (max(0.0, others) / (total / hz), d[7] / total)
+    print_report(args, groups, results, ov_precision_label, time.perf_counter() - t_start, contention)
 
 
-def print_report(args, groups, results, ov_prec, elapsed, steal) -> None:
+def print_report(args, groups, results, ov_prec, elapsed, contention) -> None:
     import onnxruntime as ort
     import openvino as ov
 
     labels = {"ort": "ORT", "ov-f32": "OV f32", "ov-bf16": f"OV {ov_prec.get('ov-bf16', 'default')}".replace("bfloat16", "bf16")}
     print(f"# fusekit op-form benchmark  onnx {onnx.__version__}  onnxruntime {ort.__version__}  "
           f"openvino {ov.get_version().split('-')[0]}  threads={args.threads}  rounds={args.rounds}")
-    print("# cell: median ms per inference  ±half-IQR  (ratio vs form a of the group, same runtime)  "
+    print(f"# cell: {args.stat} ms per inference  ±half-IQR  (ratio vs form a of the group, same runtime)  "
           "max|y - fp64 ref|")
-    steal_txt = f"CPU steal during run {steal * 100:.1f}%, " if steal is not None else ""
-    print(f"# {steal_txt}load average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())} on "
-          f"{os.cpu_count()} CPUs (contention inflates ms; compare ratios, which come from interleaved rounds)")
+    if contention is not None:
+        print(f"# during the run, other processes used {contention[0] * 100:.0f}% and hypervisor steal "
+              f"{contention[1] * 100:.0f}% of the {os.cpu_count()} CPUs (contention inflates ms and noise; "
+              "compare ratios, which come from interleaved rounds)")
     W = 30
     for B in args.batch:
         for g in groups:
@@ -698,6 +727,8 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (seq len is 128)")
     ap.add_argument("--rounds", type=int, default=30, help="round-robin rounds per group")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="statistic over rounds; 'min' is the more robust one when other processes share the cores")
     ap.add_argument("--warmup", type=int, default=5, help="warm-up inferences per form")
     ap.add_argument("--min-sample-ms", type=float, default=10.0,
                     help="repeat each inference within one sample until the sample lasts this long")
