@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import FusekitError
 from .matcher import Match, Miss, match_variant
-from .pattern import Fusion, _root_ops
+from .pattern import Fusion, root_ops
 from .rewrite import Fused, apply, compose
 
 
@@ -40,7 +40,7 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
             continue
         closest = None
         for variant in fusion.variants:
-            if node.op not in _root_ops(variant.pattern):
+            if node.op not in root_ops(variant.pattern):
                 continue
             result = match_variant(graph, fusion, variant, node, context)
             if isinstance(result, Match):

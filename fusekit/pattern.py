@@ -206,12 +206,12 @@ class Fusion:
     exports: tuple[str, ...] = ()
 
     def anchor_ops(self) -> set[str]:
-        return {t for v in self.variants for t in _root_ops(v.pattern)}
+        return {t for v in self.variants for t in root_ops(v.pattern)}
 
 
-def _root_ops(p: Pattern) -> set[str]:
+def root_ops(p: Pattern) -> set[str]:
     if isinstance(p, Op):
         return {p.op_type}
     if isinstance(p, Or):
-        return set().union(*(_root_ops(a) for a in p.alternatives))
+        return set().union(*(root_ops(a) for a in p.alternatives))
     return set()

@@ -15,7 +15,7 @@ from . import passes
 from .errors import FusekitError
 from .matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, load, skeleton
-from .pattern import Fusion, _root_ops
+from .pattern import Fusion, root_ops
 from .report import Report
 from .verify import verify as verify_models
 
@@ -65,7 +65,7 @@ def _has_match(graph: gs.Graph, fusion: Fusion) -> bool:
     anchors = fusion.anchor_ops()
     return any(isinstance(match_variant(graph, fusion, v, n), Match)
                for n in graph.nodes if n.op in anchors
-               for v in fusion.variants if n.op in _root_ops(v.pattern))
+               for v in fusion.variants if n.op in root_ops(v.pattern))
 
 
 def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProto, fusions: list[Fusion],
