@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError
 from .inputs import parse_shapes
 from .modelio import check_destination, load_with_layout, skeleton, staged, write
@@ -77,6 +78,80 @@ def cmd_verify(args) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_run(args) -> int:
+    from .run import run_model, save_outputs
+    if args.save:
+        check_destination(args.save, protect=(args.model,))
+    result = run_model(args.model, args.backend, args.device, args.threads, args.precision, args.inputs,
+                       parse_shapes(args.shape), args.seed)
+    print(result.summary())
+    if args.save:
+        save_outputs(result.outputs, args.save, protect=(args.model,))
+        print(f"saved: {args.save}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    for dest in (args.json, args.plot):
+        if dest and dest != "-":
+            check_destination(dest, protect=tuple(args.models))
+    if args.plot:
+        bench.require_matplotlib()
+    report = bench.bench(args.models, bench.parse_list(args.backend, "backend", str), bench.parse_list(args.batch, "batch"),
+                         bench.parse_list(args.seq, "seq"), args.device, args.threads, args.precision,
+                         args.iterations, args.warmup)
+    print(report.table())
+    if args.json:
+        _write_json(report.to_dict(), args.json)
+    if args.plot:
+        bench.plot(report, Path(args.plot))
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _report(result, args, render_html, protect: tuple) -> None:
+    """Print ``result`` (its summary, or its JSON with --json) and write its --html page."""
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
+    else:
+        print(result.summary())
+    if args.html:
+        with staged(args.html, protect=protect) as path:
+            path.write_text(render_html(result), encoding="utf-8")
+        if not args.json:
+            print(f"html: {args.html}")
+
+
+def cmd_inspect(args) -> int:
+    from .htmlreport import inspect_page
+    from .inspection import inspect_model
+    if args.html:
+        check_destination(args.html, protect=(args.model,))
+    _report(inspect_model(args.model), args, inspect_page, (args.model,))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain
+    from .htmlreport import explain_page
+    if args.html:
+        check_destination(args.html, protect=(args.model,))
+    _report(explain(args.model, args.target, args.fusion, args.layer), args, explain_page, (args.model,))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .diff import diff
+    from .htmlreport import diff_page
+    models = (args.original, args.fused)
+    if args.html:
+        check_destination(args.html, protect=models)
+    result = diff(args.original, args.fused, use_provenance=not args.structural)
+    _report(result, args, diff_page, models)
+    return 0 if result.ok else 1
+
+
 class _NotEquivalent(Exception):
     pass
 
@@ -112,6 +187,59 @@ def _parser() -> argparse.ArgumentParser:
                    help="tolerance relative to each output's largest magnitude (default 1e-4 for float32)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(run=cmd_verify)
+
+    def runtime(sp):
+        sp.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="cpu (default), gpu, cuda (ort: gpu = cuda), openvino (ort: the OpenVINO execution provider)")
+        sp.add_argument("--threads", type=int, help="CPU threads (default: the CPUs this process may use)")
+        sp.add_argument("--precision", choices=PRECISIONS, default="f32",
+                        help="inference precision (default f32; bf16 is OpenVINO's default on CPUs that have it)")
+
+    r = sub.add_parser("run", help="run a model once and summarize its outputs")
+    r.add_argument("model")
+    r.add_argument("--backend", choices=BACKENDS, default="ort", help="runtime (default ort)")
+    runtime(r)
+    r.add_argument("--inputs", metavar="NPZ", help="named input arrays (np.savez); default: meaningful random inputs")
+    r.add_argument("--shape", action="append", metavar="NAME=DxD", help="size of a generated input, e.g. input_ids=1x128")
+    r.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    r.add_argument("--save", metavar="NPZ", help="write the outputs to this .npz")
+    r.set_defaults(run=cmd_run)
+
+    b = sub.add_parser("bench", help="measure latency and throughput of models on runtimes")
+    b.add_argument("models", nargs="+", help="models to compare; ratios are against the first")
+    b.add_argument("--backend", default="ort", help="comma-separated runtimes: ort,openvino (default ort)")
+    runtime(b)
+    b.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    b.add_argument("--seq", default="128", help="comma-separated sequence lengths (default 128)")
+    b.add_argument("--iterations", type=int, default=20, help="timed runs per model and configuration (default 20)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    b.add_argument("--json", metavar="PATH", help="also write every sample as JSON ('-' for stdout)")
+    b.add_argument("--plot", metavar="PNG", help="draw a bar chart (needs matplotlib)")
+    b.set_defaults(run=cmd_bench)
+
+    def reports(sp):
+        sp.add_argument("--json", action="store_true", help="print the report as JSON (schema in the README)")
+        sp.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report with pictures")
+
+    i = sub.add_parser("inspect", help="what a model is: exporter, architecture, ops, parameters, fused ops")
+    i.add_argument("model")
+    reports(i)
+    i.set_defaults(run=cmd_inspect)
+
+    e = sub.add_parser("explain", help="every place a fusion could apply: fused, or why not (per encoder layer)")
+    e.add_argument("model")
+    e.add_argument("--fusion", metavar="NAME", help="only this fusion (e.g. Attention)")
+    e.add_argument("--layer", type=int, metavar="N", help="only encoder layer N")
+    e.add_argument("--target", choices=TARGETS, default="ort", help="runtime the fused ops are shaped for (default ort)")
+    reports(e)
+    e.set_defaults(run=cmd_explain)
+
+    d = sub.add_parser("diff", help="account for every original node in a fused model (exit 1 if one is lost)")
+    d.add_argument("original")
+    d.add_argument("fused", help="fusekit's output, or another optimizer's")
+    d.add_argument("--structural", action="store_true", help="ignore fusekit's provenance; align by structure only")
+    reports(d)
+    d.set_defaults(run=cmd_diff)
     return p
 
 

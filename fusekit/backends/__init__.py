@@ -41,21 +41,30 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _module(backend: str):
+    if backend == "ort":
+        from . import ort
+        return ort
+    if backend == "openvino":
+        from . import openvino
+        return openvino
+    raise FusekitError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+
+
+def check(backend: str, device: str = "cpu", precision: str = "f32"):
+    """Refuse an unknown backend, an absent device or a precision the runtime lacks, without loading anything."""
+    if precision not in PRECISIONS:
+        raise FusekitError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    _module(backend).check(device, precision)
+
+
 def load(backend: str, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
          precision: str = "f32") -> Runner:
     """Load ``path`` on ``backend``; a missing device or runtime is a FusekitError."""
-    if precision not in PRECISIONS:
-        raise FusekitError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    check(backend, device, precision)
     if threads is not None and threads < 1:
         raise FusekitError(f"--threads must be at least 1, got {threads}")
-    threads = threads or default_threads()
-    if backend == "ort":
-        from . import ort
-        return ort.load(path, device, threads, precision)
-    if backend == "openvino":
-        from . import openvino
-        return openvino.load(path, device, threads, precision)
-    raise FusekitError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    return _module(backend).load(path, device, threads or default_threads(), precision)
 
 
 def first_line(e: Exception) -> str:
@@ -64,4 +73,4 @@ def first_line(e: Exception) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
-__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Runner", "default_threads", "first_line", "load"]
+__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Runner", "check", "default_threads", "first_line", "load"]

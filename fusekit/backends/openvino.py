@@ -7,6 +7,7 @@ and reads back what the compiled model really uses.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import openvino as ov
@@ -27,10 +28,10 @@ def device_for(device: str, available: list[str]) -> str:
 
 
 def _message(e: Exception) -> str:
-    """OpenVINO's errors start with 'Exception from src/…cpp:N:' lines; keep the first that says something."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
-    return ((useful or lines or [type(e).__name__])[0])[:300]
+    """OpenVINO's error without its 'Exception from src/…cpp:N:' lines and 'Check … failed at …' clauses."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    text = " ".join(re.sub(r" ?Check '.*' failed at \S+:\d+:?", ":", ln) for ln in lines)
+    return (text or type(e).__name__)[:300]
 
 
 class OpenVinoRunner:
@@ -48,7 +49,8 @@ class OpenVinoRunner:
             # share_inputs: no copy of the feeds into the request; the outputs are copies
             results = self.request.infer(feeds, share_inputs=True)
         except Exception as e:
-            raise FusekitError(f"OpenVINO could not run the model: {_message(e)}") from None
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            raise FusekitError(f"OpenVINO could not run the model on {shapes}: {_message(e)}") from None
         return {name: results[port] for name, port in zip(self.output_names, self.compiled.outputs)}
 
     def describe(self) -> str:
@@ -60,6 +62,11 @@ def _precision_name(element_type: ov.Type) -> str:
     return element_type.get_type_name()  # "f32", "bf16", "f16"
 
 
+def check(device: str, precision: str) -> str:
+    """OpenVINO's name for ``device``, or a FusekitError when this machine has none (every precision is a hint)."""
+    return device_for(device, ov.Core().available_devices)
+
+
 def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> OpenVinoRunner:
     core = ov.Core()
     name = device_for(device, core.available_devices)
@@ -68,6 +75,6 @@ def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> 
         config["INFERENCE_NUM_THREADS"] = str(threads)
     try:
         compiled = core.compile_model(core.read_model(str(path)), name, config)
-    except Exception as e:
+    except Exception as e:  # OpenVINO raises RuntimeError and types of its own
         raise FusekitError(f"OpenVINO cannot compile {path} for {name}: {_message(e)}") from None
     return OpenVinoRunner(compiled, name)

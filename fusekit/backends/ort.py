@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -34,6 +35,13 @@ def _provider_options(provider: str, threads: int) -> dict:
     return {}
 
 
+def _message(e: Exception) -> str:
+    """ORT's run errors, without the status preamble and the C++ source location."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    m = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: (?:\S+:\d+ .*? was false\. )?(.*)", text)
+    return (f"{m.group(1)} node '{m.group(2)}': {m.group(3)}" if m else text)[:300]
+
+
 class OrtRunner:
     backend = "ort"
 
@@ -45,22 +53,33 @@ class OrtRunner:
         try:
             return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
         except Exception as e:  # ORT raises its own types; the message says what was wrong
-            raise FusekitError(f"ONNX Runtime could not run the model: {first_line(e)}") from None
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            raise FusekitError(f"ONNX Runtime could not run the model on {shapes}: {_message(e)}") from None
 
     def describe(self) -> str:
         threads = f"{self.threads} threads" if self.device != "CUDAExecutionProvider" else "GPU"
-        return f"onnxruntime {ort.__version__} {self.device}, {threads}, {self.precision}, graph optimizations all"
+        return (f"onnxruntime {ort.__version__} {self.device}, {threads}, {self.precision}, "
+                "graph optimizations all, no spin-wait")
 
 
-def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> OrtRunner:
+def check(device: str, precision: str) -> str:
+    """The provider that will run ``device``, or a FusekitError saying why none can."""
     if precision != "f32":
         raise FusekitError(f"ONNX Runtime runs a float32 model in float32; --precision {precision} is an OpenVINO "
                            "setting (use --backend openvino)")
-    provider = provider_for(device, ort.get_available_providers())
+    return provider_for(device, ort.get_available_providers())
+
+
+def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> OrtRunner:
+    provider = check(device, precision)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as one FusekitError line, not as ORT's log too
+    # Idle workers spin-wait by default; with two sessions alive (bench interleaves models) the idle one's
+    # spinning took the cores from the running one: +40-60% latency on 2 cores. Off, a model times the same
+    # alone or interleaved.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [(provider, _provider_options(provider, threads))]
     if provider != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")  # for the nodes the device lacks, as ORT does by default

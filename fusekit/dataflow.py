@@ -1,0 +1,180 @@
+"""Who produces and who consumes each value of a graph proto: the index that
+``layers``, ``diff``, ``explain`` and ``inspection`` walk.
+
+Nodes are identified by their index in ``graph.node``; names are for people, and
+exports do not always give them.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import FusekitError
+from .modelio import load
+
+# Weight element types and their sizes in bytes.
+FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
+               onnx.TensorProto.DOUBLE: 8}
+
+
+def name_unnamed(nodes) -> list[str]:
+    """Every node's name, giving unnamed ones the name fusekit gives them (``OpType_index``,
+    as ``pipeline._import`` does), so provenance and near misses can be looked up."""
+    names = [n.name for n in nodes]
+    taken = set(names)
+    for i, node in enumerate(nodes):
+        if not names[i]:
+            names[i] = next(f"{node.op_type}_{j}" for j in range(i, i + len(taken) + 2)
+                            if f"{node.op_type}_{j}" not in taken)
+            taken.add(names[i])
+    return names
+
+
+class Dataflow:
+    """A read-only view of one graph: producers, consumers, constants, a topological order."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.graph = graph
+        self.nodes = list(graph.node)
+        self.names = name_unnamed(self.nodes)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.outputs = [o.name for o in graph.output]
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = defaultdict(list)
+        for i, node in enumerate(self.nodes):
+            for t in node.output:
+                if t:
+                    self.producer[t] = i
+            for t in dict.fromkeys(node.input):  # a node reading a value twice consumes it once
+                if t:
+                    self.consumers[t].append(i)
+
+    @cached_property
+    def dag(self) -> nx.DiGraph:
+        dag = nx.DiGraph()
+        dag.add_nodes_from(range(len(self.nodes)))
+        dag.add_edges_from((self.producer[t], i) for i, n in enumerate(self.nodes) for t in n.input
+                           if t in self.producer)
+        return dag
+
+    @cached_property
+    def order(self) -> list[int]:
+        """Node indices in topological order (file order breaks ties)."""
+        return list(nx.lexicographical_topological_sort(self.dag))
+
+    @cached_property
+    def value_names(self) -> frozenset[str]:
+        """Every value the graph has: node outputs, graph inputs, initializers."""
+        return frozenset(self.producer) | frozenset(self.inputs) | frozenset(self.initializers)
+
+    def op(self, i: int) -> str:
+        return op_key(self.nodes[i])
+
+    def users(self, i: int) -> list[int]:
+        return sorted({c for t in self.nodes[i].output for c in self.consumers.get(t, ())})
+
+    def feeders(self, i: int) -> list[int]:
+        return sorted({self.producer[t] for t in self.nodes[i].input if t in self.producer})
+
+    def is_constant(self, value: str) -> bool:
+        """An initializer, or the output of a Constant node (through Identity, as tied weights are)."""
+        if value in self.initializers:
+            return True
+        i = self.producer.get(value)
+        if i is None:
+            return False
+        node = self.nodes[i]
+        if node.op_type == "Constant":
+            return True
+        return node.op_type == "Identity" and self.is_constant(node.input[0])
+
+    def constant(self, value: str) -> np.ndarray | None:
+        if value in self.initializers:
+            return numpy_helper.to_array(self.initializers[value])
+        i = self.producer.get(value)
+        if i is None:
+            return None
+        node = self.nodes[i]
+        if node.op_type == "Identity":
+            return self.constant(node.input[0])
+        if node.op_type == "Constant":
+            attr = node.attribute[0]
+            value = onnx.helper.get_attribute_value(attr)
+            return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+        return None
+
+    def shape_of(self, value: str) -> list[int] | None:
+        """A constant's shape without reading its data."""
+        if value in self.initializers:
+            return list(self.initializers[value].dims)
+        found = self.constant(value)
+        return None if found is None else list(found.shape)
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def parameter_count(graph: onnx.GraphProto) -> tuple[int, int, int]:
+    """Elements, bytes and number of the floating-point initializers (the weights), read from their dims."""
+    count = size = tensors = 0
+    for t in graph.initializer:
+        if t.data_type in FLOAT_TYPES:
+            n = int(np.prod(t.dims, dtype=np.int64))
+            count, size, tensors = count + n, size + n * FLOAT_TYPES[t.data_type], tensors + 1
+    return count, size, tensors
+
+
+def op_key(node: onnx.NodeProto) -> str:
+    """An op as reports name it: ``Add``, ``com.microsoft.Attention``."""
+    return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+
+
+def op_histogram(graph: onnx.GraphProto) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for node in graph.node:
+        counts[op_key(node)] += 1
+    return dict(sorted(counts.items()))
+
+
+def stored_bytes(path, model: onnx.ModelProto) -> int:
+    """The size on disk of a model file and of the external data files it names."""
+    path = Path(path)
+    files = {path}
+    for t in onnx.external_data_helper._get_all_tensors(model):
+        for entry in t.external_data:
+            if entry.key == "location":
+                files.add(path.parent / entry.value)
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def load_to_read(model_or_path) -> tuple[onnx.ModelProto, str | None]:
+    """A model to report on, and a note when it fails onnx's checker but can still be read.
+
+    Reports only read the graph, so they accept what ONNX Runtime runs but the checker
+    refuses (the transformers optimizer writes com.microsoft ops without declaring
+    that opset); a file that is not ONNX at all is still a FusekitError.
+    """
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path, None
+    try:
+        return load(model_or_path), None
+    except FusekitError as refused:
+        try:
+            model = onnx.load(str(model_or_path))
+        except Exception:  # noqa: BLE001 - whatever onnx cannot parse, the first refusal says best
+            raise refused from None
+        if not model.graph.node:
+            raise refused from None
+        return model, f"{refused}; read as it is"

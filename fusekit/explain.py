@@ -1,0 +1,221 @@
+"""`fusekit explain MODEL`: every place a fusion could apply, whether it fused, and why not.
+
+fusekit fuses the model in memory (nothing is written, nothing verified) and lists
+each candidate: every fused node, and for every region a fusion recognised but
+refused, the closest miss — the variant, how far it matched, the node where it
+stopped and the reason. Candidates are grouped by encoder layer (see
+``fusekit.layers``), so a fusion that fired in 11 of 12 layers reads as
+``Attention: 11 of 12 layers fused; layer 7: …``.
+
+A node fused by an earlier fusekit run (its provenance is in the model) is listed
+as ``earlier``. A composed node counts for each fusion in its steps: a BiasGelu
+made from a Gelu counts as a Gelu and as a BiasGelu.
+
+JSON (``--json``), schema ``fusekit.explain/1``::
+
+    {"schema": "fusekit.explain/1", "model": str, "target": str,
+     "layers": {"count": int, "method": "names" | "positions" | "none"},
+     "filter": {"fusion": str | null, "layer": int | null},
+     "fusions": [{"fusion": str, "fused": int, "missed": int, "layers_fused": [int],
+                  "layers_missed": [int], "layers_without_candidate": [int],
+                  "outside": {"fused": int, "missed": int}, "summary": str}],
+     "candidates": [{"fusion": str, "status": "fused" | "missed" | "earlier", "layer": int | null,
+                     "node": str, "op": str, "variant": str,
+                     "steps": [str], "replaced": [{"name": str, "op": str}], "constants": {name: value},
+                     "matched": int | null, "total": int | null, "at": str | null, "at_op": str | null,
+                     "reason": str | null, "complete": bool, "nodes": [{"name": str, "op": str}]}],
+     "notes": [str]}
+
+For a fused candidate ``node``/``op`` are the fused node; ``replaced`` the original
+nodes it stands for. For a missed one they are the anchor the match started from,
+``nodes`` the nodes it matched, ``at`` the node where it stopped and ``complete``
+whether the whole shape matched before a check refused it. A layer is "fused" for
+a fusion when it has a fused candidate and no miss of that fusion.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+import patterns
+
+from .dataflow import Dataflow
+from .errors import FusekitError
+from .layers import Layers, assign
+from .matcher import Miss
+from .modelio import load
+from .pipeline import PROVENANCE_KEY, optimize
+
+SCHEMA = "fusekit.explain/1"
+
+
+@dataclass
+class Candidate:
+    fusion: str
+    status: str  # "fused", "missed" or "earlier"
+    node: str
+    op: str
+    layer: int | None
+    variant: str
+    steps: list[str] = field(default_factory=list)
+    replaced: list[tuple[str, str]] = field(default_factory=list)
+    constants: dict = field(default_factory=dict)
+    miss: Miss | None = None
+
+    def counts_for(self, fusion: str) -> bool:
+        return fusion == self.fusion or fusion in self.steps
+
+    def describe(self) -> str:
+        if self.miss is None:
+            made = "→".join(self.steps) if len(self.steps) > 1 else self.fusion
+            return f"{made}/{self.variant}: {self.op} '{self.node}' replaced {len(self.replaced)} nodes"
+        m = self.miss
+        where = f"stopped at '{m.at}'" if m.at else "stopped"
+        return f"matched {m.matched}/{m.total} nodes ({m.variant}), {where}: {m.reason}"
+
+    def to_dict(self) -> dict:
+        m = self.miss
+        return {"fusion": self.fusion, "status": self.status, "layer": self.layer, "node": self.node, "op": self.op,
+                "variant": self.variant, "steps": self.steps,
+                "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants,
+                "matched": m and m.matched, "total": m and m.total, "at": m and m.at, "at_op": m and m.at_op,
+                "reason": m and m.reason, "complete": bool(m and m.complete),
+                "nodes": [{"name": n, "op": o} for n, o in zip(m.nodes, m.ops)] if m else []}
+
+
+@dataclass
+class Explanation:
+    model: str
+    target: str
+    layers: Layers
+    candidates: list[Candidate]
+    original: Dataflow  # the input graph, where replaced nodes are drawn from
+    fused: Dataflow  # the fused graph, where fused nodes and near misses live
+    fusion: str | None = None
+    layer: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def shown(self) -> list[Candidate]:
+        """The candidates the filters select."""
+        return [c for c in self.candidates if (self.fusion is None or c.counts_for(self.fusion))
+                and (self.layer is None or c.layer == self.layer)]
+
+    def fusions(self) -> list[str]:
+        seen = {f for c in self.candidates for f in [c.fusion, *c.steps]}
+        names = [f.name for f in patterns.ALL if f.name in seen]
+        return [n for n in names if self.fusion in (None, n)]
+
+    def per_fusion(self, fusion: str) -> dict:
+        fused = [c for c in self.candidates if c.status != "missed" and c.counts_for(fusion)]
+        missed = [c for c in self.candidates if c.status == "missed" and c.fusion == fusion]
+        layers = range(self.layers.count)
+        with_fused = {c.layer for c in fused}
+        with_miss = {c.layer for c in missed}
+        inside = (with_fused | with_miss) - {None}
+        entry = {
+            "fusion": fusion, "fused": len(fused), "missed": len(missed),
+            "layers_fused": [k for k in layers if k in with_fused and k not in with_miss],
+            "layers_missed": sorted(with_miss - {None}),
+            "layers_without_candidate": [k for k in layers if inside and k not in with_fused | with_miss],
+            "outside": {"fused": sum(c.layer is None for c in fused), "missed": sum(c.layer is None for c in missed)},
+        }
+        entry["summary"] = self._line(entry, missed, bool(inside))
+        return entry
+
+    def _line(self, entry: dict, missed: list[Candidate], inside: bool) -> str:
+        parts = []
+        if inside:
+            parts.append(f"{len(entry['layers_fused'])} of {self.layers.count} layers fused")
+            for k in entry["layers_missed"]:
+                parts += [f"layer {k}: {c.describe()}" for c in missed if c.layer == k]
+            parts += [f"layer {k}: no candidate" for k in entry["layers_without_candidate"]]
+        outside = entry["outside"]
+        if outside["fused"] or outside["missed"]:
+            where = "outside the layers" if self.layers.count else "in the model"
+            missed_too = f", {outside['missed']} missed" if outside["missed"] else ""
+            parts.append(f"{where} {outside['fused']} fused{missed_too}")
+            parts += [c.describe() for c in missed if c.layer is None]
+        return f"{entry['fusion']}: " + "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "model": self.model, "target": self.target,
+                "layers": {"count": self.layers.count, "method": self.layers.method},
+                "filter": {"fusion": self.fusion, "layer": self.layer},
+                "fusions": [self.per_fusion(f) for f in self.fusions()],
+                "candidates": [c.to_dict() for c in self.shown()],
+                "notes": self.notes}
+
+    def summary(self) -> str:
+        counts = Counter(f for c in self.candidates if c.status != "missed" for f in (c.steps or [c.fusion]))
+        misses = sum(c.status == "missed" for c in self.candidates)
+        fused = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing"
+        lines = [f"{self.model}: {self.layers.describe()}; target {self.target}",
+                 f"fused: {fused}; near misses: {misses}"]
+        lines += [self.per_fusion(f)["summary"] for f in self.fusions()]
+        if self.layers.count and self.fusions():
+            lines += ["per layer (✓ fused, ✗ near miss):"] + self._table()
+        shown = self.shown()
+        listed = shown if (self.fusion or self.layer is not None) else [c for c in shown if c.status == "missed"]
+        if listed:
+            lines.append("candidates:" if (self.fusion or self.layer is not None) else "near misses:")
+            for c in listed:
+                where = "outside" if c.layer is None else f"layer {c.layer}"
+                lines.append(f"  {where:<8} {c.status:<7} {c.fusion}: {c.describe()}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _table(self) -> list[str]:
+        fusions = self.fusions()
+        rows = [["layer", *fusions]]
+        keys = [k for k in range(self.layers.count) if self.layer in (None, k)]
+        if self.layer is None:
+            keys.append(None)
+        for k in keys:
+            cells = []
+            for f in fusions:
+                here = [c for c in self.candidates if c.layer == k]
+                mark = "✓" * sum(c.status != "missed" and c.counts_for(f) for c in here) \
+                    + "✗" * sum(c.status == "missed" and c.fusion == f for c in here)
+                cells.append(mark or "·")
+            rows.append(["outside" if k is None else str(k), *cells])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer: int | None = None) -> Explanation:
+    """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
+    if fusion is not None and fusion not in patterns.BY_NAME:
+        raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(patterns.BY_NAME)}")
+    original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
+    fused, report = optimize(original, target=target, verify=False)
+    flow = Dataflow(fused.graph)
+    layers = assign(flow)
+    if layer is not None and not 0 <= layer < layers.count:
+        raise FusekitError(f"no layer {layer}: the model has {layers.describe()}")
+    where = layers.by_name()
+    position = {flow.names[i]: k for k, i in enumerate(flow.order)}
+    candidates = _earlier(original, flow, where)
+    candidates += [Candidate(f.fusion, "fused", f.node, f.op, where.get(f.node), f.variant, f.steps, f.replaced,
+                             f.constants) for f in report.fused]
+    candidates += [Candidate(m.fusion, "missed", m.anchor, m.anchor_op, where.get(m.anchor), m.variant, miss=m)
+                   for m in report.misses]
+    candidates.sort(key=lambda c: position.get(c.node, len(position)))  # in graph order
+    label = "<model>" if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
+    return Explanation(label, target, layers, candidates, Dataflow(original.graph), flow, fusion, layer,
+                       list(report.notes))
+
+
+def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Candidate]:
+    """Nodes an earlier fusekit run fused, from the provenance the input carries."""
+    text = next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), None)
+    records = json.loads(text) if text else {}
+    return [Candidate(r["fusion"], "earlier", name, r["op"], where.get(name), r["variant"], r.get("steps", []),
+                      [(e["name"], e["op"]) for e in r["replaced"]], r.get("constants", {}))
+            for name, r in records.items() if name in flow.index]
+
+
+__all__ = ["SCHEMA", "Candidate", "Explanation", "explain"]
