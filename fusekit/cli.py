@@ -256,6 +256,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fusekit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fusekit … | head` closed the pipe: nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug: one line for users, the traceback on request
         if os.environ.get("FUSEKIT_DEBUG"):
             raise

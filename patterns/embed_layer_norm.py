@@ -57,8 +57,9 @@ def _roles(m) -> dict[str, str] | str:
     if len(rest) == 2:
         if not full:
             return "neither the segment nor the position ids are provably (batch, sequence)"
-        roles["segment"] = full[0]
-        rest = [t for t in rest if t != full[0]]
+        segment = min(full, key=lambda t: m.const(f"{t}_table").shape[0])  # token types: the smallest table
+        roles["segment"] = segment
+        rest = [t for t in rest if t != segment]
     roles["position"] = rest[0]
     return roles
 
