@@ -135,6 +135,14 @@ def cmd_inspect(args) -> int:
 def cmd_explain(args) -> int:
     from .explain import explain
     from .htmlreport import explain_page
+    if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
+        from .int8 import analyze
+        from .modelio import load
+        if args.html:
+            raise FusekitError("--int8 has no --html view yet; use --json")
+        report = analyze(load(args.model), {"ort": "ort", "openvino": "openvino", "onnx": "both"}[args.target])
+        print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
+        return 0
     if args.html:
         check_destination(args.html, protect=(args.model,))
     _report(explain(args.model, args.target, args.fusion, args.layer), args, explain_page, (args.model,))
@@ -231,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fusion", metavar="NAME", help="only this fusion (e.g. Attention)")
     e.add_argument("--layer", type=int, metavar="N", help="only encoder layer N")
     e.add_argument("--target", choices=TARGETS, default="ort", help="runtime the fused ops are shaped for (default ort)")
+    e.add_argument("--int8", action="store_true",
+                   help="for a quantized model: will each MatMul run in INT8 on the target runtime (onnx: both), and why not")
     reports(e)
     e.set_defaults(run=cmd_explain)
 

@@ -6,6 +6,7 @@ actually do, so the rules cannot drift from the runtimes. Then the committed
 variants, and planted cases inside a real quantized BERT.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -402,3 +403,15 @@ def test_block_form_without_intermediate_requant():
     assert Q.openvino_matmul_kind(fc) == "int8"
     absorbed = " ".join(fc["original"])
     assert "intermediate/dense/Add" in absorbed and "intermediate_act_fn/Mul_1_output_0_QuantizeLinear" in absorbed
+
+
+def test_explain_int8_from_the_command_line(capsys):
+    from fusekit.cli import main
+    path = str(Path(__file__).resolve().parent.parent / "testmodels" / "int8" / "qat.onnx")
+    assert main(["explain", path, "--int8", "--target", "openvino"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("INT8 analysis for OpenVINO: 13/17 MatMul/Gemm in INT8")
+    assert "fp32  attention/self/MatMul          Q·Kᵀ" in out
+    assert main(["explain", path, "--int8", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"]["total"] == 17
