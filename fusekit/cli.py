@@ -47,12 +47,14 @@ def cmd_optimize(args) -> int:
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
     fused, report = optimize(model, target=args.target, verify=False, disable=args.disable, in_place=True)
     del model
+    to_ir = out.suffix == ".xml"
     with staged(out, protect=(args.model,)) as path:
-        write(fused, path, external)
+        onnx_path = path.with_suffix(".onnx") if to_ir else path
+        write(fused, onnx_path, external)
         del fused
         if not args.no_verify:  # verify the very file that will land, against the input on disk
             t = time.perf_counter()
-            report.verification = verify(args.model, path, trials=args.trials, seed=args.seed,
+            report.verification = verify(args.model, onnx_path, trials=args.trials, seed=args.seed,
                                          shapes=parse_shapes(args.shape), inputs_from=inputs_from)
             report.verify_seconds = time.perf_counter() - t
             if not report.verification.ok:
@@ -60,6 +62,11 @@ def cmd_optimize(args) -> int:
                 print(report.summary())
                 raise _NotEquivalent(f"the fused model is not equivalent to {args.model}; nothing was written "
                                      "(this is a fusekit bug: please report it with the model)")
+        if to_ir:  # OpenVINO IR: converted from the verified ONNX by OpenVINO's own reader
+            from .backends.openvino import save_ir
+            save_ir(onnx_path, path)
+            for leftover in path.parent.glob(onnx_path.name + "*"):
+                leftover.unlink()
     report.seconds = time.perf_counter() - start
     print(f"{args.model} → {out}")
     print(report.summary())
@@ -177,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="fuse a model's graph and verify the result")
     o.add_argument("model", help="the ONNX model to optimize (never modified)")
-    o.add_argument("-o", "--output", help="where to write the fused model (default: MODEL.fused.onnx beside it)")
+    o.add_argument("-o", "--output", help="where to write the fused model (default: MODEL.fused.onnx beside it); "
+                                          "a name ending in .xml writes OpenVINO IR (.xml + .bin)")
     o.add_argument("--target", choices=TARGETS, default="ort",
                    help="runtime the fused ops are shaped for (default ort)")
     o.add_argument("--no-verify", action="store_true", help="skip the equivalence check")

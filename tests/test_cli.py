@@ -138,3 +138,20 @@ def test_external_data_stays_external(work):
     onnx.checker.check_model(str(work / "ext_fused.onnx"))
     # and the fused model verifies when read back from its two files
     assert fusekit("verify", work / "ext.onnx", work / "ext_fused.onnx", "--trials", "1").returncode == 0
+
+
+def test_openvino_ir_output(work):
+    import numpy as np
+    import openvino as ov
+
+    from fusekit.inputs import make_inputs
+    from fusekit.verify import session
+
+    r = fusekit("optimize", work / "model.onnx", "-o", work / "model.xml", "--target", "openvino")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["model.bin", "model.onnx", "model.xml"]
+    compiled = ov.Core().compile_model(str(work / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    feeds = make_inputs(onnx.load(work / "model.onnx"))
+    expected = session(work / "model.onnx").run(None, feeds)[0]
+    got = compiled(feeds)[compiled.output("last_hidden_state")]
+    assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()

@@ -78,3 +78,15 @@ def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> 
     except Exception as e:  # OpenVINO raises RuntimeError and types of its own
         raise FusekitError(f"OpenVINO cannot compile {path} for {name}: {_message(e)}") from None
     return OpenVinoRunner(compiled, name)
+
+
+def save_ir(onnx_path: str | os.PathLike, xml_path: str | os.PathLike):
+    """Convert an ONNX file to OpenVINO IR (``.xml`` + ``.bin``) with OpenVINO's own reader.
+
+    Weights stay float32 (OpenVINO would otherwise compress them to fp16 on save).
+    """
+    try:
+        model = ov.Core().read_model(str(onnx_path))
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    except Exception as e:  # OpenVINO raises plain RuntimeErrors with C++ traces
+        raise FusekitError(f"OpenVINO cannot convert the fused model to IR: {_message(e)}") from None
