@@ -155,7 +155,7 @@ def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
 _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
                   "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
                   "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
-                  "EmbedLayerNormalization"}
+                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear"}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 

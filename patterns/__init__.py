@@ -3,8 +3,9 @@
 To add a fusion, write a module here and list it below; to add a variant of an
 existing fusion, edit its module.
 """
-from . import attention, bias_gelu, embed_layer_norm, fast_gelu, gelu, layer_norm, quick_gelu, skip_layer_norm
+from . import (attention, bias_gelu, embed_layer_norm, fast_gelu, gelu, layer_norm, qdq_constant, quick_gelu,
+               skip_layer_norm)
 
 ALL = [attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, quick_gelu.FUSION, bias_gelu.FUSION,
-       skip_layer_norm.FUSION, embed_layer_norm.FUSION]
+       skip_layer_norm.FUSION, embed_layer_norm.FUSION, qdq_constant.FUSION]
 BY_NAME = {f.name: f for f in ALL}

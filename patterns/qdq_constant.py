@@ -1,0 +1,72 @@
+"""A quantize-dequantize pair on a scalar constant, folded into the value it rounds to.
+
+    c ─► QuantizeLinear(s, zp) ─► DequantizeLinear(s, zp) ─► y    ⇒    y = DQ(Q(c)), a constant
+
+qdq — ONNX Runtime's quantizer, when every op is quantized, puts such a pair on each
+scalar a quantized op reads (the attention scale, the GELU constants …).
+
+The folded value is what the pair computes, evaluated by ONNX Runtime, so nothing
+changes numerically. OpenVINO 2026.4 fails to compile a model with a pair on the
+attention scale (its low-precision MultiplyPartialTransformation throws "index '0'
+out of range") and compiles the folded one, so ``openvino`` folds them. Only scalars:
+a weight keeps its pair, which is what makes its MatMul run in INT8.
+"""
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from fusekit.pattern import Const, Fusion, Variant, either, op
+
+scalar = Const("c", label="the quantized constant")
+
+
+def _pair(q_zero_point: bool, dq_zero_point: bool):
+    q_inputs = [scalar, Const("q_scale", label="the Q scale")] + ([Const("q_zp", label="the Q zero point")]
+                                                                 if q_zero_point else [])
+    dq_inputs = [Const("dq_scale", label="the DQ scale")] + ([Const("dq_zp", label="the DQ zero point")]
+                                                             if dq_zero_point else [])
+    return op.DequantizeLinear(op.QuantizeLinear(*q_inputs, _bind="q"), *dq_inputs, _bind="dq")
+
+
+def check(m):
+    return None if m.const("c").size == 1 else "the constant is not a scalar (a weight keeps its pair)"
+
+
+def _evaluate(m) -> np.ndarray:
+    """DQ(Q(c)) exactly as ONNX Runtime computes it."""
+    q, dq = m.node("q"), m.node("dq")
+    inits, q_in, dq_in = [], [], ["q_out"]
+    for name in ("c", "q_scale", "q_zp"):
+        if name in m.consts:
+            inits.append(numpy_helper.from_array(np.asarray(m.const(name)), name))
+            q_in.append(name)
+    for name in ("dq_scale", "dq_zp"):
+        if name in m.consts:
+            inits.append(numpy_helper.from_array(np.asarray(m.const(name)), "d_" + name))
+            dq_in.append("d_" + name)
+    out = helper.make_tensor_value_info("y", numpy_helper.from_array(np.asarray(m.const("dq_scale"))).data_type, None)
+    graph = helper.make_graph([helper.make_node("QuantizeLinear", q_in, ["q_out"], **q.attrs),
+                               helper.make_node("DequantizeLinear", dq_in, ["y"], **dq.attrs)],
+                              "fold", [], [out], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", m.context["opset"])])
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})[0]
+
+
+def rewrite(m, emit):
+    return emit.Identity(emit.const("folded", _evaluate(m)))
+
+
+FUSION = Fusion(
+    name="QDQConstant",
+    variants=[Variant("qdq", either(_pair(True, True), _pair(False, False), _pair(True, False), _pair(False, True),
+                                    tag="zero_points"), "ONNX Runtime quantize_static, all ops quantized")],
+    check=check,
+    rewrite=rewrite,
+    signature=frozenset({"QuantizeLinear"}),
+    benefit=30,
+    targets=("openvino",),
+)
