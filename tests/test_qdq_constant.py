@@ -43,3 +43,11 @@ def test_only_scalars_are_folded():
 def test_other_targets_keep_the_pairs(target):
     _, report = fusekit.optimize(ALL_OPS, target=target, verify=False)
     assert "QDQConstant" not in report.counts
+
+
+@pytest.mark.parametrize("target", ["openvino", "ort"])
+def test_openvino_fakequantize_models_fuse_and_verify_in_openvino(target):
+    fused, report = fusekit.optimize(TESTMODELS / "int8" / "ov_fakequantize.onnx", target=target)
+    assert report.counts["LayerNorm"] == 5 and report.counts["Gelu"] == 2
+    assert sum(n.op_type == "FakeQuantize" for n in fused.graph.node) > 0  # left as they are
+    assert report.verification.ok and "ran in OpenVINO (f32)" in report.verification.message
