@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import FusekitError
+from .graph import default_names
 from .modelio import load
 
 # Weight element types and their sizes in bytes.
@@ -24,16 +25,8 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Tens
 
 
 def name_unnamed(nodes) -> list[str]:
-    """Every node's name, giving unnamed ones the name fusekit gives them (``OpType_index``,
-    as ``pipeline._import`` does), so provenance and near misses can be looked up."""
-    names = [n.name for n in nodes]
-    taken = set(names)
-    for i, node in enumerate(nodes):
-        if not names[i]:
-            names[i] = next(f"{node.op_type}_{j}" for j in range(i, i + len(taken) + 2)
-                            if f"{node.op_type}_{j}" not in taken)
-            taken.add(names[i])
-    return names
+    """Every node's name, unnamed ones named as fusekit's pipeline names them."""
+    return default_names([n.op_type for n in nodes], [n.name for n in nodes])
 
 
 class Dataflow:

@@ -42,6 +42,17 @@ def const_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def default_names(ops: list[str], names: list[str]) -> list[str]:
+    """Every node's name, unnamed ones getting ``OpType_index`` (not clashing with any other),
+    so that provenance and near misses can point at every node."""
+    names, taken = list(names), set(names)
+    for i, op in enumerate(ops):
+        if not names[i]:
+            names[i] = next(f"{op}_{j}" for j in range(i, i + len(taken) + 2) if f"{op}_{j}" not in taken)
+            taken.add(names[i])
+    return names
+
+
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 

@@ -13,6 +13,7 @@ import patterns
 
 from . import passes
 from .errors import FusekitError
+from .graph import default_names
 from .matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, load, skeleton
 from .pattern import Fusion, root_ops
@@ -53,11 +54,8 @@ def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
                     node.inputs[i] = weight
         if proto.name not in declared:
             graph.inputs = [t for t in graph.inputs if t is not placeholder]
-    names = {n.name for n in graph.nodes}
-    for i, node in enumerate(graph.nodes):  # misses and provenance need a name for every node
-        if not node.name:
-            node.name = next(f"{node.op}_{j}" for j in range(i, i + len(names) + 2) if f"{node.op}_{j}" not in names)
-            names.add(node.name)
+    for node, name in zip(graph.nodes, default_names([n.op for n in graph.nodes], [n.name for n in graph.nodes])):
+        node.name = name
     return graph
 
 
