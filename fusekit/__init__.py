@@ -1,7 +1,11 @@
 """fusekit: a graph-level fusion compiler for BERT-family ONNX models."""
+from .diff import diff
 from .errors import FusekitError
+from .explain import explain
+from .inspection import inspect_model
 from .pipeline import TARGETS, optimize
 from .verify import VerifyResult, verify
 
 __version__ = "0.1.0"
-__all__ = ["optimize", "verify", "VerifyResult", "FusekitError", "TARGETS", "__version__"]
+__all__ = ["optimize", "verify", "explain", "diff", "inspect_model", "VerifyResult", "FusekitError", "TARGETS",
+           "__version__"]
