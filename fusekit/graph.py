@@ -206,8 +206,9 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | No
 
 
 def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
-    """A 2-D model input whose two dimensions are those of every other 2-D input."""
-    if not any(t is tensor for t in graph.inputs) or rank(tensor) != 2:
+    """A model input (ids [B, S], or hidden states [B, S, H]) whose first two dimensions
+    are those of every other such input."""
+    if not any(t is tensor for t in graph.inputs) or (rank(tensor) or 0) < 2:
         return False
-    dims = {tuple(t.shape[:2]) for t in graph.inputs if rank(t) == 2}
+    dims = {tuple(t.shape[:2]) for t in graph.inputs if (rank(t) or 0) >= 2}
     return len(dims) == 1
