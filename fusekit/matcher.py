@@ -96,6 +96,8 @@ class _State:
 
 
 class _Search:
+    """One backtracking search for one variant at one anchor, remembering its best dead end."""
+
     def __init__(self, graph: gs.Graph):
         self.graph = graph
         self.best: tuple[_State, gs.Node | None, str, bool] | None = None
@@ -121,11 +123,10 @@ class _Search:
             yield from self._const(p, t, s)
         elif isinstance(p, Or):
             for index, alternative in enumerate(p.alternatives):
-                if p.tag and s.tags.get(p.tag, index) != index:
-                    continue  # a tag used twice takes the same branch everywhere
-                if p.tag:
-                    s2 = s.extend(tags={p.tag: index}, labels={p.tag: p.labels[index]})
-                yield from self.match(alternative, t, s2 if p.tag else s)
+                if not p.tag:
+                    yield from self.match(alternative, t, s)
+                elif s.tags.get(p.tag, index) == index:  # a tag used twice takes the same branch everywhere
+                    yield from self.match(alternative, t, s.extend(tags={p.tag: index}, labels={p.tag: p.labels[index]}))
         else:
             raise TypeError(f"not a pattern: {p!r}")
 
