@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import re
 import shutil
 import statistics
@@ -78,6 +77,22 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+# Shared helpers live next to this script; its folder is sys.path[0] when run as
+# `python benchmarks/attention_forms.py`, and is added here for `python -m benchmarks.attention_forms`.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import (
+    OUT_PAGE_OFFSET,
+    Unsupported,
+    compact,
+    cpu_times,
+    median_half_iqr,
+    ort_set_threads,
+    ort_use_global_pool,
+    page_aligned_empty,
+    round_robin_samples,
+)
+from _timing import short_error as _short_error
 
 HIDDEN = 768
 HEADS = 12
@@ -296,40 +311,8 @@ def make_mask(B: int, S: int, check: bool = False) -> np.ndarray:
 # Runtimes
 # --------------------------------------------------------------------------- #
 
-PAGE = 4096
-OUT_PAGE_OFFSET = 2048
-
-
-def page_aligned_empty(shape, dtype=np.float32, offset: int = 0) -> np.ndarray:
-    """Array starting `offset` bytes into a page (inputs at 0, output at 2048 for every form:
-    see benchmarks/op_forms.py -- allocator luck with 4K aliasing otherwise skews timings)."""
-    itemsize = np.dtype(dtype).itemsize
-    n = int(np.prod(shape)) * itemsize
-    raw = np.empty(n + 2 * PAGE, dtype=np.uint8)
-    start = (-raw.ctypes.data) % PAGE + offset
-    return raw[start:start + n].view(dtype).reshape(shape)
-
-
-class Unsupported(Exception):
-    pass
-
-
 def short_error(exc: BaseException, limit: int = 90) -> str:
-    text = str(exc)
-    m = re.search(r"not support the following ONNX operations:\s*([^\n]+)", text)
-    if m:
-        return ("OV frontend: no op " + m.group(1).strip())[:limit]
-    m = re.search(r"was false\.\s*([^\n]+)", text)  # ORT ENFORCE: keep the human-readable tail
-    if m:
-        node = re.search(r"running (\w+) node", text)
-        return ((node.group(1) + ": " if node else "") + m.group(1).strip())[:limit]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(("Exception from", "Check '", "Traceback"))] or lines \
-        or [type(exc).__name__]
-    msg = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])
-    msg = re.sub(r"/\S+/", "", msg)
-    msg = re.sub(r"\s+", " ", msg)
-    return msg[:limit]
+    return _short_error(exc, limit, ov_prefix="OV frontend: no op ", detailed=True)
 
 
 class Runner:
@@ -339,30 +322,13 @@ class Runner:
     sdpa: str = ""
 
 
-_ORT_POOL = False
-
-
-def ort_global_pool(threads: int) -> None:
-    """One intra-op pool shared by all sessions (per-session pools spin-wait and steal the
-    2 cores from the timed session; see op_forms.py).  Must precede the first session."""
-    global _ORT_POOL
-    from onnxruntime.capi import _pybind_state
-
-    _pybind_state.set_global_thread_pool_sizes(threads, 1)
-    _ORT_POOL = True
-
-
 def ort_options(level: str, threads: int):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[level]
-    if _ORT_POOL:
-        so.use_per_session_threads = False
-    else:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    ort_set_threads(so, threads)
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     return so
@@ -387,7 +353,7 @@ def ort_runner(path: str, x: np.ndarray, mask: np.ndarray, threads: int, level: 
             os.remove(opt)
         except Exception as e:  # noqa: BLE001
             r.layers = f"? ({short_error(e, 40)})"
-    out = page_aligned_empty(x.shape, np.float32, OUT_PAGE_OFFSET)
+    out = page_aligned_empty(x.shape, offset=OUT_PAGE_OFFSET)
     b = sess.io_binding()
     b.bind_cpu_input("x", x)
     b.bind_cpu_input("mask", mask)
@@ -422,7 +388,7 @@ def ov_runner(path: str, x: np.ndarray, mask: np.ndarray, threads: int, precisio
     try:
         req.set_tensor("x", ov.Tensor(x, shared_memory=True))
         req.set_tensor("mask", ov.Tensor(mask, shared_memory=True))
-        out = page_aligned_empty(x.shape, np.float32, OUT_PAGE_OFFSET)
+        out = page_aligned_empty(x.shape, offset=OUT_PAGE_OFFSET)
         req.set_tensor("y", ov.Tensor(out, shared_memory=True))
     except Exception as e:
         raise Unsupported("binding: " + short_error(e)) from e
@@ -471,22 +437,11 @@ def ov_layers(compiled) -> tuple[str, str]:
         prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
         merged = "[" + "+".join(orig) + "]" if t == "Subgraph" else ""
         items.append(f"{t}@{prec}{merged}")
-    return compact(items), ",".join(sorted(set(sdpa)))
-
-
-def compact(items: list[str]) -> str:
-    out: list[str] = []
-    for t in items:
-        if out and out[-1].split("*")[0] == t:
-            base, _, n = out[-1].partition("*")
-            out[-1] = f"{base}*{int(n or 1) + 1}"
-        else:
-            out.append(t)
-    return " ".join(out) if out else "(none)"
+    return compact(items, " "), ",".join(sorted(set(sdpa)))
 
 
 def op_list(m: onnx.ModelProto) -> str:
-    return compact([("ms:" if n.domain == MS else "") + n.op_type for n in m.graph.node])
+    return compact([("ms:" if n.domain == MS else "") + n.op_type for n in m.graph.node], " ")
 
 
 # --------------------------------------------------------------------------- #
@@ -494,41 +449,16 @@ def op_list(m: onnx.ModelProto) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def calibrate(run: Callable[[], None], warmup: int, min_sample_ms: float) -> int:
-    for _ in range(warmup):
-        run()
-    t0 = time.perf_counter()
-    n = 0
-    while True:
-        run()
-        n += 1
-        el = time.perf_counter() - t0
-        if el >= 0.02 or n >= 20:
-            break
-    return max(1, math.ceil(min_sample_ms / 1e3 / (el / n)))
-
-
 def round_robin(runners: dict[str, Runner], rounds: int, warmup: int, min_sample_ms: float
                 ) -> dict[str, tuple[float, float, float]]:
     """{form: (median ms, half-IQR / median, 10th-percentile ms)} per inference over rounds."""
-    reps = {k: calibrate(r.run, warmup, min_sample_ms) for k, r in runners.items()}
-    samples: dict[str, list[float]] = {k: [] for k in runners}
-    keys = list(runners)
-    shuf = random.Random(0)
-    for _ in range(rounds):
-        shuf.shuffle(keys)
-        for k in keys:
-            run, n = runners[k].run, reps[k]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                run()
-            samples[k].append((time.perf_counter() - t0) / n)
+    samples = round_robin_samples({k: r.run for k, r in runners.items()}, rounds, warmup, min_sample_ms,
+                                  max_probe_runs=20)
     res = {}
     for k, v in samples.items():
-        med = statistics.median(v)
-        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
+        med, spread = median_half_iqr(v)
         low = statistics.quantiles(v, n=10, method="inclusive")[0] if len(v) >= 2 else med
-        res[k] = (med * 1e3, (q[2] - q[0]) / 2 / med, low * 1e3)
+        res[k] = (med * 1e3, spread, low * 1e3)
     return res
 
 
@@ -546,14 +476,6 @@ class Cell:
     note: str = ""
     layers: str = ""
     sdpa: str = ""
-
-
-def cpu_times():
-    try:
-        with open("/proc/stat") as fh:
-            return [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
 
 
 def check_numerics(forms: list[Form], paths: dict[str, str], w: dict, args) -> dict[str, str]:
@@ -637,7 +559,7 @@ def bench(args) -> None:
         onnx.save(m, p)
         paths[f.key] = p
     if "ort" in args.runtimes:
-        ort_global_pool(args.threads)
+        ort_use_global_pool(args.threads)
 
     import onnxruntime as ort
     import openvino as ov

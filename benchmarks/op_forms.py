@@ -59,7 +59,7 @@ median per-inference time over rounds (half the inter-quartile range is shown
 as a noise gauge), and the ratio is against form (a) of the same group in the
 same runtime (< 1.00 = faster than the decomposed form).  Inputs and outputs
 are bound once (ORT io_binding / OpenVINO user tensors), page-aligned at a fixed
-relative offset (see page_aligned_empty), so the numbers are kernel time plus
+relative offset (see page_aligned_empty in _timing.py), so the numbers are kernel time plus
 the runtime's per-call overhead, not numpy allocation or allocator luck.
 The header reports CPU steal time during the run: on a shared VM absolute ms
 drift between runs; trust the ratios, and identical compiled graphs (marked in
@@ -82,10 +82,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -95,6 +93,22 @@ from typing import Callable
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+# Shared helpers live next to this script; its folder is sys.path[0] when run as
+# `python benchmarks/op_forms.py`, and is added here for `python -m benchmarks.op_forms`.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import (
+    OUT_PAGE_OFFSET,
+    Unsupported,
+    compact,
+    cpu_times,
+    median_half_iqr,
+    ort_set_threads,
+    ort_use_global_pool,
+    page_aligned_empty,
+    round_robin_samples,
+    short_error,
+)
 
 SEQ = 128
 HIDDEN = 768
@@ -334,42 +348,6 @@ def reference_for(group: Group, form: Form, x: np.ndarray, w: dict) -> np.ndarra
 # --------------------------------------------------------------------------- #
 
 
-PAGE = 4096
-OUT_PAGE_OFFSET = 2048
-
-
-def page_aligned_empty(shape, offset: int = 0) -> np.ndarray:
-    """float32 array starting `offset` bytes into a page.
-
-    The input sits at offset 0 and every output at OUT_PAGE_OFFSET, so all forms see the same
-    input/output address relation.  Left to the allocator, an output that happened to start
-    16-32 bytes past the input modulo 4 KiB made two of three *identical* ORT Gelu graphs run
-    2.3x slower than the third, reproducibly (presumably 4K aliasing between the kernel's
-    stores and its next loads).
-    """
-    n = int(np.prod(shape)) * 4
-    raw = np.empty(n + 2 * PAGE, dtype=np.uint8)
-    start = (-raw.ctypes.data) % PAGE + offset
-    return raw[start:start + n].view(np.float32).reshape(shape)
-
-
-class Unsupported(Exception):
-    pass
-
-
-def short_error(exc: BaseException, limit: int = 70) -> str:
-    """First informative line of a (possibly multi-line, path-laden) error."""
-    text = str(exc)
-    m = re.search(r"not support the following ONNX operations:\s*([^\n]+)", text)
-    if m:
-        return ("no ONNX op " + m.group(1).strip())[:limit]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(("Exception from", "Check '", "Traceback"))] or lines or [type(exc).__name__]
-    msg = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])
-    msg = re.sub(r"\s+", " ", msg)
-    return msg[:limit]
-
-
 @dataclass
 class Runner:
     """A compiled form ready to run, its input and output bound once."""
@@ -380,36 +358,13 @@ class Runner:
     keep: tuple = ()  # session / compiled model objects that must stay alive
 
 
-_ORT_GLOBAL_POOL: int | None = None
-
-
-def ort_use_global_pool(threads: int) -> None:
-    """One process-wide ORT intra-op pool shared by every session.
-
-    With one pool per session, the idle workers of the *other* forms' sessions
-    spin-wait after each of their runs; on a 2-core box that made the round-robin
-    MatMul timings ~3x slower than a lone session.  A shared pool behaves like a
-    single deployed model and keeps ORT's default spinning.  Must run before the
-    first InferenceSession is created.
-    """
-    global _ORT_GLOBAL_POOL
-    from onnxruntime.capi import _pybind_state
-
-    _pybind_state.set_global_thread_pool_sizes(threads, 1)
-    _ORT_GLOBAL_POOL = threads
-
-
 def ort_runner(path: str, x: np.ndarray, threads: int) -> Runner:
     import onnxruntime as ort
 
     def opts() -> "ort.SessionOptions":
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if _ORT_GLOBAL_POOL:
-            so.use_per_session_threads = False  # thread counts come from the global pool
-        else:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
+        ort_set_threads(so, threads)
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
         return so
@@ -432,7 +387,7 @@ def ort_runner(path: str, x: np.ndarray, threads: int) -> Runner:
         layers = f"? ({short_error(e, 40)})"
 
     out_shape = [d if isinstance(d, int) else x.shape[0] for d in sess.get_outputs()[0].shape]
-    out = page_aligned_empty(out_shape, OUT_PAGE_OFFSET)
+    out = page_aligned_empty(out_shape, offset=OUT_PAGE_OFFSET)
     binding = sess.io_binding()
     binding.bind_cpu_input("x", x)
     binding.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_numpy(out))
@@ -463,7 +418,7 @@ def ov_runner(path: str, x: np.ndarray, threads: int, precision: str | None) -> 
     r_layers = ov_layers(compiled)
     req = compiled.create_infer_request()
     req.set_input_tensor(ov.Tensor(x, shared_memory=True))
-    out = page_aligned_empty(tuple(compiled.output(0).get_shape()), OUT_PAGE_OFFSET)
+    out = page_aligned_empty(tuple(compiled.output(0).get_shape()), offset=OUT_PAGE_OFFSET)
     req.set_output_tensor(ov.Tensor(out, shared_memory=True))
     return Runner(req.infer, out, r_layers, (compiled, req)), resolved
 
@@ -503,60 +458,20 @@ def ov_layers(compiled) -> str:
     return " ".join(out) if out else "(none)"
 
 
-def compact(types: list[str], dedup_runs: bool = True) -> str:
-    out: list[str] = []
-    for t in types:
-        if dedup_runs and out and out[-1].split("*")[0] == t:
-            base, _, n = out[-1].partition("*")
-            out[-1] = f"{base}*{int(n or 1) + 1}"
-        else:
-            out.append(t)
-    return ",".join(out) if out else "(none)"
-
-
 # --------------------------------------------------------------------------- #
 # Timing
 # --------------------------------------------------------------------------- #
-
-
-def calibrate(run: Callable[[], None], warmup: int, min_sample_ms: float) -> int:
-    for _ in range(warmup):
-        run()
-    t0 = time.perf_counter()
-    n = 0
-    while True:
-        run()
-        n += 1
-        el = time.perf_counter() - t0
-        if el >= 0.02 or n >= 50:
-            break
-    per = el / n
-    return max(1, math.ceil(min_sample_ms / 1e3 / per))
 
 
 def time_round_robin(runners: dict[str, Runner], rounds: int, warmup: int, min_sample_ms: float,
                      stat: str = "median") -> dict[str, tuple[float, float]]:
     """ms per inference (median, or min over rounds) and the half inter-quartile range as a
     fraction of the median."""
-    reps = {k: calibrate(r.run, warmup, min_sample_ms) for k, r in runners.items()}
-    samples: dict[str, list[float]] = {k: [] for k in runners}
-    keys = list(runners)
-    shuffler = random.Random(0)
-    for _ in range(rounds):
-        # Fresh random order each round: no form is always first/last or always follows the same
-        # one, and none can phase-lock with periodic interference (e.g. hypervisor CPU throttling).
-        shuffler.shuffle(keys)
-        for k in keys:
-            run, n = runners[k].run, reps[k]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                run()
-            samples[k].append((time.perf_counter() - t0) / n)
+    samples = round_robin_samples({k: r.run for k, r in runners.items()}, rounds, warmup, min_sample_ms)
     out = {}
     for k, v in samples.items():
-        med = statistics.median(v)
-        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
-        out[k] = ((min(v) if stat == "min" else med) * 1e3, (q[2] - q[0]) / 2 / med)
+        med, spread = median_half_iqr(v)
+        out[k] = ((min(v) if stat == "min" else med) * 1e3, spread)
     return out
 
 
@@ -574,15 +489,6 @@ class Cell:
     err: float | None = None
     note: str = ""
     layers: str = ""
-
-
-def cpu_times() -> list[int] | None:
-    """Aggregate /proc/stat cpu counters (Linux), to report hypervisor steal during the run."""
-    try:
-        with open("/proc/stat") as fh:
-            return [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
 
 
 def own_cpu_s() -> float:
