@@ -29,6 +29,22 @@ def name_unnamed(nodes) -> list[str]:
     return default_names([n.op_type for n in nodes], [n.name for n in nodes])
 
 
+def proto_constant(value: str, initializers: dict, producer_of) -> np.ndarray | None:
+    """The value of an initializer, a Constant node's output, or an Identity of either
+    (``producer_of(name)`` gives the node writing ``name``, or None)."""
+    if value in initializers:
+        return numpy_helper.to_array(initializers[value])
+    node = producer_of(value)
+    if node is None:
+        return None
+    if node.op_type == "Identity":
+        return proto_constant(node.input[0], initializers, producer_of)
+    if node.op_type == "Constant" and node.attribute:
+        found = onnx.helper.get_attribute_value(node.attribute[0])
+        return numpy_helper.to_array(found) if isinstance(found, onnx.TensorProto) else np.asarray(found)
+    return None
+
+
 class Dataflow:
     """A read-only view of one graph: producers, consumers, constants, a topological order."""
 
@@ -90,19 +106,11 @@ class Dataflow:
         return node.op_type == "Identity" and self.is_constant(node.input[0])
 
     def constant(self, value: str) -> np.ndarray | None:
-        if value in self.initializers:
-            return numpy_helper.to_array(self.initializers[value])
+        return proto_constant(value, self.initializers, self.producer_node)
+
+    def producer_node(self, value: str) -> onnx.NodeProto | None:
         i = self.producer.get(value)
-        if i is None:
-            return None
-        node = self.nodes[i]
-        if node.op_type == "Identity":
-            return self.constant(node.input[0])
-        if node.op_type == "Constant":
-            attr = node.attribute[0]
-            value = onnx.helper.get_attribute_value(attr)
-            return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
-        return None
+        return None if i is None else self.nodes[i]
 
     def shape_of(self, value: str) -> list[int] | None:
         """A constant's shape without reading its data."""

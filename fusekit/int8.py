@@ -92,6 +92,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .dataflow import proto_constant
+
 PASS_THROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
 MATMULS = {"MatMul", "Gemm"}
 BACKENDS = ("ort", "openvino")
@@ -228,22 +230,7 @@ class _Graph:
         self.domains = {n.domain for n in g.node}
 
     def value(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant" and node.attribute:
-            a = node.attribute[0]
-            if a.name == "value":
-                return numpy_helper.to_array(a.t)
-            if a.name in ("value_float", "value_int"):
-                return np.asarray(a.f if a.name == "value_float" else a.i)
-            if a.name in ("value_floats", "value_ints"):
-                return np.asarray(list(a.floats if a.name == "value_floats" else a.ints))
-        if node.op_type == "Identity":
-            return self.value(node.input[0])
-        return None
+        return proto_constant(name, self.inits, self.producer.get)
 
     def dtype(self, name: str) -> np.dtype | None:
         v = self.value(name)
