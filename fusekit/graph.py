@@ -166,7 +166,8 @@ def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
 _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
                   "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
                   "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
-                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear"}
+                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
+                  "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 
@@ -188,7 +189,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | No
     elif node.op in _ELEMENTWISE:
         result = any(const_value(t) is None and spans_batch_and_sequence(graph, t, memo) for t in node.inputs)
     elif node.op in _KEEPS_LEADING:
-        weight = node.inputs[1] if node.op == "MatMul" else None
+        weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
         result = (weight is None or rank(weight) == 2) and spans_batch_and_sequence(graph, node.inputs[0], memo)
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
         result = spans_batch_and_sequence(graph, node.inputs[1], memo)

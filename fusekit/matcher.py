@@ -252,7 +252,10 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     search = _Search(graph)
     shape_only = {name for name, v in variables(variant.pattern).items() if v.shape_only}
     for s in search.match(variant.pattern, anchor.outputs[0], _State()):
-        nodes = list({id(n): n for n in s.nodes.values()}.values())
+        through = {id(s.named[n]) for n in fusion.reads if n in s.named}
+        nodes = [n for n in {id(n): n for n in s.nodes.values()}.values() if id(n) not in through]
+        if context and {id(n) for n in nodes} & context.get("made", {}).get(fusion.name, set()):
+            continue  # its own output: not a candidate, not a miss
         read = [t for name, t in s.values.items() if name not in shape_only]
         escape = _escape(graph, nodes, anchor, [s.named[n] for n in fusion.exports if n in s.named], read)
         if escape:

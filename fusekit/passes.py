@@ -23,10 +23,24 @@ class PassResult:
     fused: list[Fused] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
     sweeps: int = 0
+    functions: list = field(default_factory=list)  # model-local functions the fused nodes call
 
 
 def _deeper(a: Miss | None, b: Miss) -> Miss:
     return b if a is None or (b.complete, b.matched) > (a.complete, a.matched) else a
+
+
+def _reached(signature, miss: Miss) -> bool:
+    """Whether a miss got as far as the fusion's signature: one of its entries, each an op
+    type or several joined by "+" that must all have been reached."""
+    ops = {*miss.ops, miss.at_op}
+    return any(set(entry.split("+")) <= ops for entry in signature)
+
+
+def _refused(m: Match, reason: str) -> Miss:
+    size = len(m.nodes)
+    return Miss(m.fusion.name, m.label, m.anchor.name, m.anchor.op, size, size, m.anchor.name, reason,
+                [n.name for n in m.nodes], [n.op for n in m.nodes], m.anchor.op, complete=True)
 
 
 def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[str],
@@ -35,14 +49,19 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
     anchors = fusion.anchor_ops()
     gone: set[int] = set()
     fused: list[Fused] = []
+    made = context.get("made", {}).get(fusion.name, set())  # its own output is no candidate
     for node in reversed(list(graph.nodes)):
-        if node.op not in anchors or id(node) in gone or not node.outputs:
+        if node.op not in anchors or id(node) in gone or id(node) in made or not node.outputs:
             continue
         closest = None
         for variant in fusion.variants:
             if node.op not in root_ops(variant.pattern):
                 continue
             result = match_variant(graph, fusion, variant, node, context)
+            if isinstance(result, Match) and fusion.min_opset.get(target, 0) > opset:
+                # a candidate a later rewrite made, in a model whose opset was not raised for it
+                result = _refused(result, f"its {target} form needs opset {fusion.min_opset[target]}; "
+                                          f"the model has opset {opset}")
             if isinstance(result, Match):
                 gone.update(id(n) for n in result.nodes)
                 fused.append(apply(result, target, opset, names))
@@ -50,7 +69,7 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
                 break
             closest = _deeper(closest, result)
         else:
-            if closest is not None and fusion.signature & {*closest.ops, closest.at_op}:
+            if closest is not None and _reached(fusion.signature, closest):
                 misses[(fusion.name, node.name)] = closest
     if gone:
         graph.nodes = [n for n in graph.nodes if id(n) not in gone]
@@ -70,12 +89,14 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
             if new:
                 fired[fusion.name] += len(new)
                 result.fused += new
+                graph.toposort()  # the next fusion visits producers before consumers, new nodes included
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
         if not fired:
             break
     else:
         raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
     result.fused = compose(result.fused)
+    result.functions = list(context.get("functions", {}).values())
     result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
     return result
 

@@ -132,13 +132,17 @@ class Or(Pattern):
         return " | ".join(map(repr, self.alternatives))
 
 
-def variables(p: Pattern, found: dict | None = None) -> dict[str, Var]:
-    """Every Var in a pattern, by name."""
+def variables(p: Pattern, found: dict | None = None, seen: set | None = None) -> dict[str, Var]:
+    """Every Var in a pattern, by name (shared sub-expressions visited once: a pattern is a DAG)."""
     found = {} if found is None else found
+    seen = set() if seen is None else seen
+    if id(p) in seen:
+        return found
+    seen.add(id(p))
     if isinstance(p, Var):
         found[p.name] = p
     for child in getattr(p, "inputs", ()) or getattr(p, "alternatives", ()):
-        variables(child, found)
+        variables(child, found, seen)
     return found
 
 
@@ -200,10 +204,14 @@ class Fusion:
     min_opset: Mapping[str, int] = field(default_factory=dict)
     # A refused candidate is reported as a near miss once its match reached one of these
     # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
+    # "MatMul+DequantizeLinear" asks for both.
     signature: frozenset[str] = frozenset()
     # Bound nodes whose outputs may still be used outside the match; the rewrite must
     # then replace them too (SkipLayerNormalization hands on the residual sum).
     exports: tuple[str, ...] = ()
+    # Bound nodes the replacement reads *through* (a DequantizeLinear shared by the Q, K
+    # and V projections): matched for their inputs, left in place for their other users.
+    reads: tuple[str, ...] = ()
 
     def anchor_ops(self) -> set[str]:
         return {t for v in self.variants for t in root_ops(v.pattern)}

@@ -138,14 +138,17 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
     model.graph.value_info.extend(skel.graph.value_info)
     model.graph.initializer.extend(skel.graph.initializer)
     model.opset_import.extend(skel.opset_import)
+    model.functions.extend(f for f in skel.functions if f not in model.functions)
     model.ir_version = max(skel.ir_version, original.ir_version)
     return model
 
 
 def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: str,
-            in_place: bool) -> onnx.ModelProto:
+            in_place: bool, functions=()) -> onnx.ModelProto:
     skel, weights = _export_skeleton(graph)
     skel.ir_version = max(skel.ir_version, original.ir_version)
+    known = {(f.domain, f.name) for f in original.functions}
+    skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)
     try:
         onnx.checker.check_model(skel)
     except onnx.checker.ValidationError as e:
@@ -183,7 +186,8 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     report.fused, report.misses = result.fused, result.misses
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
-    fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto))
+    fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto),
+                    result.functions)
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from .matcher import Match
 
@@ -59,9 +61,11 @@ class Emitter:
     """
 
     def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str], replacing=(),
-                 cache: dict | None = None):
+                 cache: dict | None = None, functions: dict | None = None):
         self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
         self.cache = {} if cache is None else cache  # small constants shared by every rewrite of a run
+        self.functions = {} if functions is None else functions  # model-local functions the calls need
+        self.made: set[int] = set()  # the nodes this rewrite built
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
         self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
@@ -95,6 +99,25 @@ class Emitter:
                 return node.outputs[0]
         return getattr(self, op_type)(*inputs, _domain=_domain, **attrs)
 
+    def call(self, function: onnx.FunctionProto, *inputs: gs.Tensor, **attrs) -> gs.Variable:
+        """A node calling the model-local ``function``, which goes into the model with it."""
+        self.functions[(function.domain, function.name)] = function
+        return getattr(self, function.name)(*inputs, _domain=function.domain, **attrs)
+
+    def inline(self, function: onnx.FunctionProto, *inputs: gs.Tensor | None) -> gs.Variable:
+        """The body of ``function`` emitted in place, its formal inputs bound to ``inputs``."""
+        values = dict(zip(function.input, inputs))
+        for node in function.node:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Constant":
+                values[node.output[0]] = self.small(numpy_helper.to_array(attrs["value"]))
+                continue
+            args = [values[i] if i else None for i in node.input]
+            out = getattr(self, node.op_type)(*args, _domain=node.domain, **attrs)
+            out.dtype = _result_type(node.op_type, args)  # later fusions check types
+            values[node.output[0]] = out
+        return values[function.output[0]]
+
     def __getattr__(self, op_type: str):
         if op_type.startswith("_"):
             raise AttributeError(op_type)
@@ -107,10 +130,19 @@ class Emitter:
             ins = [gs.Variable.empty() if t is None else t for t in inputs]  # None: an omitted optional input
             node = gs.Node(op_type, name, attrs, ins, outs, domain=_domain or None)
             self.graph.nodes.append(node)
+            self.made.add(id(node))
             picked = [outs[i] for i in _outputs]
             return picked[0] if len(picked) == 1 else picked
 
         return make
+
+
+def _result_type(op_type: str, inputs: list):
+    """The element type of an inlined node's output: a quantizer's zero point's, a
+    dequantizer's scale's, else its first input's (the bodies fusekit inlines)."""
+    source = {"QuantizeLinear": 2, "DequantizeLinear": 1}.get(op_type, 0)
+    tensor = inputs[source] if len(inputs) > source else None
+    return None if tensor is None else tensor.dtype
 
 
 def _take_over(old: gs.Tensor, new: gs.Tensor):
@@ -130,9 +162,11 @@ def _summarize(value: np.ndarray):
 
 def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
     emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
-                   match.context.setdefault("constants", {}))
+                   match.context.setdefault("constants", {}), match.context.setdefault("functions", {}))
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
+    # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
+    match.context.setdefault("made", {}).setdefault(match.fusion.name, set()).update(emit.made)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
         node.inputs.clear()
