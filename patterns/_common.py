@@ -22,9 +22,30 @@ def exactly(value: float, label: str | None = None) -> Const:
     return Const(value=value, rtol=0.0, label=label)
 
 
-def product3(a: Pattern, b: Pattern, c_: Pattern) -> list[Pattern]:
-    """The three ways two binary Muls can multiply a·b·c (each Mul matches either order)."""
-    return [op.Mul(op.Mul(a, b), c_), op.Mul(op.Mul(a, c_), b), op.Mul(a, op.Mul(b, c_))]
+def product3(a: Pattern, b: Pattern, c_: Pattern, step=lambda p: p) -> list[Pattern]:
+    """The three ways two binary Muls can multiply a·b·c (each Mul matches either order);
+    ``step`` wraps the inner product (see ``requantized``)."""
+    return [op.Mul(step(op.Mul(a, b)), c_), op.Mul(step(op.Mul(a, c_)), b), op.Mul(a, step(op.Mul(b, c_)))]
+
+
+def dequantize(data: Pattern, name: str | None = None, what: str = "", bind: str | None = None) -> Pattern:
+    """DequantizeLinear(data, scale[, zero point]); named constants ``<name>_scale`` and
+    ``<name>_zero_point`` when ``name`` is given (the zero point is absent when omitted)."""
+    scale = Const(name and f"{name}_scale", label=f"the {what} scale".replace("  ", " "))
+    zero = Const(name and f"{name}_zero_point", label=f"the {what} zero point".replace("  ", " "))
+    return either(op.DequantizeLinear(data, scale, zero, _bind=bind), op.DequantizeLinear(data, scale, _bind=bind))
+
+
+def quantize(data: Pattern, name: str | None = None, what: str = "", bind: str | None = None) -> Pattern:
+    scale = Const(name and f"{name}_scale", label=f"the {what} scale".replace("  ", " "))
+    zero = Const(name and f"{name}_zero_point", label=f"the {what} zero point".replace("  ", " "))
+    return either(op.QuantizeLinear(data, scale, zero, _bind=bind), op.QuantizeLinear(data, scale, _bind=bind))
+
+
+def requantized(p: Pattern) -> Pattern:
+    """``p``, or ``p`` rounded through a QuantizeLinear→DequantizeLinear pair (ONNX Runtime's
+    quantizer puts one on the output of every op it quantizes)."""
+    return either(dequantize(quantize(p, what="requantization"), what="requantization"), p)
 
 
 def last_axis(axes, node) -> str | None:
@@ -75,5 +96,5 @@ def bias(name: str = "bias") -> Const:
     return Const(name, label="the bias")
 
 
-__all__ = ["c", "exactly", "product3", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]

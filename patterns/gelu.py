@@ -24,9 +24,16 @@ from fusekit.rewrite import MS
 from ._common import SQRT2, c, is_float, product3
 
 x = Var("x", "the input")
-scaled = either(op.Div(x, c(SQRT2, "√2")), op.Mul(x, c(1 / SQRT2, "1/√2")), tag="scale", labels=("div_sqrt2", "mul_inv_sqrt2"))
-one_plus_erf = op.Add(op.Erf(scaled), c(1.0, "the 1 of 1 + erf"))
-half = c(0.5, "the 0.5 of GELU")
+
+
+def erf_gelu(x, step=lambda p: p):
+    """x · 0.5 · (1 + erf(x / √2)) in every order; ``step`` wraps each inner value (the
+    INT8 block reads a GELU whose every op was re-quantized)."""
+    scaled = either(step(op.Div(x, step(c(SQRT2, "√2")))), step(op.Mul(x, step(c(1 / SQRT2, "1/√2")))),
+                    tag="scale", labels=("div_sqrt2", "mul_inv_sqrt2"))
+    one_plus_erf = step(op.Add(step(op.Erf(scaled)), step(c(1.0, "the 1 of 1 + erf"))))
+    half = step(c(0.5, "the 0.5 of GELU"))
+    return either(*product3(x, half, one_plus_erf, step), tag="order", labels=("half_first", "half_after", "half_inner"))
 
 
 def check(m):
@@ -41,9 +48,7 @@ def rewrite(m, emit):
 
 FUSION = Fusion(
     name="Gelu",
-    variants=[Variant("erf", either(*product3(x, half, one_plus_erf), tag="order",
-                                    labels=("half_first", "half_after", "half_inner")),
-                      "TorchScript, dynamo, tf2onnx, keras2onnx")],
+    variants=[Variant("erf", erf_gelu(x), "TorchScript, dynamo, tf2onnx, keras2onnx")],
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Erf"}),
