@@ -77,7 +77,8 @@ def cmd_optimize(args) -> int:
 
 def cmd_verify(args) -> int:
     result = verify(args.original, args.candidate, trials=args.trials, seed=args.seed, atol=args.atol,
-                    rtol=args.rtol, shapes=parse_shapes(args.shape))
+                    rtol=args.rtol, shapes=parse_shapes(args.shape), reference_kind=args.reference_kind,
+                    steps=args.steps)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -194,13 +195,18 @@ def _parser() -> argparse.ArgumentParser:
     trials(o, 4)
     o.set_defaults(run=cmd_optimize)
 
-    v = sub.add_parser("verify", help="check two models compute the same outputs")
+    v = sub.add_parser("verify", help="check two models compute the same outputs (quantized: within a few steps)")
     v.add_argument("original")
     v.add_argument("candidate")
     trials(v, 4)
     v.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 0)")
     v.add_argument("--rtol", type=float, default=None,
                    help="tolerance relative to each output's largest magnitude (default 1e-4 for float32)")
+    v.add_argument("--steps", type=float, default=None,
+                   help="quantized models: tolerance in quantization steps of each output (default 4)")
+    v.add_argument("--reference-kind", choices=("same", "fp32"), default="same",
+                   help="fp32: ORIGINAL is the FP32 model CANDIDATE was quantized from; report the FP32→INT8 "
+                        "error in the candidate's quantization steps instead of checking equivalence")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(run=cmd_verify)
 

@@ -5,6 +5,15 @@ runtime's own fusions can hide a difference, on the same seeded inputs over seve
 settings (right and left padding, all-ones masks, other batch sizes and lengths).
 Each output passes when its largest error is within ``atol + rtol · scale``, where
 scale is the largest magnitude of the reference output.
+
+A quantized reference (QuantizeLinear/DequantizeLinear or FakeQuantize) is compared
+in units of each output's quantization step instead: an INT8 fusion may round once
+where the reference rounded twice, which moves an output by a step or two. The step
+is the scale of the Q/DQ (or FakeQuantize) on the output; an output with none gets
+the step an 8-bit per-tensor quantization of it would have (its range / 255).
+
+``reference_kind="fp32"`` compares an INT8 model with its FP32 original: the result
+is an accuracy report (the error in steps), not an equivalence claim.
 """
 from __future__ import annotations
 
@@ -23,6 +32,10 @@ from .inputs import SETTINGS, Setting, make_inputs, valid_positions
 
 # Relative to the output's scale; float32 sums in another order differ by ~1e-6.
 DEFAULT_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 1e-2}
+# A fused INT8 block rounds once where the QDQ chain rounded at each requantization pair.
+INT8_STEPS = 4.0
+QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "FakeQuantize", "MatMulIntegerToFloat", "QLinearMatMul",
+                "DynamicQuantizeMatMul", "MatMulInteger", "QGemm"}
 
 
 @dataclass
@@ -35,10 +48,25 @@ class OutputDiff:
     valid_max_abs: float | None = None  # on token positions the mask keeps
     padded_max_abs: float | None = None  # on padded positions
     worst_setting: str = ""
+    step: float | None = None  # the output's quantization step (INT8 comparisons)
+    step_source: str = ""      # where the step comes from
+    mean_abs: float | None = None
 
     @property
     def max_rel(self) -> float:
         return self.max_abs / self.scale if self.scale > 0 else (0.0 if self.max_abs == 0 else float("inf"))
+
+    @property
+    def max_steps(self) -> float | None:
+        return None if not self.step else self.max_abs / self.step
+
+    def describe(self, tolerance: bool = True) -> str:
+        if self.step:
+            return (f"max abs {self.max_abs:.2e} = {self.max_steps:.2f} steps of {self.step:.3g} ({self.step_source}), "
+                    f"mean {self.mean_abs / self.step:.3f} steps, max rel {self.max_rel:.2e} of scale {self.scale:.3g}"
+                    + (f" (tolerance {self.tolerance / self.step:.3g} steps)" if tolerance else ""))
+        return (f"max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e} of scale {self.scale:.3g} "
+                f"(tolerance {self.tolerance:.2e})")
 
 
 @dataclass
@@ -48,9 +76,13 @@ class VerifyResult:
     settings: list[str] = field(default_factory=list)
     seed: int = 0
     message: str = ""
+    reference_kind: str = "same"  # "fp32": an accuracy report against the FP32 original
 
     def summary(self) -> str:
-        verdict = "equivalent" if self.ok else "NOT equivalent"
+        if self.reference_kind == "fp32":
+            verdict = "FP32 → INT8 error" + ("" if self.ok else " (outputs could not be compared)")
+        else:
+            verdict = "equivalent" if self.ok else "NOT equivalent"
         lines = [f"verification: {verdict} over {len(self.settings)} trials (seed {self.seed})"]
         if self.message:
             lines.append(f"  {self.message}")
@@ -58,8 +90,9 @@ class VerifyResult:
             split = ""
             if o.valid_max_abs is not None:
                 split = f", valid tokens {o.valid_max_abs:.2e}, padded {o.padded_max_abs:.2e}"
-            lines.append(f"  {'ok  ' if o.ok else 'FAIL'} {o.name}: max abs {o.max_abs:.2e}, "
-                         f"max rel {o.max_rel:.2e} of scale {o.scale:.3g} (tolerance {o.tolerance:.2e}){split}"
+            mark = ("    " if np.isfinite(o.max_abs) else "FAIL") if self.reference_kind == "fp32" else \
+                ("ok  " if o.ok else "FAIL")
+            lines.append(f"  {mark} {o.name}: {o.describe(self.reference_kind != 'fp32')}{split}"
                          + ("" if o.ok else f" — worst at {o.worst_setting}"))
         return "\n".join(lines)
 
@@ -67,6 +100,7 @@ class VerifyResult:
         d = asdict(self)
         for o, od in zip(self.outputs, d["outputs"]):
             od["max_rel"] = o.max_rel
+            od["max_steps"] = o.max_steps
         return d
 
 
@@ -146,14 +180,50 @@ def _settings(trials: int, shapes: dict) -> list[Setting]:
     return [base[i % len(base)] for i in range(trials)]
 
 
+def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
+    """Graph output → (its quantization step, where it comes from), for the outputs a
+    DequantizeLinear or FakeQuantize produces or a QuantizeLinear reads."""
+    from .dataflow import proto_constant
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    value = lambda name: proto_constant(name, inits, producers.get)  # noqa: E731
+    steps: dict[str, tuple[float, str]] = {}
+    outputs = {o.name for o in g.output}
+    for n in g.node:
+        step = None
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1:
+            scale = value(n.input[1])
+            step = float(np.max(scale)) if scale is not None and scale.size else None
+            tensor = n.output[0] if n.op_type == "DequantizeLinear" else n.input[0]
+        elif n.op_type == "FakeQuantize" and len(n.input) == 5:
+            lo, hi = value(n.input[3]), value(n.input[4])
+            levels = next((a.i for a in n.attribute if a.name == "levels"), 256)
+            step = float(np.max(hi - lo)) / (levels - 1) if lo is not None and hi is not None else None
+            tensor = n.output[0]
+        if step and tensor in outputs:
+            steps.setdefault(tensor, (step, f"{n.op_type} '{n.name}'"))
+    return steps
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in QUANTIZE_OPS or n.domain == "fusekit" for n in model.graph.node)
+
+
 def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | None = None,
            rtol: float | None = None, shapes: dict[str, tuple[int, ...]] | None = None,
-           inputs_from: onnx.ModelProto | None = None) -> VerifyResult:
+           inputs_from: onnx.ModelProto | None = None, reference_kind: str = "same",
+           steps: float | None = None) -> VerifyResult:
     """Run both models on the same meaningful random inputs and compare every output.
 
     Inputs are built from ``reference`` (or ``inputs_from``, e.g. its skeleton, which
-    spares loading a large reference twice).
+    spares loading a large reference twice). A quantized reference is compared in
+    quantization steps (``steps`` of them allowed, INT8_STEPS by default);
+    ``reference_kind="fp32"`` reports a quantized candidate's error against its
+    FP32 original in the candidate's steps.
     """
+    if reference_kind not in ("same", "fp32"):
+        raise FusekitError(f"unknown reference kind {reference_kind!r}; choose same or fp32")
     ref_model = inputs_from if inputs_from is not None else _as_model(reference)
     ref = session(reference if not isinstance(reference, onnx.ModelProto) else ref_model)
     cand = session(candidate)
@@ -167,6 +237,13 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     missing = [n for n in ref_names if n not in cand_names]
     if missing:
         return VerifyResult(False, [], result.settings, seed, f"outputs missing from the candidate: {', '.join(missing)}")
+    quantized = _as_model(candidate) if reference_kind == "fp32" else ref_model
+    int8 = is_quantized(quantized)
+    if reference_kind == "fp32" and not int8:
+        raise FusekitError("--reference-kind fp32 compares a quantized model with its FP32 original, "
+                           "but the candidate has no QuantizeLinear/DequantizeLinear/FakeQuantize")
+    step_of = quantization_steps(quantized) if int8 else {}
+    result.reference_kind = reference_kind
     stats: dict[str, _Stats] = {name: _Stats() for name in ref_names}
     for i, setting in enumerate(settings):
         feeds = make_inputs(ref_model, setting, seed + i, shapes)
@@ -174,8 +251,17 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
         mask = valid_positions(feeds)
         for name in ref_names:
             stats[name].add(expected[name], got[name], mask, str(setting))
-    result.outputs = [stats[name].result(name, atol, rtol) for name in ref_names]
-    result.ok = all(o.ok for o in result.outputs)
+    if int8:
+        result.outputs = [stats[name].result_in_steps(name, step_of.get(name), atol,
+                                                      INT8_STEPS if steps is None else steps) for name in ref_names]
+    else:
+        result.outputs = [stats[name].result(name, atol, rtol) for name in ref_names]
+    if reference_kind == "fp32":
+        result.ok = all(np.isfinite(o.max_abs) for o in result.outputs)
+        for o in result.outputs:
+            o.ok = bool(np.isfinite(o.max_abs))
+    else:
+        result.ok = all(o.ok for o in result.outputs)
     return result
 
 
@@ -185,6 +271,7 @@ class _Stats:
     def __init__(self):
         self.err, self.scale, self.valid, self.padded = 0.0, 0.0, None, None
         self.dtype, self.worst, self.problem = None, "", ""
+        self.low, self.high, self.total, self.count = np.inf, -np.inf, 0.0, 0
 
     def add(self, expected: np.ndarray, got: np.ndarray, mask, setting: str):
         self.dtype = expected.dtype
@@ -198,7 +285,10 @@ class _Stats:
         worst = float(err.max(initial=0))
         if worst > self.err:
             self.err, self.worst = worst, setting
-        self.scale = max(self.scale, float(np.abs(np.nan_to_num(e64, posinf=0, neginf=0)).max(initial=0)))
+        finite = np.nan_to_num(e64, posinf=0, neginf=0)
+        self.scale = max(self.scale, float(np.abs(finite).max(initial=0)))
+        self.low, self.high = min(self.low, float(finite.min(initial=np.inf))), max(self.high, float(finite.max(initial=-np.inf)))
+        self.total, self.count = self.total + float(err.sum()), self.count + err.size
         if mask is not None and err.ndim >= 2 and err.shape[:2] == mask.shape:
             self.valid = max(self.valid or 0.0, float(err[mask].max(initial=0)))
             self.padded = max(self.padded or 0.0, float(err[~mask].max(initial=0)))
@@ -209,3 +299,13 @@ class _Stats:
         tol = (atol or 0.0) + r * self.scale
         worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
         return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst)
+
+    def result_in_steps(self, name: str, step: tuple[float, str] | None, atol, steps: float) -> OutputDiff:
+        """The INT8 verdict: the error within ``steps`` quantization steps of this output."""
+        if step is None:
+            span = self.high - self.low if np.isfinite(self.high - self.low) else 0.0
+            step = (span / 255 if span > 0 else 1.0, "no Q/DQ on it: its range / 255")
+        tol = (atol or 0.0) + steps * step[0]
+        worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
+        return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst,
+                          step[0], step[1], self.total / max(self.count, 1))

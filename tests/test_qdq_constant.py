@@ -22,7 +22,8 @@ def compiles(model) -> bool:
 
 def test_fully_quantized_model_compiles_after_folding():
     original = onnx.load(ALL_OPS)  # OpenVINO 2026.4's MultiplyPartialTransformation throws on this one
-    fused, report = fusekit.optimize(ALL_OPS, target="openvino")
+    # the INT8 block fusion rounds differently by design; the fold alone must be exact
+    fused, report = fusekit.optimize(ALL_OPS, target="openvino", disable=("QuantizedLinear",))
     assert report.counts["QDQConstant"] > 0 and report.verification.ok
     assert all(o.max_abs == 0 for o in report.verification.outputs)  # the fold is exact
     assert compiles(fused)
@@ -49,5 +50,7 @@ def test_other_targets_keep_the_pairs(target):
 def test_openvino_fakequantize_models_fuse_and_verify_in_openvino(target):
     fused, report = fusekit.optimize(TESTMODELS / "int8" / "ov_fakequantize.onnx", target=target)
     assert report.counts["LayerNorm"] == 5 and report.counts["Gelu"] == 2
-    assert sum(n.op_type == "FakeQuantize" for n in fused.graph.node) > 0  # left as they are
-    assert report.verification.ok and "ran in OpenVINO (f32)" in report.verification.message
+    # every FakeQuantize became the Q/DQ pair it stands for, so ONNX Runtime runs the result
+    assert report.counts["FakeQuantize"] == 44 and report.counts["QuantizedLinear"] == 12
+    assert not [n for n in fused.graph.node if n.op_type == "FakeQuantize"]
+    assert report.verification.ok and "OpenVINO (f32)" in report.verification.message

@@ -1,0 +1,219 @@
+"""QuantizedLinear (the INT8 dense block) and FakeQuantize: each variant, each target, the near misses."""
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fusekit
+from fusekit.verify import verify
+from testmodels.int8_blocks import block
+from testmodels.quantized import compile_openvino, openvino_layers, openvino_summary
+
+INT8 = Path(__file__).resolve().parents[1] / "testmodels" / "int8"
+TARGETS = ("onnx", "ort", "openvino")
+
+
+def ops(model):
+    return Counter(n.op_type for n in model.graph.node)
+
+
+# --------------------------------------------------------------------------- single blocks
+
+BLOCKS = {
+    "gelu_quantized": {},
+    "quantized": dict(gelu=False),
+    "gelu": dict(quantize_output=False),
+    "float": dict(gelu=False, quantize_output=False),
+    "no_requantization": dict(requantize=False),
+    "per_column_weight": dict(weight_axis=1),
+    "qat_weight": dict(fake_weight=True),
+    "qat_weight_per_column": dict(fake_weight=True, weight_axis=1),
+    "int8_activation": dict(x_dtype=np.int8),
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_block_fuses_and_verifies_in_steps(name, target):
+    fused, report = fusekit.optimize(block(**BLOCKS[name]), target=target)
+    assert report.counts["QuantizedLinear"] == 1
+    assert "MatMul" not in ops(fused) or target != "onnx"
+    assert report.verification.ok
+    (out,) = report.verification.outputs
+    assert out.step and out.max_abs <= 4 * out.step
+
+
+def test_requantization_pair_is_dropped_and_named():
+    fused, report = fusekit.optimize(block(), target="onnx", verify=False)
+    (record,) = [f for f in report.fused if f.fusion == "QuantizedLinear"]
+    replaced = Counter(op for _, op in record.replaced)
+    assert replaced["QuantizeLinear"] == 2 and replaced["DequantizeLinear"] == 2  # requantization + weight, output Q
+    assert replaced["Erf"] == 1 and "Gelu" not in replaced  # the GELU fused first; the record traces back
+    assert record.steps == ["Gelu", "QuantizedLinear"]
+
+
+NEAR_MISSES = {
+    "per_row_weight": (dict(weight_axis=0), "quantized per row (along K)"),
+    "bias_not_a_vector": (dict(bias_shape=(1, 24)), "the bias has shape [1, 24], expected [24]"),
+    "inner_value_is_an_output": (dict(inner_output=True), "is also a graph output"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_MISSES))
+def test_near_miss_refused_with_reason(name):
+    kwargs, reason = NEAR_MISSES[name]
+    fused, report = fusekit.optimize(block(**kwargs), target="onnx")
+    assert "QuantizedLinear" not in report.counts
+    (miss,) = [m for m in report.misses if m.fusion == "QuantizedLinear"]
+    assert reason in miss.reason, miss
+    assert report.verification.ok and "MatMul" in ops(fused)
+
+
+def test_float_model_has_no_int8_near_misses():
+    _, report = fusekit.optimize(Path(__file__).resolve().parents[1] / "testmodels" / "bert_tiny_opset14.onnx",
+                                 target="ort", verify=False)
+    assert not [m for m in report.misses if m.fusion == "QuantizedLinear"]
+
+
+# --------------------------------------------------------------------------- the INT8 test models
+
+# 2 layers × (Q, K, V, attention output, FFN up with GELU, FFN down)
+EXPECTED = {
+    "matmul_u8s8": {"gelu_quantized": 2, "float": 10},
+    "matmul_s8s8_pc": {"gelu_quantized": 2, "float": 10},
+    "all_ops": {"gelu_quantized[half_after,div_sqrt2]": 2, "quantized": 10},
+    "qat": {"gelu_quantized[fake_quantized_transposed]": 2, "float[fake_quantized_transposed]": 10},
+    "ov_fakequantize": {"gelu_quantized": 2, "float": 10},
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_block_of_the_int8_models_fuses(name, target):
+    fused, report = fusekit.optimize(INT8 / f"{name}.onnx", target=target)
+    variants = Counter(f.variant for f in report.fused if f.fusion == "QuantizedLinear")
+    assert variants == EXPECTED[name]
+    assert report.verification.ok, report.verification.summary()
+    assert all(o.step for o in report.verification.outputs)  # compared in quantization steps
+    assert "FakeQuantize" not in ops(fused)
+
+
+def test_onnx_target_calls_a_model_local_function():
+    fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="onnx", verify=False)
+    calls = Counter(n.op_type for n in fused.graph.node if n.domain == "fusekit")
+    assert calls == {"QuantizedLinearGelu": 2, "QuantizedLinearToFloat": 10}
+    bodies = {f.name: f for f in fused.functions}
+    assert set(bodies) == set(calls)
+    assert [n.op_type for n in bodies["QuantizedLinearGelu"].node] == [
+        "DequantizeLinear", "DequantizeLinear", "MatMul", "Add", "Gelu", "QuantizeLinear"]
+    assert ops(fused)["MatMul"] == 4  # Q·Kᵀ and P·V: activation × activation, not dense blocks
+    onnx.checker.check_model(fused)
+
+
+def test_ort_target_runs_the_integer_matmul():
+    fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="ort", verify=False)
+    assert ops(fused)["MatMulIntegerToFloat"] == 12 and ops(fused)["MatMul"] == 4
+    # int8 activations: ONNX Runtime's int8×int8 kernels are slower than FP32; the plain body instead
+    fused, _ = fusekit.optimize(INT8 / "matmul_s8s8_pc.onnx", target="ort", verify=False)
+    assert "MatMulIntegerToFloat" not in ops(fused) and ops(fused)["MatMul"] == 16
+
+
+def _fakequantize_layers(compiled):
+    return [layer["name"] for layer in openvino_layers(compiled) if layer["type"] == "FakeQuantize"]
+
+
+@pytest.mark.parametrize("name", ["matmul_u8s8", "matmul_s8s8_pc", "ov_fakequantize"])
+def test_openvino_folds_every_block_into_an_int8_fully_connected(name):
+    fused, _ = fusekit.optimize(INT8 / f"{name}.onnx", target="openvino", verify=False)
+    compiled, error = compile_openvino(fused)
+    assert compiled is not None, error
+    summary = openvino_summary(compiled)
+    assert summary["fc_int8"] >= 12 and _fakequantize_layers(compiled) == []
+    blocks = {f.node.rsplit("/", 1)[0] for f in fusekit.optimize(INT8 / f"{name}.onnx", target="openvino",
+                                                                  verify=False)[1].fused if f.fusion == "QuantizedLinear"}
+    fc = {o.split("/Dequantization")[0]: layer for layer in openvino_layers(compiled)
+          if layer["type"] == "FullyConnected" for o in layer["original"] + [layer["name"]]}
+    lowered = [n for n in fused.graph.node if n.op_type == "MatMul" and n.name.rsplit("/", 1)[0] in blocks]
+    assert len(lowered) == 12
+    for matmul in lowered:
+        assert fc[matmul.name]["inputs"][0] in ("u8", "i8"), (matmul.name, fc[matmul.name])
+
+
+def test_openvino_fully_quantized_model_compiles_and_leaves_only_attention_fakequantize():
+    fused, report = fusekit.optimize(INT8 / "all_ops.onnx", target="openvino")
+    assert report.counts["QuantizedLinear"] == 12 and report.verification.ok
+    compiled, error = compile_openvino(fused)
+    assert compiled is not None, error
+    assert openvino_summary(compiled)["fc_int8"] >= 12
+    # what stays: the Q/DQ around Q·Kᵀ, softmax and P·V, and the pooler's Gather — no dense block's
+    left = _fakequantize_layers(compiled)
+    assert left and all("attention/self" in name or "pooler" in name for name in left), left
+
+
+# --------------------------------------------------------------------------- FakeQuantize
+
+def _fake_quantize_model(in_low=-1.28, in_high=1.27, out_low=None, out_high=None, levels=256):
+    ov = "org.openvinotoolkit"
+    out_low = in_low if out_low is None else out_low
+    out_high = in_high if out_high is None else out_high
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("il", in_low), ("ih", in_high), ("ol", out_low), ("oh", out_high))]
+    node = helper.make_node("FakeQuantize", ["x", "il", "ih", "ol", "oh"], ["y"], domain=ov, levels=levels, name="fq")
+    graph = helper.make_graph([node], "fq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid(ov, 1)],
+                             ir_version=8)
+
+
+def test_fake_quantize_becomes_the_pair_it_stands_for():
+    fused, report = fusekit.optimize(_fake_quantize_model(), target="ort")
+    assert report.counts["FakeQuantize"] == 1
+    assert ops(fused) == {"QuantizeLinear": 1, "DequantizeLinear": 1}
+    q = next(n for n in fused.graph.node if n.op_type == "QuantizeLinear")
+    inits = {t.name: numpy_helper.to_array(t) for t in fused.graph.initializer}
+    assert inits[q.input[1]] == pytest.approx(0.01) and inits[q.input[2]] == 128
+    assert report.verification.ok and report.verification.outputs[0].max_abs <= report.verification.outputs[0].step
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(out_low=-2.56, out_high=2.54), "output range differs"),
+    (dict(levels=255, in_low=-1.27, in_high=1.27), "255 levels on an activation"),
+    (dict(in_low=-1.283, in_high=1.267), "zero is not on the quantization grid"),
+    (dict(levels=16), "16 levels"),
+])
+def test_fake_quantize_near_miss(kwargs, reason):
+    fused, report = fusekit.optimize(_fake_quantize_model(**kwargs), target="openvino")
+    assert "FakeQuantize" not in report.counts and ops(fused) == {"FakeQuantize": 1}
+    (miss,) = report.misses
+    assert reason in miss.reason, miss
+
+
+# --------------------------------------------------------------------------- verification in steps
+
+def test_a_real_difference_fails_in_steps(tmp_path):
+    fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="onnx", verify=False)
+    bias = next(t for t in fused.graph.initializer if "layer.1.output.dense.bias" in t.name)
+    noise = np.random.default_rng(0).standard_normal(bias.dims).astype(np.float32)  # LayerNorm removes a shift
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + noise, bias.name))
+    result = verify(str(INT8 / "matmul_u8s8.onnx"), fused)
+    assert not result.ok and result.outputs[0].max_steps > 4
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "fusekit.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_reports_the_fp32_to_int8_error(tmp_path):
+    fp32 = INT8.parent / "bert_tiny_opset14.onnx"
+    out = tmp_path / "int8.fused.onnx"
+    assert _cli("optimize", INT8 / "matmul_u8s8.onnx", "-o", out, "--target", "ort").returncode == 0
+    done = _cli("verify", fp32, out, "--reference-kind", "fp32")
+    assert done.returncode == 0, done.stderr
+    assert "FP32 → INT8 error" in done.stdout and "steps of" in done.stdout
+    refused = _cli("verify", fp32, fp32, "--reference-kind", "fp32")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
