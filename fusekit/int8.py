@@ -693,9 +693,14 @@ def analyze(model: onnx.ModelProto | str, target: str | None = "both", *,
     if target not in TARGETS:
         raise ValueError(f"target must be one of ort, openvino, both, onnx; not {target!r}")
     targets = TARGETS[target]
+    if model.functions:  # fused INT8 blocks (--target onnx): judged as the runtimes run them, inlined
+        model = _inline_calls(model)
     g = _Graph(model)
     records = []
     for node in model.graph.node:
+        if node.op_type == "MatMulIntegerToFloat" and node.domain == "com.microsoft":
+            records.append(_integer_matmul(g, node))
+            continue
         if node.op_type not in MATMULS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         a = _trace(g, node.input[0])
@@ -721,6 +726,43 @@ def analyze(model: onnx.ModelProto | str, target: str | None = "both", *,
             output_requantized=len(consumers) == 1 and _is_q(consumers[0]) and not is_output,
             verdict="int8" if not bad else "fp32", reasons=reasons, backends=backends, activation=a, weight=b))
     return Int8Report(records, target or "both")
+
+
+def _inline_calls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each call of a model-local function replaced by its body, the body's
+    nodes named ``<call>/<op>`` so records keep the call's layer and role."""
+    bodies = {(f.domain, f.name): f for f in model.functions}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for call in model.graph.node:
+        body = bodies.get((call.domain, call.op_type))
+        if body is None:
+            out.graph.node.append(call)
+            continue
+        names = dict(zip(body.input, call.input)) | dict(zip(body.output, call.output))
+        for n in body.node:
+            inner = onnx.NodeProto()
+            inner.CopyFrom(n)
+            inner.name = f"{call.name}/{n.op_type}"
+            for field_ in (inner.input, inner.output):
+                field_[:] = [names.setdefault(t, f"{call.name}/{t}") if t else t for t in field_]
+            out.graph.node.append(inner)
+    return out
+
+
+def _integer_matmul(g: _Graph, node: onnx.NodeProto) -> MatMulRecord:
+    """ONNX Runtime's MatMulIntegerToFloat (what ``--target ort`` makes of a fused INT8 block):
+    integer inputs by construction; OpenVINO's reader turns it into an INT8 FullyConnected."""
+    backends = {"ort": {"verdict": "int8", "kernel": "MatMulIntegerToFloat", "reasons": []},
+                "openvino": {"verdict": "int8", "kernel": "FullyConnected (integer inputs)", "reasons": []}}
+    consumers, is_output = _output_use(g, node)
+    return MatMulRecord(
+        node=node.name, op_type=node.op_type, layer=_layer(node, g), role=_role(node, g, True),
+        input_quantized=True, weight_quantized=True, weight_constant=g.is_constant(node.input[1]),
+        weight_scale_constant=g.is_constant(node.input[3]), zero_point_ok=None,
+        output_requantized=len(consumers) == 1 and _is_q(consumers[0]) and not is_output,
+        verdict="int8", reasons=[], backends=backends)
 
 
 __all__ = ["Int8Report", "MatMulRecord", "Quant", "analyze"]
