@@ -34,6 +34,10 @@ from .inputs import SETTINGS, Setting, make_inputs, valid_positions
 DEFAULT_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 1e-2}
 # A fused INT8 block rounds once where the QDQ chain rounded at each requantization pair.
 INT8_STEPS = 4.0
+# Through many layers those roundings add up to the size of the reference's own activation
+# quantization noise (the reference against itself with every activation pair removed);
+# a fused model may differ from the reference by up to twice that.
+NOISE_FACTOR = 2.0
 QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "FakeQuantize", "MatMulIntegerToFloat", "QLinearMatMul",
                 "DynamicQuantizeMatMul", "MatMulInteger", "QGemm"}
 
@@ -51,6 +55,7 @@ class OutputDiff:
     step: float | None = None  # the output's quantization step (INT8 comparisons)
     step_source: str = ""      # where the step comes from
     mean_abs: float | None = None
+    noise: float | None = None  # the reference's own activation quantization noise (max abs)
 
     @property
     def max_rel(self) -> float:
@@ -64,6 +69,8 @@ class OutputDiff:
         if self.step:
             return (f"max abs {self.max_abs:.2e} = {self.max_steps:.2f} steps of {self.step:.3g} ({self.step_source}), "
                     f"mean {self.mean_abs / self.step:.3f} steps, max rel {self.max_rel:.2e} of scale {self.scale:.3g}"
+                    + (f"; the reference's own quantization noise {self.noise / self.step:.2f} steps"
+                       if self.noise else "")
                     + (f" (tolerance {self.tolerance / self.step:.3g} steps)" if tolerance else ""))
         return (f"max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e} of scale {self.scale:.3g} "
                 f"(tolerance {self.tolerance:.2e})")
@@ -206,6 +213,36 @@ def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
     return steps
 
 
+def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The model with every QuantizeLinear→DequantizeLinear pair (or FakeQuantize) on a
+    computed value bypassed (weights keep theirs): what its activation quantization costs is the
+    difference between the two. None when there is no such pair."""
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    bypass = {}
+    for n in g.node:
+        q = producers.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in constants:
+            bypass[n.output[0]] = q.input[0]
+        elif n.op_type == "FakeQuantize" and n.input[0] not in constants:
+            bypass[n.output[0]] = n.input[0]
+    if not bypass:
+        return None
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    for n in twin.graph.node:
+        n.input[:] = [bypass.get(t, t) for t in n.input]
+    for o in twin.graph.output:  # an output a pair produced: read it from the pair's input
+        if o.name in bypass:
+            twin.graph.node.append(onnx.helper.make_node("Identity", [bypass[o.name]], [o.name + "__unquantized"]))
+            for n in twin.graph.node:
+                if o.name in n.output and n.op_type in ("DequantizeLinear", "FakeQuantize"):
+                    n.output[:] = [o.name + "__bypassed"]
+            twin.graph.node[-1].output[:] = [o.name]
+    return twin
+
+
 def is_quantized(model: onnx.ModelProto) -> bool:
     return any(n.op_type in QUANTIZE_OPS or n.domain == "fusekit" for n in model.graph.node)
 
@@ -245,15 +282,26 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     step_of = quantization_steps(quantized) if int8 else {}
     result.reference_kind = reference_kind
     stats: dict[str, _Stats] = {name: _Stats() for name in ref_names}
+    noise: dict[str, _Stats] = {name: _Stats() for name in ref_names}
+    twin = None
+    if int8 and reference_kind == "same":
+        unquantized = without_activation_quantization(_as_model(reference) if inputs_from is not None else ref_model)
+        twin = session(unquantized) if unquantized is not None else None
     for i, setting in enumerate(settings):
         feeds = make_inputs(ref_model, setting, seed + i, shapes)
         expected, got = _run(ref, feeds, "the reference"), _run(cand, feeds, "the candidate")
         mask = valid_positions(feeds)
         for name in ref_names:
             stats[name].add(expected[name], got[name], mask, str(setting))
+        if twin is not None:
+            plain = _run(twin, feeds, "the reference without activation quantization")
+            for name in ref_names:
+                noise[name].add(expected[name], plain[name], mask, str(setting))
     if int8:
         result.outputs = [stats[name].result_in_steps(name, step_of.get(name), atol,
-                                                      INT8_STEPS if steps is None else steps) for name in ref_names]
+                                                      INT8_STEPS if steps is None else steps,
+                                                      noise[name].err if twin is not None else 0.0)
+                          for name in ref_names]
     else:
         result.outputs = [stats[name].result(name, atol, rtol) for name in ref_names]
     if reference_kind == "fp32":
@@ -300,12 +348,14 @@ class _Stats:
         worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
         return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst)
 
-    def result_in_steps(self, name: str, step: tuple[float, str] | None, atol, steps: float) -> OutputDiff:
-        """The INT8 verdict: the error within ``steps`` quantization steps of this output."""
+    def result_in_steps(self, name: str, step: tuple[float, str] | None, atol, steps: float,
+                        noise: float = 0.0) -> OutputDiff:
+        """The INT8 verdict: the error within ``steps`` quantization steps of this output, or
+        within NOISE_FACTOR times the reference's own activation quantization noise."""
         if step is None:
             span = self.high - self.low if np.isfinite(self.high - self.low) else 0.0
             step = (span / 255 if span > 0 else 1.0, "no Q/DQ on it: its range / 255")
-        tol = (atol or 0.0) + steps * step[0]
+        tol = (atol or 0.0) + max(steps * step[0], NOISE_FACTOR * noise)
         worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
         return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst,
-                          step[0], step[1], self.total / max(self.count, 1))
+                          step[0], step[1], self.total / max(self.count, 1), noise)

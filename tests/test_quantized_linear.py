@@ -100,6 +100,7 @@ def test_every_block_of_the_int8_models_fuses(name, target):
     assert variants == EXPECTED[name]
     assert report.verification.ok, report.verification.summary()
     assert all(o.step for o in report.verification.outputs)  # compared in quantization steps
+    assert all(o.noise > 0 for o in report.verification.outputs)  # and against the reference's own noise
     assert "FakeQuantize" not in ops(fused)
 
 
@@ -217,3 +218,17 @@ def test_cli_reports_the_fp32_to_int8_error(tmp_path):
     assert "FP32 → INT8 error" in done.stdout and "steps of" in done.stdout
     refused = _cli("verify", fp32, fp32, "--reference-kind", "fp32")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- the INT8 report on fused models
+
+@pytest.mark.parametrize("target", ["onnx", "ort"])
+def test_int8_report_names_every_fused_block(target):
+    from fusekit.int8 import analyze
+    fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
+    report = analyze(fused, "ort")
+    dense = [r for r in report.records if r.weight_constant and r.role != "pooler"]
+    assert len(dense) == 12 and all(r.verdict == "int8" for r in dense)
+    assert Counter(r.role for r in dense) == {"query": 2, "key": 2, "value": 2, "attn output": 2,
+                                              "intermediate": 2, "output": 2}
+    assert Counter(r.layer for r in dense) == {0: 6, 1: 6}  # the call's name keeps the layer
