@@ -1,6 +1,5 @@
 """SkipLayerNorm on hand-built graphs: the residual sum handed on when used later, and refusals."""
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import fusekit
