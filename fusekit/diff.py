@@ -314,10 +314,13 @@ def _kind(node: onnx.NodeProto) -> tuple[str, str]:
     return (node.domain if node.domain != "ai.onnx" else "", node.op_type)
 
 
-def align_kept(o: Dataflow, f: Dataflow) -> dict[int, int]:
-    """Original nodes the fused model still has: same op and name, or, unnamed, same outputs."""
+def align_kept(o: Dataflow, f: Dataflow, fused_names=frozenset()) -> dict[int, int]:
+    """Original nodes the fused model still has: same op and name, or, unnamed, same outputs.
+    A node fusekit's provenance calls fused (``fused_names``) is never a kept one, even
+    when it writes the original's value with the same op (a lowered block's final Q)."""
     by_name = {(f.nodes[j].name, _kind(f.nodes[j])): j for j in range(len(f.nodes)) if f.nodes[j].name}
-    by_outputs = {(tuple(f.nodes[j].output), _kind(f.nodes[j])): j for j in range(len(f.nodes))}
+    by_outputs = {(tuple(f.nodes[j].output), _kind(f.nodes[j])): j for j in range(len(f.nodes))
+                  if f.nodes[j].name not in fused_names}
     kept, taken = {}, set()
     for i, node in enumerate(o.nodes):
         j = by_name.get((node.name, _kind(node))) if node.name else None
@@ -440,11 +443,12 @@ def diff(original, fused, use_provenance: bool = True) -> Diff:
                   notes=[n for n in (o_note, f_note) if n])
     if not isinstance(original, onnx.ModelProto) and not isinstance(fused, onnx.ModelProto):
         result.file_bytes = (stored_bytes(original, o_model), stored_bytes(fused, f_model))
-    result.kept = align_kept(o, f)
+    records = _provenance(f_model) if use_provenance else {}
+    result.kept = align_kept(o, f, set(records))
     kept_f = set(result.kept.values())
     new = [j for j in range(len(f.nodes)) if j not in kept_f]
 
-    regions = _from_provenance(result, new, _provenance(f_model) if use_provenance else {})
+    regions = _from_provenance(result, new, records)
     claimed = {i: j for j, region in regions.items() for i in region.replaced}
     helpers = _helpers(o, f, [j for j in new if j not in regions])
     owners = [j for j in new if j not in regions and j not in helpers]

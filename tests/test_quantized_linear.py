@@ -232,3 +232,13 @@ def test_int8_report_names_every_fused_block(target):
     assert Counter(r.role for r in dense) == {"query": 2, "key": 2, "value": 2, "attn output": 2,
                                               "intermediate": 2, "output": 2}
     assert Counter(r.layer for r in dense) == {0: 6, 1: 6}  # the call's name keeps the layer
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_diff_accounts_for_every_node_of_a_lowered_block(target):
+    from fusekit.diff import diff
+    fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
+    result = diff(str(INT8 / "matmul_u8s8.onnx"), fused)
+    assert result.ok and not result.unaccounted
+    fused_into = Counter(r.record.get("fusion") for r in result.regions if r.source == "provenance")
+    assert fused_into["QuantizedLinear"] == 12
