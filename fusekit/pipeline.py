@@ -11,7 +11,7 @@ from onnx import version_converter
 
 import patterns
 
-from . import canonical, passes
+from . import passes
 from .errors import FusekitError
 from .graph import default_names
 from .matcher import Match, match_variant
@@ -184,12 +184,6 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     skel, graph, fusions = _raise_opset(skel, graph, original, fusions, target, report)
     result = passes.run(graph, fusions, target, default_opset(skel))
     report.fused, report.misses = result.fused, result.misses
-    if target == "openvino" and "QuantizedLinear" not in disable:
-        shared = canonical.share_quantization(graph)
-        graph.toposort()
-        if shared:
-            report.notes.append(f"openvino: {len(shared)} quantized values are now read through their Q/DQ pair "
-                                "by their float readers too, so OpenVINO folds the pair (one pair per tensor)")
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
     fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto),

@@ -242,16 +242,3 @@ def test_diff_accounts_for_every_node_of_a_lowered_block(target):
     assert result.ok and not result.unaccounted
     fused_into = Counter(r.record.get("fusion") for r in result.regions if r.source == "provenance")
     assert fused_into["QuantizedLinear"] == 12
-
-
-def test_openvino_reads_a_qat_input_quantizer_everywhere_so_it_folds():
-    fused, report = fusekit.optimize(INT8 / "qat.onnx", target="openvino")
-    assert any("read through their Q/DQ pair" in note for note in report.notes) and report.verification.ok
-    compiled, error = compile_openvino(fused)
-    assert compiled is not None, error
-    # left: quantizers whose producer cannot take them (the unquantized attention's output, the pooler's Gather)
-    left = _fakequantize_layers(compiled)
-    assert len(left) == 3 and all("pooler" in n or "attention/output/dense/input_quant" in n for n in left), left
-    assert openvino_summary(compiled)["fc_int8"] == 13
-    _, ort_report = fusekit.optimize(INT8 / "qat.onnx", target="ort", verify=False)
-    assert not any("read through" in note for note in ort_report.notes)  # the placement is OpenVINO's need
