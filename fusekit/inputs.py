@@ -63,6 +63,8 @@ def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
     inits = {t.name: t for t in model.graph.initializer}
     consts = {n.output[0]: n.attribute[0].t for n in model.graph.node
               if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    # a weightless skeleton declares its tables as inputs of the same shape
+    declared = {i.name: onnx.TensorShapeProto(dim=i.type.tensor_type.shape.dim) for i in model.graph.input}
     users: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for i in node.input:
@@ -85,6 +87,9 @@ def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
             table = inits.get(table_name) or consts.get(table_name)
             if table is not None and table.dims:
                 return int(table.dims[0])
+            shape = declared.get(table_name)
+            if shape is not None and shape.dim and shape.dim[0].dim_value > 0:
+                return int(shape.dim[0].dim_value)
     return None
 
 
