@@ -24,6 +24,7 @@ class PassResult:
     misses: list[Miss] = field(default_factory=list)
     sweeps: int = 0
     functions: list = field(default_factory=list)  # model-local functions the fused nodes call
+    notes: list[str] = field(default_factory=list)  # what rewrites asked the report to say
 
 
 def _deeper(a: Miss | None, b: Miss) -> Miss:
@@ -97,6 +98,7 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
         raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
     result.fused = compose(result.fused)
     result.functions = list(context.get("functions", {}).values())
+    result.notes = [text.format(count=n) for text, n in context.get("notes", {}).items()]
     result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
     return result
 

@@ -184,6 +184,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     skel, graph, fusions = _raise_opset(skel, graph, original, fusions, target, report)
     result = passes.run(graph, fusions, target, default_opset(skel))
     report.fused, report.misses = result.fused, result.misses
+    report.notes += result.notes
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
     fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto),

@@ -66,6 +66,7 @@ class Emitter:
         self.cache = {} if cache is None else cache  # small constants shared by every rewrite of a run
         self.functions = {} if functions is None else functions  # model-local functions the calls need
         self.made: set[int] = set()  # the nodes this rewrite built
+        self.notes: dict[str, int] = {}  # what the run's report should say, with how often it happened
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
         self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
@@ -98,6 +99,10 @@ class Emitter:
                     and len(node.inputs) == len(inputs) and all(a is b for a, b in zip(node.inputs, inputs)):
                 return node.outputs[0]
         return getattr(self, op_type)(*inputs, _domain=_domain, **attrs)
+
+    def note(self, text: str, count: int = 1):
+        """Something the report should say about this fusion (counted over the run)."""
+        self.notes[text] = self.notes.get(text, 0) + count
 
     def call(self, function: onnx.FunctionProto, *inputs: gs.Tensor, **attrs) -> gs.Variable:
         """A node calling the model-local ``function``, which goes into the model with it."""
@@ -163,6 +168,7 @@ def _summarize(value: np.ndarray):
 def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
     emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
                    match.context.setdefault("constants", {}), match.context.setdefault("functions", {}))
+    emit.notes = match.context.setdefault("notes", {})
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
