@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import numpy as np
+import onnx
+import onnx.inliner
 import openvino as ov
 
 from ..errors import FusekitError
+from ..modelio import TWO_GB
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU"}
 
@@ -67,6 +71,22 @@ def check(device: str, precision: str) -> str:
     return device_for(device, ov.Core().available_devices)
 
 
+def read(path: str | os.PathLike) -> ov.Model:
+    """OpenVINO's reading of an ONNX file. Its reader has no rule for calls of model-local
+    functions (fusekit's ``--target onnx`` INT8 blocks), so those are inlined first."""
+    core = ov.Core()
+    header = onnx.load(str(path), load_external_data=False)
+    if not header.functions:
+        return core.read_model(str(path))
+    inlined = onnx.inliner.inline_local_functions(onnx.load(str(path)))
+    if inlined.ByteSize() < TWO_GB:
+        return core.read_model(inlined.SerializeToString(), b"")
+    # OpenVINO maps the weights file; the mapping outlives the file's removal (POSIX)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(inlined, os.path.join(tmp, "model.onnx"), save_as_external_data=True, location="model.data")
+        return core.read_model(os.path.join(tmp, "model.onnx"))
+
+
 def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> OpenVinoRunner:
     core = ov.Core()
     name = device_for(device, core.available_devices)
@@ -74,7 +94,7 @@ def load(path: str | os.PathLike, device: str, threads: int, precision: str) -> 
     if name == "CPU":
         config["INFERENCE_NUM_THREADS"] = str(threads)
     try:
-        compiled = core.compile_model(core.read_model(str(path)), name, config)
+        compiled = core.compile_model(read(path), name, config)
     except Exception as e:  # OpenVINO raises RuntimeError and types of its own
         raise FusekitError(f"OpenVINO cannot compile {path} for {name}: {_message(e)}") from None
     return OpenVinoRunner(compiled, name)
@@ -86,7 +106,7 @@ def save_ir(onnx_path: str | os.PathLike, xml_path: str | os.PathLike):
     Weights stay float32 (OpenVINO would otherwise compress them to fp16 on save).
     """
     try:
-        model = ov.Core().read_model(str(onnx_path))
+        model = read(onnx_path)
         ov.save_model(model, str(xml_path), compress_to_fp16=False)
     except Exception as e:  # OpenVINO raises plain RuntimeErrors with C++ traces
         raise FusekitError(f"OpenVINO cannot convert the fused model to IR: {_message(e)}") from None
