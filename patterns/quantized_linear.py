@@ -195,8 +195,8 @@ def _gelu_form(m, target: str, opset: int) -> str | None:
 def rewrite(m, emit):
     requantizations = sum(n.op == "QuantizeLinear" for n in m.nodes) - ("y_q" in m.named) - ("w_q_node" in m.named)
     if requantizations:
-        emit.note("QuantizedLinear dropped {count} requantization pairs inside fused blocks: one rounding "
-                  "each fewer, so outputs move by a step or two (verification compares in steps)", requantizations)
+        emit.note("QuantizedLinear dropped {count} requantization pairs inside fused blocks: one rounding each "
+                  "fewer, so each block's output may move by a step (verification compares in steps)", requantizations)
     w_q, w_scale, w_zero = _weight(m)
     x_type = _input_type(m)
     inputs = [m["x_q"], m["x_scale"],
