@@ -70,7 +70,8 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
                 break
             closest = _deeper(closest, result)
         else:
-            if closest is not None and _reached(fusion.signature, closest):
+            lowered = id(node) in context.get("lowered", set())  # an inlined body: fusekit's, not the model's
+            if closest is not None and not lowered and _reached(fusion.signature, closest):
                 misses[(fusion.name, node.name)] = closest
     if gone:
         graph.nodes = [n for n in graph.nodes if id(n) not in gone]

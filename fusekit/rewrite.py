@@ -67,6 +67,7 @@ class Emitter:
         self.functions = {} if functions is None else functions  # model-local functions the calls need
         self.made: set[int] = set()  # the nodes this rewrite built
         self.notes: dict[str, int] = {}  # what the run's report should say, with how often it happened
+        self.lowered: set[int] = set()  # nodes of inlined bodies: never reported as near misses
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
         self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
@@ -112,6 +113,7 @@ class Emitter:
     def inline(self, function: onnx.FunctionProto, *inputs: gs.Tensor | None) -> gs.Variable:
         """The body of ``function`` emitted in place, its formal inputs bound to ``inputs``."""
         values = dict(zip(function.input, inputs))
+        before = set(self.made)
         for node in function.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Constant":
@@ -121,6 +123,7 @@ class Emitter:
             out = getattr(self, node.op_type)(*args, _domain=node.domain, **attrs)
             out.dtype = _result_type(node.op_type, args)  # later fusions check types
             values[node.output[0]] = out
+        self.lowered.update(self.made - before)
         return values[function.output[0]]
 
     def __getattr__(self, op_type: str):
@@ -169,6 +172,7 @@ def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
     emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
                    match.context.setdefault("constants", {}), match.context.setdefault("functions", {}))
     emit.notes = match.context.setdefault("notes", {})
+    emit.lowered = match.context.setdefault("lowered", set())
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
