@@ -58,7 +58,12 @@ weight = either(stored, fake, op.Transpose(stored, perm=[1, 0]), op.Transpose(fa
                 labels=("", "fake_quantized", "transposed", "fake_quantized_transposed"))
 bias = either(Const("bias", label="the bias"), dequantize(Const("bias_q", label="the quantized bias"), "bias", "bias"))
 dense = op.Add(requantized(op.MatMul(x, weight, _bind="matmul")), bias, _bind="add")
-activation = either(op.Gelu(requantized(dense), _domain=MS), op.Gelu(requantized(dense)),
+
+def _erf_form(approximate, node):
+    return None if approximate in (None, "none") else f"is the {approximate} approximation, not the erf GELU"
+
+
+activation = either(op.Gelu(requantized(dense), _domain=MS), op.Gelu(requantized(dense), approximate=_erf_form),
                     erf_gelu(requantized(dense), step=requantized))
 
 
@@ -96,6 +101,8 @@ def check(m):
     if (reason := vector_reason("the bias", _bias(m), w_q.shape[1], "the weight's column count")):
         return reason
     if "y_scale" in m.consts:
+        if "y_zero_point" not in m.consts and m.node("y_q").attrs.get("output_dtype"):
+            return "the output type is set by output_dtype, which the fused form does not carry"
         if m.const("y_scale").size != 1 or ("y_zero_point" in m.consts and m.const("y_zero_point").size != 1):
             return "the output is quantized per channel, not per tensor"
         if _dtype(m, "y_zero_point", np.uint8) not in EIGHT_BIT:

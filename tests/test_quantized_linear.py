@@ -263,3 +263,18 @@ def test_an_inlined_body_is_no_near_miss():
     # that is fusekit's own output, not a candidate of the model's
     _, report = fusekit.optimize(INT8 / "all_ops.onnx", target="openvino", verify=False)
     assert report.counts["QuantizedLinear"] == 12 and not report.misses
+
+
+def test_a_tanh_gelu_is_not_carried_as_the_erf_one():
+    import onnx_graphsurgeon as gs
+    model = block(gelu=False, opset=20)
+    add = next(n for n in model.graph.node if n.op_type == "Add")
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == add.output[0])
+    model.graph.node.append(helper.make_node("Gelu", [add.output[0]], ["tanh_gelu"], approximate="tanh", name="g"))
+    q.input[0] = "tanh_gelu"
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    fused, report = fusekit.optimize(gs.export_onnx(graph), target="onnx")
+    (record,) = [f for f in report.fused if f.fusion == "QuantizedLinear"]
+    assert record.variant == "float"  # MatMul + bias only; the tanh GELU and its Q stay outside
+    assert ops(fused)["Gelu"] == 1 and report.verification.ok
