@@ -129,11 +129,10 @@ def _evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], output
 def _weight(m):
     """(W_q as [K, N], scale, zero point), the scale and zero point along N or per tensor;
     or why not."""
-    key = ("QuantizedLinear.weight", id(m.node("w_dq")))
-    cache = m.context.setdefault("int8_weights", {})
-    if key in cache:
-        return cache[key]
     dq = m.node("w_dq")
+    cache = m.context.setdefault("int8_weights", {})  # check, then rewrite: evaluate once
+    if id(dq) in cache and cache[id(dq)][0] is dq:  # the node is held, so its id is not reused
+        return cache[id(dq)][1]
     scale = np.asarray(m.const("w_scale"))
     axis = dq.attrs.get("axis", 1)
     if "w_q" in m.consts:
@@ -154,7 +153,7 @@ def _weight(m):
     elif w_q.ndim == 2:
         result = (np.ascontiguousarray(w_q), scale.reshape(-1) if scale.size > 1 else scale.reshape(()),
                   zero.reshape(-1) if zero.size > 1 else zero.reshape(()).astype(w_q.dtype))
-    cache[key] = result
+    cache[id(dq)] = (dq, result)
     return result
 
 
