@@ -247,6 +247,16 @@ def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node, exported=(),
     return None
 
 
+def made_by(context: dict, fusion: str, node: gs.Node) -> bool:
+    """Whether ``fusion``'s rewrites built ``node`` (identity, not a reused id)."""
+    return context.get("made", {}).get(fusion, {}).get(id(node)) is node
+
+
+def lowered(context: dict, node: gs.Node) -> bool:
+    """Whether ``node`` belongs to a function body some rewrite inlined."""
+    return context.get("lowered", {}).get(id(node)) is node
+
+
 def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node,
                   context: dict | None = None) -> Match | Miss:
     search = _Search(graph)
@@ -254,7 +264,7 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     for s in search.match(variant.pattern, anchor.outputs[0], _State()):
         through = {id(s.named[n]) for n in fusion.reads if n in s.named}
         nodes = [n for n in {id(n): n for n in s.nodes.values()}.values() if id(n) not in through]
-        if context and {id(n) for n in nodes} & context.get("made", {}).get(fusion.name, set()):
+        if context and any(made_by(context, fusion.name, n) for n in nodes):
             continue  # its own output: not a candidate, not a miss
         read = [t for name, t in s.values.items() if name not in shape_only]
         escape = _escape(graph, nodes, anchor, [s.named[n] for n in fusion.exports if n in s.named], read)

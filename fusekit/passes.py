@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from .errors import FusekitError
-from .matcher import Match, Miss, match_variant
+from .matcher import Match, Miss, lowered, made_by, match_variant
 from .pattern import Fusion, root_ops
 from .rewrite import Fused, apply, compose
 
@@ -50,9 +50,8 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
     anchors = fusion.anchor_ops()
     gone: set[int] = set()
     fused: list[Fused] = []
-    made = context.get("made", {}).get(fusion.name, set())  # its own output is no candidate
     for node in reversed(list(graph.nodes)):
-        if node.op not in anchors or id(node) in gone or id(node) in made or not node.outputs:
+        if node.op not in anchors or id(node) in gone or made_by(context, fusion.name, node) or not node.outputs:
             continue
         closest = None
         for variant in fusion.variants:
@@ -70,8 +69,8 @@ def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[s
                 break
             closest = _deeper(closest, result)
         else:
-            lowered = id(node) in context.get("lowered", set())  # an inlined body: fusekit's, not the model's
-            if closest is not None and not lowered and _reached(fusion.signature, closest):
+            # an inlined body is fusekit's output, not the model's: no near miss there
+            if closest is not None and not lowered(context, node) and _reached(fusion.signature, closest):
                 misses[(fusion.name, node.name)] = closest
     if gone:
         graph.nodes = [n for n in graph.nodes if id(n) not in gone]

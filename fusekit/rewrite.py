@@ -65,9 +65,9 @@ class Emitter:
         self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
         self.cache = {} if cache is None else cache  # small constants shared by every rewrite of a run
         self.functions = {} if functions is None else functions  # model-local functions the calls need
-        self.made: set[int] = set()  # the nodes this rewrite built
+        self.made: dict[int, gs.Node] = {}  # the nodes this rewrite built, by id (held: ids stay theirs)
         self.notes: dict[str, int] = {}  # what the run's report should say, with how often it happened
-        self.lowered: set[int] = set()  # nodes of inlined bodies: never reported as near misses
+        self.lowered: dict[int, gs.Node] = {}  # nodes of inlined bodies: never reported as near misses
         self.names = names  # every node and tensor name in the graph, to keep new ones unique
         self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
 
@@ -113,7 +113,7 @@ class Emitter:
     def inline(self, function: onnx.FunctionProto, *inputs: gs.Tensor | None) -> gs.Variable:
         """The body of ``function`` emitted in place, its formal inputs bound to ``inputs``."""
         values = dict(zip(function.input, inputs))
-        before = set(self.made)
+        before = dict(self.made)
         for node in function.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Constant":
@@ -123,7 +123,7 @@ class Emitter:
             out = getattr(self, node.op_type)(*args, _domain=node.domain, **attrs)
             out.dtype = _result_type(node.op_type, args)  # later fusions check types
             values[node.output[0]] = out
-        self.lowered.update(self.made - before)
+        self.lowered.update({k: n for k, n in self.made.items() if k not in before})
         return values[function.output[0]]
 
     def __getattr__(self, op_type: str):
@@ -138,7 +138,7 @@ class Emitter:
             ins = [gs.Variable.empty() if t is None else t for t in inputs]  # None: an omitted optional input
             node = gs.Node(op_type, name, attrs, ins, outs, domain=_domain or None)
             self.graph.nodes.append(node)
-            self.made.add(id(node))
+            self.made[id(node)] = node
             picked = [outs[i] for i in _outputs]
             return picked[0] if len(picked) == 1 else picked
 
@@ -172,11 +172,11 @@ def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
     emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
                    match.context.setdefault("constants", {}), match.context.setdefault("functions", {}))
     emit.notes = match.context.setdefault("notes", {})
-    emit.lowered = match.context.setdefault("lowered", set())
+    emit.lowered = match.context.setdefault("lowered", {})
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
-    match.context.setdefault("made", {}).setdefault(match.fusion.name, set()).update(emit.made)
+    match.context.setdefault("made", {}).setdefault(match.fusion.name, {}).update(emit.made)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
         node.inputs.clear()
