@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
 
 from fusekit.graph import rank
 from fusekit.pattern import Const, Pattern, either, op
@@ -40,6 +42,20 @@ def quantize(data: Pattern, name: str | None = None, what: str = "", bind: str |
     scale = Const(name and f"{name}_scale", label=f"the {what} scale".replace("  ", " "))
     zero = Const(name and f"{name}_zero_point", label=f"the {what} zero point".replace("  ", " "))
     return either(op.QuantizeLinear(data, scale, zero, _bind=bind), op.QuantizeLinear(data, scale, _bind=bind))
+
+
+def evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], output: str, dtype,
+             opset: int) -> np.ndarray:
+    """Run a few nodes on named constants in ONNX Runtime (graph optimizations off), so that
+    a folded QuantizeLinear rounds exactly as the model's own would."""
+    out = helper.make_tensor_value_info(output, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None)
+    graph = helper.make_graph(nodes, "fold", [], [out],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})[0]
 
 
 def requantized(p: Pattern) -> Pattern:
@@ -96,5 +112,5 @@ def bias(name: str = "bias") -> Const:
     return Const(name, label="the bias")
 
 
-__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]

@@ -12,11 +12,11 @@ out of range") and compiles the folded one, so ``openvino`` folds them. Only sca
 a weight keeps its pair, which is what makes its MatMul run in INT8.
 """
 import numpy as np
-import onnx
-import onnxruntime as ort
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from fusekit.pattern import Const, Fusion, Variant, either, op
+
+from ._common import evaluate
 
 scalar = Const("c", label="the quantized constant")
 
@@ -35,25 +35,12 @@ def check(m):
 
 def _evaluate(m) -> np.ndarray:
     """DQ(Q(c)) exactly as ONNX Runtime computes it."""
-    q, dq = m.node("q"), m.node("dq")
-    inits, q_in, dq_in = [], [], ["q_out"]
-    for name in ("c", "q_scale", "q_zp"):
-        if name in m.consts:
-            inits.append(numpy_helper.from_array(np.asarray(m.const(name)), name))
-            q_in.append(name)
-    for name in ("dq_scale", "dq_zp"):
-        if name in m.consts:
-            inits.append(numpy_helper.from_array(np.asarray(m.const(name)), "d_" + name))
-            dq_in.append("d_" + name)
-    out = helper.make_tensor_value_info("y", numpy_helper.from_array(np.asarray(m.const("dq_scale"))).data_type, None)
-    graph = helper.make_graph([helper.make_node("QuantizeLinear", q_in, ["q_out"], **q.attrs),
-                               helper.make_node("DequantizeLinear", dq_in, ["y"], **dq.attrs)],
-                              "fold", [], [out], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", m.context["opset"])])
-    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})[0]
+    q_in = [k for k in ("c", "q_scale", "q_zp") if k in m.consts]
+    dq_in = ["q_out"] + [k for k in ("dq_scale", "dq_zp") if k in m.consts]
+    nodes = [helper.make_node("QuantizeLinear", q_in, ["q_out"], **m.node("q").attrs),
+             helper.make_node("DequantizeLinear", dq_in, ["y"], **m.node("dq").attrs)]
+    values = {k: m.const(k) for k in q_in + dq_in[1:]}
+    return evaluate(nodes, values, "y", np.asarray(m.const("dq_scale")).dtype, m.context["opset"])
 
 
 def rewrite(m, emit):

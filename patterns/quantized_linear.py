@@ -38,13 +38,12 @@ report names how many pairs were dropped.
 """
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from fusekit.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.rewrite import MS
 
-from ._common import SQRT2, dequantize, last_dim, quantize, requantized, vector_reason
+from ._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
 from .gelu import erf_gelu
 
 DOMAIN = "fusekit"
@@ -113,19 +112,6 @@ def check(m):
     return None
 
 
-def _evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], output: str, dtype,
-              opset: int) -> np.ndarray:
-    """Run a few nodes on constants in ONNX Runtime: Q rounds exactly as the model's Q does."""
-    out = helper.make_tensor_value_info(output, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None)
-    graph = helper.make_graph(nodes, "fold", [], [out],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})[0]
-
-
 def _weight(m):
     """(W_q as [K, N], scale, zero point), the scale and zero point along N or per tensor;
     or why not."""
@@ -142,8 +128,8 @@ def _weight(m):
         values = {"w": m.const("w"), "s": m.const("wq_scale")}
         if "wq_zero_point" in m.consts:
             values["z"] = m.const("wq_zero_point")
-        w_q = _evaluate([helper.make_node("QuantizeLinear", list(values), ["w_q"], **q.attrs)], values, "w_q",
-                        _dtype(m, "wq_zero_point", np.uint8), m.context["opset"])
+        w_q = evaluate([helper.make_node("QuantizeLinear", list(values), ["w_q"], **q.attrs)], values, "w_q",
+                       _dtype(m, "wq_zero_point", np.uint8), m.context["opset"])
     zero = np.asarray(m.const("w_zero_point")) if "w_zero_point" in m.consts else np.zeros((), w_q.dtype)
     if w_q.ndim == 2 and m.labels.get("weight", "").endswith("transposed"):
         w_q, axis = w_q.T, 1 - axis % 2
