@@ -312,6 +312,9 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
             o.ok = bool(np.isfinite(o.max_abs))
     else:
         result.ok = all(o.ok for o in result.outputs)
+        if not result.ok and not int8 and is_quantized(_as_model(candidate)):
+            result.message = ("the candidate is quantized and the reference is not: "
+                              "--reference-kind fp32 reports the FP32 → INT8 error instead")
     return result
 
 

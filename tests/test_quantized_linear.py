@@ -216,6 +216,8 @@ def test_cli_reports_the_fp32_to_int8_error(tmp_path):
     done = _cli("verify", fp32, out, "--reference-kind", "fp32")
     assert done.returncode == 0, done.stderr
     assert "FP32 → INT8 error" in done.stdout and "steps of" in done.stdout
+    plain = _cli("verify", fp32, out)  # an FP32 reference is no INT8 one: not equivalent, and it says what to use
+    assert plain.returncode == 1 and "--reference-kind fp32" in plain.stdout
     refused = _cli("verify", fp32, fp32, "--reference-kind", "fp32")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
 
