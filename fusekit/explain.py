@@ -41,7 +41,7 @@ from pathlib import Path
 
 import onnx
 
-import patterns
+from . import patterns
 
 from .dataflow import Dataflow
 from .errors import FusekitError

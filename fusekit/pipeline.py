@@ -9,7 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-import patterns
+from . import patterns
 
 from . import passes
 from .errors import FusekitError
