@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import __version__
 from .backends import BACKENDS, DEVICES, PRECISIONS
-from .errors import FusekitError
-from .inputs import parse_shapes
-from .modelio import check_destination, load_with_layout, skeleton, staged, write
+from .errors import FusekitError, InputsNeeded
+from .inputs import check_feeds, load_feeds, parse_shapes
+from .modelio import check_destination, load, load_with_layout, skeleton, staged, write
 from .pipeline import TARGETS, optimize
 from .verify import verify
 
@@ -36,13 +36,35 @@ def _write_json(data: dict, dest: str):
         p.write_text(text + "\n")
 
 
+# How to go on when fusekit cannot make up a model's inputs, in each command's options.
+REMEDIES = {
+    "optimize": "give them with --inputs FEEDS.npz, size them with --shape NAME=DxD, or skip the check with --no-verify",
+    "verify": "give them with --inputs FEEDS.npz or size them with --shape NAME=DxD",
+    "run": "give them with --inputs FEEDS.npz or size them with --shape NAME=DxD",
+    "bench": "bench makes its inputs at --batch × --seq only; run the model with --inputs FEEDS.npz instead",
+}
+
+
+def _given_feeds(args, model) -> dict | None:
+    """The --inputs arrays, checked against ``model`` (the full one: a skeleton declares its weights as inputs)."""
+    if not args.inputs:
+        return None
+    if args.shape:
+        raise FusekitError("--shape sizes the generated inputs; it cannot be combined with --inputs")
+    feeds = load_feeds(args.inputs)
+    check_feeds(feeds, model, args.inputs)
+    return feeds
+
+
 def cmd_optimize(args) -> int:
     out = Path(args.output) if args.output else _default_output(args.model)
     check_destination(out, protect=(args.model,))
     if args.json and args.json != "-":
         check_destination(args.json, protect=(args.model,))
+    text = sys.stderr if args.json == "-" else sys.stdout  # with --json -, stdout holds the JSON alone
     start = time.perf_counter()
     model, external = load_with_layout(args.model)
+    feeds = None if args.no_verify else _given_feeds(args, model)
     inputs_from = skeleton(model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
     fused, report = optimize(model, target=args.target, verify=False, disable=args.disable, in_place=True)
@@ -55,30 +77,37 @@ def cmd_optimize(args) -> int:
         if not args.no_verify:  # verify the very file that will land, against the input on disk
             t = time.perf_counter()
             report.verification = verify(args.model, onnx_path, trials=args.trials, seed=args.seed,
-                                         shapes=parse_shapes(args.shape), inputs_from=inputs_from)
+                                         shapes=parse_shapes(args.shape), inputs_from=inputs_from, feeds=feeds)
             report.verify_seconds = time.perf_counter() - t
             if not report.verification.ok:
                 report.seconds = time.perf_counter() - start
-                print(report.summary())
-                raise _NotEquivalent(f"the fused model is not equivalent to {args.model}; nothing was written "
-                                     "(this is a fusekit bug: please report it with the model)")
+                print(report.summary(), file=text)
+                raise _NotEquivalent(
+                    f"the fused model is not equivalent to {args.model} within the tolerance above; nothing was "
+                    f"written (to compare at another tolerance: --no-verify, then `fusekit verify {args.model} "
+                    f"{out} --rtol R`; a difference far beyond any tolerance is worth reporting with the model)")
         if to_ir:  # OpenVINO IR: converted from the verified ONNX by OpenVINO's own reader
             from .backends.openvino import save_ir
             save_ir(onnx_path, path)
             for leftover in path.parent.glob(onnx_path.name + "*"):
                 leftover.unlink()
     report.seconds = time.perf_counter() - start
-    print(f"{args.model} → {out}")
-    print(report.summary())
+    print(f"{args.model} → {out}", file=text)
+    print(report.summary(), file=text)
     if args.json:
         _write_json({"input": args.model, "output": str(out), **report.to_dict()}, args.json)
     return 0
 
 
 def cmd_verify(args) -> int:
+    feeds, inputs_from = None, None
+    if args.inputs:
+        model = load(args.original)
+        feeds, inputs_from = _given_feeds(args, model), skeleton(model)
+        del model
     result = verify(args.original, args.candidate, trials=args.trials, seed=args.seed, atol=args.atol,
                     rtol=args.rtol, shapes=parse_shapes(args.shape), reference_kind=args.reference_kind,
-                    steps=args.steps)
+                    steps=args.steps, inputs_from=inputs_from, feeds=feeds)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -182,6 +211,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
         sp.add_argument("--shape", action="append", metavar="NAME=DxD",
                         help="fix an input's shape, e.g. input_ids=2x128 (repeatable)")
+        sp.add_argument("--inputs", metavar="NPZ",
+                        help="verify on these named input arrays (np.savez) instead of made-up ones: one trial")
 
     o = sub.add_parser("optimize", help="fuse a model's graph and verify the result")
     o.add_argument("model", help="the ONNX model to optimize (never modified)")
@@ -271,6 +302,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except InputsNeeded as e:
+        print(f"fusekit: error: {e}; {REMEDIES[args.command]}", file=sys.stderr)
+        return 2
     except FusekitError as e:
         print(f"fusekit: error: {e}", file=sys.stderr)
         return 2

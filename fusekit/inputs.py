@@ -7,13 +7,17 @@ ids count up, and dynamic dimensions are bound to sensible sizes.
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .errors import FusekitError
+from .errors import FusekitError, InputsNeeded
 
+# Made-up inputs beyond this many bytes are refused before anything is allocated.
+INPUT_BUDGET = 1 << 30
 PASS_THROUGH = {"Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Expand"}
 
 
@@ -120,35 +124,157 @@ def _mask(shape, rng, padding: str, dtype) -> np.ndarray:
     return mask.astype(dtype)
 
 
-def make_inputs(model: onnx.ModelProto, setting: Setting = Setting(), seed: int = 0,
-                shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shapes = shapes or {}
+def check_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
+    """Refuse ``--shape`` sizes the model cannot take: an unknown name, the wrong rank, a fixed size changed."""
+    declared = _declared(model)
+    for name, shape in shapes.items():
+        if name not in declared:
+            raise FusekitError(f"--shape {name}=…: '{name}' is not an input of the model "
+                               f"(its inputs: {', '.join(declared)})")
+        dims = declared[name][1]
+        fixed = any(isinstance(d, int) and d > 0 and n != d for n, d in zip(shape, dims))
+        if (dims and len(shape) != len(dims)) or fixed:
+            raise FusekitError(f"--shape: input '{name}' has shape {list(shape)}; the model takes {_spell(dims)}")
+
+
+def _planned(model: onnx.ModelProto, setting: Setting, shapes, names) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Each input to make: its dtype and shape."""
     initializers = {t.name for t in model.graph.initializer}
-    feeds = {}
+    planned = {}
     for vi in model.graph.input:
-        if vi.name in initializers:
+        if vi.name in initializers or (names is not None and vi.name not in names):
             continue
         elem = vi.type.tensor_type.elem_type
         if not elem:
             raise FusekitError(f"input '{vi.name}' is not a tensor; fusekit only feeds tensor inputs")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-        shape = _dims(vi, setting, shapes.get(vi.name))
-        role = _role(vi.name, dtype)
+        planned[vi.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)), _dims(vi, setting, shapes.get(vi.name)))
+    return planned
+
+
+def _check_size(planned: dict[str, tuple[np.dtype, tuple[int, ...]]]):
+    """Refuse, before allocating, inputs too large to make up (a huge fixed dimension)."""
+    sizes = {name: int(np.prod(shape, dtype=object)) * dtype.itemsize for name, (dtype, shape) in planned.items()}
+    total = sum(sizes.values())
+    if total > INPUT_BUDGET:
+        name = max(sizes, key=sizes.get)
+        dtype, shape = planned[name]
+        raise InputsNeeded(f"the model's inputs would take {_bytes(total)} (input '{name}' is {dtype}"
+                           f"[{', '.join(map(str, shape))}]), more than the {_bytes(INPUT_BUDGET)} fusekit makes up")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def make_inputs(model: onnx.ModelProto, setting: Setting = Setting(), seed: int = 0,
+                shapes: dict[str, tuple[int, ...]] | None = None, names=None) -> dict[str, np.ndarray]:
+    """Inputs for ``model`` (``names`` of them only: a skeleton declares its weights as inputs too).
+
+    Sizes are checked first: an unknown or contradicted ``shapes`` entry, or inputs
+    beyond INPUT_BUDGET bytes, raise before anything is allocated.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = shapes or {}
+    check_shapes(model, shapes)
+    planned = _planned(model, setting, shapes, names)
+    _check_size(planned)
+    feeds = {}
+    for name, (dtype, shape) in planned.items():
+        role = _role(name, dtype)
         if role == "mask":
-            feeds[vi.name] = _mask(shape, rng, setting.padding, dtype)
+            feeds[name] = _mask(shape, rng, setting.padding, dtype)
         elif role == "token_type":
-            feeds[vi.name] = rng.integers(0, 2, shape).astype(dtype)
+            feeds[name] = rng.integers(0, 2, shape).astype(dtype)
         elif role == "position":
-            feeds[vi.name] = np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype).copy()
+            feeds[name] = np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype).copy()
         elif role == "ids":
-            vocab = _vocab_size(model, vi.name) or 100
-            feeds[vi.name] = rng.integers(0, vocab, shape).astype(dtype)
+            vocab = _vocab_size(model, name) or 100
+            feeds[name] = rng.integers(0, vocab, shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[vi.name] = rng.integers(0, 2, shape).astype(bool)
+            feeds[name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
     return feeds
+
+
+def load_feeds(path: str | Path) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz file (``np.savez(path, input_ids=…, …)``)."""
+    p = Path(path)
+    if not p.exists():
+        raise FusekitError(f"{p}: no such file")
+    if p.is_dir():
+        raise FusekitError(f"{p}: is a directory, not an .npz file")
+    if not zipfile.is_zipfile(p):
+        with open(p, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        if npy:
+            raise FusekitError(f"{p}: holds one unnamed array (.npy); give an .npz of named arrays "
+                               "(np.savez(path, input_ids=…, attention_mask=…))")
+        raise FusekitError(f"{p}: not an .npz archive (np.savez(path, input_ids=…, …) writes one)")
+    try:
+        with np.load(p, allow_pickle=False) as archive:  # pickles could run code: refused
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise FusekitError(f"{p}: cannot read its arrays ({reason})") from None
+
+
+def _declared(model: onnx.ModelProto) -> dict[str, tuple[np.dtype, list]]:
+    """Each graph input the caller must feed: its dtype and dims (an int, a name, or None)."""
+    initializers = {t.name for t in model.graph.initializer}
+    declared = {}
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        declared[vi.name] = (onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None, dims)
+    return declared
+
+
+def _spell(dims: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def check_feeds(feeds: dict[str, np.ndarray], model: onnx.ModelProto, source: str):
+    """Refuse feeds the model cannot take: unknown or missing names, wrong dtype, rank or size."""
+    declared = _declared(model)
+    unknown = [n for n in feeds if n not in declared]
+    if unknown:
+        raise FusekitError(f"{source}: '{unknown[0]}' is not an input of the model (its inputs: {', '.join(declared)})")
+    missing = [n for n in declared if n not in feeds]
+    if missing:
+        raise FusekitError(f"{source}: no array for the model's input '{missing[0]}' "
+                           f"(its inputs: {', '.join(declared)})")
+    sizes: dict[str, tuple[str, int]] = {}  # symbolic dim → (first input that bound it, its size)
+    for name, (dtype, dims) in declared.items():
+        a = feeds[name]
+        if dtype is not None and a.dtype != dtype:
+            raise FusekitError(f"{source}: input '{name}' is {a.dtype}; the model takes {dtype}")
+        wrong_size = any(isinstance(d, int) and d > 0 and n != d for n, d in zip(a.shape, dims))
+        if (dims and a.ndim != len(dims)) or wrong_size:
+            raise FusekitError(f"{source}: input '{name}' has shape {list(a.shape)}; the model takes {_spell(dims)}")
+        for size, dim in zip(a.shape, dims):
+            if isinstance(dim, str):
+                first, bound = sizes.setdefault(dim, (name, size))
+                if bound != size:
+                    raise FusekitError(f"{source}: inputs disagree on '{dim}': "
+                                       f"'{first}' has {bound}, '{name}' has {size}")
+
+
+def describe(feeds: dict[str, np.ndarray], setting: Setting | None) -> str:
+    """The inputs a trial fed, by their shapes (a fixed-shape model ignores the setting's sizes)."""
+    shapes = {a.shape for a in feeds.values()}
+    if len(shapes) == 1 and len(next(iter(shapes))) == 2:
+        sizes = "batch {}, seq {}".format(*next(iter(shapes)))
+    else:
+        sizes = ", ".join(f"{name} [{', '.join(map(str, a.shape))}]" for name, a in feeds.items())
+    if setting is None or valid_positions(feeds) is None:  # given inputs, or nothing to pad
+        return sizes
+    return sizes + (", no padding" if setting.padding == "none" else f", {setting.padding} padding")
 
 
 def valid_positions(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -159,4 +285,5 @@ def valid_positions(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
     return None
 
 
-__all__ = ["Setting", "SETTINGS", "make_inputs", "parse_shapes", "valid_positions"]
+__all__ = ["Setting", "SETTINGS", "check_feeds", "check_shapes", "describe", "load_feeds", "make_inputs", "parse_shapes",
+           "valid_positions"]

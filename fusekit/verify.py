@@ -26,12 +26,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import FusekitError
+from .errors import FusekitError, InputsNeeded
 from .modelio import TWO_GB, load, write
-from .inputs import SETTINGS, Setting, make_inputs, valid_positions
+from .inputs import SETTINGS, Setting, describe, make_inputs, valid_positions
 
 # Relative to the output's scale; float32 sums in another order differ by ~1e-6.
 DEFAULT_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 1e-2}
+# A model computing inside in a narrower float than its outputs (fp16 with fp32 I/O) is as
+# precise as that narrower float; bfloat16 keeps 8 bits of mantissa where float16 keeps 11.
+COMPUTE_RTOL = {onnx.TensorProto.FLOAT16: ("float16", 1e-2), onnx.TensorProto.BFLOAT16: ("bfloat16", 5e-2)}
 # A fused INT8 block rounds once where the QDQ chain rounded at each requantization pair.
 INT8_STEPS = 4.0
 # Through many layers those roundings add up to the size of the reference's own activation
@@ -92,7 +95,8 @@ class VerifyResult:
             verdict = "within the INT8 tolerance" if self.ok else "NOT within the INT8 tolerance"
         else:
             verdict = "equivalent" if self.ok else "NOT equivalent"
-        lines = [f"verification: {verdict} over {len(self.settings)} trials (seed {self.seed})"]
+        trials = f"{len(self.settings)} trial" + ("" if len(self.settings) == 1 else "s")
+        lines = [f"verification: {verdict} over {trials} (seed {self.seed})"]
         if self.message:
             lines.append(f"  {self.message}")
         for o in self.outputs:
@@ -118,7 +122,7 @@ def session(model: onnx.ModelProto | str | os.PathLike, optimize: bool = False, 
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failure reaches the user as one line, not as ORT's log too
     if isinstance(model, onnx.ModelProto) and model.ByteSize() >= TWO_GB:
         with tempfile.TemporaryDirectory() as tmp:  # one protobuf cannot hold it: go through a file
             write(model, Path(tmp) / "model.onnx", external=True)
@@ -170,12 +174,16 @@ def _as_model(m) -> onnx.ModelProto:
     return m if isinstance(m, onnx.ModelProto) else load(m)
 
 
-def _run(sess: ort.InferenceSession, feeds: dict, what: str) -> dict[str, np.ndarray]:
+def _run(sess: ort.InferenceSession, feeds: dict, what: str, made_up: bool = False) -> dict[str, np.ndarray]:
+    """Run ``sess``; ``made_up`` inputs the reference cannot run on are fusekit's guess gone wrong."""
     names = {i.name for i in sess.get_inputs()}
     try:
         outputs = sess.run(None, {k: v for k, v in feeds.items() if k in names})
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split("Status Message: ")[-1]  # ORT's reason, without its error-code preamble
+        if made_up:
+            raise InputsNeeded(f"cannot make up inputs {what} runs on ({first[:200]})") from None
         raise FusekitError(f"running {what} failed: {first[:300]}") from None
     return dict(zip([o.name for o in sess.get_outputs()], outputs))
 
@@ -245,6 +253,21 @@ def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto |
     return twin
 
 
+def compute_precision(model: onnx.ModelProto) -> int | None:
+    """The narrowest float type the graph computes in, read off its weights, Casts and
+    declared values (a float16 model keeps float32 inputs and outputs but computes inside in float16)."""
+    g = model.graph
+    types = {t.data_type for t in g.initializer}
+    types |= {v.type.tensor_type.elem_type for v in g.value_info}
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to":
+                types.add(a.i)
+            elif n.op_type == "Constant" and a.name == "value":
+                types.add(a.t.data_type)
+    return next((t for t in COMPUTE_RTOL if t in types), None)
+
+
 def is_quantized(model: onnx.ModelProto) -> bool:
     return any(n.op_type in QUANTIZE_OPS or n.domain == "fusekit" for n in model.graph.node)
 
@@ -252,14 +275,18 @@ def is_quantized(model: onnx.ModelProto) -> bool:
 def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | None = None,
            rtol: float | None = None, shapes: dict[str, tuple[int, ...]] | None = None,
            inputs_from: onnx.ModelProto | None = None, reference_kind: str = "same",
-           steps: float | None = None) -> VerifyResult:
+           steps: float | None = None, feeds: dict[str, np.ndarray] | None = None) -> VerifyResult:
     """Run both models on the same meaningful random inputs and compare every output.
 
     Inputs are built from ``reference`` (or ``inputs_from``, e.g. its skeleton, which
     spares loading a large reference twice). A quantized reference is compared in
     quantization steps (``steps`` of them allowed, INT8_STEPS by default);
     ``reference_kind="fp32"`` reports a quantized candidate's error against its
-    FP32 original in the candidate's steps.
+    FP32 original in the candidate's steps. ``feeds`` (checked against the model, e.g. by
+    :func:`fusekit.inputs.check_feeds`) replaces the made-up inputs: one trial on them.
+
+    Float outputs of a model that computes in float16 (or bfloat16) inside get that
+    precision's tolerance, whatever the outputs' own type.
     """
     if reference_kind not in ("same", "fp32"):
         raise FusekitError(f"unknown reference kind {reference_kind!r}; choose same or fp32")
@@ -269,13 +296,13 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     ref_names = [o.name for o in ref.get_outputs()]
     runtimes = {getattr(sess, "runtime", "ONNX Runtime") for sess in (ref, cand)}
     cand_names = {o.name for o in cand.get_outputs()}
-    settings = _settings(max(1, trials), shapes or {})
-    result = VerifyResult(ok=True, settings=[str(s) for s in settings], seed=seed)
+    settings = _settings(max(1, trials), shapes or {}) if feeds is None else [None]
+    result = VerifyResult(ok=True, seed=seed)
     if runtimes != {"ONNX Runtime"}:
         result.message = f"ran in {' and '.join(sorted(runtimes))}: OpenVINO-domain ops (FakeQuantize) run nowhere else"
     missing = [n for n in ref_names if n not in cand_names]
     if missing:
-        return VerifyResult(False, [], result.settings, seed, f"outputs missing from the candidate: {', '.join(missing)}")
+        return VerifyResult(False, [], [], seed, f"outputs missing from the candidate: {', '.join(missing)}")
     quantized = _as_model(candidate) if reference_kind == "fp32" else ref_model
     int8 = is_quantized(quantized)
     if reference_kind == "fp32" and not int8:
@@ -289,32 +316,47 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     if int8 and reference_kind == "same":
         unquantized = without_activation_quantization(_as_model(reference) if inputs_from is not None else ref_model)
         twin = session(unquantized) if unquantized is not None else None
+    fed_names = {i.name for i in ref.get_inputs()}  # not the weights a skeleton declares as inputs
     for i, setting in enumerate(settings):
-        feeds = make_inputs(ref_model, setting, seed + i, shapes)
-        expected, got = _run(ref, feeds, "the reference"), _run(cand, feeds, "the candidate")
-        mask = valid_positions(feeds)
+        trial = feeds if setting is None else make_inputs(ref_model, setting, seed + i, shapes, fed_names)
+        fed = "given inputs: " + describe(trial, None) if setting is None else describe(trial, setting)
+        result.settings.append(fed)
+        expected = _run(ref, trial, "the reference", made_up=setting is not None)
+        got = _run(cand, trial, "the candidate")
+        mask = valid_positions(trial)
         for name in ref_names:
-            stats[name].add(expected[name], got[name], mask, str(setting))
+            stats[name].add(expected[name], got[name], mask, fed)
         if twin is not None:
-            plain = _run(twin, feeds, "the reference without activation quantization")
+            plain = _run(twin, trial, "the reference without activation quantization")
             for name in ref_names:
-                noise[name].add(expected[name], plain[name], mask, str(setting))
+                noise[name].add(expected[name], plain[name], mask, fed)
     if int8:
         result.outputs = [stats[name].result_in_steps(name, step_of.get(name), atol,
                                                       INT8_STEPS if steps is None else steps,
                                                       noise[name].err if twin is not None else 0.0)
                           for name in ref_names]
     else:
-        result.outputs = [stats[name].result(name, atol, rtol) for name in ref_names]
+        computes = compute_precision(ref_model)
+        result.outputs = [stats[name].result(name, atol, rtol, computes) for name in ref_names]
+        if computes and rtol is None:
+            kind, r = COMPUTE_RTOL[computes]
+            result.message = f"the model computes in {kind} inside: float outputs are compared at its tolerance (rtol {r:g})"
     if reference_kind == "fp32":
         result.ok = all(np.isfinite(o.max_abs) for o in result.outputs)
         for o in result.outputs:
             o.ok = bool(np.isfinite(o.max_abs))
     else:
         result.ok = all(o.ok for o in result.outputs)
-        if not result.ok and not int8 and is_quantized(_as_model(candidate)):
-            result.message = ("the candidate is quantized and the reference is not: "
-                              "--reference-kind fp32 reports the FP32 → INT8 error instead")
+        if not result.ok and not int8:
+            cand_model = _as_model(candidate)
+            narrower = compute_precision(cand_model)
+            if is_quantized(cand_model):
+                result.message = ("the candidate is quantized and the reference is not: "
+                                  "--reference-kind fp32 reports the FP32 → INT8 error instead")
+            elif narrower and not compute_precision(ref_model) and rtol is None:
+                kind, r = COMPUTE_RTOL[narrower]
+                result.message = (f"the candidate computes in {kind} inside and the reference does not: "
+                                  f"--rtol {r:g} compares at {kind} precision")
     return result
 
 
@@ -346,9 +388,11 @@ class _Stats:
             self.valid = max(self.valid or 0.0, float(err[mask].max(initial=0)))
             self.padded = max(self.padded or 0.0, float(err[~mask].max(initial=0)))
 
-    def result(self, name: str, atol, rtol) -> OutputDiff:
+    def result(self, name: str, atol, rtol, computes: int | None = None) -> OutputDiff:
         exact = self.dtype is None or not np.issubdtype(self.dtype, np.floating)
-        r = 0.0 if exact else (rtol if rtol is not None else DEFAULT_RTOL.get(np.dtype(self.dtype), 1e-2))
+        default = max(DEFAULT_RTOL.get(np.dtype(self.dtype), 1e-2) if not exact else 0.0,
+                      COMPUTE_RTOL[computes][1] if computes else 0.0)
+        r = 0.0 if exact else (rtol if rtol is not None else default)
         tol = (atol or 0.0) + r * self.scale
         worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
         return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst)
