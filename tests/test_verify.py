@@ -86,3 +86,49 @@ def test_inputs_from_a_weightless_skeleton_are_the_inputs_from_the_model():
     for setting in SETTINGS:
         full, skel = make_inputs(model, setting, 0), make_inputs(skeleton(model), setting, 0)
         assert all(np.array_equal(full[k], skel[k]) for k in full)
+
+
+@pytest.fixture
+def bert_fp16(bert14, tmp_path):
+    """ONNX Runtime's float16 conversion with float32 inputs and outputs: float16 inside."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    onnx.save(convert_float_to_float16(onnx.load(bert14), keep_io_types=True), tmp_path / "fp16.onnx")
+    return tmp_path / "fp16.onnx"
+
+
+def test_compute_precision_is_read_from_inside_the_graph(bert14, bert_fp16):
+    from fusekit.verify import compute_precision
+    model = onnx.load(bert_fp16)
+    assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT64}
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {onnx.TensorProto.FLOAT}
+    assert compute_precision(model) == onnx.TensorProto.FLOAT16
+    assert compute_precision(onnx.load(bert14)) is None
+
+
+def test_a_float16_model_with_float32_outputs_is_optimized_verified_and_written(bert_fp16, tmp_path, capsys):
+    from fusekit.cli import main
+    assert main(["optimize", str(bert_fp16), "-o", str(tmp_path / "out.onnx")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "verification: equivalent" in out and "computes in float16 inside" in out
+    assert "(tolerance 3.75e-02)" in out  # rtol 1e-2 of the scale 3.75, not float32's 1e-4
+    assert (tmp_path / "out.onnx").exists()
+
+
+def test_a_float16_candidate_of_a_float32_reference_is_compared_at_float32_and_says_how_to_loosen(bert14, bert_fp16):
+    result = fusekit.verify(bert14, bert_fp16, trials=1)
+    assert not result.ok  # the conversion does change the numbers beyond float32's tolerance
+    assert "candidate computes in float16 inside and the reference does not: --rtol 0.01" in result.message
+    assert fusekit.verify(bert14, bert_fp16, trials=1, rtol=1e-2).ok
+
+
+def test_a_failed_optimize_is_a_tolerance_question_not_a_bug_report(bert14, tmp_path, capsys, monkeypatch):
+    import fusekit.cli
+    from fusekit.verify import OutputDiff, VerifyResult
+    failed = VerifyResult(False, [OutputDiff("y", 9.5e-4, 1.0, 1e-4, False, worst_setting="batch 2, seq 16")],
+                          ["batch 2, seq 16"])
+    monkeypatch.setattr(fusekit.cli, "verify", lambda *a, **k: failed)
+    assert fusekit.cli.main(["optimize", str(bert14), "-o", str(tmp_path / "out.onnx")]) == 1
+    out, err = capsys.readouterr()
+    assert "FAIL y: max abs 9.50e-04" in out and err.count("\n") == 1
+    assert "not equivalent to" in err and "within the tolerance above" in err and "--rtol R" in err
+    assert "bug" not in err and not (tmp_path / "out.onnx").exists()
