@@ -332,6 +332,7 @@ def inspect_page(insp) -> str:
             body.append(_fused_region(record, insp.original_flow, insp.fused_flow, open_=True))
     body += ["<h2>Op histogram</h2>", bars(d["ops"])]
     body += [f"<p class=\"muted\">note: {esc(n)}</p>" for n in d["notes"]]
+    body += [f"<p><strong>warning:</strong> {esc(w)}</p>" for w in d["warnings"]]
     return page(f"fusekit inspect {insp.model}", body)
 
 

@@ -38,7 +38,8 @@ JSON (``--json``), schema ``fusekit.inspect/1``::
      "fusible": {fusion: count},        # what `fusekit optimize` would fuse now
      "near_misses": int,
      "layers": [{"layer": int | null, "nodes": int, "ops": {op: count}, "fusible": {fusion: count}}],
-     "notes": [str]}
+     "notes": [str],
+     "warnings": [str]}                 # what the model computes wrongly on some inputs
 
 Op names carry their domain when it is not the default (``com.microsoft.Attention``).
 Sizes the graph does not state are null.
@@ -55,7 +56,7 @@ import onnx
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
 from .errors import FusekitError
 from .layers import assign
-from .pipeline import PROVENANCE_KEY, optimize
+from .pipeline import PROVENANCE_KEY, input_warnings, optimize
 from .rewrite import Fused
 
 SCHEMA = "fusekit.inspect/1"
@@ -109,6 +110,7 @@ class Inspection:
     near_misses: int
     layers: list[dict]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     # for the HTML pictures, not the JSON: the graphs and one fused record of each kind
     original_flow: Dataflow | None = field(default=None, repr=False)
     fused_flow: Dataflow | None = field(default=None, repr=False)
@@ -147,6 +149,7 @@ class Inspection:
                      + f"; near misses {self.near_misses}" + (" (see fusekit explain)" if self.near_misses else ""))
         lines.append("ops: " + _counts(self.ops))
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -199,6 +202,7 @@ def inspect_model(model_or_path) -> Inspection:
         architecture=architecture(fused_flow, flow),
         fused_ops={op: n for op, n in ops.items() if op.startswith(MS + ".") or op in FUSED_OPS},
         fusible=fusible, near_misses=near, layers=_per_layer(flow, fused_flow, records), notes=notes,
+        warnings=input_warnings(model),
         original_flow=flow, fused_flow=fused_flow,
         examples=list({(r.fusion, r.variant, tuple(r.steps)): r for r in reversed(records)}.values())[::-1])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections import Counter
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -162,6 +163,48 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
     return model
 
 
+MS = "com.microsoft"
+
+
+def input_warnings(model: onnx.ModelProto) -> list[str]:
+    """What an input already holds that fusekit keeps as it is, but that computes wrongly on some inputs.
+
+    ONNX Runtime's transformers optimizer (and Optimum's --optimize, which runs it) turns
+    the attention mask into a mask index, one valid length per row (EmbedLayerNormalization's
+    second output, or ReduceSum over the mask): it assumes every row is padded on the right.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    rank_one = {v.name for v in [*model.graph.input, *model.graph.value_info]
+                if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) == 1}
+
+    def is_mask_index(value: str) -> bool:
+        node = producers.get(value)
+        while node is not None and node.op_type == "Cast":
+            value, node = node.input[0], producers.get(node.input[0])
+        if node is None:
+            return value in rank_one
+        return node.op_type == "ReduceSum" or (node.op_type == "EmbedLayerNormalization" and
+                                                len(node.output) > 1 and node.output[1] == value)
+
+    indexed = [n for n in model.graph.node if n.domain == MS and n.op_type == "Attention"
+               and len(n.input) > 3 and n.input[3] and is_mask_index(n.input[3])]
+    if not indexed:
+        return []
+    return [f"the input holds {len(indexed)} com.microsoft Attention with a mask index (ONNX Runtime's transformers "
+            f"optimizer, e.g. '{indexed[0].name}'): its attention assumes right padding, and rows padded on "
+            "the left compute wrong values; fuse the original export instead"]
+
+
+def _pass_through_note(model: onnx.ModelProto, target: str) -> list[str]:
+    """A note when a standard-ONNX target's output still holds com.microsoft ops from the input."""
+    kept = Counter(n.op_type for n in model.graph.node if n.domain == MS)
+    if target == "ort" or not kept:
+        return []
+    ops = ", ".join(f"{op} {k}" for op, k in sorted(kept.items()))
+    return [f"the output is not standard ONNX: the input's com.microsoft ops pass through unchanged ({ops}); "
+            f"only runtimes that implement ONNX Runtime's contrib ops run them"]
+
+
 def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=(), trials: int = 4,
              seed: int = 0, shapes=None, rtol=None, atol=None, in_place: bool = False) -> tuple[onnx.ModelProto, Report]:
     """Fuse ``model_or_path`` for ``target`` and, unless ``verify=False``, prove it equivalent.
@@ -178,6 +221,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     start = time.perf_counter()
     original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
     report = Report(target, nodes_before=len(original.graph.node), opset_before=default_opset(original))
+    report.warnings = input_warnings(original)
     fusions = fusions_for(target, disable)
     skel = skeleton(original)
     graph = _import(skel, original)
@@ -192,6 +236,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
+    report.notes += _pass_through_note(fused, target)
     if verify:
         t = time.perf_counter()
         reference = model_or_path if not isinstance(model_or_path, onnx.ModelProto) else original
@@ -202,4 +247,4 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     return fused, report
 
 
-__all__ = ["optimize", "TARGETS"]
+__all__ = ["optimize", "input_warnings", "TARGETS"]

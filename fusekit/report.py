@@ -19,6 +19,7 @@ class Report:
     fused: list[Fused] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the input computes wrongly on some inputs
     seconds: float = 0.0
     verify_seconds: float = 0.0
     verification: VerifyResult | None = None
@@ -40,6 +41,7 @@ class Report:
                  f"nodes: {self.nodes_before} → {self.nodes_after}",
                  f"fused: {fused}"]
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.misses:
             lines.append(f"near misses: {len(self.misses)}")
             lines += [f"  {m}" for m in self.misses[:max_misses]]
@@ -61,7 +63,7 @@ class Report:
             "counts": dict(self.counts), "variants": dict(self.variants),
             "fused": [f.to_dict() for f in self.fused],
             "misses": [asdict(m) for m in self.misses],
-            "notes": self.notes,
+            "notes": self.notes, "warnings": self.warnings,
             "seconds": self.seconds, "verify_seconds": self.verify_seconds,
             "verification": self.verification.to_dict() if self.verification else None,
         }

@@ -76,3 +76,29 @@ def test_facts_and_cli_json(capsys):
     assert main(["inspect", str(path)]) == 0
     assert "layers 2 (from node names), hidden 32, heads 4 × 8, intermediate 64, activation gelu, LayerNorm ε 1e-12" \
         in capsys.readouterr().out
+
+
+def test_an_input_rewritten_by_ort_with_a_mask_index_is_warned_about():
+    # ORT's transformers optimizer (Optimum's --optimize O2) turns the mask into valid lengths: right padding only
+    from test_diff import ort_optimized
+    path = TESTMODELS / "bert_tiny_opset14.onnx"
+    by_ort = ort_optimized(path, heads=4, hidden=32)
+    warning = "the input holds 2 com.microsoft Attention with a mask index"
+    assert warning in inspect_model(by_ort).warnings[0] and "assumes right padding" in inspect_model(by_ort).warnings[0]
+    assert warning in fusekit.optimize(by_ort, verify=False)[1].summary()
+    # near misses: fusekit's own Attention reads the 2-D mask, and the export has no Attention at all
+    by_fusekit = fusekit.optimize(path, verify=False)[0]
+    assert inspect_model(by_fusekit).warnings == [] and inspect_model(path).warnings == []
+    assert fusekit.optimize(by_fusekit, verify=False)[1].warnings == []
+
+
+def test_standard_onnx_targets_say_when_com_microsoft_ops_pass_through():
+    from test_diff import ort_optimized
+    path = TESTMODELS / "bert_tiny_opset14.onnx"
+    by_ort = ort_optimized(path, heads=4, hidden=32)
+    for target in ("onnx", "openvino"):
+        notes = fusekit.optimize(by_ort, target=target, verify=False)[1].notes
+        assert any(n.startswith("the output is not standard ONNX: the input's com.microsoft ops pass through "
+                                "unchanged (Attention 2, BiasGelu 2, EmbedLayerNormalization 1") for n in notes), notes
+        assert not any("not standard ONNX" in n for n in fusekit.optimize(path, target=target, verify=False)[1].notes)
+    assert not any("not standard ONNX" in n for n in fusekit.optimize(by_ort, target="ort", verify=False)[1].notes)
