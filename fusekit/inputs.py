@@ -49,11 +49,12 @@ def parse_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _role(name: str, dtype: np.dtype) -> str:
+def input_role(name: str, dtype: np.dtype) -> str:
+    """What an input holds, by its name: mask, token_type, position, ids or float."""
     n = name.lower()
     if "mask" in n:
         return "mask"
-    if "token_type" in n or "segment" in n:
+    if "token_type" in n or "segment" in n or "type_ids" in n:  # Keras: input_type_ids
         return "token_type"
     if "position" in n:
         return "position"
@@ -183,7 +184,7 @@ def make_inputs(model: onnx.ModelProto, setting: Setting = Setting(), seed: int 
     _check_size(planned)
     feeds = {}
     for name, (dtype, shape) in planned.items():
-        role = _role(name, dtype)
+        role = input_role(name, dtype)
         if role == "mask":
             feeds[name] = _mask(shape, rng, setting.padding, dtype)
         elif role == "token_type":
@@ -285,5 +286,5 @@ def valid_positions(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
     return None
 
 
-__all__ = ["Setting", "SETTINGS", "check_feeds", "check_shapes", "describe", "load_feeds", "make_inputs", "parse_shapes",
+__all__ = ["Setting", "SETTINGS", "PASS_THROUGH", "check_feeds", "check_shapes", "describe", "input_role", "load_feeds", "make_inputs", "parse_shapes",
            "valid_positions"]

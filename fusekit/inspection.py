@@ -51,10 +51,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
 from .errors import FusekitError
+from .inputs import PASS_THROUGH, input_role
 from .layers import assign
 from .pipeline import PROVENANCE_KEY, input_warnings, optimize
 from .rewrite import Fused
@@ -307,37 +309,59 @@ def _epsilon(node: onnx.NodeProto) -> float:
 
 
 def _embeddings(fused: Dataflow, original: Dataflow, a: Architecture):
-    """Vocabulary, positions and token types off the embedding tables (fused or not).
+    """Vocabulary, positions and token types off the embedding tables (fused or not)."""
+    found = _tables(fused) or _tables(original)
+    if found:
+        (a.vocab_size, a.embedding_size), a.max_positions, a.type_vocab_size = found
 
-    The other tables are told apart by size, not by the role a fused op gives them:
-    a position table has more rows than a token-type table (RoBERTa's single type row
-    is the smaller one either way).
+
+def _tables(flow: Dataflow) -> tuple[list[int], int | None, int | None] | None:
+    """The word table's shape and the position and token-type tables' row counts.
+
+    Each lookup is known by the input that indexes it, not by where it sits (TF exports
+    look up the token types first): the word table is the largest one the token ids
+    index, token type and position ids are inputs so named. Tables indexed by values the
+    graph computes (a Range, a slice of a buffer) go by size: a position table has more
+    rows than a token-type table (RoBERTa's single type row is the smaller one either way).
+    A fused EmbedLayerNormalization's tables are told apart by size alone.
     """
-    word, others = _tables(fused) or _tables(original) or (None, [])
-    if not word:
-        return
-    a.vocab_size, a.embedding_size = word
-    rows = sorted(others, reverse=True)
-    a.max_positions = rows[0] if rows else None
-    a.type_vocab_size = rows[1] if len(rows) > 1 else None
-
-
-def _tables(flow: Dataflow) -> tuple[list[int], list[int]] | None:
-    """The word table's shape and the other tables' row counts."""
     for node in flow.nodes:
         if node.op_type == "EmbedLayerNormalization":
             shapes = [flow.shape_of(node.input[k]) if len(node.input) > k and node.input[k] else None
                       for k in (2, 3, 4)]
-            return shapes[0], [s[0] for s in shapes[1:] if s]
+            return shapes[0], *_by_size([s[0] for s in shapes[1:] if s])
     lookups = [n for n in flow.nodes if n.op_type == "Gather" and flow.is_constant(n.input[0])
                and len(flow.shape_of(n.input[0]) or []) == 2]
-    words = [n for n in lookups if n.input[1] in flow.inputs]  # indexed by the token ids themselves
+    role = {n.input[0]: _index_role(flow, n.input[1]) for n in lookups}
+    words = [t for t, r in role.items() if r == "ids"]  # indexed by the token ids themselves
     if not words:
         return None
-    word = flow.shape_of(words[0].input[0])
-    others = {n.input[0] for n in lookups if n.input[0] != words[0].input[0]
-              and flow.shape_of(n.input[0])[1] == word[1]}
-    return word, [flow.shape_of(t)[0] for t in sorted(others)]
+    word = max(words, key=lambda t: flow.shape_of(t)[0])
+    width = flow.shape_of(word)[1]
+    rows = {r: flow.shape_of(t)[0] for t, r in role.items() if r in ("position", "token_type")}
+    rest = [flow.shape_of(t)[0] for t, r in role.items() if t != word and r not in rows
+            and flow.shape_of(t)[1] == width]
+    rows.update(zip([r for r in ("position", "token_type") if r not in rows], sorted(rest, reverse=True)))
+    return flow.shape_of(word), rows.get("position"), rows.get("token_type")
+
+
+def _by_size(rows: list[int]) -> tuple[int | None, int | None]:
+    """Positions and token types from row counts alone: the larger table holds the positions."""
+    rows = sorted(rows, reverse=True)
+    return (rows[0] if rows else None), (rows[1] if len(rows) > 1 else None)
+
+
+def _index_role(flow: Dataflow, value: str) -> str | None:
+    """What a lookup's indices are, by the graph input they come from (through casts and
+    reshapes); None for indices computed in the graph (a Range, a slice of a buffer)."""
+    while value not in flow.inputs:
+        node = flow.producer_node(value)
+        if node is None or node.op_type not in PASS_THROUGH:
+            return None
+        value = node.input[0]
+    vi = next(v for v in flow.graph.input if v.name == value)
+    elem = vi.type.tensor_type.elem_type
+    return input_role(value, onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else np.dtype(np.float32))
 
 
 # --------------------------------------------------------------------------- exporter

@@ -102,3 +102,45 @@ def test_standard_onnx_targets_say_when_com_microsoft_ops_pass_through():
                                 "unchanged (Attention 2, BiasGelu 2, EmbedLayerNormalization 1") for n in notes), notes
         assert not any("not standard ONNX" in n for n in fusekit.optimize(path, target=target, verify=False)[1].notes)
     assert not any("not standard ONNX" in n for n in fusekit.optimize(by_ort, target="ort", verify=False)[1].notes)
+
+
+@pytest.mark.parametrize("names", [("input_ids", "token_type_ids"), ("input_word_ids", "input_type_ids")],
+                         ids=["hf_tf", "keras"])
+def test_tf2onnx_embeddings_are_told_apart_by_what_indexes_them(names):
+    # tf2onnx writes the token-type lookup first; the word table is 3000 rows, positions 128, types 2
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+    ids, types = names
+    width = 4
+    tables = {f"bert/embeddings/{t}:0": numpy_helper.from_array(np.zeros((rows, width), np.float32),
+                                                                f"bert/embeddings/{t}:0")
+              for t, rows in (("token_type_embeddings", 2), ("word_embeddings", 3000), ("position_embeddings", 128))}
+    nodes = [
+        helper.make_node("Gather", ["bert/embeddings/token_type_embeddings:0", types], ["types:0"]),
+        helper.make_node("Cast", [ids], ["ids64:0"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["bert/embeddings/word_embeddings:0", "ids64:0"], ["words:0"]),
+        helper.make_node("Shape", [ids], ["shape:0"]),
+        helper.make_node("Gather", ["shape:0", "one:0"], ["seq:0"]),
+        helper.make_node("Range", ["zero:0", "seq:0", "one:0"], ["range:0"]),
+        helper.make_node("Unsqueeze", ["range:0", "axes:0"], ["position_ids:0"]),
+        helper.make_node("Gather", ["bert/embeddings/position_embeddings:0", "position_ids:0"], ["positions:0"]),
+        helper.make_node("Add", ["types:0", "words:0"], ["sum:0"]),
+        helper.make_node("Add", ["sum:0", "positions:0"], ["embeddings:0"]),
+    ]
+    scalars = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero:0", 0), ("one:0", 1))]
+    graph = helper.make_graph(
+        nodes, "tf2onnx", [helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "seq"]),
+                           helper.make_tensor_value_info(types, TensorProto.INT32, ["batch", "seq"])],
+        [helper.make_tensor_value_info("embeddings:0", TensorProto.FLOAT, ["batch", "seq", width])],
+        [*tables.values(), *scalars, numpy_helper.from_array(np.array([0], np.int64), "axes:0")])
+    model = helper.make_model(graph, producer_name="tf2onnx", opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    a = inspect_model(model).architecture
+    assert (a.vocab_size, a.embedding_size, a.max_positions, a.type_vocab_size) == (3000, width, 128, 2)
+    # with the token types unnamed, the word table is still the largest the ids index; the rest go by size
+    model.graph.input[1].name = "input_b"
+    for node in model.graph.node:
+        node.input[:] = ["input_b" if i == types else i for i in node.input]
+    model.graph.input[1].type.tensor_type.elem_type = TensorProto.INT32
+    a = inspect_model(model).architecture
+    assert (a.vocab_size, a.max_positions, a.type_vocab_size) == (3000, 128, 2)
