@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError, InputsNeeded
-from .inputs import check_feeds, load_feeds, parse_shapes
+from .inputs import check_feeds, check_shapes, load_feeds, parse_shapes
 from .modelio import check_destination, load, load_with_layout, skeleton, staged, write
 from .pipeline import TARGETS, optimize
 from .verify import verify
@@ -46,8 +46,10 @@ REMEDIES = {
 
 
 def _given_feeds(args, model) -> dict | None:
-    """The --inputs arrays, checked against ``model`` (the full one: a skeleton declares its weights as inputs)."""
+    """The --inputs arrays, or None after checking the --shape sizes, each against ``model``
+    (the full one: a skeleton declares its weights as inputs), before any work is done."""
     if not args.inputs:
+        check_shapes(model, parse_shapes(args.shape))
         return None
     if args.shape:
         raise FusekitError("--shape sizes the generated inputs; it cannot be combined with --inputs")

@@ -1,8 +1,10 @@
-"""Random inputs that respect what each model input means.
+"""Random inputs that respect what each model input means, and given inputs checked against the model.
 
 Token ids stay inside the vocabulary (read off the embedding Gather's table),
 attention masks are 0/1 with padding on some rows, token type ids are 0/1, position
-ids count up, and dynamic dimensions are bound to sensible sizes.
+ids count up, and dynamic dimensions are bound to sensible sizes. ``--shape`` sizes
+and the total size are checked before anything is allocated. Arrays a user gives
+(``--inputs FEEDS.npz``) are checked by name, dtype, rank and size.
 """
 from __future__ import annotations
 

@@ -42,6 +42,24 @@ def split_feeds(tmp_path):
     return tmp_path / "feeds.npz"
 
 
+@pytest.fixture
+def fixed_inside(tmp_path):
+    """Declared [batch, seq], but a Reshape inside runs only at 1 × 8."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [8, 1])
+    return save(tmp_path, "reshape.onnx", [helper.make_node("Constant", [], ["shape"], value=shape),
+                                           helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 1])])
+
+
+def test_a_model_that_runs_at_one_shape_only_says_how_to_go_on(fixed_inside, tmp_path, capsys):
+    code, _, err = fusekit(capsys, "optimize", fixed_inside, "-o", tmp_path / "out.onnx")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("fusekit: error: cannot make up inputs the reference runs on (") and "--no-verify" in err
+    code, out, err = fusekit(capsys, "optimize", fixed_inside, "-o", tmp_path / "out.onnx", "--shape", "x=1x8")
+    assert code == 0 and "equivalent" in out, err
+
+
 def test_inputs_that_cannot_be_made_up_say_how_to_go_on_in_one_line(split_model, tmp_path, capsys):
     code, out, err = fusekit(capsys, "optimize", split_model, "-o", tmp_path / "out.onnx")
     assert code == 2 and err.count("\n") == 1, err
