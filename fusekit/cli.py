@@ -38,7 +38,8 @@ def _write_json(data: dict, dest: str):
 
 # How to go on when fusekit cannot make up a model's inputs, in each command's options.
 REMEDIES = {
-    "optimize": "give them with --inputs FEEDS.npz, size them with --shape NAME=DxD, or skip the check with --no-verify",
+    "optimize": "give them with --inputs FEEDS.npz, size them with --shape NAME=DxD, "
+                "or skip the check with --no-verify",
     "verify": "give them with --inputs FEEDS.npz or size them with --shape NAME=DxD",
     "run": "give them with --inputs FEEDS.npz or size them with --shape NAME=DxD",
     "bench": "bench makes its inputs at --batch × --seq only; run the model with --inputs FEEDS.npz instead",

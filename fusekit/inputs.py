@@ -150,7 +150,8 @@ def _planned(model: onnx.ModelProto, setting: Setting, shapes, names) -> dict[st
         elem = vi.type.tensor_type.elem_type
         if not elem:
             raise FusekitError(f"input '{vi.name}' is not a tensor; fusekit only feeds tensor inputs")
-        planned[vi.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)), _dims(vi, setting, shapes.get(vi.name)))
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        planned[vi.name] = (dtype, _dims(vi, setting, shapes.get(vi.name)))
     return planned
 
 
@@ -288,5 +289,5 @@ def valid_positions(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
     return None
 
 
-__all__ = ["Setting", "SETTINGS", "PASS_THROUGH", "check_feeds", "check_shapes", "describe", "input_role", "load_feeds", "make_inputs", "parse_shapes",
-           "valid_positions"]
+__all__ = ["Setting", "SETTINGS", "PASS_THROUGH", "check_feeds", "check_shapes", "describe", "input_role",
+           "load_feeds", "make_inputs", "parse_shapes", "valid_positions"]

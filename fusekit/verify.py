@@ -181,9 +181,9 @@ def _run(sess: ort.InferenceSession, feeds: dict, what: str, made_up: bool = Fal
         outputs = sess.run(None, {k: v for k, v in feeds.items() if k in names})
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        first = first.split("Status Message: ")[-1]  # ORT's reason, without its error-code preamble
         if made_up:
-            raise InputsNeeded(f"cannot make up inputs {what} runs on ({first[:200]})") from None
+            reason = first.split("Status Message: ")[-1][:200]  # without ORT's error-code preamble
+            raise InputsNeeded(f"cannot make up inputs {what} runs on ({reason})") from None
         raise FusekitError(f"running {what} failed: {first[:300]}") from None
     return dict(zip([o.name for o in sess.get_outputs()], outputs))
 
@@ -258,7 +258,7 @@ def compute_precision(model: onnx.ModelProto) -> int | None:
     declared values (a float16 model keeps float32 inputs and outputs but computes inside in float16)."""
     g = model.graph
     types = {t.data_type for t in g.initializer}
-    types |= {v.type.tensor_type.elem_type for v in g.value_info}
+    types |= {v.type.tensor_type.elem_type for v in [*g.input, *g.value_info]}  # a skeleton's weights are inputs
     for n in g.node:
         for a in n.attribute:
             if n.op_type == "Cast" and a.name == "to":
