@@ -109,6 +109,9 @@ class VerifyResult:
                          + ("" if o.ok else f" — worst at {o.worst_setting}"))
         return "\n".join(lines)
 
+    def note(self, text: str):
+        self.message = f"{self.message}; {text}" if self.message else text
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for o, od in zip(self.outputs, d["outputs"]):
@@ -340,7 +343,7 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
         result.outputs = [stats[name].result(name, atol, rtol, computes) for name in ref_names]
         if computes and rtol is None:
             kind, r = COMPUTE_RTOL[computes]
-            result.message = f"the model computes in {kind} inside: float outputs are compared at its tolerance (rtol {r:g})"
+            result.note(f"the model computes in {kind} inside: float outputs are compared at its tolerance (rtol {r:g})")
     if reference_kind == "fp32":
         result.ok = all(np.isfinite(o.max_abs) for o in result.outputs)
         for o in result.outputs:
@@ -351,12 +354,12 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
             cand_model = _as_model(candidate)
             narrower = compute_precision(cand_model)
             if is_quantized(cand_model):
-                result.message = ("the candidate is quantized and the reference is not: "
-                                  "--reference-kind fp32 reports the FP32 → INT8 error instead")
+                result.note("the candidate is quantized and the reference is not: "
+                            "--reference-kind fp32 reports the FP32 → INT8 error instead")
             elif narrower and not compute_precision(ref_model) and rtol is None:
                 kind, r = COMPUTE_RTOL[narrower]
-                result.message = (f"the candidate computes in {kind} inside and the reference does not: "
-                                  f"--rtol {r:g} compares at {kind} precision")
+                result.note(f"the candidate computes in {kind} inside and the reference does not: "
+                            f"--rtol {r:g} compares at {kind} precision")
     return result
 
 
@@ -390,9 +393,12 @@ class _Stats:
 
     def result(self, name: str, atol, rtol, computes: int | None = None) -> OutputDiff:
         exact = self.dtype is None or not np.issubdtype(self.dtype, np.floating)
-        default = max(DEFAULT_RTOL.get(np.dtype(self.dtype), 1e-2) if not exact else 0.0,
-                      COMPUTE_RTOL[computes][1] if computes else 0.0)
-        r = 0.0 if exact else (rtol if rtol is not None else default)
+        if exact:
+            r = 0.0
+        elif rtol is not None:
+            r = rtol
+        else:  # the output's own precision, or the narrower one the model computes in
+            r = max(DEFAULT_RTOL.get(np.dtype(self.dtype), 1e-2), COMPUTE_RTOL[computes][1] if computes else 0.0)
         tol = (atol or 0.0) + r * self.scale
         worst = f"{self.worst}: {self.problem}" if self.problem else self.worst
         return OutputDiff(name, self.err, self.scale, tol, self.err <= tol, self.valid, self.padded, worst)
