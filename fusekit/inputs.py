@@ -128,8 +128,10 @@ def _mask(shape, rng, padding: str, dtype) -> np.ndarray:
 
 
 def check_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
-    """Refuse ``--shape`` sizes the model cannot take: an unknown name, the wrong rank, a fixed size changed."""
+    """Refuse ``--shape`` sizes the model cannot take: an unknown name, the wrong rank, a fixed
+    size changed, two sizes for one symbolic dimension."""
     declared = _declared(model)
+    sizes: dict[str, tuple[str, int]] = {}  # symbolic dim → (first input that bound it, its size)
     for name, shape in shapes.items():
         if name not in declared:
             raise FusekitError(f"--shape {name}=…: '{name}' is not an input of the model "
@@ -138,6 +140,7 @@ def check_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
         fixed = any(isinstance(d, int) and d > 0 and n != d for n, d in zip(shape, dims))
         if (dims and len(shape) != len(dims)) or fixed:
             raise FusekitError(f"--shape: input '{name}' has shape {list(shape)}; the model takes {_spell(dims)}")
+        _bind(sizes, name, shape, dims, "--shape")
 
 
 def _planned(model: onnx.ModelProto, setting: Setting, shapes, names) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
@@ -261,12 +264,16 @@ def check_feeds(feeds: dict[str, np.ndarray], model: onnx.ModelProto, source: st
         wrong_size = any(isinstance(d, int) and d > 0 and n != d for n, d in zip(a.shape, dims))
         if (dims and a.ndim != len(dims)) or wrong_size:
             raise FusekitError(f"{source}: input '{name}' has shape {list(a.shape)}; the model takes {_spell(dims)}")
-        for size, dim in zip(a.shape, dims):
-            if isinstance(dim, str):
-                first, bound = sizes.setdefault(dim, (name, size))
-                if bound != size:
-                    raise FusekitError(f"{source}: inputs disagree on '{dim}': "
-                                       f"'{first}' has {bound}, '{name}' has {size}")
+        _bind(sizes, name, a.shape, dims, source)
+
+
+def _bind(sizes: dict[str, tuple[str, int]], name: str, shape, dims: list, source: str):
+    """Bind each symbolic dimension of ``dims`` to its size in ``shape``; refuse a second, other size."""
+    for size, dim in zip(shape, dims):
+        if isinstance(dim, str):
+            first, bound = sizes.setdefault(dim, (name, size))
+            if bound != size:
+                raise FusekitError(f"{source}: inputs disagree on '{dim}': '{first}' has {bound}, '{name}' has {size}")
 
 
 def describe(feeds: dict[str, np.ndarray], setting: Setting | None) -> str:

@@ -109,6 +109,8 @@ def test_given_inputs_the_candidate_cannot_run_are_not_blamed_on_the_inputs(spli
 @pytest.mark.parametrize("args, message", [
     (["--shape", "nope=2x8"], "--shape nope=…: 'nope' is not an input of the model (its inputs: input_ids, "),
     (["--shape", "input_ids=2x8x1"], "--shape: input 'input_ids' has shape [2, 8, 1]; the model takes [batch, sequence]"),
+    (["--shape", "input_ids=2x8", "--shape", "attention_mask=2x9"],
+     "--shape: inputs disagree on 'sequence': 'input_ids' has 8, 'attention_mask' has 9"),
 ])
 def test_shape_is_checked_up_front(bert14, tmp_path, capsys, args, message):
     for command in (["optimize", bert14, "-o", tmp_path / "out.onnx"], ["verify", bert14, bert14]):
