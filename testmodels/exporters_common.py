@@ -16,7 +16,7 @@ import onnxruntime as ort
 OUT_DIR = Path(__file__).resolve().parent / "exporters"
 MANIFEST = "manifest.json"
 DESCRIPTION = ("Tiny random-weight BERT-family encoders from exporters other than torch.onnx with transformers 5; "
-               "made by testmodels/export_tf.py, export_optimum.py, export_fp16.py and export_mpnet.py; fusekit_today "
+               "made by testmodels/export_tf.py, export_optimum.py, export_fp16.py and export_torchscript.py; fusekit_today "
                "by testmodels/exporters_status.py (see testmodels/exporters/README.md).")
 ATOL = 1e-4
 # (batch, sequence, padding per row: +n pads n on the right, -n on the left)

@@ -2,7 +2,8 @@
 
 testmodels/exporters holds tiny random-weight BERT-family encoders from the exporters
 other than torch.onnx with transformers 5: tf2onnx (tf_keras, keras-hub, transformers'
-TF classes), Optimum, float16 converters and MPNet (see testmodels/README.md).
+TF classes), Optimum, float16 converters, MPNet and an eager transformers-4 DistilBERT
+(see testmodels/exporters/README.md).
 manifest.json records for each what fusekit does today (`fusekit_today`, written by
 testmodels/exporters_status.py) and what a full fusion would give (`expected`).
 
