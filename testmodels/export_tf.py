@@ -53,7 +53,7 @@ def randomize(variables) -> None:
         values = rng.normal(0.0, 0.1, v.shape)
         if "gamma" in name:  # LayerNormalization scale, in tf_keras, Keras 3 and transformers alike
             values += 1.0
-        v.assign(values.astype(v.dtype.as_numpy_dtype if hasattr(v.dtype, "as_numpy_dtype") else np.float32))
+        v.assign(values.astype(np.float32))
 
 
 # ---- tf_keras: a BERT from layers ----------------------------------------------------------

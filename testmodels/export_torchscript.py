@@ -79,7 +79,8 @@ def distilbert_eager() -> torch.nn.Module:
 MODELS = {
     "mpnet_ts14_tf5": ("mpnet", 5, mpnet, "MPNetModel (relative position bias), torch.onnx.export(dynamo=False)"),
     "distilbert_ts14_eager_tf4": ("distilbert", 4, distilbert_eager,
-                                  "DistilBertModel, eager attention (masked_fill mask), torch.onnx.export(dynamo=False)"),
+                                  "DistilBertModel, eager attention (masked_fill mask), "
+                                  "torch.onnx.export(dynamo=False)"),
 }
 
 

@@ -16,8 +16,8 @@ import onnxruntime as ort
 OUT_DIR = Path(__file__).resolve().parent / "exporters"
 MANIFEST = "manifest.json"
 DESCRIPTION = ("Tiny random-weight BERT-family encoders from exporters other than torch.onnx with transformers 5; "
-               "made by testmodels/export_tf.py, export_optimum.py, export_fp16.py and export_torchscript.py; fusekit_today "
-               "by testmodels/exporters_status.py (see testmodels/exporters/README.md).")
+               "made by testmodels/export_tf.py, export_optimum.py, export_fp16.py and export_torchscript.py; "
+               "fusekit_today by testmodels/exporters_status.py (see testmodels/exporters/README.md).")
 ATOL = 1e-4
 # (batch, sequence, padding per row: +n pads n on the right, -n on the left)
 CASES = [(2, 12, (0, 5)), (2, 12, (0, -4)), (3, 7, (0, 2, -3))]

@@ -74,9 +74,9 @@ def today(path: Path) -> dict:
 def main() -> None:
     manifest = json.loads(MANIFEST.read_text())
     for entry in manifest["models"]:
-        entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **today(MANIFEST.parent / entry["file"])}
+        now = today(MANIFEST.parent / entry["file"])
+        entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **now}
         entry["expected"] = expected(entry)
-        now = entry["fusekit_today"]
         print(f"{entry['file']}: " + (f"layers {now['layers']}, fused {now['counts']}, verifies {now['verifies']}"
                                       if now["loads"] else f"refused: {now['error']}"), file=sys.stderr)
     MANIFEST.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
