@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Record in testmodels/exporters/manifest.json what fusekit does today on each exporter model.
+
+For every model: `fusekit optimize --target ort` (with verification: right padding, left
+padding, all-ones masks, another length), the fused count per fusion, the encoder layers
+`fusekit explain` finds, whether the result verifies, and the near misses. Each entry gets
+
+  fusekit_today   what happens now: fused count per fusion (`counts`, the floor that
+                  tests/test_exporters.py holds), the fused model's contrib and elementary
+                  ops (`ops`), layers, verification, near misses and explain's lines
+  expected        the fused model's ops when everything fuses: Attention = layers,
+                  SkipLayerNormalization 2 per layer, one EmbedLayerNormalization, a
+                  BiasGelu (FastGelu for the tanh GELU) per layer, and none of the
+                  elementary ops of attention, LayerNorm and GELU left
+
+Run with fusekit's own environment after any exporter script, or after a change to
+fusekit, to move the floor:
+
+    python testmodels/exporters_status.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import fusekit
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "exporters" / "manifest.json"
+
+
+MS = "com.microsoft"
+# ops a fully fused encoder no longer has: the elementary forms of attention, LayerNorm and GELU
+UNFUSED = ("Softmax", "Erf", "Tanh", "ReduceMean", "GlobalAveragePool", "Pow", "Sqrt", "LayerNormalization")
+
+
+def expected(entry: dict) -> dict:
+    """The fused model's ops when every layer fuses for --target ort."""
+    layers = entry["layers"]
+    gelu = "FastGelu" if entry["family"] == "albert" or entry["route"].startswith("kerashub") else "BiasGelu"
+    return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
+                    f"{MS}.EmbedLayerNormalization": 1, f"{MS}.{gelu}": layers},
+            "unfused_left": {op: 0 for op in UNFUSED}}
+
+
+def op_counts(model) -> dict:
+    ops = Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph.node)
+    return dict(sorted((op, k) for op, k in ops.items() if op.startswith(MS) or op in UNFUSED))
+
+
+def today(path: Path) -> dict:
+    try:
+        fused, report = fusekit.optimize(path, target="ort")
+        explanation = fusekit.explain(path, target="ort")
+    except fusekit.FusekitError as e:
+        return {"loads": False, "error": str(e)}
+    per_fusion = [explanation.per_fusion(f) for f in explanation.fusions()]
+    return {
+        "loads": True,
+        "layers": explanation.layers.count,
+        "layers_from": explanation.layers.method,
+        "counts": dict(sorted(report.counts.items())),
+        "ops": op_counts(fused),
+        "verifies": report.verification.ok,
+        "verification": report.verification.summary().splitlines()[0],
+        "worst_output": next((o.describe() for o in report.verification.outputs if not o.ok), None),
+        "near_misses": [str(m) for m in report.misses],
+        "explain": [f["summary"] for f in per_fusion],
+    }
+
+
+def main() -> None:
+    manifest = json.loads(MANIFEST.read_text())
+    for entry in manifest["models"]:
+        now = today(MANIFEST.parent / entry["file"])
+        entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **now}
+        entry["expected"] = expected(entry)
+        print(f"{entry['file']}: " + (f"layers {now['layers']}, fused {now['counts']}, verifies {now['verifies']}"
+                                      if now["loads"] else f"refused: {now['error']}"), file=sys.stderr)
+    MANIFEST.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
