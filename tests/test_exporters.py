@@ -21,20 +21,12 @@ from conftest import TESTMODELS
 EXPORTERS = TESTMODELS / "exporters"
 MODELS = json.loads((EXPORTERS / "manifest.json").read_text())["models"]
 
-# why a model fails today; a fix turns its test into an unexpected pass, which fails
-KNOWN_FAILURES = {
-    # fused and unfused differ by float16 rounding (2e-3 at scale 3.3, each as far from the float32 original)
-    "keepio": "verify holds float32 outputs to float32's tolerance although the model computes in float16",
-}
-
-
 def known_failure(entry) -> str | None:
     today = entry["fusekit_today"]
     if not today["loads"]:
         return f"refused at load: {today['error']}"
     if not today["verifies"]:
-        return next((reason for key, reason in KNOWN_FAILURES.items() if key in entry["file"]),
-                    f"does not verify today: {today['worst_output']}")
+        return f"does not verify today: {today['worst_output']}"
     return None
 
 
