@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .backends import BACKENDS, DEVICES, PRECISIONS
+from .runtime.backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError
 from .inputs import parse_shapes
 from .modelio import check_destination, load_with_layout, skeleton, staged, write
@@ -63,7 +63,7 @@ def cmd_optimize(args) -> int:
                 raise _NotEquivalent(f"the fused model is not equivalent to {args.model}; nothing was written "
                                      "(this is a fusekit bug: please report it with the model)")
         if to_ir:  # OpenVINO IR: converted from the verified ONNX by OpenVINO's own reader
-            from .backends.openvino import save_ir
+            from .runtime.openvino import save_ir
             save_ir(onnx_path, path)
             for leftover in path.parent.glob(onnx_path.name + "*"):
                 leftover.unlink()
@@ -87,7 +87,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run import run_model, save_outputs
+    from .runtime.run import run_model, save_outputs
     if args.save:
         check_destination(args.save, protect=(args.model,))
     result = run_model(args.model, args.backend, args.device, args.threads, args.precision, args.inputs,
@@ -100,7 +100,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .runtime import bench
     for dest in (args.json, args.plot):
         if dest and dest != "-":
             check_destination(dest, protect=tuple(args.models))
@@ -132,8 +132,8 @@ def _report(result, args, render_html, protect: tuple) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .htmlreport import inspect_page
-    from .inspection import inspect_model
+    from .reports.htmlreport import inspect_page
+    from .reports.inspection import inspect_model
     if args.html:
         check_destination(args.html, protect=(args.model,))
     _report(inspect_model(args.model), args, inspect_page, (args.model,))
@@ -141,10 +141,10 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain
-    from .htmlreport import explain_page
+    from .reports.explain import explain
+    from .reports.htmlreport import explain_page
     if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
-        from .int8 import analyze
+        from .reports.int8 import analyze
         from .modelio import load
         if args.html:
             raise FusekitError("--int8 has no --html view yet; use --json")
@@ -158,8 +158,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .diff import diff
-    from .htmlreport import diff_page
+    from .reports.diff import diff
+    from .reports.htmlreport import diff_page
     models = (args.original, args.fused)
     if args.html:
         check_destination(args.html, protect=models)

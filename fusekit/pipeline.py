@@ -11,12 +11,12 @@ from onnx import version_converter
 
 from . import patterns
 
-from . import passes
+from .engine import passes
 from .errors import FusekitError
-from .graph import default_names
-from .matcher import Match, match_variant
+from .engine.graph import default_names
+from .engine.matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, load, skeleton
-from .pattern import Fusion, root_ops
+from .engine.pattern import Fusion, root_ops
 from .report import Report
 from .verify import verify as verify_models
 

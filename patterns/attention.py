@@ -28,7 +28,7 @@ Checks:
   ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
 - the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
 - the scale is a scalar constant (or the product of two), carried exactly — usually 1/√h;
-- the mask, evaluated on probe masks (see ``fusekit.probe``), is a key padding mask
+- the mask, evaluated on probe masks (see ``fusekit.engine.probe``), is a key padding mask
   built from a 2-D model input: 0 at kept keys and one large negative fill value at
   padded ones, whichever side the padding is on. The fused op gets that 2-D mask
   itself, never a right-padding-only mask index.
@@ -40,10 +40,10 @@ packed projection; ``openvino`` none: its CPU plugin fuses the unfused chain its
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.graph import DimOf, shape_entries
-from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.probe import key_padding_mask
-from fusekit.rewrite import MS
+from fusekit.engine.graph import DimOf, shape_entries
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.probe import key_padding_mask
+from fusekit.engine.rewrite import MS
 
 from ._common import c, last_dim
 

@@ -23,9 +23,9 @@ batch; the LayerNorm normalizes the last axis. Only ``ort`` has this op.
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.graph import attr, rank, spans_batch_and_sequence
-from fusekit.pattern import Const, Fusion, Var, Variant, either, op
-from fusekit.rewrite import MS
+from fusekit.engine.graph import attr, rank, spans_batch_and_sequence
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
 
 from ._common import last_axis_attr, vector_reason
 

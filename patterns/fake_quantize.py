@@ -21,7 +21,7 @@ verification tolerance.
 """
 import numpy as np
 
-from fusekit.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 
 OV = "org.openvinotoolkit"
 ZERO_TOLERANCE = 1e-3  # of a step: how close −lo/s must be to an integer

@@ -14,7 +14,7 @@ a weight keeps its pair, which is what makes its MatMul run in INT8.
 import numpy as np
 from onnx import helper
 
-from fusekit.pattern import Const, Fusion, Variant, either, op
+from fusekit.engine.pattern import Const, Fusion, Variant, either, op
 
 from ._common import evaluate
 

@@ -20,9 +20,9 @@ trace back to the model's inputs (so neither broadcasts, as the embedding sum's
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
-from fusekit.pattern import Const, Fusion, Var, Variant, op
-from fusekit.rewrite import MS
+from fusekit.engine.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.rewrite import MS
 
 from ._common import last_axis_attr, last_dim, vector_reason
 

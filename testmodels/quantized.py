@@ -27,7 +27,7 @@ Every builder returns an ``onnx.ModelProto`` made from ``bert_tiny_opset14.onnx`
 ``testmodels/int8/`` and prints, for each, the op histogram, the file size, whether
 ONNX Runtime runs it, whether OpenVINO compiles it (CPU, f32 inference precision),
 the OpenVINO runtime graph's layer types and precisions, and how
-``fusekit.int8.analyze`` compares with what each runtime actually chose.
+``fusekit.reports.int8.analyze`` compares with what each runtime actually chose.
 
 Observation helpers (used by the tests and the report; they need the runtimes):
 ``ort_observed`` reads ONNX Runtime's optimized graph (QLinearMatMul /
@@ -522,7 +522,7 @@ def openvino_summary(compiled) -> dict:
 
 def agreement(model: onnx.ModelProto, backend: str, observed: dict) -> tuple[int, int, list[str]]:
     """(agree, total, disagreements) between fusekit.int8 and what the runtime chose."""
-    from fusekit.int8 import analyze
+    from fusekit.reports.int8 import analyze
     report = analyze(model, target=backend)
     agree, total, bad = 0, 0, []
     for rec in report.records:

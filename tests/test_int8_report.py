@@ -1,4 +1,4 @@
-"""fusekit.int8: which MatMul/Gemm runs in INT8, and why not.
+"""fusekit.reports.int8: which MatMul/Gemm runs in INT8, and why not.
 
 Single-MatMul graphs plant one condition each; every expectation is also checked
 against what ONNX Runtime (its optimized graph) and OpenVINO (its runtime graph)
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fusekit.int8 import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, analyze
+from fusekit.reports.int8 import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, analyze
 from testmodels import quantized as Q
 
 K, N = 32, 64

@@ -2,8 +2,8 @@
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
-from fusekit.matcher import Match, Miss, match_variant
-from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.matcher import Match, Miss, match_variant
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 
 
 def graph(nodes, inputs=("a", "b"), outputs=("y",), inits=()):

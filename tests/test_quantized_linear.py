@@ -226,7 +226,7 @@ def test_cli_reports_the_fp32_to_int8_error(tmp_path):
 
 @pytest.mark.parametrize("target", ["onnx", "ort"])
 def test_int8_report_names_every_fused_block(target):
-    from fusekit.int8 import analyze
+    from fusekit.reports.int8 import analyze
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
     report = analyze(fused, "ort")
     dense = [r for r in report.records if r.weight_constant and r.role != "pooler"]
@@ -238,7 +238,7 @@ def test_int8_report_names_every_fused_block(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_diff_accounts_for_every_node_of_a_lowered_block(target):
-    from fusekit.diff import diff
+    from fusekit.reports.diff import diff
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
     result = diff(str(INT8 / "matmul_u8s8.onnx"), fused)
     assert result.ok and not result.unaccounted
@@ -247,7 +247,7 @@ def test_diff_accounts_for_every_node_of_a_lowered_block(target):
 
 
 def test_function_calls_run_in_openvino_through_the_backend(tmp_path):
-    from fusekit.backends import openvino as ov_backend
+    from fusekit.runtime import openvino as ov_backend
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="onnx", verify=False)
     path = tmp_path / "int8.fused.onnx"
     onnx.save(fused, path)

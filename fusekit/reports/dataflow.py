@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import FusekitError
-from .graph import default_names
-from .modelio import load
+from ..engine.graph import default_names
+from ..errors import FusekitError
+from ..modelio import load
 
 # Weight element types and their sizes in bytes.
 FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..errors import FusekitError
+from ..inputs import Setting, make_inputs
+from ..modelio import load, staged
 from . import backends
-from .errors import FusekitError
-from .inputs import Setting, make_inputs
-from .modelio import load, staged
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
-from .errors import FusekitError
+from ..errors import FusekitError
 from .matcher import Match, Miss, lowered, made_by, match_variant
 from .pattern import Fusion, root_ops
 from .rewrite import Fused, apply, compose
