@@ -160,6 +160,11 @@ def observe_ov(model):
     return Q.openvino_matmul_kind(layer)
 
 
+# ONNX Runtime up to 1.31 makes a QLinearMatMul of a MatMul with a per-channel activation or a per-row weight and
+# fails at run time; 1.32 leaves it in FP32. Tests judge for the installed release, as the report does.
+ORT_VERSION = tuple(int(p) for p in ort.__version__.split(".")[:2])
+PER_CHANNEL_QLINEAR = "fp32" if ORT_VERSION >= (1, 32) else "error"
+
 # name: (builder kwargs, ORT verdict, OpenVINO verdict, a reason fragment for each non-int8 backend)
 PLANTED = {
     "baseline": ({}, "int8", "int8", None),
@@ -169,9 +174,13 @@ PLANTED = {
     "uint8_weights": (dict(w="u8"), "int8", "fp32", "zero point of the weight is not 0"),
     "weight_scale_not_constant": (dict(w_scale_input=True), "int8", "fp32", "the weight scale is not a constant"),
     "weight_per_output_channel": (dict(w_axis=1), "int8", "int8", None),
-    "weight_per_row": (dict(w_axis=0), "error", "fp32", "per row (along K)"),
-    "activation_per_channel": (dict(a_axis=2), "error", "error", "per channel along K"),
-    "activation_per_channel_static": (dict(a_axis=2, static=True), "error", "fp32", "per channel along K"),
+    "weight_per_row": (dict(w_axis=0), PER_CHANNEL_QLINEAR, "fp32", "per row (along K)"),
+    "weight_per_row_no_output_q": (dict(w_axis=0, out="relu"), "error", "fp32", "per row (along K)"),
+    "weight_per_row_add_then_q_static": (dict(w_axis=0, out="add_q", static=True), "fp32", "fp32",
+                                         "per row (along K)"),
+    "activation_per_channel": (dict(a_axis=2), PER_CHANNEL_QLINEAR, "error", "per channel along K"),
+    "activation_per_channel_static": (dict(a_axis=2, static=True), PER_CHANNEL_QLINEAR, "fp32",
+                                      "per channel along K"),
     "output_q_and_other_consumer": (dict(out="q+relu"), "fp32", "int8", "feeds a QuantizeLinear and other nodes"),
     "no_output_q": (dict(out="relu"), "int8", "int8", None),
     "add_bias_no_q_static": (dict(out="add", static=True), "fp32", "int8", "MatMulAddFusion"),
@@ -202,6 +211,18 @@ def test_planted_single_matmul(case):
     assert observe_ov(model) == want_ov
     if not kwargs.get("fq"):
         assert observe_ort(model) == want_ort
+
+
+@pytest.mark.parametrize("case", ["weight_per_row", "activation_per_channel", "activation_per_channel_static"])
+def test_ort_rules_follow_the_release(case):
+    """The QLinearMatMul rule that changed in ONNX Runtime 1.32 is judged per release, whichever is installed."""
+    model = single(**PLANTED[case][0])
+    old = analyze(model, ort_version=(1, 31))["mm"].backends["ort"]
+    new = analyze(model, ort_version=(1, 32))["mm"].backends["ort"]
+    assert (old["verdict"], old["kernel"]) == ("error", "QLinearMatMul")
+    assert (new["verdict"], new["kernel"]) == ("fp32", "MatMul")
+    assert "fails at run time" in old["reasons"][0] and "1.32 QDQ MatMul rule leaves it in FP32" in new["reasons"][0]
+    assert analyze(model)["mm"].backends["ort"]["verdict"] == PER_CHANNEL_QLINEAR
 
 
 def test_record_fields():

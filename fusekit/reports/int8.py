@@ -18,7 +18,7 @@ node in INT8 (``target="ort"``, ``"openvino"``, or ``"both"``/``"onnx"`` for bot
 What forces FP32 (or an error), and where that comes from
 ---------------------------------------------------------
 
-ONNX Runtime 1.31 (CPU EP). Source: ``onnxruntime/core/optimizer/qdq_transformer/
+ONNX Runtime 1.31 and 1.32 (CPU EP). Source: ``onnxruntime/core/optimizer/qdq_transformer/
 selectors_actions/qdq_selectors.{h,cc}`` (``MatMulNodeGroupSelector``,
 ``GemmNodeGroupSelector``, ``NodeGroupSelector::CheckQDQNodes``),
 ``qdq_selector_action_transformer.cc`` (``MatMulQDQRules``: QLinearMatMul when a Q
@@ -27,7 +27,7 @@ follows, MatMulIntegerToFloat when none does), ``qdq_actions.cc``
 QDQ rules), the kernels ``core/providers/cpu/quantization/quantize_linear_matmul.cc``
 and ``contrib_ops/cpu/quantization/dynamic_quantize_matmul.cc``
 (``IsScalarOr1ElementVector`` / ``IsBQuantParamSupported``) — each rule below was also
-observed on onnxruntime 1.31.1 with single-MatMul graphs (see
+observed on onnxruntime 1.31.1 and 1.32.0 with single-MatMul graphs (see
 ``tests/test_int8_report.py``):
 
 - both inputs must come from a DequantizeLinear (a FakeQuantize op is not an ONNX op:
@@ -47,10 +47,17 @@ observed on onnxruntime 1.31.1 with single-MatMul graphs (see
   It runs after EnsureUniqueDQForNodeUnit, so an activation DQ shared by several
   consumers (Q/K/V after a LayerNorm, plus the residual Add) stays int8 → FP32; the
   output Q must end up with the same type as the input;
-- a per-channel activation scale, or a weight scale per row (along K), is still
-  selected, and the kernel then fails at run time (``input zero point must be a scalar``
-  / ``weight zero point must be a scalar, 1D tensor of size 1, or last to second
-  dimension is 1``) → ``"error"``.
+- a per-channel activation scale, or a weight scale per row (along K): where no Q
+  follows, MatMulIntegerToFloat is still selected and fails at run time (``IsBQuantParam
+  Supported`` / ``input zero point must be a scalar``) → ``"error"``; where a Q follows,
+  ONNX Runtime up to 1.31 selects QLinearMatMul and the kernel fails the same way
+  (``weight zero point must be a scalar, 1D tensor of size 1, or last to second
+  dimension is 1``) → ``"error"``, while 1.32 leaves the MatMul unselected → FP32
+  (observed on 1.31.1 and 1.32.0; ``OrtRules`` keys the rule by release); a Q after
+  MatMulAddFusion's Add (QGemm, ``GemmNodeGroupSelector``) is refused → FP32 on both.
+
+The rules follow the installed ONNX Runtime (``OrtRules.installed()``); releases other
+than the ones above get the rules of the nearest tested one.
 
 OpenVINO 2026.4 (CPU). Source: ``src/common/low_precision_transformations/src/
 mat_mul.cpp`` (``MatMulTransformation::canBeTransformed``), ``fake_quantize_
@@ -87,6 +94,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 
 import numpy as np
 import onnx
@@ -101,6 +109,9 @@ LABEL = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
 TARGETS = {"ort": ("ort",), "openvino": ("openvino",), "both": BACKENDS, "onnx": BACKENDS, None: BACKENDS}
 LAYER_IN_NAME = re.compile(r"(?:^|[/.:_ ])(?:layers?|blocks?)[._](\d+)(?=$|[/.:_ ])")
 NP_BITS = {np.dtype(t): np.dtype(t).itemsize * 8 for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)}
+
+# The ONNX Runtime releases the "ort" rules were observed on.
+TESTED_ORT = ((1, 31), (1, 32))
 
 R_NO_ACT = "no FakeQuantize (Q/DQ pair or FakeQuantize op) on the activation input"
 R_NO_WEIGHT = "the weight is not quantized"
@@ -478,7 +489,37 @@ def _weight_constant(g: _Graph, node, b: Quant | None) -> bool:
     return b.data_constant if b is not None else g.is_constant(node.input[1])
 
 
-def _ort(g: _Graph, node, a: Quant | None, b: Quant | None, int8_allowed: bool = False) -> dict:
+@dataclass(frozen=True)
+class OrtRules:
+    """The ONNX Runtime whose choices the ``"ort"`` verdicts describe.
+
+    ``version``: the (major, minor) release; rules that changed between releases are keyed
+    by it. ``int8_allowed``: ``QDQIsInt8Allowed()`` — False on x86, True on ARM.
+    """
+
+    version: tuple[int, int] = TESTED_ORT[-1]
+    int8_allowed: bool = False
+
+    @staticmethod
+    def installed(int8_allowed: bool = False) -> "OrtRules":
+        """The rules of the installed onnxruntime (of the newest tested release if none is installed)."""
+        for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+            try:
+                major, minor = metadata.version(dist).split(".")[:2]
+                return OrtRules((int(major), int(minor)), int8_allowed)
+            except (metadata.PackageNotFoundError, ValueError):
+                continue
+        return OrtRules(TESTED_ORT[-1], int8_allowed)
+
+    @property
+    def qlinear_checks_quant_params(self) -> bool:
+        """From 1.32 the QDQ MatMul rule leaves a MatMul whose activation zero point is not a scalar, or whose
+        weight is quantized per row, unselected (FP32) instead of making a QLinearMatMul that fails at run time."""
+        return self.version >= (1, 32)
+
+
+def _ort(g: _Graph, node, a: Quant | None, b: Quant | None, rules: OrtRules = OrtRules()) -> dict:
+    int8_allowed = rules.int8_allowed
     reasons: list[str] = []
     if "org.openvinotoolkit" in g.domains or any(q and q.kind == "fakequantize" for q in (a, b)):
         return {"verdict": "error", "kernel": "-",
@@ -496,15 +537,18 @@ def _ort(g: _Graph, node, a: Quant | None, b: Quant | None, int8_allowed: bool =
         return {"verdict": "fp32", "kernel": node.op_type, "reasons": reasons}
 
     # kernel-level parameter checks (selected anyway, then the kernel refuses at run time)
-    errors = []
+    # (what, how the kernel fails at run time where the QDQ rule selects it anyway)
+    unsupported: list[tuple[str, str]] = []
     if a.per_channel:
-        errors.append("the activation scale/zero point is not per-tensor: ONNX Runtime selects the MatMul "
-                      "anyway and the INT8 kernel fails at run time ('input zero point must be a scalar')")
+        unsupported.append(("the activation scale/zero point is not per-tensor",
+                            "ONNX Runtime selects the MatMul anyway and the INT8 kernel fails at run time "
+                            "('input zero point must be a scalar')"))
     n_axis = _n_axis(node, g.rank(node.input[1])) if b.per_channel else None
     if b.per_channel and (b.axis is None or n_axis is None or b.axis != n_axis):
         where = "per row (along K)" if b.axis is not None else "per channel along an axis fusekit cannot place"
-        errors.append(f"the weight is quantized {where}: the INT8 kernel accepts per-tensor or per output "
-                      "column only and fails at run time ('weight zero point must be … last to second dimension is 1')")
+        unsupported.append((f"the weight is quantized {where}",
+                            "the INT8 kernel accepts per-tensor or per output column only and fails at run time "
+                            "('weight zero point must be … last to second dimension is 1')"))
 
     consumers, is_output = _output_use(g, node)
     qs = [c for c in consumers if c.op_type == "QuantizeLinear"]
@@ -552,11 +596,18 @@ def _ort(g: _Graph, node, a: Quant | None, b: Quant | None, int8_allowed: bool =
                                "Gemm stays FP32 without a Q on its output")
         else:
             kernel = "MatMulIntegerToFloat"
+    if unsupported and not reasons and (kernel == "QGemm" and node.op_type == "MatMul"
+                                        or kernel == "QLinearMatMul" and rules.qlinear_checks_quant_params):
+        # the QDQ rule checks these parameters itself and leaves the node in FP32
+        rule = ("QDQ Gemm rule (after MatMulAddFusion)" if kernel == "QGemm"
+                else f"{rules.version[0]}.{rules.version[1]} QDQ MatMul rule")
+        return {"verdict": "fp32", "kernel": "Gemm" if kernel == "QGemm" else node.op_type,
+                "reasons": [f"{what}: ONNX Runtime's {rule} leaves it in FP32" for what, _ in unsupported]}
     if reasons:
         return {"verdict": "fp32", "kernel": "Gemm" if "MatMulAddFusion" in reasons[-1] else node.op_type,
                 "reasons": reasons}
-    if errors:
-        return {"verdict": "error", "kernel": kernel, "reasons": errors}
+    if unsupported:
+        return {"verdict": "error", "kernel": kernel, "reasons": [f"{what}: {fails}" for what, fails in unsupported]}
     return {"verdict": "int8", "kernel": kernel, "reasons": []}
 
 
@@ -681,13 +732,16 @@ def _role(node: onnx.NodeProto, g: _Graph, weight_const: bool) -> str:
 # --------------------------------------------------------------------------- entry point
 
 def analyze(model: onnx.ModelProto | str, target: str | None = "both", *,
-            ort_int8_allowed: bool = False) -> Int8Report:
+            ort_int8_allowed: bool = False, ort_version: tuple[int, int] | None = None) -> Int8Report:
     """One record per MatMul/Gemm (graph order). ``target``: "ort", "openvino", "both"/"onnx".
 
     ``ort_int8_allowed``: ONNX Runtime's ``QDQIsInt8Allowed()`` — False on x86 (the
     default), True on ARM; when False, int8 activations only run in INT8 once ORT has
     rewritten their Q/DQ pair to uint8 (``QDQS8ToU8Transformer``).
+    ``ort_version``: the (major, minor) ONNX Runtime release to judge for; the installed one by default.
     """
+    ort_rules = (OrtRules(ort_version, ort_int8_allowed) if ort_version is not None
+                 else OrtRules.installed(ort_int8_allowed))
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     if target not in TARGETS:
@@ -706,7 +760,7 @@ def analyze(model: onnx.ModelProto | str, target: str | None = "both", *,
         a = _trace(g, node.input[0])
         b = _trace(g, node.input[1])
         weight_const = _weight_constant(g, node, b)
-        backends = {"ort": _ort(g, node, a, b, ort_int8_allowed), "openvino": _ov(g, node, a, b)}
+        backends = {"ort": _ort(g, node, a, b, ort_rules), "openvino": _ov(g, node, a, b)}
         bad = [t for t in targets if backends[t]["verdict"] != "int8"]
         reasons: list[str] = []
         for t in bad:
@@ -765,4 +819,4 @@ def _integer_matmul(g: _Graph, node: onnx.NodeProto) -> MatMulRecord:
         verdict="int8", reasons=[], backends=backends)
 
 
-__all__ = ["Int8Report", "MatMulRecord", "Quant", "analyze"]
+__all__ = ["Int8Report", "MatMulRecord", "OrtRules", "Quant", "analyze"]
