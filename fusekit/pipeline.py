@@ -17,6 +17,7 @@ from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, load, skeleton
 from .engine.pattern import Fusion, root_ops
+from .engine.state import RunState
 from .report import Report
 from .verify import verify as verify_models
 
@@ -59,9 +60,10 @@ def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
-def _has_match(graph: gs.Graph, fusion: Fusion) -> bool:
+def _has_match(graph: gs.Graph, fusion: Fusion, target: str, opset: int) -> bool:
     anchors = fusion.anchor_ops()
-    return any(isinstance(match_variant(graph, fusion, v, n), Match)
+    state = RunState(target=target, opset=opset)
+    return any(isinstance(match_variant(graph, fusion, v, n, state), Match)
                for n in graph.nodes if n.op in anchors
                for v in fusion.variants if n.op in root_ops(v.pattern))
 
@@ -75,7 +77,7 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
     """
     current = default_opset(skel)
     wanted = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
-    wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name])}
+    wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name], target, current)}
     if not wanted:
         return skel, graph, fusions
     opset = max(wanted.values())

@@ -33,6 +33,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Add"}),
-    benefit=1,
+    after=("Gelu", "FastGelu"),
     targets=("ort",),
 )

@@ -57,6 +57,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Tanh"}),
-    benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

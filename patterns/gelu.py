@@ -52,6 +52,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Erf"}),
-    benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

@@ -103,6 +103,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"ReduceMean"}),
-    benefit=9,
     min_opset={"ort": 17, "onnx": 17, "openvino": 17},
 )

@@ -33,6 +33,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Sigmoid"}),
-    benefit=3,
     targets=("ort",),
 )

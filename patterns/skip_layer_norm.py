@@ -51,7 +51,7 @@ def check(m):
             return f"the {name} is a constant, not a computed value"
         if rank(t) != 3:
             return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
-        if not spans_batch_and_sequence(m.graph, t, m.context.setdefault("spans", {})):
+        if not spans_batch_and_sequence(m.graph, t, m.state.spans):
             return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
                     "SkipLayerNormalization adds two [batch, sequence, hidden] values")
     return None
@@ -83,6 +83,6 @@ FUSION = Fusion(
     rewrite=rewrite,
     signature=frozenset({"Add"}),
     exports=("sum",),
-    benefit=3,
+    after=("LayerNorm",),
     targets=("ort",),
 )

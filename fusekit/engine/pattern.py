@@ -199,7 +199,9 @@ class Fusion:
     variants: list[Variant]
     rewrite: Callable
     check: Callable | None = None
-    benefit: int = 1
+    # Fusions whose output this one matches or whose rewrite it needs done first (BiasGelu
+    # after Gelu); the passes run it after them (``passes.order``).
+    after: tuple[str, ...] = ()
     targets: tuple[str, ...] = ("ort", "onnx", "openvino")
     min_opset: Mapping[str, int] = field(default_factory=dict)
     # A refused candidate is reported as a near miss once its match reached one of these
