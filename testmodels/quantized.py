@@ -534,7 +534,7 @@ def agreement(model: onnx.ModelProto, backend: str, observed: dict) -> tuple[int
             got_kind = "int8" if got in ORT_INT8_OPS else "fp32"
         else:
             got_kind = got["kind"]
-        want = rec.backends[backend]["verdict"]
+        want = rec.backends[backend].verdict
         if want == got_kind:
             agree += 1
         else:

@@ -200,8 +200,8 @@ def test_planted_single_matmul(case):
     kwargs, want_ort, want_ov, fragment = PLANTED[case]
     model = single(**kwargs)
     rec = analyze(model)["mm"]
-    assert rec.backends["ort"]["verdict"] == want_ort, rec.backends["ort"]
-    assert rec.backends["openvino"]["verdict"] == want_ov, rec.backends["openvino"]
+    assert rec.backends["ort"].verdict == want_ort, rec.backends["ort"]
+    assert rec.backends["openvino"].verdict == want_ov, rec.backends["openvino"]
     assert rec.verdict == ("int8" if want_ort == want_ov == "int8" else "fp32")
     if fragment:
         assert any(fragment in r for r in rec.reasons), rec.reasons
@@ -219,10 +219,10 @@ def test_ort_rules_follow_the_release(case):
     model = single(**PLANTED[case][0])
     old = analyze(model, ort_version=(1, 31))["mm"].backends["ort"]
     new = analyze(model, ort_version=(1, 32))["mm"].backends["ort"]
-    assert (old["verdict"], old["kernel"]) == ("error", "QLinearMatMul")
-    assert (new["verdict"], new["kernel"]) == ("fp32", "MatMul")
-    assert "fails at run time" in old["reasons"][0] and "1.32 QDQ MatMul rule leaves it in FP32" in new["reasons"][0]
-    assert analyze(model)["mm"].backends["ort"]["verdict"] == PER_CHANNEL_QLINEAR
+    assert (old.verdict, old.kernel) == ("error", "QLinearMatMul")
+    assert (new.verdict, new.kernel) == ("fp32", "MatMul")
+    assert "fails at run time" in old.reasons[0] and "1.32 QDQ MatMul rule leaves it in FP32" in new.reasons[0]
+    assert analyze(model)["mm"].backends["ort"].verdict == PER_CHANNEL_QLINEAR
 
 
 def test_record_fields():
@@ -231,15 +231,15 @@ def test_record_fields():
             rec.output_requantized) == (True, True, True, True, True)
     assert rec.activation.kind == "qdq" and rec.activation.dtype == "uint8" and rec.activation.zero_point == 128
     assert rec.weight.kind == "dq" and rec.weight.dtype == "int8" and rec.weight.data_constant
-    assert rec.backends["ort"]["kernel"] == "QLinearMatMul" and rec.backends["openvino"]["kernel"] == "FullyConnected"
+    assert rec.backends["ort"].kernel == "QLinearMatMul" and rec.backends["openvino"].kernel == "FullyConnected"
     rec = analyze(single(w_scale_input=True, wzp=3))["mm"]
     assert rec.weight_scale_constant is False and rec.zero_point_ok is False
-    assert analyze(single(out="relu"))["mm"].backends["ort"]["kernel"] == "MatMulIntegerToFloat"
+    assert analyze(single(out="relu"))["mm"].backends["ort"].kernel == "MatMulIntegerToFloat"
     assert analyze(single(out="relu"))["mm"].output_requantized is False
     rec = analyze(single(w_axis=1))["mm"]
     assert rec.weight.per_channel and rec.weight.axis == 1
     rec = analyze(single(act_act=True))["mm"]
-    assert rec.role == "Q·Kᵀ" and not rec.weight_constant and rec.backends["openvino"]["kernel"] == "MatMul"
+    assert rec.role == "Q·Kᵀ" and not rec.weight_constant and rec.backends["openvino"].kernel == "MatMul"
 
 
 def test_target_selects_backends():
@@ -281,18 +281,18 @@ def test_variant_reasons(reports):
     u8 = reports["matmul_u8s8"]
     qk = u8["/encoder/layer.0/attention/self/MatMul"]
     assert qk.role == "Q·Kᵀ" and qk.layer == 0
-    assert any("nonzero zero point" in r for r in qk.backends["openvino"]["reasons"])
+    assert any("nonzero zero point" in r for r in qk.backends["openvino"].reasons)
     pooler = u8["/pooler/dense/Gemm"]
     assert pooler.layer is None and pooler.reasons == [R_NO_ACT, R_NO_WEIGHT]
     pc = reports["matmul_s8s8_pc"]["/encoder/layer.1/attention/self/query/MatMul"]
-    assert pc.backends["openvino"]["verdict"] == "int8" and pc.weight.per_channel
-    assert any("QDQS8ToU8Transformer" in r for r in pc.backends["ort"]["reasons"])
+    assert pc.backends["openvino"].verdict == "int8" and pc.weight.per_channel
+    assert any("QDQS8ToU8Transformer" in r for r in pc.backends["ort"].reasons)
     qat = reports["qat"]
     pv = qat["/encoder/layer.1/attention/self/MatMul_1"]
     assert pv.role == "P·V" and pv.reasons == [R_NO_ACT, R_NO_SECOND]
     dense = qat["/encoder/layer.0/intermediate/dense/MatMul"]
     assert dense.weight.via == ["Transpose"] and dense.weight.axis == 1  # axis 0 of [out, in] → N after Transpose
-    assert dense.backends["ort"]["kernel"] == "MatMulIntegerToFloat" and not dense.output_requantized
+    assert dense.backends["ort"].kernel == "MatMulIntegerToFloat" and not dense.output_requantized
     fq = reports["ov_fakequantize"]["/encoder/layer.0/output/dense/MatMul"]
     assert fq.activation.kind == "fakequantize" and fq.weight.kind == "fakequantize" and fq.weight.symmetric
 
@@ -370,9 +370,9 @@ def test_planted_in_bert():
     report = analyze(model)
     k, v, i = report[key], report[value], report[inter]
     assert k.verdict == "fp32" and k.reasons == [R_NO_ACT, R_NO_WEIGHT] and not k.input_quantized
-    assert v.weight_scale_constant is False and v.backends["ort"]["verdict"] == "int8"
+    assert v.weight_scale_constant is False and v.backends["ort"].verdict == "int8"
     assert v.reasons == ["OpenVINO: the weight scale is not a constant"]
-    assert i.zero_point_ok is False and i.backends["ort"]["verdict"] == "int8"
+    assert i.zero_point_ok is False and i.backends["ort"].verdict == "int8"
     assert i.reasons[0].startswith("OpenVINO: zero point of the weight is not 0")
     untouched = report["/encoder/layer.1/attention/self/query/MatMul"]
     assert untouched.verdict == "int8"
@@ -416,7 +416,7 @@ def test_block_form_without_intermediate_requant():
     name = "/encoder/layer.0/intermediate/dense/MatMul"
     rec = analyze(model)[name]
     assert rec.verdict == "int8" and not rec.output_requantized
-    assert rec.backends["ort"]["kernel"] == "MatMulIntegerToFloat"
+    assert rec.backends["ort"].kernel == "MatMulIntegerToFloat"
     assert Q.ort_observed(model)[name] == "MatMulIntegerToFloat"
     compiled, err = Q.compile_openvino(model)
     assert compiled is not None, err
