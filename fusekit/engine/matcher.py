@@ -100,7 +100,7 @@ class _State:
     consts: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)  # tag -> index of the alternative taken
     labels: dict = field(default_factory=dict)  # tag -> its label
-    nodes: dict = field(default_factory=dict)  # id(pattern Op) -> graph node
+    nodes: dict = field(default_factory=dict)  # pattern Op (hashed by identity) -> graph node
     named: dict = field(default_factory=dict)
 
     def extend(self, **changes) -> "_State":
@@ -176,7 +176,7 @@ class _Search:
             found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
             self.fail(s, node, f"expected {p.op_type}, found {found}", reached=False)
             return
-        earlier = s.nodes.get(id(p))
+        earlier = s.nodes.get(p)
         if earlier is not None:
             if earlier is node:
                 yield s
@@ -190,7 +190,7 @@ class _Search:
         if reason:
             self.fail(s, node, reason)
             return
-        s = s.extend(nodes={id(p): node}, named={p.bind: node} if p.bind else {})
+        s = s.extend(nodes={p: node}, named={p.bind: node} if p.bind else {})
         inputs = list(node.inputs[: len(p.inputs)])
         orders = [inputs]
         if p.commutative and inputs[0] is not inputs[1]:

@@ -57,8 +57,8 @@ class Pattern:
 
 def _count(p: Pattern, tags, keys: set, memo: dict):
     """Collect the structural keys of the Op nodes ``p`` would match."""
-    if id(p) in memo:
-        return memo[id(p)]
+    if p in memo:  # patterns hash by identity (eq=False)
+        return memo[p]
     if isinstance(p, Op):
         key = (p.op_type, p.domain) + tuple(_count(i, tags, keys, memo) for i in p.inputs)
         keys.add(key)
@@ -69,7 +69,7 @@ def _count(p: Pattern, tags, keys: set, memo: dict):
         key = ("var", p.name)
     else:
         key = ("const", p.name, p.value)
-    memo[id(p)] = key
+    memo[p] = key
     return key
 
 
@@ -154,9 +154,9 @@ def variables(p: Pattern, found: dict | None = None, seen: set | None = None) ->
     """Every Var in a pattern, by name (shared sub-expressions visited once: a pattern is a DAG)."""
     found = {} if found is None else found
     seen = set() if seen is None else seen
-    if id(p) in seen:
+    if p in seen:
         return found
-    seen.add(id(p))
+    seen.add(p)
     if isinstance(p, Var):
         found[p.name] = p
     for child in getattr(p, "inputs", ()) or getattr(p, "alternatives", ()):

@@ -1,5 +1,5 @@
-"""Who produces and who consumes each value of a graph proto: the index that
-``layers``, ``diff``, ``explain`` and ``inspection`` walk.
+"""Who produces and who consumes each value of a graph proto: the one index that
+``layers``, ``diff``, ``explain``, ``inspection`` and the INT8 analysis walk.
 
 Nodes are identified by their index in ``graph.node``; names are for people, and
 exports do not always give them.
