@@ -45,7 +45,7 @@ def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("wor
         inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]))
     graph = helper.make_graph(nodes, "embeddings", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", WIDTH])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def embed_node(model):
