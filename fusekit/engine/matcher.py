@@ -121,8 +121,8 @@ class _Search:
         self.best_key = (-1, -1)
 
     def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
-        """Note a dead end at ``node``; the closest is kept, ranked as ``Miss.closeness`` ranks
-        (within one variant the share of the pattern adds nothing to the node count).
+        """Note a dead end at ``node``; the closest is kept, by the first two terms of
+        ``Miss.closeness`` (complete, then nodes matched; the first dead end on a tie).
 
         ``reached`` is False when node is not even the op expected; ``complete`` marks a
         refusal after the whole shape matched (a check, an outside use), which is closer
