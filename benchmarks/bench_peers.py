@@ -14,7 +14,7 @@ benchmarks/models/), optimizes each with every tool, and prints:
   (3) fused-op counts: the op histogram of each tool's output file (contrib ops
       and standard fused ops; runtimes fuse further inside their sessions).
   (4) inference latency at batch 1 and 8 × seq 128: the median of interleaved runs
-      (fusekit.bench.measure: round-robin, rotating, after one warm-up run; up to
+      (fusekit.runtime.bench.measure: round-robin, rotating, after one warm-up run; up to
       --iterations rounds, fewer — at least 3 — where they would take over --budget
       seconds, which keeps bert-large at batch 8 within the half hour) of
         ORT f32        the original under ORT's default (all) graph optimizations,
@@ -166,8 +166,8 @@ def latency(name: str, files: dict[str, Path], threads: int, iterations: int, wa
     """Median ms per (runtime, model key, batch); each backend's rows interleaved together."""
     import onnx
 
-    from fusekit import backends
-    from fusekit.bench import measure
+    from fusekit.runtime import backends
+    from fusekit.runtime.bench import measure
     from fusekit.inputs import Setting, make_inputs
 
     interface = onnx.load(str(files["original"]), load_external_data=False)

@@ -1,8 +1,8 @@
 """fusekit: a graph-level fusion compiler for BERT-family ONNX models."""
-from .diff import diff
+from .reports.diff import diff
 from .errors import FusekitError
-from .explain import explain
-from .inspection import inspect_model
+from .reports.explain import explain
+from .reports.inspection import inspect_model
 from .pipeline import TARGETS, optimize
 from .verify import VerifyResult, verify
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .backends import BACKENDS, DEVICES, PRECISIONS
+from .runtime.backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError, InputsNeeded
 from .inputs import check_feeds, check_shapes, load_feeds, parse_shapes
 from .modelio import check_destination, load, load_with_layout, skeleton, staged, write
@@ -90,7 +90,7 @@ def cmd_optimize(args) -> int:
                     f"written (to compare at another tolerance: --no-verify, then `fusekit verify {args.model} "
                     f"{out} --rtol R`; a difference far beyond any tolerance is worth reporting with the model)")
         if to_ir:  # OpenVINO IR: converted from the verified ONNX by OpenVINO's own reader
-            from .backends.openvino import save_ir
+            from .runtime.openvino import save_ir
             save_ir(onnx_path, path)
             for leftover in path.parent.glob(onnx_path.name + "*"):
                 leftover.unlink()
@@ -119,7 +119,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run import run_model, save_outputs
+    from .runtime.run import run_model, save_outputs
     if args.save:
         check_destination(args.save, protect=(args.model,))
     result = run_model(args.model, args.backend, args.device, args.threads, args.precision, args.inputs,
@@ -132,7 +132,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .runtime import bench
     for dest in (args.json, args.plot):
         if dest and dest != "-":
             check_destination(dest, protect=tuple(args.models))
@@ -164,8 +164,8 @@ def _report(result, args, render_html, protect: tuple) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .htmlreport import inspect_page
-    from .inspection import inspect_model
+    from .reports.htmlreport import inspect_page
+    from .reports.inspection import inspect_model
     if args.html:
         check_destination(args.html, protect=(args.model,))
     _report(inspect_model(args.model), args, inspect_page, (args.model,))
@@ -173,10 +173,10 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain
-    from .htmlreport import explain_page
+    from .reports.explain import explain
+    from .reports.htmlreport import explain_page
     if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
-        from .int8 import analyze
+        from .reports.int8 import analyze
         from .modelio import load
         if args.html:
             raise FusekitError("--int8 has no --html view yet; use --json")
@@ -190,8 +190,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .diff import diff
-    from .htmlreport import diff_page
+    from .reports.diff import diff
+    from .reports.htmlreport import diff_page
     models = (args.original, args.fused)
     if args.html:
         check_destination(args.html, protect=models)

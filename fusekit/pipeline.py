@@ -12,12 +12,13 @@ from onnx import version_converter
 
 from . import patterns
 
-from . import passes
+from .engine import passes
 from .errors import FusekitError
-from .graph import default_names
-from .matcher import Match, match_variant
+from .engine.graph import default_names
+from .engine.matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, load, skeleton
-from .pattern import Fusion, root_ops
+from .engine.pattern import Fusion, root_ops
+from .engine.state import RunState
 from .report import Report
 from .verify import verify as verify_models
 
@@ -60,9 +61,10 @@ def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
-def _has_match(graph: gs.Graph, fusion: Fusion) -> bool:
+def _has_match(graph: gs.Graph, fusion: Fusion, target: str, opset: int) -> bool:
     anchors = fusion.anchor_ops()
-    return any(isinstance(match_variant(graph, fusion, v, n), Match)
+    state = RunState(target=target, opset=opset)
+    return any(isinstance(match_variant(graph, fusion, v, n, state), Match)
                for n in graph.nodes if n.op in anchors
                for v in fusion.variants if n.op in root_ops(v.pattern))
 
@@ -76,7 +78,7 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
     """
     current = default_opset(skel)
     wanted = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
-    wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name])}
+    wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name], target, current)}
     if not wanted:
         return skel, graph, fusions
     opset = max(wanted.values())

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from .matcher import Miss
-from .rewrite import Fused
+from .engine.matcher import Miss
+from .engine.rewrite import Fused
 from .verify import VerifyResult
 
 

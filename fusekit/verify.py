@@ -203,7 +203,7 @@ def _settings(trials: int, shapes: dict) -> list[Setting]:
 def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
     """Graph output → (its quantization step, where it comes from), for the outputs a
     DequantizeLinear or FakeQuantize produces or a QuantizeLinear reads."""
-    from .dataflow import proto_constant
+    from .reports.dataflow import proto_constant
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     producers = {o: n for n in g.node for o in n.output}

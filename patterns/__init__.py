@@ -6,7 +6,8 @@ existing fusion, edit its module.
 from . import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm, qdq_constant,
                quantized_linear, quick_gelu, skip_layer_norm)
 
-ALL = [attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, quick_gelu.FUSION, bias_gelu.FUSION,
-       skip_layer_norm.FUSION, embed_layer_norm.FUSION, quantized_linear.FUSION,
-       qdq_constant.FUSION, fake_quantize.FUSION]
+# The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
+# them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
+ALL = [fake_quantize.FUSION, qdq_constant.FUSION, attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION,
+       embed_layer_norm.FUSION, quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION, bias_gelu.FUSION]
 BY_NAME = {f.name: f for f in ALL}

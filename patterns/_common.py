@@ -8,8 +8,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from fusekit.graph import rank
-from fusekit.pattern import Const, Pattern, either, op
+from fusekit.engine.graph import rank
+from fusekit.engine.pattern import Const, Pattern, either, op
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

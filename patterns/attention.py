@@ -28,7 +28,7 @@ Checks:
   ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
 - the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
 - the scale is a scalar constant (or the product of two), carried exactly — usually 1/√h;
-- the mask, evaluated on probe masks (see ``fusekit.probe``), is a key padding mask
+- the mask, evaluated on probe masks (see ``fusekit.engine.probe``), is a key padding mask
   built from a 2-D model input: 0 at kept keys and one large negative fill value at
   padded ones, whichever side the padding is on. The fused op gets that 2-D mask
   itself, never a right-padding-only mask index.
@@ -40,10 +40,11 @@ packed projection; ``openvino`` none: its CPU plugin fuses the unfused chain its
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.graph import DimOf, shape_entries
-from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.probe import key_padding_mask
-from fusekit.rewrite import MS
+from fusekit.engine.graph import DimOf, shape_entries
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.probe import key_padding_mask
+from fusekit.engine.rewrite import MS
+from fusekit.engine.state import IdentitySet
 
 from ._common import c, last_dim
 
@@ -123,21 +124,21 @@ def _merge_reason(m, width: int) -> str | None:
 def _noop_reason(m, heads: int, size: int) -> str | None:
     """The sdpa export's Reshape between ·V and the merge must change nothing."""
     entries = shape_entries(m["unsplit_shape"])
-    same_shape = {id(m.node(n).outputs[0]) for n in ("q", "v", "context")}
+    same_shape = IdentitySet(m.node(n).outputs[0] for n in ("q", "v", "context"))
     if entries is None or len(entries) != 4:
         return "the reshape after ·V is not a 4-D shape fusekit can read"
     for axis, entry in enumerate(entries):
         known = {1: heads, 3: size}.get(axis)
         if not (entry == -1 or (known is not None and entry == known)
-                or (isinstance(entry, DimOf) and entry.index == axis and id(entry.tensor) in same_shape)):
+                or (isinstance(entry, DimOf) and entry.index == axis and entry.tensor in same_shape)):
             return f"the reshape after ·V {entries} may not be a no-op (axis {axis})"
     return None if sum(e == -1 for e in entries) <= 1 else "the reshape after ·V has several -1 entries"
 
 
 def _same_shape_dim(m, entry, axis: int) -> bool:
     """``entry`` reads dimension ``axis`` of a tensor shaped like the per-head Q/K/V, [B, N, S, h]."""
-    heads = {id(m.node(n).outputs[0]) for n in ("q", "v", "k") if n in m.named}
-    return isinstance(entry, DimOf) and entry.index == axis and id(entry.tensor) in heads
+    heads = IdentitySet(m.node(n).outputs[0] for n in ("q", "v", "k") if n in m.named)
+    return isinstance(entry, DimOf) and entry.index == axis and entry.tensor in heads
 
 
 def _k_transpose_reason(m, heads: int, size: int) -> str | None:
@@ -193,7 +194,7 @@ def check(m):
         return scale
     m.facts.update(heads=heads, size=size, scale=scale)
     if m.has("mask"):
-        mask = key_padding_mask(m.graph, m["mask"], m.context.setdefault("masks", {}))
+        mask = key_padding_mask(m.graph, m["mask"], m.state.masks)
         if isinstance(mask, str):
             return mask
         m.facts["mask"] = mask
@@ -254,7 +255,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Softmax"}),
-    benefit=20,
     # OpenVINO's CPU plugin already turns the unfused chain into one attention kernel,
     # and runs it no slower than any fused form (benchmarks/attention_forms.py)
     targets=("ort", "onnx"),

@@ -6,8 +6,8 @@
 The bias must be a 1-D constant of the last dimension's size, which is what both
 com.microsoft ops broadcast. Only ``ort`` has these ops.
 """
-from fusekit.pattern import Fusion, Var, Variant, op
-from fusekit.rewrite import MS
+from fusekit.engine.pattern import Fusion, Var, Variant, op
+from fusekit.engine.rewrite import MS
 
 from ._common import bias, last_dim, vector_reason
 
@@ -33,6 +33,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Add"}),
-    benefit=1,
+    after=("Gelu", "FastGelu"),
     targets=("ort",),
 )

@@ -23,9 +23,10 @@ batch; the LayerNorm normalizes the last axis. Only ``ort`` has this op.
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.graph import attr, rank, spans_batch_and_sequence
-from fusekit.pattern import Const, Fusion, Var, Variant, either, op
-from fusekit.rewrite import MS
+from fusekit.engine.graph import attr, rank, spans_batch_and_sequence
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
+from fusekit.engine.state import IdentitySet
 
 from ._common import last_axis_attr, vector_reason
 
@@ -45,14 +46,13 @@ def normalized(total):
 def _roles(m) -> dict[str, str] | str:
     """Which term is the word, segment and position lookup."""
     terms = [t for t in TERMS if f"{t}_table" in m.consts]
-    inputs = {id(t) for t in m.graph.inputs}
-    words = [t for t in terms if id(m[f"{t}_ids"]) in inputs and rank(m[f"{t}_ids"]) == 2]
+    inputs = IdentitySet(m.graph.inputs)
+    words = [t for t in terms if m[f"{t}_ids"] in inputs and rank(m[f"{t}_ids"]) == 2]
     if not words:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])  # the vocabulary is the largest table
     rest = [t for t in terms if t != word]
-    spans = m.context.setdefault("spans", {})
-    full = [t for t in rest if spans_batch_and_sequence(m.graph, m[f"{t}_ids"], spans)]
+    full = [t for t in rest if spans_batch_and_sequence(m.graph, m[f"{t}_ids"], m.state.spans)]
     roles = {"word": word}
     if len(rest) == 2:
         if not full:
@@ -115,6 +115,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Gather"}),
-    benefit=4,
+    after=("LayerNorm",),
     targets=("ort",),
 )

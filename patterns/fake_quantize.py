@@ -21,7 +21,7 @@ verification tolerance.
 """
 import numpy as np
 
-from fusekit.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 
 OV = "org.openvinotoolkit"
 ZERO_TOLERANCE = 1e-3  # of a step: how close −lo/s must be to an integer
@@ -58,8 +58,8 @@ def check(m):
     if isinstance(grid, str):
         return grid
     scale, _, levels = grid
-    if scale.size > 1 and m.context["opset"] < 13:
-        return f"per-channel ranges need a per-axis QuantizeLinear (opset 13), the model has opset {m.context['opset']}"
+    if scale.size > 1 and m.state.opset < 13:
+        return f"per-channel ranges need a per-axis QuantizeLinear (opset 13), the model has opset {m.state.opset}"
     if m.variant.name == "activation" and levels != 256:
         return "255 levels on an activation: QuantizeLinear's 8-bit range has 256"
     return None
@@ -100,5 +100,4 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"FakeQuantize"}),
-    benefit=40,
 )

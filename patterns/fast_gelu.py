@@ -18,8 +18,8 @@ Every order of the products matches; constants must agree to a relative 1e-4.
 
 Forms: ``ort`` com.microsoft FastGelu; ``onnx`` and ``openvino`` ONNX Gelu(approximate="tanh") (opset 20).
 """
-from fusekit.pattern import Fusion, Var, Variant, either, op
-from fusekit.rewrite import MS
+from fusekit.engine.pattern import Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
 
 from ._common import SQRT_2_OVER_PI, c, exactly, is_float, product3
 
@@ -57,6 +57,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Tanh"}),
-    benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

@@ -18,8 +18,8 @@ Constants must agree to a relative 1e-4.
 
 Forms: ``ort`` com.microsoft Gelu (any opset); ``onnx`` and ``openvino`` ONNX Gelu (opset 20).
 """
-from fusekit.pattern import Fusion, Var, Variant, either, op
-from fusekit.rewrite import MS
+from fusekit.engine.pattern import Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
 
 from ._common import SQRT2, c, is_float, product3
 
@@ -52,6 +52,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Erf"}),
-    benefit=5,
     min_opset={"onnx": 20, "openvino": 20},
 )

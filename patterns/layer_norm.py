@@ -27,7 +27,7 @@ carried over exactly; γ and β 1-D of the normalized size; a float input.
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 
 from ._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
 
@@ -103,6 +103,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"ReduceMean"}),
-    benefit=9,
     min_opset={"ort": 17, "onnx": 17, "openvino": 17},
 )

@@ -14,7 +14,7 @@ a weight keeps its pair, which is what makes its MatMul run in INT8.
 import numpy as np
 from onnx import helper
 
-from fusekit.pattern import Const, Fusion, Variant, either, op
+from fusekit.engine.pattern import Const, Fusion, Variant, either, op
 
 from ._common import evaluate
 
@@ -40,7 +40,7 @@ def _evaluate(m) -> np.ndarray:
     nodes = [helper.make_node("QuantizeLinear", q_in, ["q_out"], **m.node("q").attrs),
              helper.make_node("DequantizeLinear", dq_in, ["y"], **m.node("dq").attrs)]
     values = {k: m.const(k) for k in q_in + dq_in[1:]}
-    return evaluate(nodes, values, "y", np.asarray(m.const("dq_scale")).dtype, m.context["opset"])
+    return evaluate(nodes, values, "y", np.asarray(m.const("dq_scale")).dtype, m.state.opset)
 
 
 def rewrite(m, emit):
@@ -54,6 +54,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset(),  # never a near miss: every activation's Q/DQ pair would be one
-    benefit=30,
+    after=("FakeQuantize",),
     targets=("openvino",),
 )

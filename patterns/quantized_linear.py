@@ -40,8 +40,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from fusekit.pattern import Const, Fusion, Var, Variant, either, op
-from fusekit.rewrite import MS
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
 
 from ._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
 from .gelu import erf_gelu
@@ -82,8 +82,8 @@ def _input_type(m):
 
 
 def check(m):
-    if m.context["opset"] < 13:
-        return f"opset {m.context['opset']}: per-channel DequantizeLinear needs opset 13"
+    if m.state.opset < 13:
+        return f"opset {m.state.opset}: per-channel DequantizeLinear needs opset 13"
     if m.const("x_scale").size != 1 or ("x_zero_point" in m.consts and m.const("x_zero_point").size != 1):
         return "the input is quantized per channel, not per tensor"
     x_type = _input_type(m)
@@ -116,9 +116,9 @@ def _weight(m):
     """(W_q as [K, N], scale, zero point), the scale and zero point along N or per tensor;
     or why not."""
     dq = m.node("w_dq")
-    cache = m.context.setdefault("int8_weights", {})  # check, then rewrite: evaluate once
-    if id(dq) in cache and cache[id(dq)][0] is dq:  # the node is held, so its id is not reused
-        return cache[id(dq)][1]
+    cache = m.state.int8_weights  # check, then rewrite: evaluate once
+    if dq in cache:
+        return cache[dq]
     scale = np.asarray(m.const("w_scale"))
     axis = dq.attrs.get("axis", 1)
     if "w_q" in m.consts:
@@ -129,7 +129,7 @@ def _weight(m):
         if "wq_zero_point" in m.consts:
             values["z"] = m.const("wq_zero_point")
         w_q = evaluate([helper.make_node("QuantizeLinear", list(values), ["w_q"], **q.attrs)], values, "w_q",
-                       _dtype(m, "wq_zero_point", np.uint8), m.context["opset"])
+                       _dtype(m, "wq_zero_point", np.uint8), m.state.opset)
     zero = np.asarray(m.const("w_zero_point")) if "w_zero_point" in m.consts else np.zeros((), w_q.dtype)
     if w_q.ndim == 2 and m.labels.get("weight", "").endswith("transposed"):
         w_q, axis = w_q.T, 1 - axis % 2
@@ -139,7 +139,7 @@ def _weight(m):
     elif w_q.ndim == 2:
         result = (np.ascontiguousarray(w_q), scale.reshape(-1) if scale.size > 1 else scale.reshape(()),
                   zero.reshape(-1) if zero.size > 1 else zero.reshape(()).astype(w_q.dtype))
-    cache[id(dq)] = (dq, result)
+    cache[dq] = result
     return result
 
 
@@ -228,6 +228,6 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"MatMul+DequantizeLinear"}),  # a near miss: a MatMul reading something quantized
-    benefit=4,
+    after=("FakeQuantize", "Gelu"),
     reads=("x_dq",),
 )

@@ -8,8 +8,8 @@
 It is not GELU: it is fused into com.microsoft QuickGelu with α carried exactly,
 never into Gelu or FastGelu. No standard ONNX op computes it, so only ``ort`` fuses it.
 """
-from fusekit.pattern import Const, Fusion, Var, Variant, op
-from fusekit.rewrite import MS
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.rewrite import MS
 
 from ._common import is_float
 
@@ -33,6 +33,5 @@ FUSION = Fusion(
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Sigmoid"}),
-    benefit=3,
     targets=("ort",),
 )

@@ -20,9 +20,9 @@ trace back to the model's inputs (so neither broadcasts, as the embedding sum's
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
-from fusekit.pattern import Const, Fusion, Var, Variant, op
-from fusekit.rewrite import MS
+from fusekit.engine.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.rewrite import MS
 
 from ._common import last_axis_attr, last_dim, vector_reason
 
@@ -51,7 +51,7 @@ def check(m):
             return f"the {name} is a constant, not a computed value"
         if rank(t) != 3:
             return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
-        if not spans_batch_and_sequence(m.graph, t, m.context.setdefault("spans", {})):
+        if not spans_batch_and_sequence(m.graph, t, m.state.spans):
             return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
                     "SkipLayerNormalization adds two [batch, sequence, hidden] values")
     return None
@@ -83,6 +83,6 @@ FUSION = Fusion(
     rewrite=rewrite,
     signature=frozenset({"Add"}),
     exports=("sum",),
-    benefit=3,
+    after=("LayerNorm",),
     targets=("ort",),
 )

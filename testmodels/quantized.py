@@ -27,7 +27,7 @@ Every builder returns an ``onnx.ModelProto`` made from ``bert_tiny_opset14.onnx`
 ``testmodels/int8/`` and prints, for each, the op histogram, the file size, whether
 ONNX Runtime runs it, whether OpenVINO compiles it (CPU, f32 inference precision),
 the OpenVINO runtime graph's layer types and precisions, and how
-``fusekit.int8.analyze`` compares with what each runtime actually chose.
+``fusekit.reports.int8.analyze`` compares with what each runtime actually chose.
 
 Observation helpers (used by the tests and the report; they need the runtimes):
 ``ort_observed`` reads ONNX Runtime's optimized graph (QLinearMatMul /
@@ -521,8 +521,8 @@ def openvino_summary(compiled) -> dict:
 
 
 def agreement(model: onnx.ModelProto, backend: str, observed: dict) -> tuple[int, int, list[str]]:
-    """(agree, total, disagreements) between fusekit.int8 and what the runtime chose."""
-    from fusekit.int8 import analyze
+    """(agree, total, disagreements) between fusekit.reports.int8 and what the runtime chose."""
+    from fusekit.reports.int8 import analyze
     report = analyze(model, target=backend)
     agree, total, bad = 0, 0, []
     for rec in report.records:
@@ -534,7 +534,7 @@ def agreement(model: onnx.ModelProto, backend: str, observed: dict) -> tuple[int
             got_kind = "int8" if got in ORT_INT8_OPS else "fp32"
         else:
             got_kind = got["kind"]
-        want = rec.backends[backend]["verdict"]
+        want = rec.backends[backend].verdict
         if want == got_kind:
             agree += 1
         else:
@@ -552,7 +552,7 @@ def _report(name: str, model: onnx.ModelProto, size: int) -> None:
     if ok:
         a, t, bad = agreement(model, "ort", ort_observed(model))
         obs = Counter(ort_observed(model).values())
-        print(f"   ORT kernels: {dict(obs)}; fusekit.int8 agrees on {a}/{t}" + "".join(f"\n     ✗ {b}" for b in bad))
+        print(f"   ORT kernels: {dict(obs)}; fusekit.reports.int8 agrees on {a}/{t}" + "".join(f"\n     ✗ {b}" for b in bad))
     for precision in ("f32", None):
         compiled, err = compile_openvino(model, precision)
         tag = "f32" if precision else "default (bf16 on AMX)"
@@ -570,7 +570,7 @@ def _report(name: str, model: onnx.ModelProto, size: int) -> None:
         if precision == "f32":
             print("   layers:", ", ".join(f"{t}/{p} {c}" for (t, p), c in sorted(s["layers"].items())))
             a, t, bad = agreement(model, "openvino", openvino_observed(model, compiled))
-            print(f"   fusekit.int8 agrees with OpenVINO on {a}/{t}" + "".join(f"\n     ✗ {b}" for b in bad))
+            print(f"   fusekit.reports.int8 agrees with OpenVINO on {a}/{t}" + "".join(f"\n     ✗ {b}" for b in bad))
 
 
 def main(argv=None) -> int:

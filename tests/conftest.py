@@ -22,3 +22,12 @@ def ops(model: onnx.ModelProto) -> set[str]:
 @pytest.fixture
 def bert14():
     return TESTMODELS / "bert_tiny_opset14.onnx"
+
+
+def fuse_only(model, *fusions: str, target: str = "ort"):
+    """``fusekit.optimize`` with only ``fusions`` on and no verification: a rule's own test,
+    untouched by the other fusions. Returns (fused model, report)."""
+    import fusekit
+    from fusekit import patterns
+    others = [name for name in patterns.BY_NAME if name not in fusions]
+    return fusekit.optimize(model, target=target, verify=False, disable=others)

@@ -3,9 +3,9 @@ import numpy as np
 import onnx
 import pytest
 
-from fusekit import backends
-from fusekit.backends import openvino as ov_backend
-from fusekit.backends import ort as ort_backend
+from fusekit.runtime import backends
+from fusekit.runtime import openvino as ov_backend
+from fusekit.runtime import ort as ort_backend
 from fusekit.errors import FusekitError
 from fusekit.inputs import make_inputs
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fusekit import bench
+from fusekit.runtime import bench
 from fusekit.cli import main
 from fusekit.errors import FusekitError
 
@@ -125,7 +125,7 @@ def test_short_labels():
 ])
 def test_bad_requests_are_one_line(bert14, capsys, args, message):
     if "gpu" in args:
-        from fusekit.backends import openvino as ov_backend
+        from fusekit.runtime import openvino as ov_backend
         if any(d.startswith("GPU") for d in ov_backend.ov.Core().available_devices):
             pytest.skip("this machine has an OpenVINO GPU")
     code = main(["bench", str(bert14), "--seq", "8", "--iterations", "1", *args])

@@ -9,7 +9,7 @@ import pytest
 import fusekit
 from conftest import TESTMODELS
 from fusekit.cli import main
-from fusekit.diff import diff
+from fusekit.reports.diff import diff
 
 CORPUS = TESTMODELS / "corpus"
 BERT_TINY = TESTMODELS / "bert_tiny_opset14.onnx"

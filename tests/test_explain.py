@@ -10,8 +10,8 @@ import testmodels.variants as V
 from conftest import TESTMODELS
 from fusekit.cli import main
 from fusekit.errors import FusekitError
-from fusekit.explain import explain
-from fusekit.layers import assign
+from fusekit.reports.explain import explain
+from fusekit.reports.layers import assign
 from test_attention import LAYER0, helper_const, load, node, set_constant, toposorted
 from test_gelu import NEAR_MISSES as GELU_REASONS
 from test_layer_norm import NEAR_MISSES as LN_REASONS
@@ -122,8 +122,8 @@ def test_shared_albert_layer_is_split_into_two_layers():
 
 def test_layers_by_position_agree_with_names():
     # every BERT export names its layers; assigned by position instead, the attention and FFN nodes agree
-    from fusekit.dataflow import Dataflow
-    from fusekit.layers import _by_position, attention_cores
+    from fusekit.reports.dataflow import Dataflow
+    from fusekit.reports.layers import _by_position, attention_cores
     flow = Dataflow(onnx.load(TESTMODELS / "corpus" / "bert_ts14_eager.onnx").graph)
     names, positions = assign(flow).of, _by_position(flow, attention_cores(flow))
     inside = [i for i, name in enumerate(flow.names)

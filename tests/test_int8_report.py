@@ -1,4 +1,4 @@
-"""fusekit.int8: which MatMul/Gemm runs in INT8, and why not.
+"""fusekit.reports.int8: which MatMul/Gemm runs in INT8, and why not.
 
 Single-MatMul graphs plant one condition each; every expectation is also checked
 against what ONNX Runtime (its optimized graph) and OpenVINO (its runtime graph)
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fusekit.int8 import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, analyze
+from fusekit.reports.int8 import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, analyze
 from testmodels import quantized as Q
 
 K, N = 32, 64
@@ -160,6 +160,11 @@ def observe_ov(model):
     return Q.openvino_matmul_kind(layer)
 
 
+# ONNX Runtime up to 1.31 makes a QLinearMatMul of a MatMul with a per-channel activation or a per-row weight and
+# fails at run time; 1.32 leaves it in FP32. Tests judge for the installed release, as the report does.
+ORT_VERSION = tuple(int(p) for p in ort.__version__.split(".")[:2])
+PER_CHANNEL_QLINEAR = "fp32" if ORT_VERSION >= (1, 32) else "error"
+
 # name: (builder kwargs, ORT verdict, OpenVINO verdict, a reason fragment for each non-int8 backend)
 PLANTED = {
     "baseline": ({}, "int8", "int8", None),
@@ -169,9 +174,13 @@ PLANTED = {
     "uint8_weights": (dict(w="u8"), "int8", "fp32", "zero point of the weight is not 0"),
     "weight_scale_not_constant": (dict(w_scale_input=True), "int8", "fp32", "the weight scale is not a constant"),
     "weight_per_output_channel": (dict(w_axis=1), "int8", "int8", None),
-    "weight_per_row": (dict(w_axis=0), "error", "fp32", "per row (along K)"),
-    "activation_per_channel": (dict(a_axis=2), "error", "error", "per channel along K"),
-    "activation_per_channel_static": (dict(a_axis=2, static=True), "error", "fp32", "per channel along K"),
+    "weight_per_row": (dict(w_axis=0), PER_CHANNEL_QLINEAR, "fp32", "per row (along K)"),
+    "weight_per_row_no_output_q": (dict(w_axis=0, out="relu"), "error", "fp32", "per row (along K)"),
+    "weight_per_row_add_then_q_static": (dict(w_axis=0, out="add_q", static=True), "fp32", "fp32",
+                                         "per row (along K)"),
+    "activation_per_channel": (dict(a_axis=2), PER_CHANNEL_QLINEAR, "error", "per channel along K"),
+    "activation_per_channel_static": (dict(a_axis=2, static=True), PER_CHANNEL_QLINEAR, "fp32",
+                                      "per channel along K"),
     "output_q_and_other_consumer": (dict(out="q+relu"), "fp32", "int8", "feeds a QuantizeLinear and other nodes"),
     "no_output_q": (dict(out="relu"), "int8", "int8", None),
     "add_bias_no_q_static": (dict(out="add", static=True), "fp32", "int8", "MatMulAddFusion"),
@@ -191,8 +200,8 @@ def test_planted_single_matmul(case):
     kwargs, want_ort, want_ov, fragment = PLANTED[case]
     model = single(**kwargs)
     rec = analyze(model)["mm"]
-    assert rec.backends["ort"]["verdict"] == want_ort, rec.backends["ort"]
-    assert rec.backends["openvino"]["verdict"] == want_ov, rec.backends["openvino"]
+    assert rec.backends["ort"].verdict == want_ort, rec.backends["ort"]
+    assert rec.backends["openvino"].verdict == want_ov, rec.backends["openvino"]
     assert rec.verdict == ("int8" if want_ort == want_ov == "int8" else "fp32")
     if fragment:
         assert any(fragment in r for r in rec.reasons), rec.reasons
@@ -204,21 +213,33 @@ def test_planted_single_matmul(case):
         assert observe_ort(model) == want_ort
 
 
+@pytest.mark.parametrize("case", ["weight_per_row", "activation_per_channel", "activation_per_channel_static"])
+def test_ort_rules_follow_the_release(case):
+    """The QLinearMatMul rule that changed in ONNX Runtime 1.32 is judged per release, whichever is installed."""
+    model = single(**PLANTED[case][0])
+    old = analyze(model, ort_version=(1, 31))["mm"].backends["ort"]
+    new = analyze(model, ort_version=(1, 32))["mm"].backends["ort"]
+    assert (old.verdict, old.kernel) == ("error", "QLinearMatMul")
+    assert (new.verdict, new.kernel) == ("fp32", "MatMul")
+    assert "fails at run time" in old.reasons[0] and "1.32 QDQ MatMul rule leaves it in FP32" in new.reasons[0]
+    assert analyze(model)["mm"].backends["ort"].verdict == PER_CHANNEL_QLINEAR
+
+
 def test_record_fields():
     rec = analyze(single())["mm"]
     assert (rec.input_quantized, rec.weight_quantized, rec.weight_scale_constant, rec.zero_point_ok,
             rec.output_requantized) == (True, True, True, True, True)
     assert rec.activation.kind == "qdq" and rec.activation.dtype == "uint8" and rec.activation.zero_point == 128
     assert rec.weight.kind == "dq" and rec.weight.dtype == "int8" and rec.weight.data_constant
-    assert rec.backends["ort"]["kernel"] == "QLinearMatMul" and rec.backends["openvino"]["kernel"] == "FullyConnected"
+    assert rec.backends["ort"].kernel == "QLinearMatMul" and rec.backends["openvino"].kernel == "FullyConnected"
     rec = analyze(single(w_scale_input=True, wzp=3))["mm"]
     assert rec.weight_scale_constant is False and rec.zero_point_ok is False
-    assert analyze(single(out="relu"))["mm"].backends["ort"]["kernel"] == "MatMulIntegerToFloat"
+    assert analyze(single(out="relu"))["mm"].backends["ort"].kernel == "MatMulIntegerToFloat"
     assert analyze(single(out="relu"))["mm"].output_requantized is False
     rec = analyze(single(w_axis=1))["mm"]
     assert rec.weight.per_channel and rec.weight.axis == 1
     rec = analyze(single(act_act=True))["mm"]
-    assert rec.role == "Q·Kᵀ" and not rec.weight_constant and rec.backends["openvino"]["kernel"] == "MatMul"
+    assert rec.role == "Q·Kᵀ" and not rec.weight_constant and rec.backends["openvino"].kernel == "MatMul"
 
 
 def test_target_selects_backends():
@@ -260,18 +281,18 @@ def test_variant_reasons(reports):
     u8 = reports["matmul_u8s8"]
     qk = u8["/encoder/layer.0/attention/self/MatMul"]
     assert qk.role == "Q·Kᵀ" and qk.layer == 0
-    assert any("nonzero zero point" in r for r in qk.backends["openvino"]["reasons"])
+    assert any("nonzero zero point" in r for r in qk.backends["openvino"].reasons)
     pooler = u8["/pooler/dense/Gemm"]
     assert pooler.layer is None and pooler.reasons == [R_NO_ACT, R_NO_WEIGHT]
     pc = reports["matmul_s8s8_pc"]["/encoder/layer.1/attention/self/query/MatMul"]
-    assert pc.backends["openvino"]["verdict"] == "int8" and pc.weight.per_channel
-    assert any("QDQS8ToU8Transformer" in r for r in pc.backends["ort"]["reasons"])
+    assert pc.backends["openvino"].verdict == "int8" and pc.weight.per_channel
+    assert any("QDQS8ToU8Transformer" in r for r in pc.backends["ort"].reasons)
     qat = reports["qat"]
     pv = qat["/encoder/layer.1/attention/self/MatMul_1"]
     assert pv.role == "P·V" and pv.reasons == [R_NO_ACT, R_NO_SECOND]
     dense = qat["/encoder/layer.0/intermediate/dense/MatMul"]
     assert dense.weight.via == ["Transpose"] and dense.weight.axis == 1  # axis 0 of [out, in] → N after Transpose
-    assert dense.backends["ort"]["kernel"] == "MatMulIntegerToFloat" and not dense.output_requantized
+    assert dense.backends["ort"].kernel == "MatMulIntegerToFloat" and not dense.output_requantized
     fq = reports["ov_fakequantize"]["/encoder/layer.0/output/dense/MatMul"]
     assert fq.activation.kind == "fakequantize" and fq.weight.kind == "fakequantize" and fq.weight.symmetric
 
@@ -349,9 +370,9 @@ def test_planted_in_bert():
     report = analyze(model)
     k, v, i = report[key], report[value], report[inter]
     assert k.verdict == "fp32" and k.reasons == [R_NO_ACT, R_NO_WEIGHT] and not k.input_quantized
-    assert v.weight_scale_constant is False and v.backends["ort"]["verdict"] == "int8"
+    assert v.weight_scale_constant is False and v.backends["ort"].verdict == "int8"
     assert v.reasons == ["OpenVINO: the weight scale is not a constant"]
-    assert i.zero_point_ok is False and i.backends["ort"]["verdict"] == "int8"
+    assert i.zero_point_ok is False and i.backends["ort"].verdict == "int8"
     assert i.reasons[0].startswith("OpenVINO: zero point of the weight is not 0")
     untouched = report["/encoder/layer.1/attention/self/query/MatMul"]
     assert untouched.verdict == "int8"
@@ -395,7 +416,7 @@ def test_block_form_without_intermediate_requant():
     name = "/encoder/layer.0/intermediate/dense/MatMul"
     rec = analyze(model)[name]
     assert rec.verdict == "int8" and not rec.output_requantized
-    assert rec.backends["ort"]["kernel"] == "MatMulIntegerToFloat"
+    assert rec.backends["ort"].kernel == "MatMulIntegerToFloat"
     assert Q.ort_observed(model)[name] == "MatMulIntegerToFloat"
     compiled, err = Q.compile_openvino(model)
     assert compiled is not None, err

@@ -1,9 +1,12 @@
 """The pattern engine itself, on hand-built graphs."""
 import onnx_graphsurgeon as gs
+import pytest
 from onnx import TensorProto, helper
 
-from fusekit.matcher import Match, Miss, match_variant
-from fusekit.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.matcher import Match, Miss, closest, match_variant
+from fusekit.engine.passes import order
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.state import IdentityMap, IdentitySet
 
 
 def graph(nodes, inputs=("a", "b"), outputs=("y",), inits=()):
@@ -113,3 +116,40 @@ def test_size_counts_sub_expressions_written_twice_once():
     x = Var("x")
     p = either(op.Mul(op.Relu(x), op.Relu(x)), op.Neg(x), tag="t")
     assert p.size() == 2 and p.size({"t": 1}) == 1
+
+
+def test_fusions_run_after_the_ones_they_name_list_order_otherwise():
+    def named(name, after=()):
+        return Fusion(name, [], rewrite=lambda m, e: None, after=after)
+
+    a, b, c, d = named("A", after=("C",)), named("B"), named("C"), named("D", after=("A", "Absent"))
+    assert [f.name for f in order([a, b, c, d])] == ["B", "C", "A", "D"]  # a name not present is no constraint
+    assert [f.name for f in order([b, c])] == ["B", "C"]
+    with pytest.raises(ValueError, match="cycle"):
+        order([named("X", after=("Y",)), named("Y", after=("X",)), b])
+
+
+def test_the_library_order_keeps_every_dependency():
+    from fusekit import patterns
+    position = {f.name: i for i, f in enumerate(order(patterns.ALL))}
+    assert position["Gelu"] < position["BiasGelu"] and position["LayerNorm"] < position["SkipLayerNorm"]
+    assert all(position[a] < position[f.name] for f in patterns.ALL for a in f.after)
+
+
+def test_closest_miss_ranking_prefers_a_refused_whole_match():
+    def miss(matched, total, complete=False):
+        return Miss(fusion="F", variant="v", anchor="n", anchor_op="Add", matched=matched, total=total, at=None,
+                    reason="", complete=complete)
+
+    structural, refused = miss(5, 9), miss(3, 3, complete=True)
+    assert closest(structural, refused) is refused and closest(refused, structural) is refused
+    assert closest(miss(4, 9), miss(4, 5)).total == 5  # the larger share of its pattern
+    assert closest(None, structural) is structural
+
+
+def test_identity_set_holds_what_it_keys():
+    a, b = gs.Variable("t"), gs.Variable("t")  # equal by value, two objects
+    members = IdentitySet([a])
+    assert a in members and b not in members and len(members) == 1
+    seen = IdentityMap([(a, 1)])
+    assert seen.get(b) is None and seen[a] == 1

@@ -6,7 +6,7 @@ import pytest
 
 import fusekit
 from conftest import TESTMODELS
-from fusekit.int8 import analyze
+from fusekit.reports.int8 import analyze
 
 ALL_OPS = TESTMODELS / "int8" / "all_ops.onnx"
 

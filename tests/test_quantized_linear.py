@@ -1,4 +1,4 @@
-"""QuantizedLinear (the INT8 dense block) and FakeQuantize: each variant, each target, the near misses."""
+"""QuantizedLinear (the INT8 dense block): each variant, each target, the near misses."""
 import subprocess
 import sys
 from collections import Counter
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import fusekit
 from fusekit.verify import verify
@@ -156,44 +156,6 @@ def test_openvino_fully_quantized_model_compiles_and_leaves_only_attention_fakeq
     assert left and all("attention/self" in name or "pooler" in name for name in left), left
 
 
-# --------------------------------------------------------------------------- FakeQuantize
-
-def _fake_quantize_model(in_low=-1.28, in_high=1.27, out_low=None, out_high=None, levels=256):
-    ov = "org.openvinotoolkit"
-    out_low = in_low if out_low is None else out_low
-    out_high = in_high if out_high is None else out_high
-    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
-             (("il", in_low), ("ih", in_high), ("ol", out_low), ("oh", out_high))]
-    node = helper.make_node("FakeQuantize", ["x", "il", "ih", "ol", "oh"], ["y"], domain=ov, levels=levels, name="fq")
-    graph = helper.make_graph([node], "fq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid(ov, 1)],
-                             ir_version=8)
-
-
-def test_fake_quantize_becomes_the_pair_it_stands_for():
-    fused, report = fusekit.optimize(_fake_quantize_model(), target="ort")
-    assert report.counts["FakeQuantize"] == 1
-    assert ops(fused) == {"QuantizeLinear": 1, "DequantizeLinear": 1}
-    q = next(n for n in fused.graph.node if n.op_type == "QuantizeLinear")
-    inits = {t.name: numpy_helper.to_array(t) for t in fused.graph.initializer}
-    assert inits[q.input[1]] == pytest.approx(0.01) and inits[q.input[2]] == 128
-    assert report.verification.ok and report.verification.outputs[0].max_abs <= report.verification.outputs[0].step
-
-
-@pytest.mark.parametrize("kwargs, reason", [
-    (dict(out_low=-2.56, out_high=2.54), "output range differs"),
-    (dict(levels=255, in_low=-1.27, in_high=1.27), "255 levels on an activation"),
-    (dict(in_low=-1.283, in_high=1.267), "zero is not on the quantization grid"),
-    (dict(levels=16), "16 levels"),
-])
-def test_fake_quantize_near_miss(kwargs, reason):
-    fused, report = fusekit.optimize(_fake_quantize_model(**kwargs), target="openvino")
-    assert "FakeQuantize" not in report.counts and ops(fused) == {"FakeQuantize": 1}
-    (miss,) = report.misses
-    assert reason in miss.reason, miss
-
-
 # --------------------------------------------------------------------------- verification in steps
 
 def test_a_real_difference_fails_in_steps(tmp_path):
@@ -226,7 +188,7 @@ def test_cli_reports_the_fp32_to_int8_error(tmp_path):
 
 @pytest.mark.parametrize("target", ["onnx", "ort"])
 def test_int8_report_names_every_fused_block(target):
-    from fusekit.int8 import analyze
+    from fusekit.reports.int8 import analyze
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
     report = analyze(fused, "ort")
     dense = [r for r in report.records if r.weight_constant and r.role != "pooler"]
@@ -238,7 +200,7 @@ def test_int8_report_names_every_fused_block(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_diff_accounts_for_every_node_of_a_lowered_block(target):
-    from fusekit.diff import diff
+    from fusekit.reports.diff import diff
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target=target, verify=False)
     result = diff(str(INT8 / "matmul_u8s8.onnx"), fused)
     assert result.ok and not result.unaccounted
@@ -247,7 +209,7 @@ def test_diff_accounts_for_every_node_of_a_lowered_block(target):
 
 
 def test_function_calls_run_in_openvino_through_the_backend(tmp_path):
-    from fusekit.backends import openvino as ov_backend
+    from fusekit.runtime import openvino as ov_backend
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="onnx", verify=False)
     path = tmp_path / "int8.fused.onnx"
     onnx.save(fused, path)

@@ -1,6 +1,8 @@
-"""Applying fusions to a fixpoint, highest benefit first.
+"""Applying fusions to a fixpoint, in the order their dependencies give.
 
-Within one sweep a fusion visits its anchors from the graph's outputs backwards, so
+A fusion that rewrites what another one builds says so (``Fusion.after``): BiasGelu
+folds a bias into the Gelu that the Gelu fusion made. ``order`` sorts the fusions so
+each runs after those it names, keeping list order where nothing is said. Within one sweep a fusion visits its anchors from the graph's outputs backwards, so
 the largest form of a pattern (LayerNorm with its β) is seen before its smaller
 forms (without β). Sweeps repeat until nothing fires; a fusion still firing after
 ``max_sweeps`` is a bug in that fusion, and the error names it.
@@ -12,10 +14,11 @@ from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
-from .errors import FusekitError
-from .matcher import Match, Miss, lowered, made_by, match_variant
+from ..errors import FusekitError
+from .matcher import Match, Miss, closest, match_variant
 from .pattern import Fusion, root_ops
 from .rewrite import Fused, apply, compose
+from .state import IdentitySet, RunState
 
 
 @dataclass
@@ -27,10 +30,6 @@ class PassResult:
     notes: list[str] = field(default_factory=list)  # what rewrites asked the report to say
 
 
-def _deeper(a: Miss | None, b: Miss) -> Miss:
-    return b if a is None or (b.complete, b.matched) > (a.complete, a.matched) else a
-
-
 def _reached(signature, miss: Miss) -> bool:
     """Whether a miss got as far as the fusion's signature: one of its entries, each an op
     type or several joined by "+" that must all have been reached."""
@@ -40,53 +39,71 @@ def _reached(signature, miss: Miss) -> bool:
 
 def _refused(m: Match, reason: str) -> Miss:
     size = len(m.nodes)
-    return Miss(m.fusion.name, m.label, m.anchor.name, m.anchor.op, size, size, m.anchor.name, reason,
-                [n.name for n in m.nodes], [n.op for n in m.nodes], m.anchor.op, complete=True)
+    return Miss(fusion=m.fusion.name, variant=m.label, anchor=m.anchor.name, anchor_op=m.anchor.op,
+                matched=size, total=size, at=m.anchor.name, reason=reason, nodes=[n.name for n in m.nodes],
+                ops=[n.op for n in m.nodes], at_op=m.anchor.op, complete=True)
 
 
-def sweep(graph: gs.Graph, fusion: Fusion, target: str, opset: int, names: set[str],
-          misses: dict[tuple[str, str], Miss], context: dict) -> list[Fused]:
+def order(fusions: list[Fusion]) -> list[Fusion]:
+    """``fusions`` sorted so each runs after the ones it names in ``after``; list order breaks ties.
+
+    A name that is not among ``fusions`` (disabled, or not for this target) is no constraint.
+    """
+    present = {f.name for f in fusions}
+    waiting = {f.name: {a for a in f.after if a in present} for f in fusions}
+    ordered: list[Fusion] = []
+    while len(ordered) < len(fusions):
+        ready = next((f for f in fusions if f.name in waiting and not waiting[f.name]), None)
+        if ready is None:
+            raise ValueError(f"fusions wait on each other in a cycle: {', '.join(sorted(waiting))}")
+        ordered.append(ready)
+        del waiting[ready.name]
+        for deps in waiting.values():
+            deps.discard(ready.name)
+    return ordered
+
+
+def sweep(graph: gs.Graph, fusion: Fusion, state: RunState, misses: dict[tuple[str, str], Miss]) -> list[Fused]:
     """One pass of ``fusion`` over the graph; fills ``misses`` with near-misses per anchor."""
     anchors = fusion.anchor_ops()
-    gone: set[int] = set()
+    gone: IdentitySet[gs.Node] = IdentitySet()
     fused: list[Fused] = []
     for node in reversed(list(graph.nodes)):
-        if node.op not in anchors or id(node) in gone or made_by(context, fusion.name, node) or not node.outputs:
+        if node.op not in anchors or node in gone or state.made_by(fusion.name, node) or not node.outputs:
             continue
-        closest = None
+        nearest = None
         for variant in fusion.variants:
             if node.op not in root_ops(variant.pattern):
                 continue
-            result = match_variant(graph, fusion, variant, node, context)
-            if isinstance(result, Match) and fusion.min_opset.get(target, 0) > opset:
+            result = match_variant(graph, fusion, variant, node, state)
+            if isinstance(result, Match) and fusion.min_opset.get(state.target, 0) > state.opset:
                 # a candidate a later rewrite made, in a model whose opset was not raised for it
-                result = _refused(result, f"its {target} form needs opset {fusion.min_opset[target]}; "
-                                          f"the model has opset {opset}")
+                result = _refused(result, f"its {state.target} form needs opset {fusion.min_opset[state.target]}; "
+                                          f"the model has opset {state.opset}")
             if isinstance(result, Match):
-                gone.update(id(n) for n in result.nodes)
-                fused.append(apply(result, target, opset, names))
+                gone.update(result.nodes)
+                fused.append(apply(result))
                 misses.pop((fusion.name, node.name), None)
                 break
-            closest = _deeper(closest, result)
+            nearest = closest(nearest, result)
         else:
             # an inlined body is fusekit's output, not the model's: no near miss there
-            if closest is not None and not lowered(context, node) and _reached(fusion.signature, closest):
-                misses[(fusion.name, node.name)] = closest
-    if gone:
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+            if nearest is not None and node not in state.lowered and _reached(fusion.signature, nearest):
+                misses[(fusion.name, node.name)] = nearest
+    if len(gone):
+        graph.nodes = [n for n in graph.nodes if n not in gone]
     return fused
 
 
 def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_sweeps: int = 8) -> PassResult:
-    fusions = sorted(fusions, key=lambda f: -f.benefit)
-    names = {n.name for n in graph.nodes} | set(graph.tensors())
+    fusions = order(fusions)
+    state = RunState(target=target, opset=opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
     misses: dict[tuple[str, str], Miss] = {}
-    context = {"target": target, "opset": opset}
     result = PassResult()
     for result.sweeps in range(1, max_sweeps + 1):
         fired = Counter()
         for fusion in fusions:
-            new = sweep(graph, fusion, target, opset, names, misses, context)
+            new = sweep(graph, fusion, state, misses)
             if new:
                 fired[fusion.name] += len(new)
                 result.fused += new
@@ -97,8 +114,8 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
     else:
         raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
     result.fused = compose(result.fused)
-    result.functions = list(context.get("functions", {}).values())
-    result.notes = [text.format(count=n) for text, n in context.get("notes", {}).items()]
+    result.functions = list(state.functions.values())
+    result.notes = [text.format(count=n) for text, n in state.notes.items()]
     result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
     return result
 
@@ -110,7 +127,7 @@ def closest_misses(misses, alive: set[str]) -> list[Miss]:
     failed tanh GELU; only the closest attempt says something useful.
     """
     kept, claimed = [], set()
-    for m in sorted(misses, key=lambda m: (-m.matched, -m.complete, -m.matched / max(m.total, 1))):
+    for m in sorted(misses, key=Miss.closeness, reverse=True):
         if m.anchor in alive and not claimed & set(m.nodes):
             kept.append(m)
             claimed |= set(m.nodes)

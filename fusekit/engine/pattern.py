@@ -1,17 +1,35 @@
 """The pattern language: fusions written as the math they fuse.
 
-A pattern is a small expression tree built from four pieces:
+A pattern is a small expression tree. Everything the language has:
 
-    Var("x")                 any value; the same name must bind the same value
-    Const("eps")             a constant, bound by value (``Const(value=2.0)`` demands one)
-    op.Sqrt(v)               a node of that op type whose inputs match ``v``
-    either(a, b, tag="t")    the first alternative that matches; the tag records which
+    Var("x", label=…)                  any value; the same name binds the same value everywhere
+    Var("shape", shape_only=True)      … one the replacement never reads (a reshape target): a
+                                       side chain computing it from inner values dies with the match
+    Const("eps", label="ε")            a constant (initializer or Constant node), bound by value
+    Const(value=0.5, rtol=…, atol=…)   … that must equal this value; ``op.Mul(x, 0.5)`` is short for it
+    op.Sqrt(v)                         a node of that op type whose inputs match ``v``, in order
+    op.ReduceMean(v, axes=[-1])        attribute checks: a literal, or a predicate
+    op.Add(…, axis=lambda value, node: None or "reason")
+                                       … returning None when satisfied, else the reason; attributes
+                                       later opsets moved to inputs (``axes``) read the same, and
+                                       absent ones read as the defaults ``graph.ATTRIBUTE_DEFAULTS`` lists
+    op.Gelu(v, _domain="com.microsoft")  the node's domain (default: the ONNX domain)
+    op.MatMul(a, b, _bind="matmul")    names the node, for ``match.node("matmul")``
+    either(a, b, tag="t", labels=…)    the first alternative that matches; ``tag`` records which
+                                       (``match.tags``), a tag used twice takes the same branch
+                                       everywhere, and labels name the variant in reports
+    maybe(wrap, x, tag, present, absent)
+                                       ``wrap(x)`` or just ``x``; ``match.has(tag)`` tells which
 
-The same pattern object used twice must match the same graph node (a shared
-sub-expression); two separate objects may match two nodes that compute the same
-thing (an exporter that emitted ``x - mean`` twice). ``Add`` and ``Mul`` match their
-inputs in either order. A :class:`Fusion` collects the variants of one fusion with
-the ``check`` and ``rewrite`` that decide and build it; it never touches a graph.
+Ops in ``COMMUTATIVE`` (Add, Mul, Max, Min, Sum, And, Or, Equal, with two inputs and the ONNX
+domain) match their inputs in either order. The same pattern object used twice must match
+the same graph node (a shared sub-expression); two separate objects may match two nodes
+that compute the same thing (an exporter that emitted ``x - mean`` twice).
+
+A :class:`Variant` is one pattern with the exporters that emit it; a :class:`Fusion`
+collects the variants of one fusion with the ``check`` and ``rewrite`` that decide and
+build it, the fusions it runs ``after``, and the nodes it ``exports`` or ``reads`` through.
+It never touches a graph.
 """
 from __future__ import annotations
 
@@ -39,8 +57,8 @@ class Pattern:
 
 def _count(p: Pattern, tags, keys: set, memo: dict):
     """Collect the structural keys of the Op nodes ``p`` would match."""
-    if id(p) in memo:
-        return memo[id(p)]
+    if p in memo:  # patterns hash by identity (eq=False)
+        return memo[p]
     if isinstance(p, Op):
         key = (p.op_type, p.domain) + tuple(_count(i, tags, keys, memo) for i in p.inputs)
         keys.add(key)
@@ -51,7 +69,7 @@ def _count(p: Pattern, tags, keys: set, memo: dict):
         key = ("var", p.name)
     else:
         key = ("const", p.name, p.value)
-    memo[id(p)] = key
+    memo[p] = key
     return key
 
 
@@ -136,9 +154,9 @@ def variables(p: Pattern, found: dict | None = None, seen: set | None = None) ->
     """Every Var in a pattern, by name (shared sub-expressions visited once: a pattern is a DAG)."""
     found = {} if found is None else found
     seen = set() if seen is None else seen
-    if id(p) in seen:
+    if p in seen:
         return found
-    seen.add(id(p))
+    seen.add(p)
     if isinstance(p, Var):
         found[p.name] = p
     for child in getattr(p, "inputs", ()) or getattr(p, "alternatives", ()):
@@ -199,7 +217,9 @@ class Fusion:
     variants: list[Variant]
     rewrite: Callable
     check: Callable | None = None
-    benefit: int = 1
+    # Fusions whose output this one matches or whose rewrite it needs done first (BiasGelu
+    # after Gelu); the passes run it after them (``passes.order``).
+    after: tuple[str, ...] = ()
     targets: tuple[str, ...] = ("ort", "onnx", "openvino")
     min_opset: Mapping[str, int] = field(default_factory=dict)
     # A refused candidate is reported as a near miss once its match reached one of these

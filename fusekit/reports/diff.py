@@ -54,7 +54,7 @@ JSON (``--json``), schema ``fusekit.diff/1``::
                           "dead": int, "unaccounted": int, "fused": {op: count}}]}}
 
 Op names carry their domain when it is not the default (``com.microsoft.Attention``);
-``layer`` is the encoder layer (see ``fusekit.layers``), null outside every layer.
+``layer`` is the encoder layer (see ``fusekit.reports.layers``), null outside every layer.
 """
 from __future__ import annotations
 
@@ -67,9 +67,9 @@ from pathlib import Path
 import networkx as nx
 import onnx
 
+from ..pipeline import PROVENANCE_KEY
 from . import layers as layers_
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
-from .pipeline import PROVENANCE_KEY
 
 SCHEMA = "fusekit.diff/1"
 STATUSES = ("kept", "replaced", "bypassed", "dead", "unaccounted")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..errors import FusekitError
+from ..inputs import Setting, check_feeds, load_feeds, make_inputs
+from ..modelio import load, staged
 from . import backends
-from .errors import FusekitError
-from .inputs import Setting, check_feeds, load_feeds, make_inputs
-from .modelio import load, staged
 
 
 @dataclass

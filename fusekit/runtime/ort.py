@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import FusekitError
-from . import first_line
+from .backends import first_line
 
 # fusekit's device names → the execution provider that runs them
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "gpu": "CUDAExecutionProvider",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .state import IdentityMap
+
 # Attributes that later opsets moved into inputs: (op, attribute) -> input index.
 ATTRIBUTE_INPUTS = {
     ("ReduceMean", "axes"): 1,
@@ -171,7 +173,7 @@ _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal"
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 
-def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | None = None) -> bool:
+def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityMap | None = None) -> bool:
     """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence).
 
     Shape inference loses these dimensions through Slice and broadcasting, so this
@@ -179,10 +181,10 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | No
     dimensions. A value that may broadcast over batch or sequence (the [1, S, H]
     position term of an embedding sum) is not proven.
     """
-    memo = {} if memo is None else memo
-    if id(tensor) in memo:
-        return memo[id(tensor)]
-    memo[id(tensor)] = False  # cycles cannot prove anything
+    memo = IdentityMap() if memo is None else memo
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = False  # cycles cannot prove anything
     node = producer(tensor)
     if node is None:
         result = _is_sequence_input(graph, tensor)
@@ -202,7 +204,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: dict | No
             for i, e in enumerate(entries[:2]))
     else:
         result = False
-    memo[id(tensor)] = result
+    memo[tensor] = result
     return result
 
 

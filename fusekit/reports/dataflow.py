@@ -1,5 +1,5 @@
-"""Who produces and who consumes each value of a graph proto: the index that
-``layers``, ``diff``, ``explain`` and ``inspection`` walk.
+"""Who produces and who consumes each value of a graph proto: the one index that
+``layers``, ``diff``, ``explain``, ``inspection`` and the INT8 analysis walk.
 
 Nodes are identified by their index in ``graph.node``; names are for people, and
 exports do not always give them.
@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import FusekitError
-from .graph import default_names
-from .modelio import load
+from ..engine.graph import default_names
+from ..errors import FusekitError
+from ..modelio import load
 
 # Weight element types and their sizes in bytes.
 FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,

@@ -19,10 +19,10 @@ from typing import TextIO
 
 import numpy as np
 
+from ..errors import FusekitError
+from ..inputs import Setting, make_inputs
+from ..modelio import load, staged
 from . import backends
-from .errors import FusekitError
-from .inputs import Setting, make_inputs
-from .modelio import load, staged
 
 SCHEMA = "fusekit.bench/1"
 

@@ -1,4 +1,4 @@
-"""Runtimes fusekit can run a model on: thin adapters, one module per runtime.
+"""The runtimes fusekit can run a model on: a registry over the thin adapters beside it (``ort``, ``openvino``).
 
 Each backend loads a model file for one device, thread count and precision and
 returns a :class:`Runner`. No fusion logic lives here; the adapters only pick the

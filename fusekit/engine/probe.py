@@ -24,6 +24,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from .graph import producer
+from .state import IdentityMap, IdentitySet
 
 PROBE_SHAPES = [(2, 6), (3, 9), (1, 5)]
 
@@ -36,25 +37,25 @@ class KeyPaddingMask:
 
 def _ancestry(graph: gs.Graph, value: gs.Tensor) -> tuple[list[gs.Node], list[gs.Tensor]] | str:
     """The nodes computing ``value`` and the model inputs they read."""
-    graph_inputs = {id(t) for t in graph.inputs}
-    nodes, inputs, seen, stack = {}, {}, set(), [value]
+    graph_inputs = IdentitySet(graph.inputs)
+    nodes, inputs, seen, stack = IdentitySet(), IdentitySet(), IdentitySet(), [value]
     while stack:
         t = stack.pop()
-        if id(t) in seen or isinstance(t, gs.Constant) or not t.name:
+        if t in seen or isinstance(t, gs.Constant) or not t.name:
             continue
-        seen.add(id(t))
+        seen.add(t)
         node = producer(t)
         if node is None:
-            if id(t) not in graph_inputs:
+            if t not in graph_inputs:
                 return f"the mask depends on '{t.name}', which is neither computed nor a model input"
-            inputs[id(t)] = t
+            inputs.add(t)
             continue
         if node.op in ("If", "Loop", "Scan") or node.domain:
             return f"the mask is computed through {node.op} '{node.name}', which fusekit does not evaluate"
-        nodes[id(node)] = node
+        nodes.add(node)
         stack.extend(node.inputs)
-    order = {id(n): i for i, n in enumerate(graph.nodes)}
-    return sorted(nodes.values(), key=lambda n: order.get(id(n), 0)), list(inputs.values())
+    order = IdentityMap((n, i) for i, n in enumerate(graph.nodes))
+    return sorted(nodes, key=lambda n: order.get(n, 0)), list(inputs)
 
 
 def _session(graph: gs.Graph, nodes, inputs, value) -> ort.InferenceSession:

@@ -10,7 +10,7 @@ attribute, the hidden size off the LayerNorm weights inside the layers, the
 intermediate size off the weight of the MatMul feeding the activation, the
 activation off which GELU form fused, ε off the LayerNorms, the vocabulary and
 position table sizes off the embedding lookup, and the layer count from
-``fusekit.layers``.
+``fusekit.reports.layers``.
 
 The exporter is told by its fingerprints: the producer name, TorchScript's
 module-path node names (``/encoder/layer.0/attention/self/MatMul``) and ``onnx::``
@@ -55,11 +55,11 @@ import numpy as np
 import onnx
 
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
-from .errors import FusekitError
-from .inputs import PASS_THROUGH, input_role
+from ..errors import FusekitError
+from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
-from .pipeline import PROVENANCE_KEY, input_warnings, optimize
-from .rewrite import Fused
+from ..pipeline import PROVENANCE_KEY, input_warnings, optimize
+from ..engine.rewrite import Fused
 
 SCHEMA = "fusekit.inspect/1"
 MS = "com.microsoft"

@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .matcher import Match
+from .state import IdentitySet, RunState
 
 MS = "com.microsoft"
 
@@ -57,22 +58,26 @@ class Emitter:
     """Builds replacement nodes: ``emit.LayerNormalization(x, g, b, epsilon=e)``.
 
     ``_domain`` sets the node's domain; the node's output is returned. ``target``
-    and ``opset`` tell a rewrite which form to build.
+    and ``opset`` tell a rewrite which form to build. What outlives one rewrite
+    (names, shared constants, functions, notes, inlined nodes) goes into the run's
+    :class:`RunState`; ``made`` is what this rewrite built.
     """
 
-    def __init__(self, graph: gs.Graph, target: str, opset: int, prefix: str, names: set[str], replacing=(),
-                 cache: dict | None = None, functions: dict | None = None):
-        self.graph, self.target, self.opset, self.prefix = graph, target, opset, prefix
-        self.cache = {} if cache is None else cache  # small constants shared by every rewrite of a run
-        self.functions = {} if functions is None else functions  # model-local functions the calls need
-        self.made: dict[int, gs.Node] = {}  # the nodes this rewrite built, by id (held: ids stay theirs)
-        self.notes: dict[str, int] = {}  # what the run's report should say, with how often it happened
-        self.lowered: dict[int, gs.Node] = {}  # nodes of inlined bodies: never reported as near misses
-        self.names = names  # every node and tensor name in the graph, to keep new ones unique
-        self.replacing = {id(n) for n in replacing}  # the matched nodes, about to go
+    def __init__(self, graph: gs.Graph, state: RunState, prefix: str, replacing=()):
+        self.graph, self.state, self.prefix = graph, state, prefix
+        self.made: IdentitySet[gs.Node] = IdentitySet()  # the nodes this rewrite built
+        self.replacing = IdentitySet(replacing)  # the matched nodes, about to go
+
+    @property
+    def target(self) -> str:
+        return self.state.target
+
+    @property
+    def opset(self) -> int:
+        return self.state.opset
 
     def _unique(self, base: str) -> str:
-        taken = self.names
+        taken = self.state.names
         name, i = base, 1
         while name in taken:
             name, i = f"{base}_{i}", i + 1
@@ -87,33 +92,34 @@ class Emitter:
         ``shared`` nodes reading it are recognised as the same."""
         value = np.ascontiguousarray(value)
         key = (value.dtype.str, value.shape, value.tobytes())
-        if key not in self.cache:
-            self.cache[key] = gs.Constant(self._unique("fusekit/const"), value)
-        return self.cache[key]
+        constants = self.state.constants
+        if key not in constants:
+            constants[key] = gs.Constant(self._unique("fusekit/const"), value)
+        return constants[key]
 
     def shared(self, op_type: str, *inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
         """Like ``emit.<op_type>(...)``, but reuses a node already computing exactly that
         (several fused layers need the same Cast of the mask)."""
         for node in inputs[0].outputs if inputs else []:
             if node.op == op_type and (node.domain or "") == _domain and node.attrs == attrs \
-                    and id(node) not in self.replacing \
+                    and node not in self.replacing \
                     and len(node.inputs) == len(inputs) and all(a is b for a, b in zip(node.inputs, inputs)):
                 return node.outputs[0]
         return getattr(self, op_type)(*inputs, _domain=_domain, **attrs)
 
     def note(self, text: str, count: int = 1):
         """Something the report should say about this fusion (counted over the run)."""
-        self.notes[text] = self.notes.get(text, 0) + count
+        self.state.notes[text] = self.state.notes.get(text, 0) + count
 
     def call(self, function: onnx.FunctionProto, *inputs: gs.Tensor, **attrs) -> gs.Variable:
         """A node calling the model-local ``function``, which goes into the model with it."""
-        self.functions[(function.domain, function.name)] = function
+        self.state.functions[(function.domain, function.name)] = function
         return getattr(self, function.name)(*inputs, _domain=function.domain, **attrs)
 
     def inline(self, function: onnx.FunctionProto, *inputs: gs.Tensor | None) -> gs.Variable:
         """The body of ``function`` emitted in place, its formal inputs bound to ``inputs``."""
         values = dict(zip(function.input, inputs))
-        before = dict(self.made)
+        before = IdentitySet(self.made)
         for node in function.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Constant":
@@ -123,7 +129,7 @@ class Emitter:
             out = getattr(self, node.op_type)(*args, _domain=node.domain, **attrs)
             out.dtype = _result_type(node.op_type, args)  # later fusions check types
             values[node.output[0]] = out
-        self.lowered.update({k: n for k, n in self.made.items() if k not in before})
+        self.state.lowered.update(n for n in self.made if n not in before)
         return values[function.output[0]]
 
     def __getattr__(self, op_type: str):
@@ -138,7 +144,7 @@ class Emitter:
             ins = [gs.Variable.empty() if t is None else t for t in inputs]  # None: an omitted optional input
             node = gs.Node(op_type, name, attrs, ins, outs, domain=_domain or None)
             self.graph.nodes.append(node)
-            self.made[id(node)] = node
+            self.made.add(node)
             picked = [outs[i] for i in _outputs]
             return picked[0] if len(picked) == 1 else picked
 
@@ -168,15 +174,12 @@ def _summarize(value: np.ndarray):
     return f"{value.dtype}{list(value.shape)}"
 
 
-def apply(match: Match, target: str, opset: int, names: set[str]) -> Fused:
-    emit = Emitter(match.graph, target, opset, match.anchor.name or match.fusion.name, names, match.nodes,
-                   match.context.setdefault("constants", {}), match.context.setdefault("functions", {}))
-    emit.notes = match.context.setdefault("notes", {})
-    emit.lowered = match.context.setdefault("lowered", {})
+def apply(match: Match) -> Fused:
+    emit = Emitter(match.graph, match.state, match.anchor.name or match.fusion.name, match.nodes)
     replaced = [(n.name, n.op) for n in match.nodes]
     result = match.fusion.rewrite(match, emit)
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
-    match.context.setdefault("made", {}).setdefault(match.fusion.name, {}).update(emit.made)
+    match.state.record(match.fusion.name, emit.made)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
         node.inputs.clear()

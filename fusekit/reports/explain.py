@@ -4,7 +4,7 @@ fusekit fuses the model in memory (nothing is written, nothing verified) and lis
 each candidate: every fused node, and for every region a fusion recognised but
 refused, the closest miss — the variant, how far it matched, the node where it
 stopped and the reason. Candidates are grouped by encoder layer (see
-``fusekit.layers``), so a fusion that fired in 11 of 12 layers reads as
+``fusekit.reports.layers``), so a fusion that fired in 11 of 12 layers reads as
 ``Attention: 11 of 12 layers fused; layer 7: …``.
 
 A node fused by an earlier fusekit run (its provenance is in the model) is listed
@@ -41,14 +41,13 @@ from pathlib import Path
 
 import onnx
 
-from . import patterns
-
+from .. import patterns
+from ..engine.matcher import Miss
+from ..errors import FusekitError
+from ..modelio import load
+from ..pipeline import PROVENANCE_KEY, optimize
 from .dataflow import Dataflow
-from .errors import FusekitError
 from .layers import Layers, assign
-from .matcher import Miss
-from .modelio import load
-from .pipeline import PROVENANCE_KEY, optimize
 
 SCHEMA = "fusekit.explain/1"
 

@@ -16,9 +16,10 @@ import onnx_graphsurgeon as gs
 
 from .graph import ATTRIBUTE_INPUTS, attr, const_value, describe_origin, is_graph_output, producer
 from .pattern import Const, Fusion, Op, Or, Pattern, Var, Variant, variables
+from .state import IdentitySet, RunState
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Miss:
     """Why one fusion variant did not fuse at one anchor."""
 
@@ -26,19 +27,34 @@ class Miss:
     variant: str
     anchor: str
     anchor_op: str
-    matched: int
-    total: int
-    at: str | None
+    matched: int  # how many graph nodes the variant had matched when it stopped
+    total: int  # how many it has
+    at: str | None  # the graph node where it stopped
     reason: str
     nodes: list[str] = field(default_factory=list)  # the graph nodes it did match
     ops: list[str] = field(default_factory=list)  # and their op types
     at_op: str | None = None  # the op of the node where it stopped, when that node was the op expected
     complete: bool = False  # the whole shape matched; a check or an outside use refused it
 
+    def closeness(self) -> tuple:
+        """How close this miss came to fusing; the closest of competing misses is the one shown.
+
+        A refusal after the whole shape matched beats any structural dead end, then more
+        nodes matched, then a larger share of the pattern.
+        """
+        return self.complete, self.matched, self.matched / max(self.total, 1)
+
     def __str__(self):
         where = f" at '{self.at}'" if self.at else ""
         return (f"{self.fusion}/{self.variant} at '{self.anchor}': matched {self.matched}/{self.total} nodes, "
                 f"stopped{where}: {self.reason}")
+
+
+def closest(a: Miss | None, b: Miss | None) -> Miss | None:
+    """The closer of two misses (the first on a tie)."""
+    if a is None or (b is not None and b.closeness() > a.closeness()):
+        return b
+    return a
 
 
 @dataclass
@@ -55,7 +71,7 @@ class Match:
     nodes: list[gs.Node]
     named: dict[str, gs.Node]
     graph: gs.Graph
-    context: dict = field(default_factory=dict)  # shared by every match of one run: caches, target
+    state: RunState  # shared by every match of one run: target, opset, caches
     facts: dict = field(default_factory=dict)  # what check worked out, for rewrite
 
     def __getitem__(self, name: str) -> gs.Tensor:
@@ -84,15 +100,16 @@ class _State:
     consts: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)  # tag -> index of the alternative taken
     labels: dict = field(default_factory=dict)  # tag -> its label
-    nodes: dict = field(default_factory=dict)  # id(pattern Op) -> graph node
+    nodes: dict = field(default_factory=dict)  # pattern Op (hashed by identity) -> graph node
     named: dict = field(default_factory=dict)
 
     def extend(self, **changes) -> "_State":
         merged = {k: {**getattr(self, k), **v} for k, v in changes.items()}
         return _State(**{**self.__dict__, **merged})
 
-    def depth(self) -> int:
-        return len({id(n) for n in self.nodes.values()})
+    def graph_nodes(self) -> list[gs.Node]:
+        """The graph nodes matched so far, each once (one graph node may match several pattern Ops)."""
+        return list(IdentitySet(self.nodes.values()))
 
 
 class _Search:
@@ -104,13 +121,14 @@ class _Search:
         self.best_key = (-1, -1)
 
     def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
-        """Note a dead end at ``node``; the one that got furthest is kept.
+        """Note a dead end at ``node``; the closest is kept, by the first two terms of
+        ``Miss.closeness`` (complete, then nodes matched; the first dead end on a tie).
 
         ``reached`` is False when node is not even the op expected; ``complete`` marks a
         refusal after the whole shape matched (a check, an outside use), which is closer
         than any structural dead end.
         """
-        key = (int(complete), state.depth())
+        key = (int(complete), len(state.graph_nodes()))
         if key > self.best_key:
             self.best, self.best_key = (state, node, reason, reached), key
 
@@ -159,7 +177,7 @@ class _Search:
             found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
             self.fail(s, node, f"expected {p.op_type}, found {found}", reached=False)
             return
-        earlier = s.nodes.get(id(p))
+        earlier = s.nodes.get(p)
         if earlier is not None:
             if earlier is node:
                 yield s
@@ -173,7 +191,7 @@ class _Search:
         if reason:
             self.fail(s, node, reason)
             return
-        s = s.extend(nodes={id(p): node}, named={p.bind: node} if p.bind else {})
+        s = s.extend(nodes={p: node}, named={p.bind: node} if p.bind else {})
         inputs = list(node.inputs[: len(p.inputs)])
         orders = [inputs]
         if p.commutative and inputs[0] is not inputs[1]:
@@ -208,7 +226,7 @@ class _Search:
             yield from self._all(patterns[1:], tensors[1:], s2)
 
 
-def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], kept: set[int], budget: list[int]) -> bool:
+def _feeds_only(graph: gs.Graph, node: gs.Node, inside: IdentitySet, kept: IdentitySet, budget: list[int]) -> bool:
     """Whether everything ``node`` computes ends up only inside the match, so it dies with it.
 
     Exporters read shapes off inner values (``Shape(ctx)`` to build a reshape target
@@ -219,10 +237,10 @@ def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], kept: set[int]
     if budget[0] < 0:
         return False
     for out in node.outputs:
-        if is_graph_output(graph, out) or id(out) in kept:
+        if is_graph_output(graph, out) or out in kept:
             return False
         for user in out.outputs:
-            if id(user) not in inside and not _feeds_only(graph, user, inside, kept, budget):
+            if user not in inside and not _feeds_only(graph, user, inside, kept, budget):
                 return False
     return True
 
@@ -230,56 +248,71 @@ def _feeds_only(graph: gs.Graph, node: gs.Node, inside: set[int], kept: set[int]
 def _escape(graph: gs.Graph, nodes: list[gs.Node], anchor: gs.Node, exported=(), kept=()) -> tuple[gs.Node, str] | None:
     """An inner value of the match that something outside it still needs, if any.
 
+    ``exported`` are bound nodes whose outputs may be used outside (``Fusion.exports``);
     ``kept`` are the bound values the replacement will still read.
     """
-    inside = {id(n) for n in nodes}
-    kept = {id(t) for t in kept}
-    free = {id(anchor)} | {id(n) for n in exported}
+    inside, kept, free = IdentitySet(nodes), IdentitySet(kept), IdentitySet([anchor, *exported])
     for node in nodes:
-        if id(node) in free:
+        if node in free:
             continue
         for out in node.outputs:
             if is_graph_output(graph, out):
                 return node, f"'{out.name}' (from {node.op}) is also a graph output"
             for user in out.outputs:
-                if id(user) not in inside and not _feeds_only(graph, user, inside, kept, [32]):
+                if user not in inside and not _feeds_only(graph, user, inside, kept, [32]):
                     return node, f"'{out.name}' (from {node.op}) is also used by {user.op} '{user.name}' outside the match"
     return None
 
 
-def made_by(context: dict, fusion: str, node: gs.Node) -> bool:
-    """Whether ``fusion``'s rewrites built ``node`` (identity, not a reused id)."""
-    return context.get("made", {}).get(fusion, {}).get(id(node)) is node
-
-
-def lowered(context: dict, node: gs.Node) -> bool:
-    """Whether ``node`` belongs to a function body some rewrite inlined."""
-    return context.get("lowered", {}).get(id(node)) is node
-
-
 def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node,
-                  context: dict | None = None) -> Match | Miss:
+                  state: RunState | None = None) -> Match | Miss:
+    """Match one variant of ``fusion`` at ``anchor``: the first accepted :class:`Match`, else the closest :class:`Miss`.
+
+    Each structural match the search yields (``_Search``) then goes through three
+    decisions in turn: a match made of the fusion's own output is skipped (neither a
+    candidate nor a miss); one whose inner values escape the match is refused
+    (``_escape``); and ``fusion.check`` has the last word. Every refusal is a dead end
+    of the search, so the closest of them becomes the miss.
+    """
+    state = RunState(target="", opset=0) if state is None else state
     search = _Search(graph)
-    shape_only = {name for name, v in variables(variant.pattern).items() if v.shape_only}
     for s in search.match(variant.pattern, anchor.outputs[0], _State()):
-        through = {id(s.named[n]) for n in fusion.reads if n in s.named}
-        nodes = [n for n in {id(n): n for n in s.nodes.values()}.values() if id(n) not in through]
-        if context and any(made_by(context, fusion.name, n) for n in nodes):
+        nodes = _replaced(fusion, s)
+        if any(state.made_by(fusion.name, n) for n in nodes):
             continue  # its own output: not a candidate, not a miss
-        read = [t for name, t in s.values.items() if name not in shape_only]
-        escape = _escape(graph, nodes, anchor, [s.named[n] for n in fusion.exports if n in s.named], read)
-        if escape:
-            search.fail(s, *escape, complete=True)
-            continue
-        m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
-                  dict(s.named), graph, {} if context is None else context)
-        reason = fusion.check(m) if fusion.check else None
-        if reason:
-            search.fail(s, anchor, reason, complete=True)
-            continue
-        return m
+        refusal = _escape_of(graph, fusion, variant, anchor, s, nodes)
+        if refusal is None:
+            m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
+                      dict(s.named), graph, state)
+            reason = fusion.check(m) if fusion.check else None
+            if not reason:
+                return m
+            refusal = anchor, reason
+        search.fail(s, *refusal, complete=True)
+    return _miss(fusion, variant, anchor, search)
+
+
+def _replaced(fusion: Fusion, s: _State) -> list[gs.Node]:
+    """The matched graph nodes the rewrite replaces: all but those it reads through (``Fusion.reads``)."""
+    through = IdentitySet(s.named[n] for n in fusion.reads if n in s.named)
+    return [n for n in s.graph_nodes() if n not in through]
+
+
+def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node, s: _State,
+               nodes: list[gs.Node]) -> tuple[gs.Node, str] | None:
+    """Where the match's inner values are needed outside it, if anywhere; bound values the
+    replacement reads (all but ``shape_only`` ones) stay alive for their other users."""
+    shape_only = {name for name, v in variables(variant.pattern).items() if v.shape_only}
+    read = [t for name, t in s.values.items() if name not in shape_only]
+    return _escape(graph, nodes, anchor, [s.named[n] for n in fusion.exports if n in s.named], read)
+
+
+def _miss(fusion: Fusion, variant: Variant, anchor: gs.Node, search: _Search) -> Miss:
+    """The search's closest dead end as a :class:`Miss`."""
     state, at, reason, reached = search.best or (_State(), anchor, "no alternative applies", False)
-    nodes = list({id(n): n for n in state.nodes.values()}.values())
-    return Miss(fusion.name, variant.name, anchor.name, anchor.op, len(nodes), variant.pattern.size(state.tags),
-                at.name if at is not None else None, reason, [n.name for n in nodes], [n.op for n in nodes],
-                at.op if at is not None and reached else None, search.best_key[0] == 1)
+    nodes = state.graph_nodes()
+    return Miss(fusion=fusion.name, variant=variant.name, anchor=anchor.name, anchor_op=anchor.op,
+                matched=len(nodes), total=variant.pattern.size(state.tags),
+                at=at.name if at is not None else None, reason=reason,
+                nodes=[n.name for n in nodes], ops=[n.op for n in nodes],
+                at_op=at.op if at is not None and reached else None, complete=search.best_key[0] == 1)
