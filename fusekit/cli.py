@@ -16,7 +16,7 @@ from . import __version__
 from .backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError
 from .inputs import parse_shapes
-from .modelio import check_destination, load_with_layout, skeleton, staged, write
+from .modelio import check_destination, read, skeleton, staged, write
 from .pipeline import TARGETS, optimize
 from .verify import verify
 
@@ -42,11 +42,13 @@ def cmd_optimize(args) -> int:
     if args.json and args.json != "-":
         check_destination(args.json, protect=(args.model,))
     start = time.perf_counter()
-    model, external = load_with_layout(args.model)
-    inputs_from = skeleton(model)
+    loaded = read(args.model)
+    inputs_from = skeleton(loaded.model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
-    fused, report = optimize(model, target=args.target, verify=False, disable=args.disable, in_place=True)
-    del model
+    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True)
+    report.notes[:0] = loaded.notes
+    external = loaded.external
+    del loaded
     to_ir = out.suffix == ".xml"
     with staged(out, protect=(args.model,)) as path:
         onnx_path = path.with_suffix(".onnx") if to_ir else path

@@ -47,7 +47,7 @@ from .dataflow import Dataflow
 from .errors import FusekitError
 from .layers import Layers, assign
 from .matcher import Miss
-from .modelio import load
+from .modelio import read
 from .pipeline import PROVENANCE_KEY, optimize
 
 SCHEMA = "fusekit.explain/1"
@@ -190,8 +190,10 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
     """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
     if fusion is not None and fusion not in patterns.BY_NAME:
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(patterns.BY_NAME)}")
-    original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
+    loaded = None if isinstance(model_or_path, onnx.ModelProto) else read(model_or_path)
+    original = model_or_path if loaded is None else loaded.model
     fused, report = optimize(original, target=target, verify=False)
+    report.notes[:0] = loaded.notes if loaded else []
     flow = Dataflow(fused.graph)
     layers = assign(flow)
     if layer is not None and not 0 <= layer < layers.count:

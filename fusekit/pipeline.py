@@ -15,7 +15,7 @@ from . import passes
 from .errors import FusekitError
 from .graph import default_names
 from .matcher import Match, match_variant
-from .modelio import default_opset, is_heavy, load, skeleton
+from .modelio import default_opset, is_heavy, read, skeleton
 from .pattern import Fusion, root_ops
 from .report import Report
 from .verify import verify as verify_models
@@ -176,8 +176,10 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     start = time.perf_counter()
-    original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
+    loaded = None if isinstance(model_or_path, onnx.ModelProto) else read(model_or_path)
+    original = model_or_path if loaded is None else loaded.model
     report = Report(target, nodes_before=len(original.graph.node), opset_before=default_opset(original))
+    report.notes += loaded.notes if loaded else []
     fusions = fusions_for(target, disable)
     skel = skeleton(original)
     graph = _import(skel, original)
