@@ -46,7 +46,7 @@ def cmd_optimize(args) -> int:
     inputs_from = skeleton(loaded.model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
     fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True)
-    report.notes[:0] = loaded.notes
+    report.notes[:0], report.opset_before = loaded.notes, loaded.opset
     external = loaded.external
     del loaded
     to_ir = out.suffix == ".xml"

@@ -41,10 +41,11 @@ def uses_external_data(model: onnx.ModelProto) -> bool:
 
 @dataclass
 class Loaded:
-    """A model as fusekit reads it, whether its weights were external, and what was done
-    to read it (notes for the user: nodes sorted, opset converted, …)."""
+    """A model as fusekit reads it, whether its weights were external, the opset the file
+    declares, and what was done to read it (notes for the user: nodes sorted, opset converted, …)."""
     model: onnx.ModelProto
     external: bool
+    opset: int
     notes: list[str]
 
 
@@ -95,7 +96,7 @@ def read(path: str | os.PathLike) -> Loaded:
     check_weights(model, str(p))
     notes = prepare(model, str(p))
     check(model, str(p), str(p))
-    return Loaded(model, external, notes)
+    return Loaded(model, external, opset, notes)
 
 
 def load_external_data(model: onnx.ModelProto, path: Path):

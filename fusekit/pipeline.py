@@ -178,7 +178,8 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     start = time.perf_counter()
     loaded = None if isinstance(model_or_path, onnx.ModelProto) else read(model_or_path)
     original = model_or_path if loaded is None else loaded.model
-    report = Report(target, nodes_before=len(original.graph.node), opset_before=default_opset(original))
+    report = Report(target, nodes_before=len(original.graph.node),
+                    opset_before=loaded.opset if loaded else default_opset(original))
     report.notes += loaded.notes if loaded else []
     fusions = fusions_for(target, disable)
     skel = skeleton(original)
