@@ -106,7 +106,9 @@ def load_external_data(model: onnx.ModelProto, path: Path):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not location or not (folder / location).resolve().is_relative_to(folder):
+        if not location:
+            raise FusekitError(f"{path}: the external data of tensor {tensor.name} names no file (the file is corrupted)")
+        if not (folder / location).resolve().is_relative_to(folder):
             raise FusekitError(f"{path}: the external data of tensor {tensor.name} points outside the model's "
                                "folder; refusing to read it")
     try:

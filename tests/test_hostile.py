@@ -128,13 +128,7 @@ def test_hostile_graph(name, tmp_path, capsys):
         assert (code, message in stderr) == (2, True) if message else code == 0, (command, stderr)
 
 
-@pytest.mark.parametrize("location", ["../../../../../etc/hostname", "/etc/hostname", "inner/../../outside.bin",
-                                      "link.bin"])
-def test_external_data_outside_the_models_folder_is_refused(location, tmp_path, capsys):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (tmp_path / "outside.bin").write_bytes(b"\0" * 32)
-    (folder / "link.bin").symlink_to(tmp_path / "outside.bin")  # inside by name, outside in fact
+def _with_external_location(folder, location):
     model = _tiny([helper.make_node("Add", ["x", "W"], ["y"])], inits=[_weights()])
     onnx.save_model(model, folder / "m.onnx", save_as_external_data=True, location="m.data", size_threshold=0)
     model = onnx.load(folder / "m.onnx", load_external_data=False)
@@ -142,9 +136,26 @@ def test_external_data_outside_the_models_folder_is_refused(location, tmp_path, 
         if entry.key == "location":
             entry.value = location
     onnx.save(model, folder / "m.onnx")
-    for command, (code, stderr) in run_every_command(folder / "m.onnx", tmp_path, capsys).items():
+    return folder / "m.onnx"
+
+
+@pytest.mark.parametrize("location", ["../../../../../etc/hostname", "/etc/hostname", "inner/../../outside.bin",
+                                      "link.bin"])
+def test_external_data_outside_the_models_folder_is_refused(location, tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 32)
+    (folder / "link.bin").symlink_to(tmp_path / "outside.bin")  # inside by name, outside in fact
+    path = _with_external_location(folder, location)
+    for command, (code, stderr) in run_every_command(path, tmp_path, capsys).items():
         assert code == 2 and stderr.endswith("the external data of tensor W points outside the model's folder; "
                                              "refusing to read it\n"), (command, stderr)
+
+
+def test_external_data_without_a_location_is_a_corrupted_file(tmp_path, capsys):
+    path = _with_external_location(tmp_path, "")
+    for command, (code, stderr) in run_every_command(path, tmp_path, capsys).items():
+        assert code == 2 and "the external data of tensor W names no file" in stderr, (command, stderr)
 
 
 def test_tensor_names_never_steer_where_weights_are_written(tmp_path, capsys):
