@@ -33,29 +33,46 @@ MS = "com.microsoft"
 ORT_LAYER_NORM = "fusekit.ort_layer_norm"
 
 
-def prepare(model: onnx.ModelProto, what: str) -> list[str]:
-    """Bring ``model`` (in place) to the form fusekit reads; return what was done, as notes."""
+def prepare(model: onnx.ModelProto, what: str, copy: bool = False) -> tuple[onnx.ModelProto, list[str]]:
+    """``model`` in the form fusekit reads, and what was done to it, as notes.
+
+    Changes are made in place, or on a copy with ``copy=True``; a model that needs no
+    change is returned as it is.
+    """
+    undeclared = (any(n.domain == MS for n in _all_nodes(model.graph))
+                  and not any(o.domain == MS for o in model.opset_import))
+    order = topological_order(model.graph, what)
+    opset = default_opset(model)
+    layer_norms = sum(_is_ort_layer_norm(n, opset) for n in model.graph.node)
+    target = STANDARD_LAYER_NORM if layer_norms else MIN_OPSET if 0 < opset < MIN_OPSET else None
+    sort = order != list(range(len(order)))
+    if not (undeclared or sort or target):
+        return model, []
+    if copy:  # the caller keeps its model as it was
+        model = _copy(model)
     notes = []
-    if any(n.domain == MS for n in _all_nodes(model.graph)) and not any(o.domain == MS for o in model.opset_import):
+    if undeclared:
         model.opset_import.append(onnx.helper.make_opsetid(MS, 1))
         notes.append(f"the model uses {MS} ops without importing the domain: imported it (version 1), "
                      "as ONNX Runtime assumes")
-    order = topological_order(model.graph, what)
-    if order != list(range(len(order))):
+    if sort:
         nodes = [model.graph.node[i] for i in order]
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         notes.append("the nodes were not in topological order: sorted them")
-    opset = default_opset(model)
-    layer_norms = sum(_is_ort_layer_norm(n, opset) for n in model.graph.node)
-    target = STANDARD_LAYER_NORM if layer_norms else MIN_OPSET if 0 < opset < MIN_OPSET else None
     if target is not None:
         _convert(model, opset, target, what)
         why = (f"{layer_norms} LayerNormalization node(s) are ONNX Runtime's contrib op below opset "
                f"{STANDARD_LAYER_NORM}; read them as the standard op" if layer_norms
                else f"fusekit reads opset {MIN_OPSET} and newer")
         notes.append(f"converted the model from opset {opset} to {target} ({why}); verification covers the conversion")
-    return notes
+    return model, notes
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    return twin
 
 
 def topological_order(graph: onnx.GraphProto, what: str) -> list[int]:

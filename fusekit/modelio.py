@@ -94,7 +94,7 @@ def read(path: str | os.PathLike) -> Loaded:
     if external:
         load_external_data(model, p)
     check_weights(model, str(p))
-    notes = prepare(model, str(p))
+    model, notes = prepare(model, str(p))
     check(model, str(p), str(p))
     return Loaded(model, external, opset, notes)
 

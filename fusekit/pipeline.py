@@ -12,6 +12,7 @@ from onnx import version_converter
 from . import patterns
 
 from . import passes
+from .compat import prepare
 from .errors import FusekitError
 from .graph import default_names
 from .matcher import Match, match_variant
@@ -176,11 +177,13 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     start = time.perf_counter()
-    loaded = None if isinstance(model_or_path, onnx.ModelProto) else read(model_or_path)
-    original = model_or_path if loaded is None else loaded.model
-    report = Report(target, nodes_before=len(original.graph.node),
-                    opset_before=loaded.opset if loaded else default_opset(original))
-    report.notes += loaded.notes if loaded else []
+    if isinstance(model_or_path, onnx.ModelProto):  # read as a file is: see modelio.read
+        opset = default_opset(model_or_path)
+        original, notes = prepare(model_or_path, "the model", copy=not in_place)
+    else:
+        loaded = read(model_or_path)
+        original, notes, opset = loaded.model, loaded.notes, loaded.opset
+    report = Report(target, nodes_before=len(original.graph.node), opset_before=opset, notes=notes)
     fusions = fusions_for(target, disable)
     skel = skeleton(original)
     graph = _import(skel, original)
@@ -190,15 +193,14 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     report.notes += result.notes
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
-    fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto),
-                    result.functions)
+    fused = _export(graph, original, report, target, in_place or original is not model_or_path, result.functions)
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
     if verify:
         t = time.perf_counter()
-        reference = model_or_path if not isinstance(model_or_path, onnx.ModelProto) else original
-        report.verification = verify_models(reference, fused, trials=trials, seed=seed, shapes=shapes,
+        # the model as given: verification covers what reading it changed
+        report.verification = verify_models(model_or_path, fused, trials=trials, seed=seed, shapes=shapes,
                                             rtol=rtol, atol=atol)
         report.verify_seconds = time.perf_counter() - t
     report.seconds = time.perf_counter() - start

@@ -123,3 +123,16 @@ def test_com_microsoft_ops_without_the_import_get_it(tmp_path):
     assert any("without importing the domain" in n for n in report.notes), report.notes
     assert report.counts == {"LayerNorm": 1} and report.verification.ok
     assert any(o.domain == "com.microsoft" for o in fused.opset_import)
+
+
+def test_a_model_given_in_memory_is_read_the_same_and_left_as_it_was():
+    model = V.ln_pytorch(opset=10)
+    nodes = list(model.graph.node)[::-1]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    before = model.SerializeToString()
+    fused, report = fusekit.optimize(model, target="ort")
+    assert report.counts == {"LayerNorm": 1} and report.verification.ok
+    assert "the nodes were not in topological order: sorted them" in report.notes
+    assert any(n.startswith("converted the model from opset 10 to 11") for n in report.notes), report.notes
+    assert model.SerializeToString() == before
