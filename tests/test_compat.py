@@ -4,14 +4,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import fusekit
 from fusekit.errors import FusekitError
+from conftest import TESTMODELS
 from fusekit.modelio import read
 from testmodels import variants as V
-
-HIDDEN = V.HIDDEN
 
 
 def save(model, path):
@@ -136,3 +135,22 @@ def test_a_model_given_in_memory_is_read_the_same_and_left_as_it_was():
     assert "the nodes were not in topological order: sorted them" in report.notes
     assert any(n.startswith("converted the model from opset 10 to 11") for n in report.notes), report.notes
     assert model.SerializeToString() == before
+
+
+def test_onnxruntime_optimizer_layer_norm_output_fuses_the_rest(tmp_path):
+    """ONNX Runtime's transformers optimizer with only its LayerNorm fusion: contrib
+    LayerNormalization in an opset-14 BERT, which fusekit reads and fuses further."""
+    import logging
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    options = FusionOptions("bert")
+    for name in ("skip_layer_norm", "bias_skip_layer_norm", "embed_layer_norm", "attention", "gelu", "bias_gelu"):
+        setattr(options, f"enable_{name}", False)
+    model = optimize_model(str(TESTMODELS / "bert_tiny_opset14.onnx"), model_type="bert", num_heads=4, hidden_size=32,
+                           opt_level=0, optimization_options=options).model
+    assert sum(n.op_type == "LayerNormalization" and n.domain == "" for n in model.graph.node) == 5
+    path = save(model, tmp_path / "ort_layer_norm.onnx")
+    fused, report = fusekit.optimize(path, target="ort")
+    assert report.counts == {"Attention": 2, "BiasGelu": 2, "EmbedLayerNorm": 1, "Gelu": 2, "SkipLayerNorm": 4}
+    assert report.verification.ok and any("5 LayerNormalization node(s)" in n for n in report.notes)
