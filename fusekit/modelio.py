@@ -6,6 +6,7 @@ the input.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -145,15 +146,19 @@ def undecodable_text(message) -> str | None:
 
 
 def check_weights(model: onnx.ModelProto, what: str):
-    """Refuse initializers whose stored bytes do not fill their shape (a corrupted file)."""
+    """Refuse initializers whose stored values do not fill their shape (a corrupted file)."""
     for t in model.graph.initializer:
         if any(d < 0 for d in t.dims):
             raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} has a negative dimension {list(t.dims)}")
-        if not t.HasField("raw_data") or t.data_type not in FIXED_SIZE:
+        if t.data_type not in FIXED_SIZE:
             continue
-        need = int(np.prod(t.dims, dtype=np.int64)) * FIXED_SIZE[t.data_type]
-        if len(t.raw_data) != need:
-            raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} holds {len(t.raw_data)} bytes where its "
+        count = math.prod(t.dims)
+        if t.HasField("raw_data"):
+            held, need, unit = len(t.raw_data), count * FIXED_SIZE[t.data_type], "bytes"
+        else:
+            held, need, unit = len(getattr(t, onnx.helper.tensor_dtype_to_field(t.data_type))), count, "values"
+        if held != need:
+            raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} holds {held} {unit} where its "
                                f"shape {list(t.dims)} needs {need} (the file is corrupted)")
 
 

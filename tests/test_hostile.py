@@ -93,9 +93,13 @@ def _tiny(nodes, inputs=("x",), outputs=("y",), inits=(), opset=14, width=4):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
-def _short_weights():
-    w = numpy_helper.from_array(np.zeros((2, 4), np.float32), "W")
-    w.raw_data = w.raw_data[:12]
+def _short_weights(dims=(2, 4), raw=True):
+    w = helper.make_tensor("W", TensorProto.FLOAT, [2, 4], np.zeros(8, np.float32), raw=raw)
+    if raw:
+        w.raw_data = w.raw_data[:12]
+    else:
+        del w.float_data[3:]
+    w.dims[:] = dims
     return w
 
 
@@ -116,6 +120,11 @@ HOSTILE = {
     "short_weights": (_tiny([helper.make_node("Add", ["x", "W"], ["y"])],
                             inits=[_short_weights()]),
                       "tensor W holds 12 bytes where its shape [2, 4] needs 32"),
+    "short_float_data": (_tiny([helper.make_node("Add", ["x", "W"], ["y"])], inits=[_short_weights(raw=False)]),
+                         "tensor W holds 3 values where its shape [2, 4] needs 8"),
+    "huge_weight_dims": (_tiny([helper.make_node("Add", ["x", "W"], ["y"])],
+                               inits=[_short_weights(dims=(2**40, 2**40))]),
+                         "holds 12 bytes where its shape [1099511627776, 1099511627776] needs 4835703278458516698824704"),
 }
 
 
