@@ -43,11 +43,10 @@ import onnx
 
 from . import patterns
 
-from .dataflow import Dataflow
+from .dataflow import Dataflow, load_to_read
 from .errors import FusekitError
 from .layers import Layers, assign
 from .matcher import Miss
-from .modelio import read
 from .pipeline import PROVENANCE_KEY, optimize
 
 SCHEMA = "fusekit.explain/1"
@@ -190,10 +189,9 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
     """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
     if fusion is not None and fusion not in patterns.BY_NAME:
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(patterns.BY_NAME)}")
-    loaded = None if isinstance(model_or_path, onnx.ModelProto) else read(model_or_path)
-    original = model_or_path if loaded is None else loaded.model
+    original, notes = load_to_read(model_or_path)
     fused, report = optimize(original, target=target, verify=False)
-    report.notes[:0] = loaded.notes if loaded else []
+    report.notes[:0] = notes
     flow = Dataflow(fused.graph)
     layers = assign(flow)
     if layer is not None and not 0 <= layer < layers.count:
