@@ -77,15 +77,22 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def topological_order(graph: onnx.GraphProto, what: str) -> list[int]:
     """The node indices in an order where each node follows the producers of its inputs
-    (the file's order wherever it allows); a cycle is a FusekitError naming its nodes."""
+    (the file's order wherever it allows); a cycle, or an input nothing produces, is a
+    FusekitError naming the node."""
     producer = {}
     for i, node in enumerate(graph.node):
         for name in node.output:
             producer.setdefault(name, i)
+    given = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     users: list[list[int]] = [[] for _ in graph.node]
     waiting = [0] * len(graph.node)
     for i, node in enumerate(graph.node):
-        for p in {producer[name] for name in _reads(node) if name in producer}:
+        reads = _reads(node)
+        missing = sorted(reads - given - set(producer))
+        if missing:
+            raise FusekitError(f"{what}: invalid ONNX model: node {_label(node, i)} reads {missing[0]!r}, "
+                               "which is no graph input, initializer or node output")
+        for p in {producer[name] for name in reads if name in producer}:
             if p == i:
                 raise FusekitError(f"{what}: invalid ONNX model: the graph has a cycle "
                                    f"(node {_label(node, i)} reads its own output)")

@@ -111,6 +111,8 @@ HOSTILE = {
     "cycle": (_tiny([helper.make_node("Add", ["x", "b"], ["a"], name="A"),
                      helper.make_node("Relu", ["a"], ["b"], name="B"),
                      helper.make_node("Identity", ["b"], ["y"], name="C")]), "the graph has a cycle"),
+    "dangling_input": (_tiny([helper.make_node("Add", ["x", "nowhere"], ["y"], name="A")]),
+                       "node 'A' reads 'nowhere', which is no graph input, initializer or node output"),
     "self_loop": (_tiny([helper.make_node("Add", ["x", "y"], ["y"], name="A")]), "reads its own output"),
     # ONNX Runtime runs it and returns y twice: so does every command
     "duplicate_graph_outputs": (_tiny([helper.make_node("Relu", ["x"], ["y"])], outputs=("y", "y")), None),
