@@ -16,7 +16,7 @@ from . import __version__
 from .runtime.backends import BACKENDS, DEVICES, PRECISIONS
 from .errors import FusekitError, InputsNeeded
 from .inputs import check_feeds, check_shapes, load_feeds, parse_shapes
-from .modelio import check_destination, load, load_with_layout, skeleton, staged, write
+from .modelio import check_destination, load, read, skeleton, staged, write
 from .pipeline import TARGETS, optimize
 from .verify import verify
 
@@ -66,12 +66,14 @@ def cmd_optimize(args) -> int:
         check_destination(args.json, protect=(args.model,))
     text = sys.stderr if args.json == "-" else sys.stdout  # with --json -, stdout holds the JSON alone
     start = time.perf_counter()
-    model, external = load_with_layout(args.model)
-    feeds = None if args.no_verify else _given_feeds(args, model)
-    inputs_from = skeleton(model)
+    loaded = read(args.model)
+    feeds = None if args.no_verify else _given_feeds(args, loaded.model)
+    inputs_from = skeleton(loaded.model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
-    fused, report = optimize(model, target=args.target, verify=False, disable=args.disable, in_place=True)
-    del model
+    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True)
+    report.notes[:0], report.opset_before = loaded.notes, loaded.opset
+    external = loaded.external
+    del loaded
     to_ir = out.suffix == ".xml"
     with staged(out, protect=(args.model,)) as path:
         onnx_path = path.with_suffix(".onnx") if to_ir else path
@@ -177,7 +179,6 @@ def cmd_explain(args) -> int:
     from .reports.htmlreport import explain_page
     if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
         from .reports.int8 import analyze
-        from .modelio import load
         if args.html:
             raise FusekitError("--int8 has no --html view yet; use --json")
         report = analyze(load(args.model), {"ort": "ort", "openvino": "openvino", "onnx": "both"}[args.target])

@@ -6,22 +6,25 @@ the input.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 
 from .errors import FusekitError
 from .wire import read_model, write_model
 
-MIN_OPSET = 11
 TWO_GB = 2**31
+T = onnx.TensorProto
+FIXED_SIZE = {T.FLOAT: 4, T.DOUBLE: 8, T.FLOAT16: 2, T.BFLOAT16: 2, T.INT8: 1, T.UINT8: 1, T.INT16: 2,
+              T.UINT16: 2, T.INT32: 4, T.UINT32: 4, T.INT64: 8, T.UINT64: 8, T.BOOL: 1}  # bytes per element
 
 
 def max_opset() -> int:
@@ -37,13 +40,31 @@ def uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors)
 
 
+@dataclass
+class Loaded:
+    """A model as fusekit reads it, whether its weights were external, the opset the file
+    declares, and what was done to read it (notes for the user: nodes sorted, opset converted, …)."""
+    model: onnx.ModelProto
+    external: bool
+    opset: int
+    notes: list[str]
+
+
 def load(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and validate a model; every problem becomes a FusekitError naming it."""
-    return load_with_layout(path)[0]
+    return read(path).model
 
 
-def load_with_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
-    """Like :func:`load`, also telling whether the weights were stored as external data."""
+def read(path: str | os.PathLike) -> Loaded:
+    """Read a model file as every command reads it.
+
+    A file is input from outside: whatever is wrong with it (truncated, corrupted
+    bytes, text that is not UTF-8, weights of the wrong size, external data outside
+    its folder, a cycle, an invalid graph) is one FusekitError naming the problem.
+    What ONNX Runtime loads but fusekit reads in another form is brought to that form
+    (:mod:`fusekit.compat`), and the notes say how.
+    """
+    from .compat import prepare  # compat reads models through skeleton(), defined here
     p = Path(path)
     if not p.exists():
         raise FusekitError(f"{p}: no such file")
@@ -54,10 +75,13 @@ def load_with_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
     try:
         with open(p, "rb") as f:
             model = read_model(f, p.stat().st_size)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise FusekitError(f"{p}: not a readable ONNX model (the file is truncated or not ONNX: {_first_line(e)})") from None
     except OSError as e:
         raise FusekitError(f"{p}: cannot read: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the parser makes of the bytes, the file is at fault
+        raise FusekitError(f"{p}: not a readable ONNX model (the file is truncated or not ONNX: {_first_line(e)})") from None
+    field = undecodable_text(model)
+    if field:
+        raise FusekitError(f"{p}: not a readable ONNX model (the text of {field} is not UTF-8: the file is corrupted)")
     if not model.HasField("graph") or not model.graph.node:
         raise FusekitError(f"{p}: not an ONNX model (no graph nodes; the file is truncated or not ONNX)")
     if model.ir_version > onnx.IR_VERSION:
@@ -67,16 +91,75 @@ def load_with_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
     if opset > max_opset():
         raise FusekitError(f"{p}: opset {opset} is newer than this onnx {onnx.__version__} supports "
                            f"(up to {max_opset()}); upgrade onnx")
-    if opset < MIN_OPSET:
-        raise FusekitError(f"{p}: opset {opset} is not supported (fusekit needs opset {MIN_OPSET} or newer)")
     external = uses_external_data(model)
     if external:
-        try:
-            onnx.load_external_data_for_model(model, str(p.parent))
-        except (OSError, ValueError) as e:
-            raise FusekitError(f"{p}: cannot read its external data: {_first_line(e)}") from None
+        load_external_data(model, p)
+    check_weights(model, str(p))
+    model, notes = prepare(model, str(p))
     check(model, str(p), str(p))
-    return model, external
+    return Loaded(model, external, opset, notes)
+
+
+def load_external_data(model: onnx.ModelProto, path: Path):
+    """Read the weights stored beside the model, refusing any file outside its folder."""
+    folder = path.parent.resolve()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not location:
+            raise FusekitError(f"{path}: the external data of tensor {tensor.name} names no file (the file is corrupted)")
+        if not (folder / location).resolve().is_relative_to(folder):
+            raise FusekitError(f"{path}: the external data of tensor {tensor.name} points outside the model's "
+                               "folder; refusing to read it")
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        raise FusekitError(f"{path}: cannot read its external data: {_first_line(e)}") from None
+
+
+def undecodable_text(message) -> str | None:
+    """The first text field of ``message`` (recursively) whose bytes are not UTF-8, else None.
+
+    protobuf decodes text lazily: a corrupted name would otherwise surface as a
+    UnicodeDecodeError (or as bytes instead of str) wherever it is first read.
+    """
+    if isinstance(message, onnx.TensorProto):  # ListFields would copy every weight's bytes
+        fields = [(f, getattr(message, f.name)) for f in message.DESCRIPTOR.fields
+                  if f.type != f.TYPE_BYTES and (f.is_repeated or message.HasField(f.name))]
+    else:
+        fields = message.ListFields()
+    for field, value in fields:
+        values = value if field.is_repeated else [value]
+        if field.type == field.TYPE_STRING:
+            try:
+                if any(isinstance(v, bytes) for v in values):
+                    return f"{message.DESCRIPTOR.name}.{field.name}"
+            except UnicodeDecodeError:
+                return f"{message.DESCRIPTOR.name}.{field.name}"
+        elif field.type == field.TYPE_MESSAGE:
+            for v in values:
+                found = undecodable_text(v)
+                if found:
+                    return found
+    return None
+
+
+def check_weights(model: onnx.ModelProto, what: str):
+    """Refuse initializers whose stored values do not fill their shape (a corrupted file)."""
+    for t in model.graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} has a negative dimension {list(t.dims)}")
+        if t.data_type not in FIXED_SIZE:
+            continue
+        count = math.prod(t.dims)
+        if t.HasField("raw_data"):
+            held, need, unit = len(t.raw_data), count * FIXED_SIZE[t.data_type], "bytes"
+        else:
+            held, need, unit = len(getattr(t, onnx.helper.tensor_dtype_to_field(t.data_type))), count, "values"
+        if held != need:
+            raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} holds {held} {unit} where its "
+                               f"shape {list(t.dims)} needs {need} (the file is corrupted)")
 
 
 HEAVY = 1024  # elements: initializers above this travel outside skeletons

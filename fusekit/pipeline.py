@@ -12,11 +12,12 @@ from onnx import version_converter
 
 from . import patterns
 
+from .compat import prepare
 from .engine import passes
 from .errors import FusekitError
 from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
-from .modelio import default_opset, is_heavy, load, skeleton
+from .modelio import default_opset, is_heavy, read, skeleton
 from .engine.pattern import Fusion, root_ops
 from .engine.state import RunState
 from .report import Report
@@ -221,8 +222,13 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     start = time.perf_counter()
-    original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
-    report = Report(target, nodes_before=len(original.graph.node), opset_before=default_opset(original))
+    if isinstance(model_or_path, onnx.ModelProto):  # read as a file is: see modelio.read
+        opset = default_opset(model_or_path)
+        original, notes = prepare(model_or_path, "the model", copy=not in_place)
+    else:
+        loaded = read(model_or_path)
+        original, notes, opset = loaded.model, loaded.notes, loaded.opset
+    report = Report(target, nodes_before=len(original.graph.node), opset_before=opset, notes=notes)
     report.warnings = input_warnings(original)
     fusions = fusions_for(target, disable)
     skel = skeleton(original)
@@ -233,16 +239,15 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     report.notes += result.notes
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
-    fused = _export(graph, original, report, target, in_place or not isinstance(model_or_path, onnx.ModelProto),
-                    result.functions)
+    fused = _export(graph, original, report, target, in_place or original is not model_or_path, result.functions)
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
     report.notes += _pass_through_note(fused, target)
     if verify:
         t = time.perf_counter()
-        reference = model_or_path if not isinstance(model_or_path, onnx.ModelProto) else original
-        report.verification = verify_models(reference, fused, trials=trials, seed=seed, shapes=shapes,
+        # the model as given: verification covers what reading it changed
+        report.verification = verify_models(model_or_path, fused, trials=trials, seed=seed, shapes=shapes,
                                             rtol=rtol, atol=atol)
         report.verify_seconds = time.perf_counter() - t
     report.seconds = time.perf_counter() - start

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from fusekit.engine.graph import rank
+from fusekit.engine.graph import is_graph_output, rank
 from fusekit.engine.pattern import Const, Pattern, either, op
 
 SQRT2 = math.sqrt(2.0)
@@ -98,6 +98,13 @@ def vector_reason(name: str, value: np.ndarray, size: int | None, what: str = "t
     if value.ndim != 1 or value.shape[0] != size:
         return f"{name} has shape {list(value.shape)}, expected [{size}]"
     return None
+
+
+def statistics_reason(graph, layer_norm) -> str | None:
+    """Why a LayerNormalization whose Mean or InvStdDev output is read cannot be folded
+    into an op that has no such output; None when only Y is read."""
+    used = [t.name for t in layer_norm.outputs[1:] if t.outputs or is_graph_output(graph, t)]
+    return f"the LayerNormalization's statistics output '{used[0]}' is used" if used else None
 
 
 def is_float(tensor) -> bool:

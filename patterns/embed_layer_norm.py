@@ -28,7 +28,7 @@ from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
-from ._common import last_axis_attr, vector_reason
+from ._common import last_axis_attr, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
@@ -65,6 +65,9 @@ def _roles(m) -> dict[str, str] | str:
 
 
 def check(m):
+    reason = statistics_reason(m.graph, m.anchor)
+    if reason:
+        return reason
     tables = [m.const(f"{t}_table") for t in TERMS if f"{t}_table" in m.consts]
     if any(t.ndim != 2 for t in tables) or len({t.shape[1] for t in tables}) != 1:
         return f"the embedding tables are not matrices of one width: {[list(t.shape) for t in tables]}"

@@ -24,7 +24,7 @@ from fusekit.engine.graph import attr, const_value, is_graph_output, rank, spans
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
 
-from ._common import last_axis_attr, last_dim, vector_reason
+from ._common import last_axis_attr, last_dim, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
@@ -39,6 +39,9 @@ def residual(inner):
 
 
 def check(m):
+    reason = statistics_reason(m.graph, m.anchor)
+    if reason:
+        return reason
     h = last_dim(m["input"]) or last_dim(m["skip"])
     for name, label in (("gamma", "γ"), ("beta", "β"), ("bias", "the bias")):
         if name in m.consts:

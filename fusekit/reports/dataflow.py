@@ -16,8 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..engine.graph import default_names
-from ..errors import FusekitError
-from ..modelio import load
+from ..modelio import read
 
 # Weight element types and their sizes in bytes.
 FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
@@ -160,22 +159,9 @@ def stored_bytes(path, model: onnx.ModelProto) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def load_to_read(model_or_path) -> tuple[onnx.ModelProto, str | None]:
-    """A model to report on, and a note when it fails onnx's checker but can still be read.
-
-    Reports only read the graph, so they accept what ONNX Runtime runs but the checker
-    refuses (the transformers optimizer writes com.microsoft ops without declaring
-    that opset); a file that is not ONNX at all is still a FusekitError.
-    """
+def load_to_read(model_or_path) -> tuple[onnx.ModelProto, list[str]]:
+    """A model to report on, and the notes of what was done to read it (see :func:`modelio.read`)."""
     if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path, None
-    try:
-        return load(model_or_path), None
-    except FusekitError as refused:
-        try:
-            model = onnx.load(str(model_or_path))
-        except Exception:  # noqa: BLE001 - whatever onnx cannot parse, the first refusal says best
-            raise refused from None
-        if not model.graph.node:
-            raise refused from None
-        return model, f"{refused}; read as it is"
+        return model_or_path, []
+    loaded = read(model_or_path)
+    return loaded.model, loaded.notes

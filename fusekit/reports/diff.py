@@ -437,10 +437,10 @@ def account_dead(o: Dataflow, kept: set[int], gone: set[int]) -> tuple[list[int]
 
 def diff(original, fused, use_provenance: bool = True) -> Diff:
     """Account for every node of ``original`` in ``fused`` (paths or ModelProtos)."""
-    (o_model, o_note), (f_model, f_note) = load_to_read(original), load_to_read(fused)
+    (o_model, o_notes), (f_model, f_notes) = load_to_read(original), load_to_read(fused)
     o, f = Dataflow(o_model.graph), Dataflow(f_model.graph)
     result = Diff(o, f, o_model, f_model, _label(original), _label(fused), layers=layers_.assign(o),
-                  notes=[n for n in (o_note, f_note) if n])
+                  notes=[f"original: {n}" for n in o_notes] + [f"fused: {n}" for n in f_notes])
     if not isinstance(original, onnx.ModelProto) and not isinstance(fused, onnx.ModelProto):
         result.file_bytes = (stored_bytes(original, o_model), stored_bytes(fused, f_model))
     records = _provenance(f_model) if use_provenance else {}

@@ -44,9 +44,8 @@ import onnx
 from .. import patterns
 from ..engine.matcher import Miss
 from ..errors import FusekitError
-from ..modelio import load
 from ..pipeline import PROVENANCE_KEY, optimize
-from .dataflow import Dataflow
+from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
 
 SCHEMA = "fusekit.explain/1"
@@ -189,8 +188,9 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
     """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
     if fusion is not None and fusion not in patterns.BY_NAME:
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(patterns.BY_NAME)}")
-    original = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load(model_or_path)
+    original, notes = load_to_read(model_or_path)
     fused, report = optimize(original, target=target, verify=False)
+    report.notes[:0] = notes
     flow = Dataflow(fused.graph)
     layers = assign(flow)
     if layer is not None and not 0 <= layer < layers.count:

@@ -176,10 +176,10 @@ def _size(n: int) -> str:
 
 def inspect_model(model_or_path) -> Inspection:
     """Describe a model (a path or a ModelProto); raises FusekitError on bad input."""
-    model, note = load_to_read(model_or_path)
+    model, notes = load_to_read(model_or_path)
     path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     flow = Dataflow(model.graph)
-    notes, records = [note] if note else [], []
+    records = []
     try:
         fused, report = optimize(model, target="ort", verify=False)
         fusible, near, records = dict(sorted(report.counts.items())), len(report.misses), report.fused
