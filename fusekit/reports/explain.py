@@ -51,7 +51,7 @@ from ..engine.matcher import Miss
 from ..errors import FusekitError
 from ..pipeline import PROVENANCE_KEY, optimize
 from .dataflow import Dataflow, load_to_read
-from .layers import Layers, _reaches_matmul, assign
+from .layers import Layers, assign
 
 SCHEMA = "fusekit.explain/1"
 
@@ -229,12 +229,23 @@ def _signs(flow: Dataflow, i: int) -> list[str]:
         # x − mean(x): the centring of a LayerNorm (PyTorch's Sub, TF's SquaredDifference)
         return ["LayerNorm"] if any(u.op_type == "Sub" and node.input[0] in u.input for u in users) else []
     if node.op_type == "Softmax":
-        return ["Attention"] if _reaches_matmul(flow, i, hops=3) else []
+        return ["Attention"] if _feeds_product(flow, i) else []
     if node.op_type in ("Erf", "Tanh"):
         # a constant added to it: the 1 + erf / 1 + tanh of a GELU, not a pooler's Tanh
         plus_constant = any(u.op_type == "Add" and any(flow.is_constant(v) for v in u.input) for u in users)
         return [{"Erf": "Gelu", "Tanh": "FastGelu"}[node.op_type]] if plus_constant else []
     return []
+
+
+def _feeds_product(flow: Dataflow, start: int, hops: int = 5) -> bool:
+    """Whether node ``start`` reaches a MatMul or Einsum within ``hops`` nodes (the
+    probabilities times V, through tf2onnx's Unsqueeze/Transpose/Reshape too)."""
+    frontier = {start}
+    for _ in range(hops):
+        frontier = {u for i in frontier for u in flow.users(i)}
+        if any(flow.nodes[i].op_type in ("MatMul", "Einsum") for i in frontier):
+            return True
+    return False
 
 
 def _considered(flow: Dataflow, misses, target: str, where: dict) -> list[Candidate]:
