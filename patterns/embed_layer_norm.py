@@ -139,6 +139,9 @@ def _check_positions(m) -> str | None:
         table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.positions)
     if isinstance(table, str):
         return table
+    dtype = (table if isinstance(table, np.ndarray) else const_value(table)).dtype
+    if dtype != m.const(f"{word}_table").dtype:
+        return f"the position table is {dtype}, the word table {m.const(f'{word}_table').dtype}"
     m.facts["roles"], m.facts["position_table"] = roles, table
     return None
 

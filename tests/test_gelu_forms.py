@@ -5,11 +5,13 @@ import math
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from conftest import fuse_only, op_histogram
 from fusekit.engine.pattern import Const
 from fusekit.verify import verify
 from testmodels import fusion_forms as F
+from testmodels import variants as V
 
 MS = "com.microsoft"
 
@@ -68,6 +70,17 @@ def test_fast_gelu_x_times_x_times_coefficient_with_bias():
 
 def test_fast_gelu_x_times_x_times_coefficient_off_is_refused():
     fused, report = fuse_only(F.fast_gelu_x_xa(cubic=0.0452), "FastGelu")
+    assert not report.counts
+    (miss,) = report.misses
+    assert "the cubic coefficient 0.044715 is [0.0452]" in miss.reason, miss
+
+
+def test_factored_fast_gelu_with_the_coefficient_off_names_it():
+    """(x·x)·a with a off: the x·(x·a) alternative, tried first, must not hide the reason."""
+    model = V.gelu_tanh_factored()
+    (a,) = [t for t in model.graph.initializer if t.name.endswith("/a")]
+    a.CopyFrom(numpy_helper.from_array(np.array(0.0452, np.float32), a.name))
+    fused, report = fuse_only(model, "FastGelu")
     assert not report.counts
     (miss,) = report.misses
     assert "the cubic coefficient 0.044715 is [0.0452]" in miss.reason, miss
