@@ -3,6 +3,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from fusekit.reports.explain import explain
+from fusekit.reports.htmlreport import explain_page
 from testmodels import fusion_forms as F
 from testmodels import variants as V
 
@@ -68,3 +69,9 @@ def test_a_mean_that_centres_nothing_is_not_a_layer_norm():
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 1])
     graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], name="mean", axes=[-1])], "m", [x], [y])
     assert not considered(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8))
+
+
+def test_the_html_report_shows_a_considered_region_as_not_fused():
+    html = explain_page(explain(F.layer_norm_with_cast("before_scale")))
+    assert "considered, no variant starts here: ReduceMean &#x27;reduce&#x27;" in html
+    assert "Fused regions" not in html
