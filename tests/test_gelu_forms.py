@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from conftest import fuse_only, op_histogram
 from fusekit.engine.pattern import Const
@@ -126,13 +126,20 @@ def test_a_bias_of_the_wrong_size_is_named_in_the_near_miss(build):
 def test_two_activations_added_are_not_a_bias():
     """A residual Add before the GELU: neither addend is a vector, nothing fuses."""
     model = F.bias_onnx_gelu(bias="input", bias_width=32)
-    model.graph.input[1].type.tensor_type.shape.ClearField("dim")
-    for d in ("batch", "seq", 32):
-        dim = model.graph.input[1].type.tensor_type.shape.dim.add()
-        dim.dim_param, = [d] if isinstance(d, str) else [""]
-        if not isinstance(d, str):
-            dim.dim_value = d
+    model.graph.input[1].CopyFrom(helper.make_tensor_value_info("B", TensorProto.FLOAT, ["batch", "seq", 32]))
     fused, report = fuse_only(model, "BiasGelu")
     assert not report.counts
     (miss,) = report.misses
     assert "has shape ['batch', 'seq', 32], expected [32]" in miss.reason, miss
+
+
+def test_a_bias_of_symbolic_size_is_refused():
+    """A graph-input bias declared ['n']: its size cannot be shown to be the last dimension."""
+    model = F.bias_onnx_gelu()
+    dim = model.graph.input[1].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_value")
+    dim.dim_param = "n"
+    fused, report = fuse_only(model, "BiasGelu")
+    assert not report.counts
+    (miss,) = report.misses
+    assert "the bias 'B' has shape ['n'], expected [32]" in miss.reason, miss
