@@ -16,11 +16,13 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def c(value: float, label: str | None = None) -> Const:
-    """A constant that must equal ``value`` to the default relative tolerance."""
+    """A constant that must equal ``value`` to the default relative tolerance, or, stored in
+    float16, be ``value`` as float16 holds it (``Const.stored``)."""
     return Const(value=value, label=label)
 
 
 def exactly(value: float, label: str | None = None) -> Const:
+    """A constant that must be ``value`` exactly, as its own type holds it."""
     return Const(value=value, rtol=0.0, label=label)
 
 

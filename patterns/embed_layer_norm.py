@@ -11,20 +11,35 @@ bert, electra, albert — TorchScript and dynamo exporters::
 distilbert has no segment term; roberta computes its position ids from the input ids
 (padding-aware cumulative sum) and its single token type row through GatherElements.
 
-The position and segment indices are handed to the op as they are computed in the
-graph (cast to int32), never re-derived, so every family's position scheme is exact:
-BERT's [1, S] slice of a position buffer, RoBERTa's padding offset, a Range.
+positions — the position term proven to be rows 0..S-1 of a table, whatever computes it::
 
-Checks: three (or two) Gathers along axis 0 from constant tables of one width; the
-word ids are a 2-D integer model input; a second index (segment) provably has the
-model's (batch, sequence) shape and the last one (position) at most broadcasts over
-batch; the LayerNorm normalizes the last axis. Only ``ort`` has this op.
+    input_ids ──────► Gather(word) ─────┐
+    token_type_ids ─► Gather(segment) ─► Add ─┐
+    P ───────────────────────────────────────► Add ─► LayerNormalization ─► y
+
+P is a Gather of position ids that count 0..S-1 (BERT's sliced buffer, a Range, ids
+read off ``Shape`` of the word lookup as DistilBERT's TorchScript and transformers-4
+exports and tf2onnx at opset 18 do), TF's ``Slice(table, 0, S) → Expand``, or a
+constant [S, H] / [B, S, H] table (ONNX Runtime's tests). The chain is proven by
+running it on probe ids (``engine.probe.position_rows``), then dropped: the fused op
+takes the table and no position ids, which it counts 0..S-1 itself.
+
+lookups — any other position scheme: the position and segment indices are handed to
+the op as they are computed in the graph (cast to int32), never re-derived, so every
+family's scheme is exact (RoBERTa's padding offset).
+
+Checks: Gathers along axis 0 from constant tables of one width; the word ids are a
+2-D integer model input; a segment index provably has the model's (batch, sequence)
+shape and a position index at most broadcasts over batch; a constant position term
+has the model's fixed sequence length; the LayerNorm normalizes the last axis. Only
+``ort`` has this op.
 """
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import attr, rank, spans_batch_and_sequence
+from fusekit.engine.graph import attr, const_value, rank, spans_batch_and_sequence
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
+from fusekit.engine.probe import position_rows
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
@@ -33,6 +48,8 @@ from ._common import last_axis_attr, statistics_reason, vector_reason
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 TERMS = ("a", "b", "c")
+# read only to prove what it is: the fused op takes its table, so its chain dies with the match
+positions = Var("positions", "the position term", shape_only=True)
 
 
 def lookup(name: str):
@@ -64,7 +81,8 @@ def _roles(m) -> dict[str, str] | str:
     return roles
 
 
-def check(m):
+def _lookups_reason(m) -> str | None:
+    """What every variant checks: the statistics, the tables, γ and β, integer ids."""
     reason = statistics_reason(m.graph, m.anchor)
     if reason:
         return reason
@@ -79,6 +97,15 @@ def check(m):
     for t in TERMS:
         if f"{t}_ids" in m.values and not np.issubdtype(np.dtype(m[f"{t}_ids"].dtype or np.float32), np.integer):
             return f"the ids '{m[f'{t}_ids'].name}' are not integers"
+    return None
+
+
+def check(m):
+    reason = _lookups_reason(m)
+    if reason:
+        return reason
+    if "positions" in m.values:
+        return _check_positions(m)
     roles = _roles(m)
     if isinstance(roles, str):
         return roles
@@ -87,6 +114,52 @@ def check(m):
         return f"the position ids '{position.name}' are not 2-D"
     m.facts["roles"] = roles
     return None
+
+
+def _check_positions(m) -> str | None:
+    """The positions variant: word (and segment) lookups, and a position term proven to be table rows."""
+    terms = [t for t in TERMS if f"{t}_table" in m.consts]
+    inputs = IdentitySet(m.graph.inputs)
+    words = [t for t in terms if m[f"{t}_ids"] in inputs and rank(m[f"{t}_ids"]) == 2]
+    if not words:
+        return "no lookup is indexed by a 2-D model input (the token ids)"
+    word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])
+    roles = {"word": word}
+    for t in terms:
+        if t != word:
+            if not spans_batch_and_sequence(m.graph, m[f"{t}_ids"], m.state.spans):
+                return f"the segment ids '{m[f'{t}_ids'].name}' are not provably (batch, sequence)"
+            roles["segment"] = t
+    ids, vocabulary = m[f"{word}_ids"], m.const(f"{word}_table").shape[0]
+    width = m.const(f"{word}_table").shape[1]
+    value = const_value(m["positions"])
+    if value is not None:
+        table = _constant_rows(value, ids, width)
+    else:
+        table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.positions)
+    if isinstance(table, str):
+        return table
+    dtype = (table if isinstance(table, np.ndarray) else const_value(table)).dtype
+    if dtype != m.const(f"{word}_table").dtype:
+        return f"the position table is {dtype}, the word table {m.const(f'{word}_table').dtype}"
+    m.facts["roles"], m.facts["position_table"] = roles, table
+    return None
+
+
+def _constant_rows(value: np.ndarray, ids, width: int) -> np.ndarray | str:
+    """The [S, H] table a constant position term holds (ONNX Runtime's tests write [B, S, H]):
+    its rows must be one per position of the model's fixed sequence length, the same for every batch."""
+    batch = value.shape[0] if value.ndim == 3 else 1
+    if value.ndim == 3 and np.array_equal(value, np.broadcast_to(value[:1], value.shape)):
+        value = value[0]
+    if value.ndim != 2 or value.shape[1] != width:
+        return f"the constant position term has shape {list(value.shape)}, not [sequence, {width}] (the same for every batch)"
+    seq, fixed_batch = ids.shape[1], ids.shape[0]
+    if not isinstance(seq, (int, np.integer)) or seq != value.shape[0]:
+        return f"the constant position term has {value.shape[0]} rows, but the sequence length is {seq!r}"
+    if batch > 1 and batch != fixed_batch:
+        return f"the constant position term is for batch {batch}, but the batch is {fixed_batch!r}"
+    return value
 
 
 def rewrite(m, emit):
@@ -100,21 +173,32 @@ def rewrite(m, emit):
         return m[f"{roles[role]}_table"]
 
     segment = "segment" in roles
+    if "position" in roles:
+        position_table, position_ids = table("position"), ids("position")
+    else:  # proven rows 0..S-1: the op counts the positions itself
+        position_table, position_ids = m.facts["position_table"], None
+        if isinstance(position_table, np.ndarray):
+            position_table = emit.const("position_table", position_table)
     eps = attr(m.anchor, "epsilon")
     # ONNX Runtime's type inference needs the mask_index output declared, even unused
     out, _ = emit.EmbedLayerNormalization(
-        ids("word"), ids("segment") if segment else None, table("word"), table("position"),
-        table("segment") if segment else None, m["gamma"], m["beta"], None, ids("position"),
+        ids("word"), ids("segment") if segment else None, table("word"), position_table,
+        table("segment") if segment else None, m["gamma"], m["beta"], None, position_ids,
         _domain=MS, epsilon=float(1e-5 if eps is None else eps), _outputs=(0, 1))
     return out
 
 
 FUSION = Fusion(
     name="EmbedLayerNorm",
-    variants=[Variant("lookups", normalized(either(op.Add(op.Add(lookup("a"), lookup("b")), lookup("c")),
+    variants=[Variant("positions", normalized(either(op.Add(op.Add(lookup("a"), lookup("b")), positions),
+                                                     op.Add(op.Add(lookup("a"), positions), lookup("b")),
+                                                     op.Add(lookup("a"), positions), tag="terms",
+                                                     labels=("", "", "no_segment"))),
+                      "BERT, DistilBERT, ALBERT, ELECTRA embeddings (TorchScript, dynamo, tf2onnx), ORT's tests"),
+              Variant("lookups", normalized(either(op.Add(op.Add(lookup("a"), lookup("b")), lookup("c")),
                                                    op.Add(lookup("a"), lookup("b")), tag="terms",
                                                    labels=("", "no_segment"))),
-                      "BERT, DistilBERT, RoBERTa, ALBERT, ELECTRA embeddings")],
+                      "RoBERTa's padding-offset positions, any position ids not proven to count 0..S-1")],
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Gather"}),

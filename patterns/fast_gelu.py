@@ -8,13 +8,15 @@ pytorch — ``F.gelu(approximate="tanh")`` (x³ as Pow(x, 3) or Mul·Mul), GPT-2
     x ─┬─► Pow(3) ─► Mul(0.044715) ─► Add(x) ─► Mul(√(2/π)) ─► Tanh ─► Add(1) ─┐
        └─► Mul(0.5) ─────────────────────────────────────────────────────────► Mul ─► y
 
-factored — Megatron/OpenAI code, x·(1 + 0.044715·x²)::
+factored — Megatron/OpenAI code, x·(1 + 0.044715·x²); ONNX Runtime's own tests and
+GPT-2-style exports multiply the square as x·(x·0.044715)::
 
-    x ─┬─► Mul(x) ─► Mul(0.044715) ─► Add(1) ─┐
+    x ─┬─► Mul(x) ─► Mul(0.044715) ─► Add(1) ─┐          or  x ─► Mul(0.044715) ─► Mul(x) ─► Add(1)
        ├─► Mul(√(2/π)) ──────────────────────► Mul ─► Tanh ─► Add(1) ─┐
        └─► Mul(0.5) ──────────────────────────────────────────────────► Mul ─► y
 
-Every order of the products matches; constants must agree to a relative 1e-4.
+Every order of the products matches; constants must agree to a relative 1e-4, or be the
+constant's own float16 rounding of the value.
 
 Forms: ``ort`` com.microsoft FastGelu; ``onnx`` and ``openvino`` ONNX Gelu(approximate="tanh") (opset 20).
 """
@@ -28,6 +30,8 @@ k = c(SQRT_2_OVER_PI, "√(2/π)")
 a = c(0.044715, "the cubic coefficient 0.044715")
 one = c(1.0, "the 1 of 1 + tanh")
 square = either(op.Mul(x, x), op.Pow(x, exactly(2.0)), tag="square", labels=("", "pow2"))
+# x·(x·a) first: where a is off, the search then stops at a, not at a mismatched x
+a_square = either(op.Mul(x, op.Mul(x, a)), op.Mul(square, a), tag="a_square", labels=("x_xa", ""))
 cube = either(op.Pow(x, exactly(3.0)), op.Mul(op.Mul(x, x), x), tag="cube", labels=("pow3", "mul_cube"))
 
 
@@ -50,7 +54,7 @@ FUSION = Fusion(
     name="FastGelu",
     variants=[
         Variant("tanh", _tanh_gelu(op.Mul(op.Add(x, op.Mul(cube, a)), k)), "F.gelu(approximate='tanh'), gelu_new, tf2onnx"),
-        Variant("tanh_factored", _tanh_gelu(either(*product3(x, k, op.Add(op.Mul(square, a), one)), tag="inner",
+        Variant("tanh_factored", _tanh_gelu(either(*product3(x, k, op.Add(a_square, one)), tag="inner",
                                                     labels=("xk_first", "xpoly_first", "kpoly_first"))),
                 "Megatron / OpenAI x·(1 + 0.044715·x²)"),
     ],

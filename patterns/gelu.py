@@ -14,7 +14,8 @@ tf — tf2onnx, keras2onnx::
        └──────────────────────────────────────────► Mul ─► y
 
 All three orders of the product x · 0.5 · (1 + erf) match, with Div(√2) or Mul(1/√2).
-Constants must agree to a relative 1e-4.
+Constants must agree to a relative 1e-4, or be the constant's own float16 rounding of
+the value (fp16's √2 is 1.4140625).
 
 Forms: ``ort`` com.microsoft Gelu (any opset); ``onnx`` and ``openvino`` ONNX Gelu (opset 20).
 """

@@ -18,30 +18,19 @@ MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]
 UNFUSED = {"Softmax", "Erf", "Tanh", "ReduceMean", "Sqrt", "Pow", "IsNaN"}
 
 
-def no_embed_fusion(entry) -> bool:
-    # DistilBERT's TorchScript export reads its position ids off the word embedding's
-    # shape, so removing that Gather would break them: a recorded near miss
-    return entry["family"] == "distilbert" and entry["exporter_kind"] != "dynamo"
-
-
 @pytest.mark.parametrize("entry", MODELS, ids=lambda e: e["file"])
 def test_ort_target_fuses_every_layer(entry):
     fused, report = fusekit.optimize(CORPUS / entry["file"], target="ort")
     expected, hist = entry["expected"], op_histogram(fused)
     assert hist[(MS, "Attention")] == expected["attention"], report.summary()
     assert hist[(MS, "SkipLayerNormalization")] == expected["skip_layer_norm"], report.summary()
-    embed = 0 if no_embed_fusion(entry) else expected["embed_layer_norm"]
-    assert hist[(MS, "EmbedLayerNormalization")] == embed, report.summary()
-    assert hist[("", "LayerNormalization")] == expected["embed_layer_norm"] - embed
+    assert hist[(MS, "EmbedLayerNormalization")] == expected["embed_layer_norm"], report.summary()
+    assert hist[("", "LayerNormalization")] == 0
     assert hist[(MS, "BiasGelu")] + hist[(MS, "FastGelu")] == expected["gelu"], report.summary()
     assert not UNFUSED & {op for _, op in hist}, report.summary()
     assert report.verification.ok, report.verification.summary()
     assert all(o.max_rel <= 1e-5 for o in report.verification.outputs), report.verification.summary()
-    if no_embed_fusion(entry):
-        (miss,) = report.misses
-        assert miss.fusion == "EmbedLayerNorm" and "is also used by Shape" in miss.reason
-    else:
-        assert not report.misses, report.summary()
+    assert not report.misses, report.summary()
 
 
 def test_attention_carries_heads_scale_and_mask_fill():

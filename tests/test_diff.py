@@ -74,7 +74,7 @@ def test_fused_node_lists_constants_layer_and_rewiring():
     assert rows[0]["fused"] == {"com.microsoft.Attention": 1, "com.microsoft.BiasGelu": 1,
                                 "com.microsoft.SkipLayerNormalization": 2}
     assert sum(r["original"] for r in rows.values()) == data["accounting"]["original_nodes"] == 286
-    assert data["summary"]["nodes"] == [286, 33] and data["ops"]["after"]["com.microsoft.Attention"] == 2
+    assert data["summary"]["nodes"] == [286, 22] and data["ops"]["after"]["com.microsoft.Attention"] == 2
 
 
 @pytest.mark.parametrize("name, heads, hidden", [

@@ -10,28 +10,77 @@ VOCAB, POSITIONS, TYPES, WIDTH = 30, 16, 2, 8
 MS = "com.microsoft"
 
 
-def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("word", "segment", "position")):
-    """input_ids, token_type_ids → Gather(word) + Gather(segment) + Gather(position) → LayerNormalization."""
+def _positions(form: str, nodes: list, inits: list, width: int, seq) -> str:
+    """The position term, in one of the forms exporters write; returns its value's name.
+
+    slice_buffer  BERT (TorchScript): Gather(table, Slice(position_ids buffer, 0, S)), S = Shape(input_ids)[1]
+    word_shape    DistilBERT (TorchScript, transformers 4) and tf2onnx: S read off Shape of the word lookup
+    range_expand  ONNX Runtime's tests (embed_layer_norm_format3): Expand(Unsqueeze(Range(0, S)), [B, S])
+    keras_slice   Keras: Expand(Slice(table, [0, 0], [S, H]), [B, S, H])
+    constant      ONNX Runtime's tests (format5): the looked-up rows as a constant [B, S, H]
+    start_at_one  not positions 0..S-1: Slice(buffer, 1, S + 1)
+    """
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((POSITIONS, width)).astype(np.float32)
+    if form == "constant":
+        inits.append(numpy_helper.from_array(np.broadcast_to(table[:seq], (2, seq, width)).copy(), "position_rows"))
+        return "position_rows"
+    inits.append(numpy_helper.from_array(table, "position_table"))
+    shape_of = "word_rows" if form == "word_shape" else "input_ids"
+    nodes += [helper.make_node("Shape", [shape_of], ["ids_shape"], name="shape"),
+              helper.make_node("Gather", ["ids_shape", "one"], ["seq"], name="seq", axis=0),
+              helper.make_node("Unsqueeze", ["seq", "zero_axis"], ["seq_1d"], name="seq_1d")]
+    if form in ("slice_buffer", "word_shape", "start_at_one"):
+        start = "one_1d" if form == "start_at_one" else "zero_1d"
+        if form == "start_at_one":
+            nodes.append(helper.make_node("Add", ["seq_1d", "one_1d"], ["end_1d"], name="end"))
+        nodes += [helper.make_node("Slice", ["position_ids_all", start, "end_1d" if form == "start_at_one" else "seq_1d",
+                                             "one_1d"], ["position_ids"], name="positions"),
+                  helper.make_node("Gather", ["position_table", "position_ids"], ["position_rows"], name="position_lookup")]
+        return "position_rows"
+    nodes += [helper.make_node("Gather", ["ids_shape", "zero"], ["batch"], name="batch", axis=0),
+              helper.make_node("Unsqueeze", ["batch", "zero_axis"], ["batch_1d"], name="batch_1d")]
+    if form == "range_expand":
+        nodes += [helper.make_node("Range", ["zero", "seq", "one"], ["range"], name="range"),
+                  helper.make_node("Unsqueeze", ["range", "zero_axis"], ["range_2d"], name="range_2d"),
+                  helper.make_node("Concat", ["batch_1d", "seq_1d"], ["ids_dims"], name="ids_dims", axis=0),
+                  helper.make_node("Expand", ["range_2d", "ids_dims"], ["position_ids"], name="expand"),
+                  helper.make_node("Gather", ["position_table", "position_ids"], ["position_rows"], name="position_lookup")]
+        return "position_rows"
+    assert form == "keras_slice"
+    inits.append(numpy_helper.from_array(np.array([width], np.int64), "width_1d"))
+    nodes += [helper.make_node("Concat", ["seq_1d", "width_1d"], ["slice_end"], name="slice_end", axis=0),
+              helper.make_node("Slice", ["position_table", "zeros_2", "slice_end"], ["rows"], name="slice"),
+              helper.make_node("Concat", ["batch_1d", "seq_1d", "width_1d"], ["rows_dims"], name="rows_dims", axis=0),
+              helper.make_node("Expand", ["rows", "rows_dims"], ["position_rows"], name="expand")]
+    return "position_rows"
+
+
+def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("word", "segment", "position"),
+               positions="slice_buffer", seq="seq"):
+    """input_ids, token_type_ids → Gather(word) + Gather(segment) + the position term → LayerNormalization."""
     rng = np.random.default_rng(0)
-    tables = {"word": (VOCAB, "input_ids"), "segment": (TYPES, "token_type_ids"), "position": (POSITIONS, "position_ids")}
-    inits = [numpy_helper.from_array(np.arange(POSITIONS, dtype=np.int64)[None, :], "position_ids_all")]
-    nodes = [helper.make_node("Shape", ["input_ids"], ["ids_shape"], name="shape"),
-             helper.make_node("Gather", ["ids_shape", "one"], ["seq"], name="seq", axis=0),
-             helper.make_node("Unsqueeze", ["seq", "zero_axis"], ["seq_1d"], name="seq_1d"),
-             helper.make_node("Slice", ["position_ids_all", "zero_1d", "seq_1d", "one_1d"], ["position_ids"],
-                              name="positions")]
-    inits += [numpy_helper.from_array(np.array(1, np.int64), "one"),
-              numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
-              numpy_helper.from_array(np.array([0], np.int64), "zero_1d"),
-              numpy_helper.from_array(np.array([1], np.int64), "one_1d")]
+    tables = {"word": (VOCAB, "input_ids"), "segment": (TYPES, "token_type_ids")}
+    buffer = np.minimum(np.arange(POSITIONS + 1), POSITIONS - 1).astype(np.int64)  # in range from 0 or 1 on
+    inits = [numpy_helper.from_array(buffer[None, :], "position_ids_all"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero_1d"),
+             numpy_helper.from_array(np.array([0, 0], np.int64), "zeros_2"),
+             numpy_helper.from_array(np.array([1], np.int64), "one_1d")]
+    nodes = []
     terms = [t for t in order if segment or t != "segment"]
     for term in terms:
+        if term == "position":
+            continue
         rows, ids = tables[term]
         inits.append(numpy_helper.from_array(rng.standard_normal((rows, WIDTH)).astype(np.float32), f"{term}_table"))
         source = ids if word_ids_input or term != "word" else "input_ids_copy"
         nodes.append(helper.make_node("Gather", [f"{term}_table", source], [f"{term}_rows"], name=f"{term}_lookup"))
     if not word_ids_input:
         nodes.insert(0, helper.make_node("Abs", ["input_ids"], ["input_ids_copy"], name="copy"))
+    _positions(positions, nodes, inits, WIDTH, seq)
     total = f"{terms[0]}_rows"
     for term in terms[1:]:
         nodes.append(helper.make_node("Add", [total, f"{term}_rows"], [f"sum_{term}"], name=f"add_{term}"))
@@ -40,12 +89,14 @@ def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("wor
               numpy_helper.from_array(np.zeros(gamma_width, np.float32), "beta")]
     nodes.append(helper.make_node("LayerNormalization", [total, "gamma", "beta"], ["y"], name="ln", axis=-1,
                                   epsilon=1e-12))
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    dims = [2 if isinstance(seq, int) else "batch", seq]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, dims)]
     if segment:
-        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]))
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, dims))
     graph = helper.make_graph(nodes, "embeddings", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", WIDTH])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*dims, WIDTH])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model
 
 
 def embed_node(model):
@@ -53,7 +104,7 @@ def embed_node(model):
     return node
 
 
-@pytest.mark.parametrize("segment, label", [(True, "lookups"), (False, "lookups[no_segment]")])
+@pytest.mark.parametrize("segment, label", [(True, "positions"), (False, "positions[no_segment]")])
 def test_lookups_fuse_and_verify(segment, label):
     model = embeddings(segment=segment)
     fused, report = fuse_only(model, "EmbedLayerNorm")
@@ -62,6 +113,74 @@ def test_lookups_fuse_and_verify(segment, label):
     assert node.domain == MS and node.input[2] == "word_table" and node.input[3] == "position_table"
     assert (node.input[4] == "segment_table") == segment
     assert verify(model, fused).ok
+
+
+@pytest.mark.parametrize("form", ["slice_buffer", "word_shape", "range_expand", "keras_slice"])
+@pytest.mark.parametrize("seq", ["seq", 3])
+def test_positions_proven_to_count_up_are_dropped(form, seq):
+    """Position ids proven to be 0..S-1 by running their chain: the op counts them itself,
+    and the chain is gone (as ONNX Runtime's own EmbedLayerNorm tests assert)."""
+    model = embeddings(positions=form, seq=seq)
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
+    assert report.fused[0].variant == "positions"
+    node = embed_node(fused)
+    assert node.input[3] == "position_table" and (len(node.input) < 9 or not node.input[8])
+    assert {n.op_type for n in fused.graph.node} == {"Cast", "EmbedLayerNormalization"}  # the ids to int32
+    assert all(n.input[0] in ("input_ids", "token_type_ids") for n in fused.graph.node if n.op_type == "Cast")
+    assert verify(model, fused).ok
+
+
+def test_a_constant_position_term_is_the_table():
+    """ONNX Runtime's format5: the looked-up position rows are a constant [B, S, H] at a fixed length."""
+    model = embeddings(positions="constant", seq=3)
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
+    node = embed_node(fused)
+    (table,) = [t for t in fused.graph.initializer if t.name == node.input[3]]
+    assert list(table.dims) == [3, WIDTH] and (len(node.input) < 9 or not node.input[8])
+    assert verify(model, fused).ok
+
+
+def test_positions_that_do_not_count_from_zero_are_handed_on():
+    """Slice(buffer, 1, S + 1): not 0..S-1, so the ids are given to the op as computed."""
+    model = embeddings(positions="start_at_one")
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert report.counts == {"EmbedLayerNorm": 1} and report.fused[0].variant == "lookups"
+    (cast,) = [n for n in fused.graph.node if n.output[0] == embed_node(fused).input[8]]
+    assert cast.op_type == "Cast" and cast.input[0] == "position_ids"
+    assert verify(model, fused).ok
+
+
+def test_word_shape_positions_that_do_not_count_from_zero_are_a_near_miss():
+    """DistilBERT's form with the ids starting at 1: not the table's first rows, so the ids
+    must be handed on, and the Shape on the word lookup then keeps that lookup alive."""
+    model = embeddings(positions="word_shape", segment=False)
+    model.graph.node[next(i for i, n in enumerate(model.graph.node) if n.name == "positions")].input[1] = "one_1d"
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert "EmbedLayerNorm" not in report.counts
+    (miss,) = report.misses
+    assert miss.variant == "lookups" and "'word_rows' (from Gather) is also used by Shape 'shape'" in miss.reason, miss
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("seq", "the constant position term has 3 rows, but the sequence length is 'seq'"),
+    ("batch_rows", "the constant position term has shape [2, 3, 8], not [sequence, 8]"),
+])
+def test_constant_position_term_near_miss(change, reason):
+    model = embeddings(positions="constant", seq=3)
+    if change == "seq":
+        for vi in model.graph.input:
+            vi.type.tensor_type.shape.dim[1].dim_param = "seq"
+    else:
+        (rows,) = [t for t in model.graph.initializer if t.name == "position_rows"]
+        value = numpy_helper.to_array(rows).copy()
+        value[1] += 1
+        rows.CopyFrom(numpy_helper.from_array(value, "position_rows"))
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert "EmbedLayerNorm" not in report.counts
+    (miss,) = report.misses
+    assert reason in miss.reason, miss
 
 
 def test_roles_come_from_the_inputs_not_the_order():

@@ -21,6 +21,7 @@ ATTRIBUTE_DEFAULTS = {
     ("Softmax", "axis"): -1,
     ("Cast", "saturate"): 1,
     ("Gather", "axis"): 0,
+    ("Gelu", "approximate"): "none",
 }
 
 

@@ -163,7 +163,10 @@ class _Search:
             self.fail(s, producer(t), f"{p.describe()} is not a constant: it is {describe_origin(t)}")
         elif not p.accepts(value):
             shown = np.array2string(value.ravel()[:4], precision=6) if value.size else "empty"
-            self.fail(s, producer(t), f"{p.describe()} is {shown}, expected {p.value:.8g} (rtol {p.rtol:g})")
+            stored = p.stored(value.dtype)
+            held = f", or {value.dtype}'s nearest {stored[0]:.8g}" if stored.size == 1 else \
+                f", or {value.dtype}'s {' or '.join(f'{v:.8g}' for v in stored)}" if stored.size else ""
+            self.fail(s, producer(t), f"{p.describe()} is {shown}, expected {p.value:.8g} (rtol {p.rtol:g}{held})")
         elif p.name is None:
             yield s
         elif p.name in s.values and s.values[p.name] is not t and not np.array_equal(s.consts[p.name], value):

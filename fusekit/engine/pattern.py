@@ -6,7 +6,8 @@ A pattern is a small expression tree. Everything the language has:
     Var("shape", shape_only=True)      … one the replacement never reads (a reshape target): a
                                        side chain computing it from inner values dies with the match
     Const("eps", label="ε")            a constant (initializer or Constant node), bound by value
-    Const(value=0.5, rtol=…, atol=…)   … that must equal this value; ``op.Mul(x, 0.5)`` is short for it
+    Const(value=0.5, rtol=…, atol=…)   … that must equal this value, or its nearest float16 in a
+                                       float16 constant; ``op.Mul(x, 0.5)`` is short for it
     op.Sqrt(v)                         a node of that op type whose inputs match ``v``, in order
     op.ReduceMean(v, axes=[-1])        attribute checks: a literal, or a predicate
     op.Add(…, axis=lambda value, node: None or "reason")
@@ -90,7 +91,8 @@ class Var(Pattern):
 class Const(Pattern):
     """A constant value: an initializer or the output of a Constant node.
 
-    With ``value`` it must equal that value (every element, within rtol/atol).
+    With ``value`` it must equal that value (every element, within rtol/atol), or, in a
+    type less precise than float32 (float16), be that value as the type holds it.
     ``label`` is how a rejection names it, e.g. "ε".
     """
 
@@ -110,7 +112,19 @@ class Const(Pattern):
             return True
         if array.size == 0 or not np.issubdtype(array.dtype, np.number):
             return False
-        return bool(np.allclose(array.astype(np.float64), self.value, rtol=self.rtol, atol=self.atol))
+        if np.allclose(array.astype(np.float64), self.value, rtol=self.rtol, atol=self.atol):
+            return True
+        stored = self.stored(array.dtype)
+        return bool(stored.size) and bool(np.all(np.isin(array, stored)))
+
+    def stored(self, dtype) -> np.ndarray:
+        """The value as a constant of ``dtype`` holds it: its nearest ``dtype`` value, rounded
+        directly or through float32 (fp16's √2 is 1.4140625, 1.07e-4 off). Empty for a type
+        at least as precise as float32, where the tolerance alone decides."""
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating) or np.finfo(dtype).eps <= np.finfo(np.float32).eps:
+            return np.array([], dtype)
+        return np.unique(np.array([self.value, np.float32(self.value)]).astype(dtype))
 
     def __repr__(self):
         return self.describe()

@@ -1,4 +1,4 @@
-"""What an attention mask subgraph computes, found by running it.
+"""What a subgraph computes, found by running it: an attention mask, a position term.
 
 Exporters build the additive attention mask from the model's 0/1 mask input through
 long, version-specific chains (transformers 5 alone vmaps a padding function into
@@ -13,6 +13,12 @@ padding mask only when, on every probe, it equals
 (broadcast over q), which is exactly what a fused attention's 2-D mask input means.
 Any dependence on the query position (a causal mask), on other inputs' values, or
 on the padding side shows up as a mismatch and the attention is left unfused.
+
+An embedding sum's position term is read the same way (``position_rows``): whatever
+chain computes it from the token ids (a position-id buffer sliced to the sequence
+length, a Range, TF's Slice of the table then Expand), it is accepted as rows 0..S-1
+of a constant table only when it equals exactly those rows on probe ids of several
+shapes and values. The fused op then needs no position ids at all.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from .graph import producer
+from .graph import const_value, producer
 from .state import IdentityMap, IdentitySet
 
 PROBE_SHAPES = [(2, 6), (3, 9), (1, 5)]
@@ -35,8 +41,8 @@ class KeyPaddingMask:
     fill: float  # the value the mask adds at padded keys
 
 
-def _ancestry(graph: gs.Graph, value: gs.Tensor) -> tuple[list[gs.Node], list[gs.Tensor]] | str:
-    """The nodes computing ``value`` and the model inputs they read."""
+def _ancestry(graph: gs.Graph, value: gs.Tensor, what: str = "the mask") -> tuple[list[gs.Node], list[gs.Tensor]] | str:
+    """The nodes computing ``value`` and the model inputs they read (``what`` names the value in reasons)."""
     graph_inputs = IdentitySet(graph.inputs)
     nodes, inputs, seen, stack = IdentitySet(), IdentitySet(), IdentitySet(), [value]
     while stack:
@@ -47,11 +53,11 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor) -> tuple[list[gs.Node], list[gs
         node = producer(t)
         if node is None:
             if t not in graph_inputs:
-                return f"the mask depends on '{t.name}', which is neither computed nor a model input"
+                return f"{what} depends on '{t.name}', which is neither computed nor a model input"
             inputs.add(t)
             continue
         if node.op in ("If", "Loop", "Scan") or node.domain:
-            return f"the mask is computed through {node.op} '{node.name}', which fusekit does not evaluate"
+            return f"{what} is computed through {node.op} '{node.name}', which fusekit does not evaluate"
         nodes.add(node)
         stack.extend(node.inputs)
     order = IdentityMap((n, i) for i, n in enumerate(graph.nodes))
@@ -142,3 +148,74 @@ def _probe(session, inputs, mask_input, rng) -> tuple[float | None, str | None]:
     if not fill <= -1e4:
         return None, f"the mask's fill value {fill} is not a large negative number"
     return float(fill), None
+
+
+def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,
+                  cache: dict) -> gs.Tensor | str:
+    """The constant table whose rows 0..S-1 ``value`` is, broadcast over the batch, S being
+    the sequence length of the token ids ``ids``; or why that is not proven."""
+    key = (value.name, ids.name)
+    if key not in cache:
+        cache[key] = _position_rows(graph, value, ids, vocabulary, width)
+    return cache[key]
+
+
+def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
+    found = _ancestry(graph, value, "the position term")
+    if isinstance(found, str):
+        return found
+    nodes, inputs = found
+    if not nodes:
+        return f"the position term '{value.name}' is a model input"
+    if any(t.dtype is None or not np.issubdtype(np.dtype(t.dtype), np.integer) or t.shape is None
+           or len(t.shape) != 2 for t in inputs):
+        return "the position term reads a model input that is not 2-D integer ids"
+    tables = [n.inputs[0] for n in nodes if n.op in ("Gather", "Slice") and n.inputs]
+    tables = [t for t in tables if (v := const_value(t)) is not None and v.ndim == 2 and v.shape[1] == width
+              and np.issubdtype(v.dtype, np.floating)]
+    if not tables:
+        return f"the position term reads no constant table of width {width}"
+    try:
+        session = _session(graph, nodes, inputs, value)
+    except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
+        return f"the position term cannot be evaluated ({str(e).splitlines()[0][:120]})"
+    rows = min(const_value(t).shape[0] for t in tables)
+    sizes = _sizes(ids, rows)
+    if len(sizes) < 2 and not all(isinstance(d, (int, np.integer)) and d > 0 for d in ids.shape):
+        return f"the position table has {rows} rows, too few to prove positions on probes of several lengths"
+    rng = np.random.default_rng(0)
+    outputs = []
+    for batch, seq in sizes:
+        for draw in ("random", "zeros", "ones"):
+            feeds = {}
+            for t in inputs:
+                high = vocabulary if t is ids else 2
+                data = {"random": rng.integers(0, high, (batch, seq)), "zeros": np.zeros((batch, seq)),
+                        "ones": np.ones((batch, seq))}[draw]
+                feeds[t.name] = data.astype(np.dtype(t.dtype))
+            try:
+                (out,) = session.run(None, feeds)
+            except Exception as e:
+                return f"the position term fails on a probe ({str(e).splitlines()[0][:120]})"
+            outputs.append((batch, seq, out))
+    for table in tables:
+        rows_of = const_value(table)
+        if all(_is_rows(out, rows_of, batch, seq) for batch, seq, out in outputs):
+            return table
+    return "the position term is not rows 0..S-1 of a position table on the probes (positions that depend on the ids or start elsewhere)"
+
+
+def _sizes(ids: gs.Tensor, rows: int) -> list[tuple[int, int]]:
+    """Probe (batch, sequence) sizes: the declared ones where fixed, else several, each
+    within the table (a longer sequence has no rows to compare; too short a one proves little)."""
+    fixed = [d if isinstance(d, (int, np.integer)) and d > 0 else None for d in ids.shape]
+    sizes = {(fixed[0] or batch, fixed[1] or seq) for batch, seq in PROBE_SHAPES}
+    return sorted((batch, seq) for batch, seq in sizes if seq <= rows)
+
+
+def _is_rows(out: np.ndarray, table: np.ndarray, batch: int, seq: int) -> bool:
+    """Whether ``out`` is ``table[:seq]``, alone or repeated over the batch."""
+    rows = table[:seq]
+    if out.ndim not in (2, 3) or out.shape[-2:] != rows.shape or (out.ndim == 3 and out.shape[0] not in (1, batch)):
+        return False
+    return bool(np.array_equal(out.reshape(-1, *rows.shape), np.broadcast_to(rows, (out.size // rows.size, *rows.shape))))

@@ -98,6 +98,7 @@ class RunState:
     functions: dict[tuple[str, str], onnx.FunctionProto] = field(default_factory=dict)  # called functions (Emitter.call)
     # caches of facts the patterns work out once per run
     masks: dict[str, object] = field(default_factory=dict)  # mask value name -> what it computes (patterns/attention)
+    positions: dict[tuple, object] = field(default_factory=dict)  # position terms proven to be table rows (patterns/embed_layer_norm)
     spans: IdentityMap[gs.Tensor, bool] = field(default_factory=IdentityMap)  # batch×sequence proofs (graph.spans_batch_and_sequence)
     int8_weights: IdentityMap[gs.Node, object] = field(default_factory=IdentityMap)  # weights evaluated by check (patterns/quantized_linear)
 

@@ -7,6 +7,11 @@ stopped and the reason. Candidates are grouped by encoder layer (see
 ``fusekit.reports.layers``), so a fusion that fired in 11 of 12 layers reads as
 ``Attention: 11 of 12 layers fused; layer 7: …``.
 
+A region that looks like a fusion's but where no variant even starts — a mean that
+centres its input (a LayerNorm chain), a Softmax (attention), an Erf or Tanh (GELU) left
+in the fused graph with no near miss around it — is listed as ``considered``: "considered,
+no variant starts here", so that no candidate is silently missing.
+
 A node fused by an earlier fusekit run (its provenance is in the model) is listed
 as ``earlier``. A composed node counts for each fusion in its steps: a BiasGelu
 made from a Gelu counts as a Gelu and as a BiasGelu.
@@ -19,7 +24,7 @@ JSON (``--json``), schema ``fusekit.explain/1``::
      "fusions": [{"fusion": str, "fused": int, "missed": int, "layers_fused": [int],
                   "layers_missed": [int], "layers_without_candidate": [int],
                   "outside": {"fused": int, "missed": int}, "summary": str}],
-     "candidates": [{"fusion": str, "status": "fused" | "missed" | "earlier", "layer": int | null,
+     "candidates": [{"fusion": str, "status": "fused" | "missed" | "considered" | "earlier", "layer": int | null,
                      "node": str, "op": str, "variant": str,
                      "steps": [str], "replaced": [{"name": str, "op": str}], "constants": {name: value},
                      "matched": int | null, "total": int | null, "at": str | null, "at_op": str | null,
@@ -68,6 +73,8 @@ class Candidate:
         return fusion == self.fusion or fusion in self.steps
 
     def describe(self) -> str:
+        if self.status == "considered":
+            return f"considered, no variant starts here: {self.op} '{self.node}' ({self.variant})"
         if self.miss is None:
             made = "→".join(self.steps) if len(self.steps) > 1 else self.fusion
             return f"{made}/{self.variant}: {self.op} '{self.node}' replaced {len(self.replaced)} nodes"
@@ -81,7 +88,8 @@ class Candidate:
                 "variant": self.variant, "steps": self.steps,
                 "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants,
                 "matched": m and m.matched, "total": m and m.total, "at": m and m.at, "at_op": m and m.at_op,
-                "reason": m and m.reason, "complete": bool(m and m.complete),
+                "reason": m.reason if m else ("considered, no variant starts here" if self.status == "considered" else None),
+                "complete": bool(m and m.complete),
                 "nodes": [{"name": n, "op": o} for n, o in zip(m.nodes, m.ops)] if m else []}
 
 
@@ -108,8 +116,8 @@ class Explanation:
         return [n for n in names if self.fusion in (None, n)]
 
     def per_fusion(self, fusion: str) -> dict:
-        fused = [c for c in self.candidates if c.status != "missed" and c.counts_for(fusion)]
-        missed = [c for c in self.candidates if c.status == "missed" and c.fusion == fusion]
+        fused = [c for c in self.candidates if c.status in ("fused", "earlier") and c.counts_for(fusion)]
+        missed = [c for c in self.candidates if c.status in ("missed", "considered") and c.fusion == fusion]
         layers = range(self.layers.count)
         with_fused = {c.layer for c in fused}
         with_miss = {c.layer for c in missed}
@@ -148,7 +156,7 @@ class Explanation:
                 "notes": self.notes}
 
     def summary(self) -> str:
-        counts = Counter(f for c in self.candidates if c.status != "missed" for f in (c.steps or [c.fusion]))
+        counts = Counter(f for c in self.candidates if c.status in ("fused", "earlier") for f in (c.steps or [c.fusion]))
         misses = sum(c.status == "missed" for c in self.candidates)
         fused = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing"
         lines = [f"{self.model}: {self.layers.describe()}; target {self.target}",
@@ -157,7 +165,7 @@ class Explanation:
         if self.layers.count and self.fusions():
             lines += ["per layer (✓ fused, ✗ near miss):"] + self._table()
         shown = self.shown()
-        listed = shown if (self.fusion or self.layer is not None) else [c for c in shown if c.status == "missed"]
+        listed = shown if (self.fusion or self.layer is not None) else [c for c in shown if c.status in ("missed", "considered")]
         if listed:
             lines.append("candidates:" if (self.fusion or self.layer is not None) else "near misses:")
             for c in listed:
@@ -176,8 +184,8 @@ class Explanation:
             cells = []
             for f in fusions:
                 here = [c for c in self.candidates if c.layer == k]
-                mark = "✓" * sum(c.status != "missed" and c.counts_for(f) for c in here) \
-                    + "✗" * sum(c.status == "missed" and c.fusion == f for c in here)
+                mark = "✓" * sum(c.status in ("fused", "earlier") and c.counts_for(f) for c in here) \
+                    + "✗" * sum(c.status in ("missed", "considered") and c.fusion == f for c in here)
                 cells.append(mark or "·")
             rows.append(["outside" if k is None else str(k), *cells])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -202,10 +210,55 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
                              f.constants) for f in report.fused]
     candidates += [Candidate(m.fusion, "missed", m.anchor, m.anchor_op, where.get(m.anchor), m.variant, miss=m)
                    for m in report.misses]
+    candidates += _considered(flow, report.misses, target, where)
     candidates.sort(key=lambda c: position.get(c.node, len(position)))  # in graph order
     label = "<model>" if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
     return Explanation(label, target, layers, candidates, Dataflow(original.graph), flow, fusion, layer,
                        list(report.notes))
+
+
+# What marks a region as a fusion's, whatever the exporter wrapped around it
+SIGNS = {"LayerNorm": "a mean centring its input", "Attention": "a Softmax feeding a MatMul",
+         "Gelu": "1 + erf", "FastGelu": "1 + tanh"}
+
+
+def _signs(flow: Dataflow, i: int) -> list[str]:
+    """The fusions node ``i`` of the fused graph looks like a piece of."""
+    node, users = flow.nodes[i], [flow.nodes[u] for u in flow.users(i)]
+    if node.op_type in ("ReduceMean", "GlobalAveragePool"):
+        # x − mean(x): the centring of a LayerNorm (PyTorch's Sub, TF's SquaredDifference)
+        return ["LayerNorm"] if any(u.op_type == "Sub" and node.input[0] in u.input for u in users) else []
+    if node.op_type == "Softmax":
+        return ["Attention"] if _feeds_product(flow, i) else []
+    if node.op_type in ("Erf", "Tanh"):
+        # a constant added to it: the 1 + erf / 1 + tanh of a GELU, not a pooler's Tanh
+        plus_constant = any(u.op_type == "Add" and any(flow.is_constant(v) for v in u.input) for u in users)
+        return [{"Erf": "Gelu", "Tanh": "FastGelu"}[node.op_type]] if plus_constant else []
+    return []
+
+
+def _feeds_product(flow: Dataflow, start: int, hops: int = 5) -> bool:
+    """Whether node ``start`` reaches a MatMul or Einsum within ``hops`` nodes (the
+    probabilities times V, through tf2onnx's Unsqueeze/Transpose/Reshape too)."""
+    frontier = {start}
+    for _ in range(hops):
+        frontier = {u for i in frontier for u in flow.users(i)}
+        if any(flow.nodes[i].op_type in ("MatMul", "Einsum") for i in frontier):
+            return True
+    return False
+
+
+def _considered(flow: Dataflow, misses, target: str, where: dict) -> list[Candidate]:
+    """The nodes left in the fused graph that look like a fusion's, where no near miss of it reached."""
+    reached = {(m.fusion, n) for m in misses for n in [*m.nodes, m.at, m.anchor] if n}
+    found = []
+    for i in flow.order:
+        name = flow.names[i]
+        for fusion in _signs(flow, i):
+            if target in patterns.BY_NAME[fusion].targets and (fusion, name) not in reached:
+                found.append(Candidate(fusion, "considered", name, flow.nodes[i].op_type, where.get(name),
+                                       SIGNS[fusion]))
+    return found
 
 
 def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Candidate]:

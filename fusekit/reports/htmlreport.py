@@ -366,18 +366,24 @@ def explain_page(expl) -> str:
             row = [_where(k)]
             for f in names:
                 here = [c for c in expl.candidates if c.layer == k]
-                fused = sum(c.status != "missed" and c.counts_for(f) for c in here)
-                missed = sum(c.status == "missed" and c.fusion == f for c in here)
+                fused = sum(c.status in ("fused", "earlier") and c.counts_for(f) for c in here)
+                missed = sum(c.status in ("missed", "considered") and c.fusion == f for c in here)
                 text = ("✓" * fused + "✗" * missed) or "·"
                 row.append((text, "misscell" if missed else "fusedcell" if fused else ""))
             rows.append(row)
         body += ["<h2>Per layer</h2><p class=\"muted\">✓ fused, ✗ near miss</p>", table(["layer", *names], rows)]
     shown = expl.shown()
-    misses = [c for c in shown if c.status == "missed"]
+    misses = [c for c in shown if c.status in ("missed", "considered")]
     if misses:
         body.append("<h2>Near misses</h2>")
         for c in misses:
             m = c.miss
+            if m is None:  # considered: the sign of a fusion, where no variant starts
+                at = expl.fused.index.get(c.node)
+                body.append(f"<details class=\"region\" open><summary>{esc(_where(c.layer))}: {esc(c.fusion)} "
+                            f"at <span class=\"mono\">{esc(c.node)}</span></summary><p>{esc(c.describe())}</p>"
+                            f"<div class=\"pictures\">{region_svg(expl.fused, [at])}</div></details>")
+                continue
             matched = {expl.fused.index[n] for n in m.nodes if n in expl.fused.index}
             stop = expl.fused.index.get(m.at)
             nodes = sorted(matched | ({stop} if stop is not None else set()))
@@ -387,7 +393,7 @@ def explain_page(expl) -> str:
                         f"<p><span class=\"bad\">stopped</span>{' at <code>' + esc(m.at) + '</code>' if m.at else ''}: "
                         f"{esc(m.reason)}</p>"
                         f"<div class=\"pictures\">{region_svg(expl.fused, nodes, matched, stop)}</div></details>")
-    fused = [c for c in shown if c.status != "missed"]
+    fused = [c for c in shown if c.status in ("fused", "earlier")]
     if fused:
         body.append("<h2>Fused regions</h2>")
         for layer, group in itertools.groupby(fused, key=lambda c: c.layer):
