@@ -13,7 +13,7 @@ from onnx import version_converter
 from . import patterns
 
 from .compat import prepare
-from .engine import canonicalize, passes
+from .engine import canonicalize, passes, shapes
 from .errors import FusekitError
 from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
@@ -40,19 +40,15 @@ def rules_for(target: str, disable=()) -> list[Rule]:
 
 
 def _canonicalize(graph: gs.Graph, rules: list[Rule], target: str, opset: int) -> canonicalize.Canonical:
-    return canonicalize.run(graph, rules, target, opset)
+    return canonicalize.run(graph, rules, target, opset, fold=shapes.fold)
 
 
 def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
-    """The graph of a skeleton, with shapes inferred and the weights of ``weights`` attached.
+    """The graph of a skeleton, with the shapes the model fixes and the weights of ``weights`` attached.
 
     The weights stay the original TensorProtos (read lazily), so nothing is copied.
     """
-    try:
-        skel = onnx.shape_inference.infer_shapes(skel)
-    except Exception:  # shape facts only sharpen checks; a fusion that needs one refuses without it
-        pass
-    graph = gs.import_onnx(skel)
+    graph = gs.import_onnx(shapes.infer(skel))
     tensors = graph.tensors()
     declared = {i.name for i in weights.graph.input}
     for proto in weights.graph.initializer:

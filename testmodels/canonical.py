@@ -43,3 +43,34 @@ def global_average_pool_rank_unknown(opset=13):
 
 
 __all__ = ["F32", "X_SHAPE", "np"]
+
+
+def sdpa_scale(opset=14):
+    """Optimum's attention scale, computed from the head size at run time:
+    y = x · Sqrt(Cast(1 / Sqrt(Cast(Shape(x)[-1:])))), x [batch, seq, 16]."""
+    g, x = _io("scale", opset)
+    size = g.op("Slice", g.op("Shape", x), g.const("start", [-1], np.int64), g.const("end", [2**62], np.int64))
+    root = g.op("Sqrt", g.op("Cast", size, to=TensorProto.FLOAT))
+    inverse = g.op("Cast", g.op("Div", g.const("one", 1.0), root), to=TensorProto.FLOAT)
+    g.op("Mul", x, g.op("Sqrt", inverse), out="y")
+    return g.model()
+
+
+def head_split(opset=14):
+    """A head-split reshape built from Shape(x): [B, S, heads, size] with heads = hidden / 4 read
+    off the hidden size, then merged back: y = Reshape(Reshape(x, [B, S, 4, H/4]), Shape(x))."""
+    g, x = _io("split", opset)
+    shape = g.op("Shape", x)
+    zero = g.const("zero", [0], np.int64)
+    dims = [g.op("Unsqueeze", g.op("Gather", shape, g.const(f"i{i}", i, np.int64)), zero) for i in range(3)]
+    size = g.op("Div", dims[2], g.const("heads", [4], np.int64))
+    split = g.op("Reshape", x, g.op("Concat", dims[0], dims[1], g.const("four", [4], np.int64), size, axis=0))
+    g.op("Reshape", split, shape, out="y")
+    return g.model()
+
+
+def epsilon_cast(opset=14):
+    """A constant chain no Shape starts: y = x + Cast(ε); left as written."""
+    g, x = _io("eps", opset)
+    g.op("Add", x, g.op("Cast", g.const("eps", 1e-5, np.float64), to=TensorProto.FLOAT), out="y")
+    return g.model()

@@ -102,20 +102,19 @@ def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: di
     made: list[Fused] = []
     for _ in range(max_sweeps):
         fired = Counter()
-        if before_sweep is not None:
-            folded = before_sweep(graph, state)
-            fired.update(f.fusion for f in folded)
-            made += folded
+        folded = before_sweep(graph, state) if before_sweep is not None else []  # keeps the node order
+        made += folded
         for fusion in fusions:
             new = sweep(graph, fusion, state, misses)
             if new:
                 fired[fusion.name] += len(new)
                 made += new
                 graph.toposort()  # the next fusion visits producers before consumers, new nodes included
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        if not fired:
+        if fired:
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        if not fired and not folded:
             return made
-    raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
+    raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired) or 'ShapeFact'}")
 
 
 def new_state(graph: gs.Graph, target: str, opset: int) -> RunState:
@@ -130,6 +129,7 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
     misses: dict[tuple[str, str], Miss] = dict(canonical.misses) if canonical is not None else {}
     result = PassResult()
     made = fixpoint(graph, fusions, state, misses, max_sweeps)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()  # what canonicalization left dead goes too
     result.fused = compose((canonical.records if canonical is not None else []) + made)
     alive = {n.name for n in graph.nodes}
     # a rule's node a fusion absorbed as a constant (a folded shape) is gone: nothing left to record

@@ -192,7 +192,9 @@ def _summarize(value: np.ndarray):
 def _bypass(old: gs.Tensor, new: gs.Tensor):
     """Make every user of ``old`` read ``new``, a value already in the graph."""
     for user in list(old.outputs):
-        user.inputs[:] = [new if t is old else t for t in user.inputs]
+        for i, t in enumerate(user.inputs):
+            if t is old:
+                user.inputs[i] = new
 
 
 def apply(match: Match) -> Fused:
