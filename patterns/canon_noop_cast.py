@@ -15,6 +15,7 @@ from fusekit.engine.pattern import Rule, Var, Variant, op
 
 from ._common import is_float, onnx_dtype
 
+
 def same_type(to, node):
     """Attribute predicate: the Cast is to its input's own type (known)."""
     x = node.inputs[0]

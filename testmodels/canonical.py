@@ -1,11 +1,12 @@
-"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canon_*.py),
-each beside a near miss the rule must refuse. Built with ``variants.Graph``; every
-builder returns an ``onnx.ModelProto`` with input ``x`` [batch, seq, 16] and output ``y``.
+"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canon_*.py) and
+the shape facts fold, each beside a near miss that must not fire, and the float16 Cast
+placements of LayerNorm. Built with ``variants.Graph``; each builder returns an
+``onnx.ModelProto`` reading ``x`` [batch, seq, 16] (most) and writing ``y``.
 """
 import numpy as np
 from onnx import TensorProto
 
-from .variants import F16, F32, KERAS_EPS, X_SHAPE, Graph, _gamma_beta, _io
+from .variants import F16, F32, KERAS_EPS, Graph, _gamma_beta, _io
 
 
 def _keras_ln_tail(g, x, mean, var):
@@ -42,7 +43,6 @@ def global_average_pool_rank_unknown(opset=13):
     return g.model()
 
 
-__all__ = ["F32", "X_SHAPE", "np"]
 
 
 def sdpa_scale(opset=14):

@@ -1,6 +1,5 @@
 """Static shape facts: values a Shape starts and the static dimensions fix become constants."""
 import numpy as np
-import onnx
 from onnx import numpy_helper
 
 import fusekit

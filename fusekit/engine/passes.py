@@ -5,7 +5,9 @@ folds a bias into the Gelu that the Gelu fusion made. ``order`` sorts the fusion
 each runs after those it names, keeping list order where nothing is said. Within one sweep a fusion visits its anchors from the graph's outputs backwards, so
 the largest form of a pattern (LayerNorm with its β) is seen before its smaller
 forms (without β). Sweeps repeat until nothing fires; a fusion still firing after
-``max_sweeps`` is a bug in that fusion, and the error names it.
+``max_sweeps`` is a bug in that fusion, and the error names it. The canonicalization stage
+(``canonicalize``) runs its rules through the same ``fixpoint`` first; ``run`` carries its
+state, records and near misses on.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ that compute the same thing (an exporter that emitted ``x - mean`` twice).
 A :class:`Variant` is one pattern with the exporters that emit it; a :class:`Fusion`
 collects the variants of one fusion with the ``check`` and ``rewrite`` that decide and
 build it, the fusions it runs ``after``, and the nodes it ``exports`` or ``reads`` through.
-It never touches a graph.
+A :class:`Rule` is a Fusion that canonicalizes (``engine.canonicalize``): it rewrites one
+spelling into the form the fusions read and builds no fused op. Neither touches a graph.
 """
 from __future__ import annotations
 
