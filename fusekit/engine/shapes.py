@@ -155,7 +155,7 @@ def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
             return None
         start, end = bounds[0][0], bounds[1][0]
         axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
-        if axes[0] not in (0, -1) or steps[0] == 0:
+        if axes[0] not in (0, -1) or steps[0] != 1:  # shape slices step by 1; others are left computed
             return None
         return _Fact(a.array[start:end:steps[0]], a.dtype)
     if any(x is None or not x.full for x in args):
