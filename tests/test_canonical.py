@@ -130,3 +130,19 @@ def test_einsum_dense_near_miss_when_the_unflatten_reads_another_value():
     assert "Gemm" in ops(fused)
     (miss,) = [m for m in report.misses if m.fusion == "HeadsAsEinsumDense"]
     assert "is not the input's batch and sequence" in miss.reason, miss
+
+
+def test_explain_names_the_rules_a_fused_node_went_through():
+    explanation = fusekit.explain(C.ln_global_average_pool(), target="ort")
+    (candidate,) = [c for c in explanation.candidates if c.fusion == "LayerNorm"]
+    assert candidate.rules == ["MeanAsGlobalAveragePool"] * 2
+    assert "(canonicalized first: MeanAsGlobalAveragePool 2)" in candidate.describe()
+    data = explanation.to_dict()
+    assert data["canonical"] == {"MeanAsGlobalAveragePool": 2}
+    assert "canonicalized: MeanAsGlobalAveragePool 2" in explanation.summary()
+
+
+def test_a_rule_can_be_disabled():
+    fused, report = fusekit.optimize(C.ln_global_average_pool(), target="ort", verify=False,
+                                     disable=["MeanAsGlobalAveragePool"])
+    assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
