@@ -16,7 +16,9 @@ class Report:
     nodes_after: int = 0
     opset_before: int = 0
     opset_after: int = 0
-    fused: list[Fused] = field(default_factory=list)
+    fused: list[Fused] = field(default_factory=list)  # every fused node, traced back to the original nodes
+    # what canonicalization rules left in the graph (a MatMul for a tensordot) or bypassed (a no-op Cast)
+    rewrites: list[Fused] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the input computes wrongly on some inputs
@@ -30,6 +32,11 @@ class Report:
         return Counter(step for f in self.fused for step in f.steps)
 
     @property
+    def canonical(self) -> Counter:
+        """How often each canonicalization rule rewrote the input (whether a fusion then took the result or not)."""
+        return Counter(rule for f in self.fused + self.rewrites for rule in f.rules)
+
+    @property
     def variants(self) -> Counter:
         return Counter(f"{f.fusion}/{f.variant}" for f in self.fused)
 
@@ -40,6 +47,8 @@ class Report:
         lines = [f"target {self.target}, {opset}",
                  f"nodes: {self.nodes_before} → {self.nodes_after}",
                  f"fused: {fused}"]
+        if self.canonical:
+            lines.append("canonicalized: " + ", ".join(f"{k} {v}" for k, v in sorted(self.canonical.items())))
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"warning: {w}" for w in self.warnings]
         if self.misses:
@@ -60,8 +69,8 @@ class Report:
             "target": self.target,
             "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
             "opset_before": self.opset_before, "opset_after": self.opset_after,
-            "counts": dict(self.counts), "variants": dict(self.variants),
-            "fused": [f.to_dict() for f in self.fused],
+            "counts": dict(self.counts), "canonical": dict(self.canonical), "variants": dict(self.variants),
+            "fused": [f.to_dict() for f in self.fused], "rewrites": [f.to_dict() for f in self.rewrites],
             "misses": [asdict(m) for m in self.misses],
             "notes": self.notes, "warnings": self.warnings,
             "seconds": self.seconds, "verify_seconds": self.verify_seconds,

@@ -42,12 +42,29 @@ def test_a_sign_no_variant_starts_on_is_considered(op_type, fusion):
     assert c.to_dict()["reason"] == "considered, no variant starts here"
 
 
+def centred():
+    """y = |x − mean(x)|: a LayerNorm's centring that no LayerNorm variant starts from."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 16])
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], name="reduce", axes=[-1], keepdims=1),
+             helper.make_node("Sub", ["x", "mean"], ["d"], name="centre"),
+             helper.make_node("Abs", ["d"], ["y"], name="abs")]
+    graph = helper.make_graph(nodes, "centred", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
 def test_a_layer_norm_chain_no_variant_starts_on_is_considered():
-    """γ after a Cast (ORT's layer_norm_with_cast_3): the match never reaches the mean, so no near miss."""
-    e = explain(F.layer_norm_with_cast("before_scale"))
+    e = explain(centred())
     (c,) = [c for c in e.candidates if c.status == "considered"]
     assert (c.fusion, c.node) == ("LayerNorm", "reduce")
     assert "considered, no variant starts here: ReduceMean 'reduce'" in e.summary()
+
+
+def test_the_cast_placements_of_ort_fusion_tests_fuse_instead():
+    """γ after a Cast (ORT's layer_norm_with_cast_3) is canonicalized, so it fuses: nothing left to consider."""
+    e = explain(F.layer_norm_with_cast("before_scale"))
+    assert not [c for c in e.candidates if c.status == "considered"]
+    assert any(c.status == "fused" and c.fusion == "LayerNorm" for c in e.candidates)
 
 
 @pytest.mark.parametrize("model", [V.ln_eps_input, V.gelu_half_off, V.gelu_tanh_coeff_off, V.ln_pytorch, V.gelu_tanh_pow])
@@ -72,6 +89,6 @@ def test_a_mean_that_centres_nothing_is_not_a_layer_norm():
 
 
 def test_the_html_report_shows_a_considered_region_as_not_fused():
-    html = explain_page(explain(F.layer_norm_with_cast("before_scale")))
+    html = explain_page(explain(centred()))
     assert "considered, no variant starts here: ReduceMean &#x27;reduce&#x27;" in html
     assert "Fused regions" not in html

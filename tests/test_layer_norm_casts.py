@@ -1,7 +1,4 @@
-"""LayerNorm with Casts where ONNX Runtime's fusion tests put them (testmodels/fusion_forms.py).
-
-The Casts are for the canonicalization stage to normalise; until it does, these forms do
-not fuse, and the tests say so (strict: a fix shows up as a pass to be recorded here)."""
+"""LayerNorm with Casts where ONNX Runtime's fusion tests put them (testmodels/fusion_forms.py)."""
 import pytest
 
 from conftest import fuse_only
@@ -9,7 +6,6 @@ from fusekit.verify import verify
 from testmodels import fusion_forms as F
 
 
-@pytest.mark.xfail(strict=True, reason="Casts inside LayerNorm are left to the canonicalization stage")
 @pytest.mark.parametrize("placement", ["pow_exponent", "before_scale"])
 def test_layer_norm_with_casts_fuses_as_ort_expects(placement):
     model = F.layer_norm_with_cast(placement)

@@ -109,60 +109,13 @@ class DimOf:
 def shape_entries(tensor: gs.Tensor) -> list | None:
     """What a shape tensor (a Reshape target) holds, entry by entry.
 
-    Each entry is an int (a constant, 0 and -1 included) or a :class:`DimOf` for the
-    ``Unsqueeze(Gather(Shape(t), i))`` pieces exporters concatenate; ``None`` when the
-    shape is built some other way.
+    Each entry is an int (a constant, 0 and -1 included) or a :class:`DimOf` for a
+    dimension read at run time (``Unsqueeze(Gather(Shape(t), i))`` pieces, tf2onnx's Casts
+    and Slices of ``Shape(t)``); ``None`` when the shape is built some other way
+    (``shapes.entries`` reads it).
     """
-    value = const_value(tensor)
-    if value is not None:
-        return [int(v) for v in np.atleast_1d(value)]
-    node = producer(tensor)
-    if node is None:
-        return None
-    if node.op == "Concat" and attr(node, "axis") in (0, -1):
-        entries = []
-        for piece in node.inputs:
-            part = shape_entries(piece)
-            if part is None:
-                return None
-            entries += part
-        return entries
-    if node.op == "Unsqueeze":
-        inner = node.inputs[0]
-        source = producer(inner)
-        if source is not None and source.op == "Gather" and producer(source.inputs[0]) is not None \
-                and producer(source.inputs[0]).op == "Shape":
-            index = const_value(source.inputs[1])
-            if index is not None and index.size == 1:
-                shaped = producer(source.inputs[0]).inputs[0]
-                return [DimOf(shaped, int(index.item()))]
-        value = const_value(inner)
-        return None if value is None else [int(v) for v in np.atleast_1d(value)]
-    if node.op == "Shape":
-        return _dims_of(node.inputs[0], node.attrs.get("start", 0), node.attrs.get("end"))
-    if node.op == "Slice" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape" \
-            and len(node.inputs) in (3, 4):
-        starts, ends = const_value(node.inputs[1]), const_value(node.inputs[2])
-        axes = const_value(node.inputs[3]) if len(node.inputs) == 4 else np.zeros(1)
-        if starts is None or ends is None or axes is None or starts.size != 1 or int(axes.ravel()[0]) != 0:
-            return None
-        full = shape_entries(node.inputs[0])
-        return None if full is None else full[_clamp(starts.item(), len(full)):_clamp(ends.item(), len(full))]
-    return None
-
-
-def _clamp(index: int, size: int) -> int:
-    """Python-style slice bound, as ONNX Slice and Shape(start, end) clamp them."""
-    index = index + size if index < 0 else index
-    return min(max(index, 0), size)
-
-
-def _dims_of(tensor: gs.Tensor, start: int, end: int | None) -> list | None:
-    r = rank(tensor)
-    if r is None:
-        return None
-    end = r if end is None else end
-    return [DimOf(tensor, i) for i in range(_clamp(start, r), _clamp(end, r))]
+    from .shapes import entries
+    return entries(tensor)
 
 
 # Ops whose output keeps the leading dimensions of their first input.
@@ -207,6 +160,43 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = False
     memo[tensor] = result
     return result
+
+
+def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
+    """The value whose first two dimensions ``tensor`` provably has: followed back through ops that
+    keep the leading dimensions of their one computed input (a bias or scale vector broadcasts
+    into it, never over it). Two values with the same origin cannot broadcast against each
+    other in those dimensions, whatever they are."""
+    for _ in range(256):
+        node = producer(tensor)
+        if node is None or node.domain not in (None, "", "com.microsoft"):
+            return tensor
+        if node.op in _ELEMENTWISE:
+            computed = [t for t in node.inputs if not _is_vector_constant(t)]
+            if len(computed) != 1 or len(computed) == len(node.inputs):
+                return tensor
+            tensor = computed[0]
+        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "CumSum"):
+            tensor = node.inputs[0]
+        elif node.op == "MatMul" and rank(node.inputs[1]) == 2:
+            tensor = node.inputs[0]
+        elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
+            from .shapes import entries
+            target = entries(node.inputs[1]) or []
+            if len(target) < 2 or not all(isinstance(e, DimOf) and e.index == i for i, e in enumerate(target[:2])) \
+                    or target[0].tensor is not target[1].tensor:
+                return tensor
+            tensor = target[0].tensor
+        else:
+            return tensor
+    return tensor
+
+
+def _is_vector_constant(tensor: gs.Tensor) -> bool:
+    """A constant of at most one dimension (reading its shape, not its values)."""
+    node = producer(tensor)
+    constant = isinstance(tensor, gs.Constant) or (node is not None and node.op == "Constant")
+    return constant and tensor.shape is not None and len(tensor.shape) <= 1
 
 
 def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:

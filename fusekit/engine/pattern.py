@@ -30,7 +30,8 @@ that compute the same thing (an exporter that emitted ``x - mean`` twice).
 A :class:`Variant` is one pattern with the exporters that emit it; a :class:`Fusion`
 collects the variants of one fusion with the ``check`` and ``rewrite`` that decide and
 build it, the fusions it runs ``after``, and the nodes it ``exports`` or ``reads`` through.
-It never touches a graph.
+A :class:`Rule` is a Fusion that canonicalizes (``engine.canonicalize``): it rewrites one
+spelling into the form the fusions read and builds no fused op. Neither touches a graph.
 """
 from __future__ import annotations
 
@@ -240,6 +241,9 @@ class Fusion:
     # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
     # "MatMul+DequantizeLinear" asks for both.
     signature: frozenset[str] = frozenset()
+    # Which refused candidates are near misses, when reaching the signature does not say it
+    # (a Cast that changes the type is no candidate for removing a no-op Cast).
+    near_miss: Callable[..., bool] | None = None
     # Bound nodes whose outputs may still be used outside the match; the rewrite must
     # then replace them too (SkipLayerNormalization hands on the residual sum).
     exports: tuple[str, ...] = ()
@@ -249,6 +253,17 @@ class Fusion:
 
     def anchor_ops(self) -> set[str]:
         return {t for v in self.variants for t in root_ops(v.pattern)}
+
+
+@dataclass
+class Rule(Fusion):
+    """A canonicalization rule: exporter noise rewritten into the one form the fusions read.
+
+    Written, checked and rewritten like a fusion, and recorded like one, but it builds
+    no fused op: it runs before every fusion (``engine.canonicalize``), and only where
+    the rewrite is exact. A rewrite may return a value already in the graph: the anchor
+    is then bypassed, its users reading that value instead (a Cast that changes nothing).
+    """
 
 
 def root_ops(p: Pattern) -> set[str]:

@@ -1,0 +1,209 @@
+"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canon_*.py) and
+the shape facts fold, each beside a near miss that must not fire, and the float16 Cast
+placements of LayerNorm. Built with ``variants.Graph``; each builder returns an
+``onnx.ModelProto`` reading ``x`` [batch, seq, 16] (most) and writing ``y``.
+"""
+import numpy as np
+from onnx import TensorProto
+
+from .variants import F16, F32, KERAS_EPS, Graph, _gamma_beta, _io
+
+
+def _keras_ln_tail(g, x, mean, var):
+    """The rest of a tf2onnx LayerNorm, given its mean and variance."""
+    gamma, beta = _gamma_beta()
+    r = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const("eps", KERAS_EPS))))
+    s = g.op("Mul", r, g.const("gamma", gamma))
+    g.op("Add", g.op("Mul", x, s), g.op("Sub", g.const("beta", beta), g.op("Mul", mean, s)), out="y")
+
+
+def ln_global_average_pool(opset=13):
+    """tf2onnx at opsets ≤ 17: both means of the LayerNorm as GlobalAveragePool."""
+    g, x = _io("ln", opset)
+    mean = g.op("GlobalAveragePool", x)
+    d = g.op("Sub", x, mean)
+    _keras_ln_tail(g, x, mean, g.op("GlobalAveragePool", g.op("Mul", d, d)))
+    return g.model()
+
+
+def global_average_pool_rank4(opset=13):
+    """Near miss: on a rank-4 input GlobalAveragePool averages over two axes."""
+    g = Graph("gap", opset)
+    x = g.input("x", shape=["batch", "seq", 4, 4])
+    g.output("y", shape=["batch", "seq", 1, 1])
+    g.op("GlobalAveragePool", x, out="y")
+    return g.model()
+
+
+def global_average_pool_rank_unknown(opset=13):
+    """Near miss: nothing says the input's rank."""
+    g, x = _io("gap", opset)
+    shaped = g.op("Reshape", x, g.input("shape", shape=["r"], elem=TensorProto.INT64))
+    g.op("GlobalAveragePool", shaped, out="y")
+    return g.model()
+
+
+
+
+def sdpa_scale(opset=14):
+    """Optimum's attention scale, computed from the head size at run time:
+    y = x · Sqrt(Cast(1 / Sqrt(Cast(Shape(x)[-1:])))), x [batch, seq, 16]."""
+    g, x = _io("scale", opset)
+    size = g.op("Slice", g.op("Shape", x), g.const("start", [-1], np.int64), g.const("end", [2**62], np.int64))
+    root = g.op("Sqrt", g.op("Cast", size, to=TensorProto.FLOAT))
+    inverse = g.op("Cast", g.op("Div", g.const("one", 1.0), root), to=TensorProto.FLOAT)
+    g.op("Mul", x, g.op("Sqrt", inverse), out="y")
+    return g.model()
+
+
+def head_split(opset=14):
+    """A head-split reshape built from Shape(x): [B, S, heads, size] with heads = hidden / 4 read
+    off the hidden size, then merged back: y = Reshape(Reshape(x, [B, S, 4, H/4]), Shape(x))."""
+    g, x = _io("split", opset)
+    shape = g.op("Shape", x)
+    zero = g.const("zero", [0], np.int64)
+    dims = [g.op("Unsqueeze", g.op("Gather", shape, g.const(f"i{i}", i, np.int64)), zero) for i in range(3)]
+    size = g.op("Div", dims[2], g.const("heads", [4], np.int64))
+    split = g.op("Reshape", x, g.op("Concat", dims[0], dims[1], g.const("four", [4], np.int64), size, axis=0))
+    g.op("Reshape", split, shape, out="y")
+    return g.model()
+
+
+def epsilon_cast(opset=14):
+    """A constant chain no Shape starts: y = x + Cast(ε); left as written."""
+    g, x = _io("eps", opset)
+    g.op("Add", x, g.op("Cast", g.const("eps", 1e-5, np.float64), to=TensorProto.FLOAT), out="y")
+    return g.model()
+
+
+def tensordot(opset=13, unflatten_batch_from_x=True):
+    """Keras Dense on a 3-D input as tf2onnx writes it: Reshape([-1, K]) → MatMul(W [K, 24]) →
+    Reshape(Cast(Concat(Gather(Cast(Shape(x), int32), [0, 1]), [24]), int64)), then a bias and
+    the residual's LayerNorm-free sum with x's own projection (so the flatten is shared)."""
+    g, x = _io("dense", opset)
+    g.outputs.clear()
+    g.output("y", shape=["batch", "seq", 24])
+    rng = np.random.RandomState(1)
+    flat = g.op("Reshape", x, g.const("flat", [-1, 16], np.int64))
+    source = x if unflatten_batch_from_x else g.input("other", shape=["batch", "seq", 16])
+    shape = g.op("Cast", g.op("Shape", source), to=TensorProto.INT32)
+    leading = g.op("Gather", shape, g.const("free", [0, 1], np.int32), axis=0)
+    target = g.op("Cast", g.op("Concat", leading, g.const("n", [24], np.int32), axis=0), to=TensorProto.INT64)
+    one = g.op("Reshape", g.op("MatMul", flat, g.const("w1", rng.randn(16, 24))), target)
+    two = g.op("Reshape", g.op("MatMul", flat, g.const("w2", rng.randn(16, 24))), target)
+    g.op("Add", one, two, out="y")
+    return g.model()
+
+
+def ln_keras3(opset=18):
+    """Keras 3 / keras-hub LayerNorm: y = x·g + (−mean·g + β), γ and β stored as [1, 1, H]."""
+    g, x = _io("ln", opset)
+    gamma, beta = _gamma_beta()
+    mean = g.mean(x)
+    d = g.op("Sub", x, mean)
+    var = g.mean(g.op("Mul", d, d))
+    r = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const("eps", KERAS_EPS))))
+    s = g.op("Mul", r, g.const("gamma", gamma.reshape(1, 1, -1)))
+    shift = g.op("Add", g.op("Mul", g.op("Neg", mean), s), g.const("beta", beta.reshape(1, 1, -1)))
+    g.op("Add", g.op("Mul", x, s), shift, out="y")
+    return g.model()
+
+
+def negated_integer(opset=14):
+    """Near miss: (−m)·g + b on integers, where the rule is not asked to hold."""
+    g = Graph("neg", opset)
+    m = g.input("m", shape=[4], elem=TensorProto.INT64)
+    g.output("y", shape=[4], elem=TensorProto.INT64)
+    g.op("Add", g.op("Mul", g.op("Neg", m), g.const("g", [2, 3, 4, 5], np.int64)), g.const("b", [1, 1, 1, 1], np.int64),
+         out="y")
+    return g.model()
+
+
+def noop_casts(opset=14):
+    """Casts that change nothing, inside an erf GELU: x → Cast(float) → GELU → Cast(float) → y,
+    beside a Cast to float16 that does change the type (kept)."""
+    g, x = _io("gelu", opset)
+    g.outputs.clear()
+    g.output("y")
+    g.output("half", elem=TensorProto.FLOAT16)
+    v = g.op("Cast", x, to=TensorProto.FLOAT)
+    erf = g.op("Erf", g.op("Div", v, g.const("sqrt2", 1.4142135)))
+    gelu = g.op("Mul", g.op("Mul", v, g.const("half", 0.5)), g.op("Add", erf, g.const("one", 1.0)))
+    g.op("Cast", gelu, to=TensorProto.FLOAT, out="y")
+    g.op("Cast", x, to=TensorProto.FLOAT16, out="half")
+    return g.model()
+
+
+# ---------------------------------------------------------------- LayerNorm Cast placements (float16)
+# The forms of ONNX Runtime's fusion tests (layer_norm_fp16, layer_norm_with_cast_2 and _3), with
+# random γ and β.
+
+def _fp16_tail(g, n, out_type=F16):
+    gamma, beta = _gamma_beta(np.float16 if out_type == F16 else np.float32)
+    g.op("Add", g.op("Mul", n, g.const("gamma", gamma, gamma.dtype)), g.const("beta", beta, beta.dtype), out="y")
+
+
+def ln_fp16_cast_centered(opset=14):
+    """Mean and x − mean in float16, Cast to float32 after the Sub, statistics in float32,
+    Cast back to float16 after the Div, γ and β in float16."""
+    g, x = _io("ln", opset, elem=F16)
+    d = g.op("Cast", g.op("Sub", x, g.mean(x)), to=F32)
+    var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
+    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-12)))
+    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F16))
+    return g.model()
+
+
+def ln_fp32_stats_fp16_affine(opset=14):
+    """A float32 input and statistics, Cast to float16 after the Div, float16 γ and β and output."""
+    g = Graph("ln", opset)
+    g.output("y", elem=F16)
+    x = g.input("x")
+    d = g.op("Sub", x, g.mean(x))
+    var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
+    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-12)))
+    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F16))
+    return g.model()
+
+
+def ln_fp16_cast_exponent(opset=14):
+    """All in float16, the Pow exponent a float32 2 cast to float16."""
+    g, x = _io("ln", opset, elem=F16)
+    d = g.op("Sub", x, g.mean(x))
+    var = g.mean(g.op("Pow", d, g.op("Cast", g.const("two", 2.0), to=F16)))
+    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
+    _fp16_tail(g, g.op("Div", d, std))
+    return g.model()
+
+
+def ln_fp16_stats_fp32_affine(opset=14):
+    """Near miss: statistics in float16, then a Cast up to float32 γ and β: one LayerNormalization
+    would have to round γ and β to float16, or compute the statistics in float32."""
+    g, x = _io("ln", opset, elem=F16)
+    g.outputs.clear()
+    g.output("y")
+    d = g.op("Sub", x, g.mean(x))
+    var = g.mean(g.op("Pow", d, g.const("two", 2.0, np.float16)))
+    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
+    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F32), out_type=F32)
+    return g.model()
+
+
+def einsum_dense(opset=13, unflatten_from_x=True):
+    """Keras EinsumDense into 2 heads of 4, as tf2onnx decomposes it: Unsqueeze(axes [2, 3]) →
+    Reshape([-1, 16]) → Gemm(W [8, 16], transB=1) → Reshape([dim0, dim1 of the Unsqueeze, 2, 4, 1])
+    → Squeeze([4]) → Add(bias [2, 4]); y [batch, seq, 2, 4]."""
+    g, x = _io("einsum", opset)
+    g.outputs.clear()
+    g.output("y", shape=["batch", "seq", 2, 4])
+    rng = np.random.RandomState(2)
+    raised = g.op("Unsqueeze", x, g.const("axes", [2, 3], np.int64))
+    flat = g.op("Reshape", raised, g.const("flat", [-1, 16], np.int64))
+    product = g.op("Gemm", flat, g.const("w", rng.randn(8, 16)), transB=1, alpha=1.0, beta=0.0)
+    source = raised if unflatten_from_x else g.op("Unsqueeze", g.input("other", shape=["batch", "seq", 16]),
+                                                   g.const("axes", [2, 3], np.int64))
+    leading = g.op("Gather", g.op("Shape", source), g.const("free", [0, 1], np.int64))
+    target = g.op("Concat", leading, g.const("heads", [2, 4], np.int64), g.const("one", [1], np.int64), axis=0)
+    heads = g.op("Squeeze", g.op("Reshape", product, target), g.const("last", [4], np.int64))
+    g.op("Add", heads, g.const("bias", rng.randn(2, 4)), out="y")
+    return g.model()

@@ -1,0 +1,148 @@
+"""Canonicalization rules: each rewrites its spelling exactly, and refuses a near miss with the reason."""
+import fusekit
+from conftest import fuse_only, ops
+from testmodels import canonical as C
+
+
+def rule_only(model, *names, target="ort"):
+    fused, report = fuse_only(model, *names, target=target)
+    return fused, report
+
+
+def test_global_average_pool_becomes_the_last_axis_mean():
+    fused, report = rule_only(C.ln_global_average_pool(), "MeanAsGlobalAveragePool")
+    assert report.canonical == {"MeanAsGlobalAveragePool": 2}
+    assert not report.counts  # a rule fuses nothing
+    assert "GlobalAveragePool" not in ops(fused) and "ReduceMean" in ops(fused)
+    assert fusekit.verify(C.ln_global_average_pool(), fused).ok
+
+
+def test_global_average_pool_layer_norm_fuses_with_provenance():
+    model = C.ln_global_average_pool()
+    fused, report = fusekit.optimize(model, target="ort")
+    assert report.counts == {"LayerNorm": 1}, report.summary()
+    assert report.verification.ok
+    (record,) = report.fused
+    assert record.rules == ["MeanAsGlobalAveragePool", "MeanAsGlobalAveragePool"]
+    assert record.steps == ["LayerNorm"]
+    # the record names the original nodes, GlobalAveragePools included
+    assert sorted(op for _, op in record.replaced).count("GlobalAveragePool") == 2
+    assert {n.name for n in model.graph.node} >= {name for name, _ in record.replaced}
+
+
+def test_global_average_pool_at_opset_18_reads_axes_as_input():
+    fused, report = rule_only(C.ln_global_average_pool(opset=18), "MeanAsGlobalAveragePool")
+    means = [n for n in fused.graph.node if n.op_type == "ReduceMean"]
+    assert len(means) == 2 and all(len(n.input) == 2 for n in means)
+    assert fusekit.verify(C.ln_global_average_pool(opset=18), fused).ok
+
+
+def test_global_average_pool_near_misses():
+    for model, reason in ((C.global_average_pool_rank4(), "rank 4: it averages over axes 2…3"),
+                          (C.global_average_pool_rank_unknown(), "rank is unknown")):
+        fused, report = fusekit.optimize(model, target="ort", verify=False)  # nothing changed to verify
+        assert "GlobalAveragePool" in ops(fused) and not report.canonical
+        (miss,) = report.misses
+        assert miss.fusion == "MeanAsGlobalAveragePool" and reason in miss.reason, miss
+
+
+def test_tensordot_becomes_one_matmul_on_the_3d_input():
+    model = C.tensordot()
+    fused, report = rule_only(model, "DenseAsTensordot")
+    assert report.canonical == {"DenseAsTensordot": 2}
+    assert ops(fused) == {"MatMul", "Add"}  # the shared flatten and the shape chain died with them
+    matmuls = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    assert all(n.input[0] == "x" for n in matmuls)
+    records = [f for f in report.rewrites if f.rules == ["DenseAsTensordot"]]
+    assert {op for f in records for _, op in f.replaced} == {"MatMul", "Reshape"}
+    assert fusekit.verify(model, fused).ok
+
+
+def test_tensordot_near_miss_when_the_unflatten_reads_another_value():
+    fused, report = fusekit.optimize(C.tensordot(unflatten_batch_from_x=False), target="ort", verify=False)
+    assert not report.canonical.get("DenseAsTensordot")
+    misses = [m for m in report.misses if m.fusion == "DenseAsTensordot"]
+    assert misses and "is not the input's batch and sequence" in misses[0].reason, misses
+
+
+def test_keras3_layer_norm_shift_and_gamma_shape_fuse():
+    model = C.ln_keras3()
+    fused, report = fusekit.optimize(model, target="onnx")
+    assert report.counts == {"LayerNorm": 1} and report.canonical == {"SubAsNegatedProduct": 1}, report.summary()
+    assert ops(fused) == {"LayerNormalization"} and report.verification.ok
+    (node,) = fused.graph.node
+    gamma = next(t for t in fused.graph.initializer if t.name == node.input[1])
+    assert list(gamma.dims) == [16]
+
+
+def test_negated_product_rewrites_exactly():
+    model = C.ln_keras3()
+    fused, report = rule_only(model, "SubAsNegatedProduct")
+    assert "Neg" not in ops(fused) and "Sub" in ops(fused)
+    result = fusekit.verify(model, fused, atol=0.0, rtol=0.0)
+    assert result.ok, result.summary()  # bit for bit
+
+
+def test_negated_product_near_miss_on_integers():
+    fused, report = fusekit.optimize(C.negated_integer(), target="ort", verify=False)
+    assert "Neg" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "SubAsNegatedProduct"]
+    assert "not a floating type" in miss.reason
+
+
+def test_noop_casts_are_bypassed_and_the_gelu_fuses():
+    model = C.noop_casts()
+    fused, report = fusekit.optimize(model, target="ort")
+    assert report.counts == {"Gelu": 1}, report.summary()
+    # the Cast writing the output 'y' keeps its name; the one that changes the type stays
+    casts = [n for n in fused.graph.node if n.op_type == "Cast"]
+    assert sorted(n.output[0] for n in casts) == ["half", "y"]
+    assert report.canonical == {"NoOpCast": 1}
+    (miss,) = [m for m in report.misses if m.fusion == "NoOpCast"]  # the float16 Cast is none
+    assert miss.anchor == "gelu/Cast_1" and "its output 'y' is a graph output" in miss.reason
+    assert report.verification.ok
+
+
+def test_tf2onnx_keras3_model_fuses_its_layer_norms_gelus_and_ffn_residuals():
+    """keras-hub at opset 13: GlobalAveragePool means, the negated shift, [1, 1, H] γ and β,
+    tensordot Dense layers; every LayerNorm, GELU with its bias and FFN residual fuses."""
+    from conftest import TESTMODELS
+    fused, report = fusekit.optimize(TESTMODELS / "exporters" / "kerashub-bert_tf2onnx_13.onnx", target="ort")
+    assert {k: report.counts[k] for k in ("LayerNorm", "FastGelu", "BiasGelu", "SkipLayerNorm")} == \
+        {"LayerNorm": 5, "FastGelu": 2, "BiasGelu": 2, "SkipLayerNorm": 2}, report.summary()
+    assert {"MeanAsGlobalAveragePool", "SubAsNegatedProduct", "DenseAsTensordot"} <= set(report.canonical)
+    assert report.verification.ok
+
+
+def test_einsum_dense_becomes_a_matmul_and_a_head_split():
+    model = C.einsum_dense()
+    fused, report = rule_only(model, "HeadsAsEinsumDense")
+    assert report.canonical == {"HeadsAsEinsumDense": 1}
+    assert ops(fused) == {"MatMul", "Reshape", "Add"}, ops(fused)
+    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
+    assert matmul.input[0] == "x" and list(weight.dims) == [16, 8]  # Wᵀ
+    assert fusekit.verify(model, fused).ok
+
+
+def test_einsum_dense_near_miss_when_the_unflatten_reads_another_value():
+    fused, report = fusekit.optimize(C.einsum_dense(unflatten_from_x=False), target="ort", verify=False)
+    assert "Gemm" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "HeadsAsEinsumDense"]
+    assert "is not the input's batch and sequence" in miss.reason, miss
+
+
+def test_explain_names_the_rules_a_fused_node_went_through():
+    explanation = fusekit.explain(C.ln_global_average_pool(), target="ort")
+    (candidate,) = [c for c in explanation.candidates if c.fusion == "LayerNorm"]
+    assert candidate.rules == ["MeanAsGlobalAveragePool"] * 2
+    assert "(canonicalized first: MeanAsGlobalAveragePool 2)" in candidate.describe()
+    data = explanation.to_dict()
+    assert data["canonical"] == {"MeanAsGlobalAveragePool": 2}
+    assert "canonicalized: MeanAsGlobalAveragePool 2" in explanation.summary()
+
+
+def test_a_rule_can_be_disabled():
+    fused, report = fusekit.optimize(C.ln_global_average_pool(), target="ort", verify=False,
+                                     disable=["MeanAsGlobalAveragePool"])
+    assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
