@@ -42,7 +42,7 @@ from onnx import TensorProto
 
 from fusekit.engine.graph import DimOf, shape_entries
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.engine.probe import key_padding_mask
+from fusekit.engine.probe import LARGE_NEGATIVE, KeyPaddingMask, PositionBias, key_padding_mask, key_pattern, position_bias
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
@@ -66,7 +66,11 @@ def softmax_axis(axis, node):
     return None if axis in (-1, 3) else f"normalizes over axis {axis}, not the key axis"
 
 
-q = op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q")
+q = either(op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q"),
+           # HF-TF DistilBERT scales Q between the head split and the transpose
+           op.Transpose(op.Mul(split_heads("q"), Const("q_head_scale", label="the Q scale")), perm=[0, 2, 1, 3],
+                        _bind="q"),
+           tag="q_head_scale", labels=("", "q_scaled_before_transpose"))
 v = op.Transpose(split_heads("v"), perm=[0, 2, 1, 3], _bind="v")
 k_heads = op.Transpose(split_heads("k"), perm=[0, 2, 1, 3], _bind="k")
 k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
@@ -76,11 +80,23 @@ k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
                         Var("k_unflat", "the Kᵀ unflattening", shape_only=True)),
              tag="k_transpose", labels=("", "k_double_transpose", "k_transpose_3d"))
 scores = either(
-    op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale")),
-    op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor")),
-    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), op.Mul(k_t, Const("k_scale", label="the K scale"))),
-    tag="scale", labels=("", "div_scale", "sqrt_scale_qk"))
-masked = maybe(lambda s: op.Add(s, Var("mask", "the attention mask")), scores, tag="mask", absent="no_mask")
+    op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale"), _bind="scores"),
+    op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor"), _bind="scores"),
+    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), op.Mul(k_t, Const("k_scale", label="the K scale")),
+              _bind="scores"),
+    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), k_t, _bind="scores"),
+    op.MatMul(op.Div(q, Const("q_divisor", label="the Q scale divisor")), k_t, _bind="scores"),
+    op.MatMul(q, k_t, _bind="scores"),  # unscaled, or Q scaled before its transpose
+    tag="scale", labels=("", "div_scale", "sqrt_scale_qk", "q_scale", "q_div_scale", "unscaled"))
+# What is added to the scores — a key padding mask, a position bias — is proven by probing
+# (fusekit.engine.probe), whichever term is which; masked_fill selects a fill value instead.
+masked = either(
+    op.Add(op.Add(scores, Var("bias", "the attention bias")), Var("mask", "the attention mask")),
+    op.Add(scores, Var("mask", "the attention mask")),
+    op.Where(Var("padded_keys", "the masked_fill condition", shape_only=True), Const("fill", label="the masked_fill value"),
+             scores),
+    scores,
+    tag="mask", labels=("mask_and_bias", "", "masked_fill", "no_mask"))
 probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
               op.Softmax(masked, axis=softmax_axis), tag="nan_guard", present="nan_guard")
 context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True)),
@@ -152,16 +168,54 @@ def _k_transpose_reason(m, heads: int, size: int) -> str | None:
     return None if ok_flat and ok_unflat else f"the Kᵀ reshapes {flat} → {unflat} do not just swap the last two axes"
 
 
+SCALES = {"scale": 1, "scale_divisor": -1, "q_scale": 1, "k_scale": 1, "q_divisor": -1, "q_head_scale": 1}
+
+
 def _scale(m) -> float | str:
-    if "scale" in m.consts:
-        values = [m.const("scale")]
-    elif "scale_divisor" in m.consts:
-        values = [1.0 / m.const("scale_divisor")]
-    else:
-        values = [m.const("q_scale"), m.const("k_scale")]
-    if any(np.asarray(v).size != 1 for v in values):
+    """The product of the scales the match found (a divisor counts as its reciprocal); 1 when none."""
+    found = {name: m.const(name) for name in SCALES if name in m.consts}
+    if any(np.asarray(v).size != 1 for v in found.values()):
         return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
-    return float(np.prod([np.asarray(v, np.float64).item() for v in values]))
+    return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found.items()]))
+
+
+def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
+    """What one term added to the scores is: a key padding mask or a position bias."""
+    scores = m.node("scores").outputs[0]
+    mask = key_padding_mask(m.graph, value, m.state.masks, scores, heads)
+    if not isinstance(mask, str):
+        return mask
+    bias = position_bias(m.graph, value, m.state.masks, heads)
+    if not isinstance(bias, str):
+        return bias
+    return f"'{value.name}' added to the scores is neither a key padding mask ({mask}) nor a position bias ({bias})"
+
+
+def _masking(m, heads: int) -> dict | str:
+    """The key padding mask and position bias the fused op carries, proven by probing."""
+    if "padded_keys" in m.values:  # masked_fill: the fill value where the condition holds
+        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, m.node("scores").outputs[0], heads)
+        if isinstance(found, str):
+            return found
+        if (found.kept, found.padded) != (0.0, 1.0):
+            return f"the masked_fill condition is not true exactly at the padded keys of input '{found.input.name}'"
+        fill = m.const("fill")
+        if fill.size != 1 or not float(fill.item()) <= LARGE_NEGATIVE:
+            return f"the masked_fill value {fill.ravel()[:3]} is not one large negative number"
+        return {"mask": KeyPaddingMask(found.input, float(fill.item()))}
+    facts = {}
+    for name in ("mask", "bias"):
+        if name not in m.values:
+            continue
+        term = _term(m, m[name], heads)
+        if isinstance(term, str):
+            return term
+        kind = "mask" if isinstance(term, KeyPaddingMask) else "bias"
+        if kind in facts:
+            return f"both terms added to the scores are a {'key padding mask' if kind == 'mask' else 'position bias'}"
+        if kind == "mask" or not term.zero:  # a bias of zeros (a constant mask where every key attends) is dropped
+            facts[kind] = term
+    return facts
 
 
 def check(m):
@@ -192,12 +246,10 @@ def check(m):
     scale = _scale(m)
     if isinstance(scale, str):
         return scale
-    m.facts.update(heads=heads, size=size, scale=scale)
-    if m.has("mask"):
-        mask = key_padding_mask(m.graph, m["mask"], m.state.masks)
-        if isinstance(mask, str):
-            return mask
-        m.facts["mask"] = mask
+    masking = _masking(m, heads)
+    if isinstance(masking, str):
+        return masking
+    m.facts.update(heads=heads, size=size, scale=scale, **masking)
     return None
 
 
@@ -225,7 +277,9 @@ def _onnx_attention(m, emit):
     b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
     qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
-    inputs = [q, k, v] + ([_additive_mask(emit, facts["mask"])] if "mask" in facts else [])
+    added = [_additive_mask(emit, facts["mask"])] if "mask" in facts else []
+    added += [facts["bias"].value] if "bias" in facts else []
+    inputs = [q, k, v] + ([emit.Add(*added)] if len(added) == 2 else added)
     return emit.Attention(*inputs, q_num_heads=facts["heads"], kv_num_heads=facts["heads"], scale=facts["scale"])
 
 
@@ -246,6 +300,8 @@ def rewrite(m, emit):
         # -inf cannot be a filter value (0 · -inf is NaN); the lowest float gives the same
         # probabilities whenever a row keeps at least one key
         attrs["mask_filter_value"] = max(mask.fill, LOWEST)
+    if "bias" in facts:  # attention_bias, added to the scaled scores
+        inputs += [None] * (5 - len(inputs)) + [facts["bias"].value]
     return emit.Attention(*inputs, _domain=MS, **attrs)
 
 

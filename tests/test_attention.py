@@ -95,7 +95,8 @@ def test_causal_mask_is_not_a_key_padding_mask():
     add.input[1] = "causal_mask"
     fused, report = fusekit.optimize(onnx.shape_inference.infer_shapes(toposorted(model)), target="ort")
     misses = [m for m in report.misses if m.fusion == "Attention" and "layer.0" in m.anchor]
-    assert misses and "not 0 at unpadded keys" in misses[0].reason, report.summary()
+    assert misses and "not one value at the unpadded keys of input 'attention_mask'" in misses[0].reason
+    assert "the bias changes with the values of 'attention_mask'" in misses[0].reason, report.summary()
     assert report.verification.ok
 
 
