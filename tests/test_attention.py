@@ -121,3 +121,79 @@ def test_left_padding_verifies_exactly(name):
     hidden = result.outputs[0]
     assert result.ok and "left padding" in result.settings[1]
     assert hidden.valid_max_abs <= 1e-5 * hidden.scale and hidden.padded_max_abs <= 1e-5 * hidden.scale
+
+
+# --------------------------------------------------------------------------- forms on one small layer
+
+from conftest import fuse_only  # noqa: E402
+from testmodels.attention_variants import attention  # noqa: E402
+
+LOWEST = float(np.finfo(np.float32).min)
+
+
+def fused_attention(model, target):
+    fused, report = fuse_only(model, "Attention", target=target)
+    nodes = [n for n in fused.graph.node if n.op_type == "Attention"]
+    return fused, report, nodes
+
+
+def ort_inputs(node):
+    """The com.microsoft Attention inputs by role, omitted ones left out."""
+    roles = ("input", "weights", "bias", "mask_index", "past", "attention_bias")
+    return {role: name for role, name in zip(roles, node.input) if name}
+
+
+def attrs(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("mask, scale, carried", [
+    ("add", "scores_mul", {"mask_index"}),
+    ("add", "scores_div", {"mask_index"}),
+    ("add", "q_div", {"mask_index"}),  # transformers 4 DistilBERT
+    ("add", "q_head_mul", {"mask_index"}),  # HF-TF DistilBERT
+    ("where", "q_div", {"mask_index"}),  # transformers 4 DistilBERT's masked_fill
+    ("shifted", "scores_mul", {"mask_index"}),  # HF-TF: 9.99e-10 at kept keys
+    ("none", "scores_mul", set()),
+    ("zero_constant", "scores_mul", set()),  # every key attends: no mask input at all
+    ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}),  # MPNet
+    ("constant_bias", "scores_mul", {"attention_bias"}),
+])
+def test_form_fuses_and_verifies_with_both_padding_sides(mask, scale, carried, target):
+    model = attention(mask, scale)
+    fused, report, (node,) = fused_attention(model, target)
+    if target == "ort":
+        assert set(ort_inputs(node)) - {"input", "weights", "bias"} == carried
+        assert abs(attrs(node)["scale"] - 1 / np.sqrt(8)) < 1e-7
+    else:  # ONNX Attention adds one float mask: the key padding mask and the bias summed
+        assert (len(node.input) > 3) == bool(carried)
+    result = fusekit.verify(model, fused, trials=4)  # right, left, all-ones, right at another length
+    assert result.ok, result.summary()
+    assert mask == "none" or "left padding" in result.settings[1]
+
+
+@pytest.mark.parametrize("mask, fill", [("where", LOWEST), ("add", -10000.0), ("shifted", -1e30)])
+def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
+    _, _, (node,) = fused_attention(attention(mask), "ort")
+    assert attrs(node)["mask_filter_value"] == pytest.approx(max(fill, LOWEST), rel=1e-6)
+
+
+@pytest.mark.parametrize("mask, reason", [
+    ("where_small_fill", "the masked_fill value [-1.] is not one large negative number"),
+    ("where_keeps", "the masked_fill condition is not true exactly at the padded keys of input 'attention_mask'"),
+    ("bias_from_ids", "nor a position bias (the bias changes with the values of 'input_ids', not only with their sizes)"),
+])
+def test_mask_near_miss(mask, reason):
+    fused, report, nodes = fused_attention(attention(mask), "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and reason in miss.reason, miss.reason
+
+
+def test_bias_shaped_for_another_length_is_refused():
+    model = attention("constant_bias")
+    bias = next(t for t in model.graph.initializer if t.name.endswith("/bias"))
+    bias.CopyFrom(numpy_helper.from_array(np.ones((1, 2, 6, 1), np.float32), bias.name))  # broadcast over keys
+    _, report, nodes = fused_attention(model, "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and "the constant bias has shape [1, 2, 6, 1], not (1, 1|heads, seq, seq)" in miss.reason

@@ -122,8 +122,8 @@ def _subgraph(graph: gs.Graph, value: gs.Tensor, scores: gs.Tensor | None) -> _S
         return _Subgraph(None, [], None)
     given = scores if any(t is scores for t in inputs) else None
     inputs = [t for t in inputs if t is not given]
-    if any(t.shape is None or len(t.shape) != 2 for t in inputs):
-        return "the mask also reads a model input that is not (batch, sequence)"
+    if any(_sized(t, 1, 1) is None for t in inputs):
+        return "the mask also reads a model input that is not (batch, sequence, fixed sizes…)"
     try:
         session = _session(graph, nodes, inputs + ([given] if given is not None else []), value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
@@ -146,6 +146,14 @@ def _run(sub: _Subgraph, feeds: dict, batch: int, seq: int, heads: int) -> np.nd
     except Exception as e:
         return f"the mask subgraph fails on a probe ({str(e).splitlines()[0][:120]})"
     return out
+
+
+def _sized(t: gs.Tensor, batch: int, seq: int) -> tuple | None:
+    """The shape to feed a model input (batch, sequence, its fixed sizes…) with, if it has one."""
+    rest = list(t.shape[2:]) if t.shape is not None and len(t.shape) >= 2 else None
+    if rest is None or not all(isinstance(d, (int, np.integer)) and d > 0 for d in rest):
+        return None
+    return (batch, seq, *rest)
 
 
 def _dtype(t: gs.Tensor):
@@ -175,7 +183,7 @@ def _key_pattern(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> KeyPa
     sub = _subgraph(graph, value, scores)
     if isinstance(sub, str):
         return sub
-    candidates = sorted(sub.inputs, key=lambda t: "mask" not in t.name.lower())
+    candidates = sorted((t for t in sub.inputs if len(t.shape) == 2), key=lambda t: "mask" not in t.name.lower())
     if not candidates:
         return "the mask does not come from a 2-D model input"
     rng = np.random.default_rng(0)
@@ -192,7 +200,7 @@ def _probe_keys(sub: _Subgraph, mask_input: gs.Tensor, rng, heads: int) -> KeyPa
     kept, padded = set(), set()
     for batch, seq in PROBE_SHAPES:
         for mask in _probe_masks(rng, batch, seq):
-            feeds = {t.name: (mask if t is mask_input else np.zeros((batch, seq), np.int64)).astype(_dtype(t))
+            feeds = {t.name: (mask if t is mask_input else np.zeros(_sized(t, batch, seq))).astype(_dtype(t))
                      for t in sub.inputs}
             m = _run(sub, feeds, batch, seq, heads)
             if isinstance(m, str):
@@ -272,10 +280,10 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
 def _token_values(rng, t: gs.Tensor, batch: int, seq: int, trial: int) -> np.ndarray:
     """A feed for probing a bias: all ones, then random 0/1 (every index stays inside any
     table), or random floats; each row keeps its first token."""
-    dtype = _dtype(t)
+    dtype, shape = _dtype(t), _sized(t, batch, seq)
     if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal((batch, seq)).astype(dtype)
-    values = np.ones((batch, seq), np.int64) if trial == 0 else rng.integers(0, 2, (batch, seq))
+        return rng.standard_normal(shape).astype(dtype)
+    values = np.ones(shape, np.int64) if trial == 0 else rng.integers(0, 2, shape)
     values[:, 0] = 1
     return values.astype(dtype)
 
