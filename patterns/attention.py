@@ -20,22 +20,40 @@ each, a NaN guard follows the Softmax, and a no-op Reshape precedes the merge::
 dynamo — ``torch.onnx.export(dynamo=True)``: as sdpa, but Kᵀ is built through a 3-D view,
 Reshape([-1, S, h]) ─► Transpose(0,2,1) ─► Reshape([B, N, h, S]), with no no-op reshape.
 
-Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2). The mask is optional.
+Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2).
+
+Where the scale sits — real math, so variants here — transformers 4 DistilBERT divides Q
+alone by √h after its transpose, HF-TF DistilBERT multiplies Q between the head split and
+the transpose (and leaves K unscaled)::
+
+    Q ─► Div(√h) ─► MatMul(Kᵀ) ─► …                       Reshape ─► Mul(1/√h) ─► Transpose(0,2,1,3) ─► MatMul(Kᵀ) ─► …
+
+What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)::
+
+    scores ─► Add(mask) ─► Softmax                          a key padding mask (or a position bias)
+    scores ─► Add(bias) ─► Add(mask) ─► Softmax             MPNet: a relative position bias, then the mask
+    Where(padded keys, fill, scores) ─► Softmax             transformers 4 DistilBERT: masked_fill
+    scores ─► Softmax                                       no mask
 
 Checks:
 - the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors;
 - the number of heads N and head size h come from the Reshape targets (``[0, 0, N, h]``,
   ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
 - the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
-- the scale is a scalar constant (or the product of two), carried exactly — usually 1/√h;
-- the mask, evaluated on probe masks (see ``fusekit.engine.probe``), is a key padding mask
-  built from a 2-D model input: 0 at kept keys and one large negative fill value at
-  padded ones, whichever side the padding is on. The fused op gets that 2-D mask
-  itself, never a right-padding-only mask index.
+- the scale is a scalar constant (or the product of several), carried exactly — usually 1/√h;
+- the mask, evaluated on probe masks, is a key padding mask built from a 2-D model input:
+  one value at kept keys (0, or a shift the softmax does not see) and one large negative
+  fill value below it at padded ones, whichever side the padding is on; a masked_fill
+  condition is true exactly at the padded keys. The fused op gets that 2-D mask itself,
+  never a right-padding-only mask index;
+- a term added to the scores that is not a mask must be a position bias: it changes with
+  no input's values, only with their sizes, and is shaped [1|B, 1|N, S, S]. It is carried
+  exactly; a bias of zeros (a constant mask where every key attends) is dropped.
 
-Forms: ``ort`` com.microsoft Attention with packed QKV weights and the raw 2-D mask
-(0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX Attention (opset 23) on one
-packed projection; ``openvino`` none: its CPU plugin fuses the unfused chain itself.
+Forms: ``ort`` com.microsoft Attention with packed QKV weights, the raw 2-D mask and the
+bias as ``attention_bias`` (0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX
+Attention (opset 23) on one packed projection, the bias added to its float mask;
+``openvino`` none: its CPU plugin fuses the unfused chain itself.
 """
 import numpy as np
 from onnx import TensorProto
