@@ -25,8 +25,20 @@ def _projection(g, x, name, seed):
     return g.op("Add", g.op("MatMul", x, w), b)
 
 
-def _split(g, t):
-    return g.op("Reshape", t, g.const("split", [0, 0, HEADS, SIZE], np.int64))
+def _target(g, entries, tf):
+    """A reshape target: a constant with 0 for "keep", or as tf2onnx writes one — the batch
+    size sliced off an int32 Shape, concatenated in int32 and cast back to int64."""
+    if not tf:
+        return g.const("target_" + "_".join(map(str, entries)), [0, *entries], np.int64)
+    shape = g.op("Cast", g.op("Shape", "x"), to=TensorProto.INT32)
+    batch = g.op("Slice", shape, g.const("start0", [0], np.int32), g.const("end1", [1], np.int32),
+                 g.const("axes0", [0], np.int32))
+    rest = g.const("rest_" + "_".join(map(str, entries)), entries, np.int32)
+    return g.op("Cast", g.op("Concat", batch, rest, axis=0), to=TensorProto.INT64)
+
+
+def _split(g, t, tf=False):
+    return g.op("Reshape", t, _target(g, [0, HEADS, SIZE] if not tf else [-1, HEADS, SIZE], tf))
 
 
 def _key_mask(g, keep_value):
@@ -79,7 +91,8 @@ def _masked(g, scores, mask):
     raise ValueError(mask)
 
 
-def attention(mask="add", scale="scores_mul", opset=14):
+def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False):
+    """``tf_shapes``: the head split and merge targets computed as tf2onnx writes them."""
     g = Graph(f"attention_{mask}_{scale}", opset)
     seq = 6 if mask == "constant_bias" else "seq"
     x = g.input("x", ["batch", seq, HIDDEN])
@@ -89,12 +102,12 @@ def attention(mask="add", scale="scores_mul", opset=14):
         g.input("input_ids", ["batch", seq], TensorProto.INT64)
     g.output("y", ["batch", seq, HIDDEN])
     root = np.float32(1 / np.sqrt(SIZE))
-    q_split = _split(g, _projection(g, x, "q", 0))
+    q_split = _split(g, _projection(g, x, "q", 0), tf_shapes)
     if scale == "q_head_mul":  # HF-TF DistilBERT: Q scaled between the head split and the transpose
         q_split = g.op("Mul", q_split, g.const("q_scale", root))
     q = g.op("Transpose", q_split, perm=[0, 2, 1, 3])
-    k_t = g.op("Transpose", _split(g, _projection(g, x, "k", 1)), perm=[0, 2, 3, 1])
-    v = g.op("Transpose", _split(g, _projection(g, x, "v", 2)), perm=[0, 2, 1, 3])
+    k_t = g.op("Transpose", _split(g, _projection(g, x, "k", 1), tf_shapes), perm=[0, 2, 3, 1])
+    v = g.op("Transpose", _split(g, _projection(g, x, "v", 2), tf_shapes), perm=[0, 2, 1, 3])
     if scale == "q_div":  # transformers 4 DistilBERT: Q divided by √h after its transpose
         q = g.op("Div", q, g.const("q_divisor", np.sqrt(SIZE)))
     scores = g.op("MatMul", q, k_t)
@@ -104,5 +117,5 @@ def attention(mask="add", scale="scores_mul", opset=14):
         scores = g.op("Div", scores, g.const("divisor", np.sqrt(SIZE)))
     probs = g.op("Softmax", _masked(g, scores, mask), axis=-1)
     context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
-    g.op("Reshape", context, g.const("merge", [0, 0, HIDDEN], np.int64), out="y")
+    g.op("Reshape", context, _target(g, [0, HIDDEN] if not tf_shapes else [-1, HIDDEN], tf_shapes), out="y")
     return g.model()

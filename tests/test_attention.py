@@ -173,6 +173,15 @@ def test_form_fuses_and_verifies_with_both_padding_sides(mask, scale, carried, t
     assert mask == "none" or "left padding" in result.settings[1]
 
 
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_hf_tf_distilbert_form_fuses_with_head_split_computed_in_int32(target):
+    # Q scaled before its transpose, 9.99e-10 at kept keys, reshape targets behind int32 Casts
+    model = attention("shifted", "q_head_mul", tf_shapes=True)
+    fused, _, (node,) = fused_attention(model, target)
+    assert attrs(node)["num_heads" if target == "ort" else "q_num_heads"] == 2
+    assert fusekit.verify(model, fused, trials=4).ok
+
+
 @pytest.mark.parametrize("mask, fill", [("where", LOWEST), ("add", -10000.0), ("shifted", -1e30)])
 def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
     _, _, (node,) = fused_attention(attention(mask), "ort")
@@ -197,3 +206,25 @@ def test_bias_shaped_for_another_length_is_refused():
     _, report, nodes = fused_attention(model, "ort")
     (miss,) = [m for m in report.misses if m.fusion == "Attention"]
     assert not nodes and "the constant bias has shape [1, 2, 6, 1], not (1, 1|heads, seq, seq)" in miss.reason
+
+
+def test_reshape_target_read_through_integer_casts_only():
+    import onnx_graphsurgeon as gs
+    from fusekit.engine.graph import DimOf, shape_entries
+    x = gs.Variable("x", np.float32, ["batch", "seq", 16])
+    shape = gs.Variable("shape", np.int64)
+    as_int32, batch, target = gs.Variable("s32", np.int32), gs.Variable("batch", np.int32), gs.Variable("t", np.int32)
+    nodes = [gs.Node("Shape", inputs=[x], outputs=[shape]),
+             gs.Node("Cast", attrs={"to": onnx.TensorProto.INT32}, inputs=[shape], outputs=[as_int32]),
+             gs.Node("Slice", inputs=[as_int32, gs.Constant("s", np.array([0])), gs.Constant("e", np.array([1]))],
+                     outputs=[batch]),
+             gs.Node("Concat", attrs={"axis": 0}, inputs=[batch, gs.Constant("r", np.array([-1, 2, 8], np.int32))],
+                     outputs=[target])]
+    cast_back = gs.Variable("t64", np.int64)
+    nodes.append(gs.Node("Cast", attrs={"to": onnx.TensorProto.INT64}, inputs=[target], outputs=[cast_back]))
+    (dim, *rest) = shape_entries(cast_back)
+    assert isinstance(dim, DimOf) and dim.tensor is x and dim.index == 0 and rest == [-1, 2, 8]
+    floats, truncated = gs.Variable("f", np.float32), gs.Variable("i", np.int64)
+    nodes.append(gs.Node("Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[target], outputs=[floats]))
+    nodes.append(gs.Node("Cast", attrs={"to": onnx.TensorProto.INT64}, inputs=[floats], outputs=[truncated]))
+    assert shape_entries(truncated) is None  # through a float, a Cast rounds: not read
