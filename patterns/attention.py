@@ -33,7 +33,10 @@ What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)
     scores ─► Add(mask) ─► Softmax                          a key padding mask (or a position bias)
     scores ─► Add(bias) ─► Add(mask) ─► Softmax             MPNet: a relative position bias, then the mask
     Where(padded keys, fill, scores) ─► Softmax             transformers 4 DistilBERT: masked_fill
+    Add(Mul(keep, scores), fill at padded keys) ─► Softmax  Keras' SelectV2, as tf2onnx lowers it
     scores ─► Softmax                                       no mask
+
+and Keras may multiply the probabilities by the mask once more, Mul(Softmax(…), keep).
 
 Checks:
 - the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors;
@@ -44,8 +47,10 @@ Checks:
 - the mask, evaluated on probe masks, is a key padding mask built from a 2-D model input:
   one value at kept keys (0, or a shift the softmax does not see) and one large negative
   fill value below it at padded ones, whichever side the padding is on; a masked_fill
-  condition is true exactly at the padded keys. The fused op gets that 2-D mask itself,
-  never a right-padding-only mask index;
+  condition or a Keras selector is true (1) exactly at the kept or padded keys it should
+  be. The fused op gets that 2-D mask itself, never a right-padding-only mask index;
+- a mask on the probabilities is 1 at kept and 0 at padded keys of the same input that
+  masks the scores: the probabilities it zeroes are 0 already;
 - a term added to the scores that is not a mask must be a position bias: it changes with
   no input's values, only with their sizes, and is shaped [1|B, 1|N, S, S]. It is carried
   exactly; a bias of zeros (a constant mask where every key attends) is dropped.
@@ -60,7 +65,8 @@ from onnx import TensorProto
 
 from fusekit.engine.graph import DimOf, shape_entries
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.engine.probe import LARGE_NEGATIVE, KeyPaddingMask, PositionBias, key_padding_mask, key_pattern, position_bias
+from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
+                                  key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
@@ -113,10 +119,16 @@ masked = either(
     op.Add(scores, Var("mask", "the attention mask")),
     op.Where(Var("padded_keys", "the masked_fill condition", shape_only=True), Const("fill", label="the masked_fill value"),
              scores),
+    # Keras' SelectV2 as tf2onnx lowers it: Cast(keep)·scores + Cast(Not keep)·fill
+    op.Add(op.Mul(Var("kept_keys", "the kept keys' selector", shape_only=True), scores),
+           Var("padded_fill", "the padded keys' fill", shape_only=True)),
     scores,
-    tag="mask", labels=("mask_and_bias", "", "masked_fill", "no_mask"))
+    tag="mask", labels=("mask_and_bias", "", "masked_fill", "select", "no_mask"))
+# Keras multiplies the probabilities by the mask once more
+remasked = maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True)),
+                 op.Softmax(masked, axis=softmax_axis), tag="remask", present="remasked")
 probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
-              op.Softmax(masked, axis=softmax_axis), tag="nan_guard", present="nan_guard")
+              remasked, tag="nan_guard", present="nan_guard")
 context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True)),
                 op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
 merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True))
@@ -209,10 +221,22 @@ def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
     return f"'{value.name}' added to the scores is neither a key padding mask ({mask}) nor a position bias ({bias})"
 
 
-def _masking(m, heads: int) -> dict | str:
-    """The key padding mask and position bias the fused op carries, proven by probing."""
+def _selector(m, name: str, heads: int, what: str) -> KeyPattern | str:
+    """``name`` read as 1 at the kept keys and 0 at the padded ones of a 2-D mask input."""
+    found = key_pattern(m.graph, m[name], m.state.masks, m.node("scores").outputs[0], heads)
+    if isinstance(found, str):
+        return found
+    if (found.kept, found.padded) != (1.0, 0.0):
+        return f"{what} is not 1 at the kept keys and 0 at the padded keys of input '{found.input.name}'"
+    return found
+
+
+def _selected(m, heads: int) -> KeyPaddingMask | str:
+    """A mask that selects a fill value at padded keys instead of adding one: the fused op's
+    added fill gives those keys the same probability 0 whenever a row keeps a key."""
+    scores = m.node("scores").outputs[0]
     if "padded_keys" in m.values:  # masked_fill: the fill value where the condition holds
-        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, m.node("scores").outputs[0], heads)
+        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, scores, heads)
         if isinstance(found, str):
             return found
         if (found.kept, found.padded) != (0.0, 1.0):
@@ -220,8 +244,27 @@ def _masking(m, heads: int) -> dict | str:
         fill = m.const("fill")
         if fill.size != 1 or not float(fill.item()) <= LARGE_NEGATIVE:
             return f"the masked_fill value {fill.ravel()[:3]} is not one large negative number"
-        return {"mask": KeyPaddingMask(found.input, float(fill.item()))}
+        return KeyPaddingMask(found.input, float(fill.item()))
+    keep = _selector(m, "kept_keys", heads, "the selector of the scores")
+    if isinstance(keep, str):
+        return keep
+    fill = key_pattern(m.graph, m["padded_fill"], m.state.masks, scores, heads)
+    if isinstance(fill, str):
+        return fill
+    if fill.input is not keep.input or fill.kept != 0 or not fill.padded <= LARGE_NEGATIVE:
+        return f"the fill added beside the selected scores is not 0 at the kept keys of input " \
+               f"'{keep.input.name}' and one large negative number at the padded ones"
+    return KeyPaddingMask(keep.input, fill.padded)
+
+
+def _masking(m, heads: int) -> dict | str:
+    """The key padding mask and position bias the fused op carries, proven by probing."""
     facts = {}
+    if "padded_keys" in m.values or "kept_keys" in m.values:
+        mask = _selected(m, heads)
+        if isinstance(mask, str):
+            return mask
+        facts["mask"] = mask
     for name in ("mask", "bias"):
         if name not in m.values:
             continue
@@ -233,6 +276,13 @@ def _masking(m, heads: int) -> dict | str:
             return f"both terms added to the scores are a {'key padding mask' if kind == 'mask' else 'position bias'}"
         if kind == "mask" or not term.zero:  # a bias of zeros (a constant mask where every key attends) is dropped
             facts[kind] = term
+    if m.has("remask"):  # p·keep changes nothing where the mask already gave padded keys probability 0
+        keep = _selector(m, "kept_probs", heads, "the mask on the probabilities")
+        if isinstance(keep, str):
+            return keep
+        if "mask" not in facts or facts["mask"].input is not keep.input:
+            return f"the probabilities are masked by input '{keep.input.name}' after the Softmax, " \
+                   f"but the scores are not masked by it before"
     return facts
 
 

@@ -14,7 +14,8 @@ from testmodels.variants import Graph
 HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
-         "constant_bias", "bias_from_ids", "shifted")
+         "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
+         "remask_only")
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
 
 
@@ -58,7 +59,22 @@ def _position_bias(g):
     return g.op("Mul", distance, g.const("slopes", np.array([-0.5, 0.25]).reshape(1, HEADS, 1, 1)))
 
 
+def _keras_keep(g, scores):
+    """Keras' boolean mask broadcast to the scores: And(ones_like(scores), mask[:, None, None, :])."""
+    ones = g.op("Expand", g.const("true", True, np.bool_), g.op("Shape", scores))
+    return g.op("And", ones, g.op("Cast", _key_mask(g, False), to=TensorProto.BOOL))
+
+
 def _masked(g, scores, mask):
+    if mask in ("keras_select", "keras_remask", "select_fill_at_kept_keys"):
+        # SelectV2(keep, scores, -big) as tf2onnx lowers it
+        keep = _keras_keep(g, scores)
+        fill_where = keep if mask == "select_fill_at_kept_keys" else g.op("Not", keep)
+        selected = g.op("Mul", g.op("Cast", keep, to=TensorProto.FLOAT), scores)
+        fill = g.op("Mul", g.const("big_negative", -2.3726709e38), g.op("Cast", fill_where, to=TensorProto.FLOAT))
+        return g.op("Add", selected, fill)
+    if mask == "remask_only":
+        return scores
     if mask == "add":
         padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
         return g.op("Add", scores, g.op("Mul", padded, g.const("fill", -10000.0)))
@@ -116,6 +132,8 @@ def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False):
     elif scale == "scores_div":
         scores = g.op("Div", scores, g.const("divisor", np.sqrt(SIZE)))
     probs = g.op("Softmax", _masked(g, scores, mask), axis=-1)
+    if mask in ("keras_remask", "remask_only"):  # Keras 3: the probabilities masked once more
+        probs = g.op("Mul", probs, g.op("Cast", _keras_keep(g, scores), to=TensorProto.FLOAT))
     context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
     g.op("Reshape", context, _target(g, [0, HIDDEN] if not tf_shapes else [-1, HIDDEN], tf_shapes), out="y")
     return g.model()

@@ -159,6 +159,8 @@ def attrs(node):
     ("zero_constant", "scores_mul", set()),  # every key attends: no mask input at all
     ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}),  # MPNet
     ("constant_bias", "scores_mul", {"attention_bias"}),
+    ("keras_select", "scores_mul", {"mask_index"}),  # Keras' SelectV2 lowered to Mul and Add
+    ("keras_remask", "scores_mul", {"mask_index"}),  # … and the probabilities masked again
 ])
 def test_form_fuses_and_verifies_with_both_padding_sides(mask, scale, carried, target):
     model = attention(mask, scale)
@@ -182,7 +184,8 @@ def test_hf_tf_distilbert_form_fuses_with_head_split_computed_in_int32(target):
     assert fusekit.verify(model, fused, trials=4).ok
 
 
-@pytest.mark.parametrize("mask, fill", [("where", LOWEST), ("add", -10000.0), ("shifted", -1e30)])
+@pytest.mark.parametrize("mask, fill", [("where", LOWEST), ("add", -10000.0), ("shifted", -1e30),
+                                        ("keras_select", -2.3726709e38)])
 def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
     _, _, (node,) = fused_attention(attention(mask), "ort")
     assert attrs(node)["mask_filter_value"] == pytest.approx(max(fill, LOWEST), rel=1e-6)
@@ -192,6 +195,10 @@ def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
     ("where_small_fill", "the masked_fill value [-1.] is not one large negative number"),
     ("where_keeps", "the masked_fill condition is not true exactly at the padded keys of input 'attention_mask'"),
     ("bias_from_ids", "nor a position bias (the bias changes with the values of 'input_ids', not only with their sizes)"),
+    ("select_fill_at_kept_keys", "the fill added beside the selected scores is not 0 at the kept keys of input "
+                                 "'attention_mask' and one large negative number at the padded ones"),
+    ("remask_only", "the probabilities are masked by input 'attention_mask' after the Softmax, but the scores are "
+                    "not masked by it before"),
 ])
 def test_mask_near_miss(mask, reason):
     fused, report, nodes = fused_attention(attention(mask), "ort")
