@@ -13,12 +13,12 @@ from onnx import version_converter
 from . import patterns
 
 from .compat import prepare
-from .engine import passes
+from .engine import canonicalize, passes, shapes
 from .errors import FusekitError
 from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, read, skeleton
-from .engine.pattern import Fusion, root_ops
+from .engine.pattern import Fusion, Rule, root_ops
 from .engine.state import RunState
 from .report import Report
 from .verify import verify as verify_models
@@ -34,16 +34,21 @@ def fusions_for(target: str, disable=()) -> list[Fusion]:
     return [f for f in patterns.ALL if target in f.targets and f.name not in disable]
 
 
+def rules_for(target: str, disable=()) -> list[Rule]:
+    """The canonicalization rules that run (``fusions_for`` has checked ``disable``)."""
+    return [r for r in patterns.RULES if target in r.targets and r.name not in disable]
+
+
+def _canonicalize(graph: gs.Graph, rules: list[Rule], target: str, opset: int) -> canonicalize.Canonical:
+    return canonicalize.run(graph, rules, target, opset, fold=shapes.fold)
+
+
 def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
-    """The graph of a skeleton, with shapes inferred and the weights of ``weights`` attached.
+    """The graph of a skeleton, with the shapes the model fixes and the weights of ``weights`` attached.
 
     The weights stay the original TensorProtos (read lazily), so nothing is copied.
     """
-    try:
-        skel = onnx.shape_inference.infer_shapes(skel)
-    except Exception:  # shape facts only sharpen checks; a fusion that needs one refuses without it
-        pass
-    graph = gs.import_onnx(skel)
+    graph = gs.import_onnx(shapes.infer(skel))
     tensors = graph.tensors()
     declared = {i.name for i in weights.graph.input}
     for proto in weights.graph.initializer:
@@ -71,17 +76,19 @@ def _has_match(graph: gs.Graph, fusion: Fusion, target: str, opset: int) -> bool
 
 
 def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProto, fusions: list[Fusion],
-                 target: str, report: Report):
+                 rules: list[Rule], target: str, report: Report):
     """Convert the model to the opset the fused forms need, or drop the fusions that need it.
 
-    Works on the skeleton; returns it (converted or not), the graph to fuse and the
-    fusions that may run on it.
+    Works on the skeleton; ``graph`` is its canonical form, where the fusions look for a
+    match. Returns the skeleton (converted or not), the canonical graph to fuse with what
+    canonicalization did to it, and the fusions that may run on it.
     """
     current = default_opset(skel)
+    canonical = _canonicalize(graph, rules, target, current)
     wanted = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
     wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name], target, current)}
     if not wanted:
-        return skel, graph, fusions
+        return skel, graph, canonical, fusions
     opset = max(wanted.values())
     try:
         converted = version_converter.convert_version(skel, opset)
@@ -92,9 +99,10 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         report.notes.append(f"kept {', '.join(wanted)} unfused: their {target} form needs opset {opset}, "
                             f"and converting from opset {current} failed ({first})")
-        return skel, graph, [f for f in fusions if f.name not in wanted]
+        return skel, graph, canonical, [f for f in fusions if f.name not in wanted]
     report.notes.append(f"raised the opset {current} → {opset} for the {target} form of {', '.join(wanted)}")
-    return converted, _import(converted, weights), fusions
+    graph = _import(converted, weights)  # the converted model's own canonical form
+    return converted, graph, _canonicalize(graph, rules, target, opset), fusions
 
 
 def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
@@ -160,7 +168,7 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
     known = json.loads(next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), "{}"))
     props = {p.key: p.value for p in original.metadata_props}
     model = _assemble(skel, weights, original, in_place)
-    known.update({f.node: f.to_dict() for f in report.fused})
+    known.update({f.node: f.to_dict() for f in report.fused if f.node})  # a bypass leaves no node
     props.update({PROVENANCE_KEY: json.dumps(known), "fusekit.target": target})
     onnx.helper.set_model_props(model, props)
     return model
@@ -230,11 +238,11 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
         original, notes, opset = loaded.model, loaded.notes, loaded.opset
     report = Report(target, nodes_before=len(original.graph.node), opset_before=opset, notes=notes)
     report.warnings = input_warnings(original)
-    fusions = fusions_for(target, disable)
+    fusions, rules = fusions_for(target, disable), rules_for(target, disable)
     skel = skeleton(original)
     graph = _import(skel, original)
-    skel, graph, fusions = _raise_opset(skel, graph, original, fusions, target, report)
-    result = passes.run(graph, fusions, target, default_opset(skel))
+    skel, graph, canonical, fusions = _raise_opset(skel, graph, original, fusions, rules, target, report)
+    result = passes.run(graph, fusions, target, default_opset(skel), canonical=canonical)
     report.fused, report.misses = result.fused, result.misses
     report.notes += result.notes
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):

@@ -30,8 +30,13 @@ class Report:
         return Counter(step for f in self.fused for step in f.steps)
 
     @property
+    def canonical(self) -> Counter:
+        """How often each canonicalization rule rewrote the input (whether a fusion then took the result or not)."""
+        return Counter(rule for f in self.fused for rule in f.rules)
+
+    @property
     def variants(self) -> Counter:
-        return Counter(f"{f.fusion}/{f.variant}" for f in self.fused)
+        return Counter(f"{f.fusion}/{f.variant}" for f in self.fused if not f.canonical)
 
     def summary(self, max_misses: int = 10) -> str:
         opset = (f"opset {self.opset_before}" if self.opset_before == self.opset_after
@@ -40,6 +45,8 @@ class Report:
         lines = [f"target {self.target}, {opset}",
                  f"nodes: {self.nodes_before} → {self.nodes_after}",
                  f"fused: {fused}"]
+        if self.canonical:
+            lines.append("canonicalized: " + ", ".join(f"{k} {v}" for k, v in sorted(self.canonical.items())))
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"warning: {w}" for w in self.warnings]
         if self.misses:
@@ -60,7 +67,7 @@ class Report:
             "target": self.target,
             "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
             "opset_before": self.opset_before, "opset_after": self.opset_after,
-            "counts": dict(self.counts), "variants": dict(self.variants),
+            "counts": dict(self.counts), "canonical": dict(self.canonical), "variants": dict(self.variants),
             "fused": [f.to_dict() for f in self.fused],
             "misses": [asdict(m) for m in self.misses],
             "notes": self.notes, "warnings": self.warnings,

@@ -1,13 +1,23 @@
-"""The pattern library: one module per fusion, each exporting ``FUSION``.
+"""The pattern library: one module per fusion, each exporting ``FUSION``, and one per
+canonicalization rule (``canon_*.py``), each exporting ``RULE``.
 
-To add a fusion, write a module here and list it below; to add a variant of an
-existing fusion, edit its module.
+Rules run first, to a fixpoint (``engine.canonicalize``): each rewrites one exporter's
+spelling of the math into the form the fusions read, exactly, and fuses nothing.
+Fusions then replace that form with fused ops.
+
+To add a fusion, write a module here and list it in ``ALL``; to add a variant of an
+existing fusion, edit its module. To add a rule, write a ``canon_`` module and list it
+in ``RULES``.
 """
-from . import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm, qdq_constant,
-               quantized_linear, quick_gelu, skip_layer_norm)
+from . import (attention, bias_gelu, canon_global_average_pool, embed_layer_norm, fake_quantize, fast_gelu, gelu,
+               layer_norm, qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
+
+# Canonicalization rules, in the order they run where ``after`` leaves it open.
+RULES = [canon_global_average_pool.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
 ALL = [fake_quantize.FUSION, qdq_constant.FUSION, attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION,
        embed_layer_norm.FUSION, quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION, bias_gelu.FUSION]
-BY_NAME = {f.name: f for f in ALL}
+# Rules and fusions by name (``--disable`` takes either).
+BY_NAME = {f.name: f for f in RULES + ALL}

@@ -25,7 +25,6 @@ from .state import IdentitySet, RunState
 class PassResult:
     fused: list[Fused] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
-    sweeps: int = 0
     functions: list = field(default_factory=list)  # model-local functions the fused nodes call
     notes: list[str] = field(default_factory=list)  # what rewrites asked the report to say
 
@@ -95,28 +94,49 @@ def sweep(graph: gs.Graph, fusion: Fusion, state: RunState, misses: dict[tuple[s
     return fused
 
 
-def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_sweeps: int = 8) -> PassResult:
+def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: dict[tuple[str, str], Miss],
+             max_sweeps: int = 8, before_sweep=None) -> list[Fused]:
+    """Sweep ``fusions`` (in ``order``) until none fires; ``before_sweep(graph, state)`` may
+    rewrite first in each sweep and returns its records (the shape facts canonicalization folds)."""
     fusions = order(fusions)
-    state = RunState(target=target, opset=opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
-    misses: dict[tuple[str, str], Miss] = {}
-    result = PassResult()
-    for result.sweeps in range(1, max_sweeps + 1):
+    made: list[Fused] = []
+    for _ in range(max_sweeps):
         fired = Counter()
+        folded = before_sweep(graph, state) if before_sweep is not None else []  # keeps the node order
+        made += folded
         for fusion in fusions:
             new = sweep(graph, fusion, state, misses)
             if new:
                 fired[fusion.name] += len(new)
-                result.fused += new
+                made += new
                 graph.toposort()  # the next fusion visits producers before consumers, new nodes included
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        if not fired:
-            break
-    else:
-        raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
-    result.fused = compose(result.fused)
+        if fired:
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        if not fired and not folded:
+            return made
+    raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired) or 'ShapeFact'}")
+
+
+def new_state(graph: gs.Graph, target: str, opset: int) -> RunState:
+    return RunState(target=target, opset=opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
+
+
+def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_sweeps: int = 8,
+        canonical=None) -> PassResult:
+    """Apply ``fusions`` to a fixpoint; ``canonical`` is what canonicalization did to this graph
+    first (``canonicalize.Canonical``): its state and records carry on, so provenance composes."""
+    state = canonical.state if canonical is not None else new_state(graph, target, opset)
+    misses: dict[tuple[str, str], Miss] = dict(canonical.misses) if canonical is not None else {}
+    result = PassResult()
+    made = fixpoint(graph, fusions, state, misses, max_sweeps)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()  # what canonicalization left dead goes too
+    result.fused = compose((canonical.records if canonical is not None else []) + made)
+    alive = {n.name for n in graph.nodes}
+    # a rule's node a fusion absorbed as a constant (a folded shape) is gone: nothing left to record
+    result.fused = [f for f in result.fused if not f.canonical or not f.node or f.node in alive]
     result.functions = list(state.functions.values())
     result.notes = [text.format(count=n) for text, n in state.notes.items()]
-    result.misses = closest_misses(misses.values(), {n.name for n in graph.nodes})
+    result.misses = closest_misses(misses.values(), alive)
     return result
 
 

@@ -237,6 +237,17 @@ class Fusion:
         return {t for v in self.variants for t in root_ops(v.pattern)}
 
 
+@dataclass
+class Rule(Fusion):
+    """A canonicalization rule: exporter noise rewritten into the one form the fusions read.
+
+    Written, checked and rewritten like a fusion, and recorded like one, but it builds
+    no fused op: it runs before every fusion (``engine.canonicalize``), and only where
+    the rewrite is exact. A rewrite may return a value already in the graph: the anchor
+    is then bypassed, its users reading that value instead (a Cast that changes nothing).
+    """
+
+
 def root_ops(p: Pattern) -> set[str]:
     if isinstance(p, Op):
         return {p.op_type}

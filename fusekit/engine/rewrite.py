@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .matcher import Match
+from .pattern import Rule
 from .state import IdentitySet, RunState
 
 MS = "com.microsoft"
@@ -30,18 +31,29 @@ class Fused:
     replaced: list[tuple[str, str]]  # (name, op type) of each original node
     constants: dict[str, object] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)  # fusions applied in turn, e.g. Gelu then BiasGelu
+    # canonicalization rules that rewrote part of the region first (GlobalAveragePool as a mean)
+    rules: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        self.steps = self.steps or [self.fusion]
+        if not self.steps and not self.rules:
+            self.steps = [self.fusion]
+
+    @property
+    def canonical(self) -> bool:
+        """Whether a rule, not a fusion, made the node: a canonical form, no fused op."""
+        return not self.steps
 
     def to_dict(self) -> dict:
         return {"fusion": self.fusion, "variant": self.variant, "node": self.node, "op": self.op, "steps": self.steps,
-                "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants}
+                "rules": self.rules, "replaced": [{"name": n, "op": o} for n, o in self.replaced],
+                "constants": self.constants}
 
 
 def compose(events: list[Fused]) -> list[Fused]:
-    """One record per surviving fused node, tracing fusions of fused nodes back to the originals."""
+    """One record per surviving fused node, tracing fusions of fused nodes (and of the nodes
+    canonicalization rules made) back to the originals. A bypass (no node) is its own record."""
     alive: dict[str, Fused] = {}
+    bypassed: list[Fused] = []
     for f in events:
         earlier = [alive.pop(name) for name, _ in f.replaced if name in alive]
         if earlier:
@@ -49,9 +61,12 @@ def compose(events: list[Fused]) -> list[Fused]:
             f = Fused(f.fusion, f.variant, f.node, f.op,
                       [r for e in earlier for r in e.replaced] + [r for r in f.replaced if r[0] not in inner],
                       {k: v for e in earlier for k, v in e.constants.items()} | f.constants,
-                      [s for e in earlier for s in e.steps] + [f.fusion])
-        alive[f.node] = f
-    return list(alive.values())
+                      [s for e in earlier for s in e.steps] + f.steps, [r for e in earlier for r in e.rules] + f.rules)
+        if f.node:
+            alive[f.node] = f
+        else:
+            bypassed.append(f)
+    return list(alive.values()) + bypassed
 
 
 class Emitter:
@@ -174,6 +189,14 @@ def _summarize(value: np.ndarray):
     return f"{value.dtype}{list(value.shape)}"
 
 
+def _bypass(old: gs.Tensor, new: gs.Tensor):
+    """Make every user of ``old`` read ``new``, a value already in the graph."""
+    for user in list(old.outputs):
+        for i, t in enumerate(user.inputs):
+            if t is old:
+                user.inputs[i] = new
+
+
 def apply(match: Match) -> Fused:
     emit = Emitter(match.graph, match.state, match.anchor.name or match.fusion.name, match.nodes)
     replaced = [(n.name, n.op) for n in match.nodes]
@@ -181,12 +204,19 @@ def apply(match: Match) -> Fused:
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
     match.state.record(match.fusion.name, emit.made)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]
+    is_rule = isinstance(match.fusion, Rule)
+    for old, new in replacements:
+        if not new.inputs or new.inputs[0] not in emit.made:  # a value already there: a bypass
+            _bypass(old, new)
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
         node.inputs.clear()
     for old, new in replacements:
-        _take_over(old, new)
+        if new.inputs and new.inputs[0] in emit.made:
+            _take_over(old, new)
     for node in match.nodes:
         node.outputs.clear()
-    fused_node = replacements[0][0].inputs[0]
-    return Fused(match.fusion.name, match.label, fused_node.name, fused_node.op, replaced,
-                 {k: _summarize(v) for k, v in match.consts.items()})
+    first = replacements[0][0]
+    fused_node = first.inputs[0] if first.inputs else None
+    return Fused(match.fusion.name, match.label, fused_node.name if fused_node else "",
+                 fused_node.op if fused_node else "", replaced, {k: _summarize(v) for k, v in match.consts.items()},
+                 rules=[match.fusion.name] if is_rule else [])

@@ -1,0 +1,251 @@
+"""Static shape facts: what the weights and reshape targets fix, read once and folded to constants.
+
+Two jobs, both done before any rule or fusion looks at the graph:
+
+``infer`` gives every value the shape the model fixes. onnx's shape inference with
+data propagation (it follows ``Shape → Gather → Concat → Reshape``) does it for most
+exports in milliseconds; where it leaves a value without a rank (tf2onnx's einsum
+decompositions at opset 13), ONNX Runtime's symbolic shape inference fills the gaps.
+Only ranks and static dimensions are taken from the latter: it merges unknown
+dimensions it meets in one broadcast (``auto_merge``), which assumes what
+SkipLayerNorm must prove, so its symbols are never read as "the same dimension".
+
+``fold`` replaces each value computed from a ``Shape`` that the static dimensions fix
+by the constant it is: a head size read by ``Shape(Q)[-1]``, a hidden size divided by
+the head count, Optimum's attention scale ``Shape(Q) → Slice[-1:] → Cast → Sqrt →
+Div(1, ·) → Cast → Sqrt``. Each fold is exact: integer arithmetic, and float32 Sqrt,
+Div, Mul, Add, Sub, which numpy rounds as IEEE 754 requires, as every runtime does.
+Chains of constants that no ``Shape`` starts are left as written (an ε computed by a
+Cast stays a near miss: see the README's decisions).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .graph import DimOf, const_value, is_graph_output, producer
+from .rewrite import Fused
+from .state import IdentityMap, RunState
+
+RULE = "ShapeFact"
+
+
+def infer(skel: onnx.ModelProto) -> onnx.ModelProto:
+    """``skel`` with the shapes the model fixes: onnx's inference, gaps filled by ONNX Runtime's."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True)
+    except Exception:  # shape facts only sharpen checks; a fusion that needs one refuses without it
+        return skel
+    known = {v.name for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")}
+    known |= {v.name for v in [*inferred.graph.input, *inferred.graph.output] if v.type.tensor_type.HasField("shape")}
+    if all(o in known for n in inferred.graph.node for o in n.output if o):
+        return inferred
+    symbolic = _symbolic(skel)
+    if symbolic is None:
+        return inferred
+    have = {v.name: v for v in inferred.graph.value_info}
+    for v in symbolic.graph.value_info:
+        if v.name in known or not v.type.tensor_type.HasField("shape"):
+            continue
+        for d in v.type.tensor_type.shape.dim:  # a rank and static sizes; its symbols are not facts
+            if d.HasField("dim_param"):
+                d.Clear()
+        if v.name in have:
+            have[v.name].CopyFrom(v)
+        else:
+            inferred.graph.value_info.append(v)
+    return inferred
+
+
+def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """ONNX Runtime's symbolic shape inference, or None where it gives up. Its loop is run
+    here rather than through ``infer_shapes``, which writes a file into the working folder
+    when it gives up."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+        inference._preprocess(skel)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------------------- folding
+
+_INTEGER = (np.int32, np.int64)
+
+
+class _Fact:
+    """What a value is known to hold: an array whose entries are numbers, or ``DimOf`` where a
+    dimension is only known at run time (a 1-D shape vector, or a scalar read from one)."""
+
+    def __init__(self, array: np.ndarray, dtype: np.dtype):
+        self.array, self.dtype = array, np.dtype(dtype)
+
+    @property
+    def full(self) -> bool:
+        return not any(isinstance(e, DimOf) for e in self.array.ravel())
+
+    def value(self) -> np.ndarray:
+        return np.asarray(self.array.astype(self.dtype))
+
+
+def _shape_of(tensor: gs.Tensor) -> _Fact | None:
+    if tensor.shape is None:
+        return None
+    entries = [d if isinstance(d, (int, np.integer)) and d >= 0 else DimOf(tensor, i) for i, d in enumerate(tensor.shape)]
+    return _Fact(_objects(entries), np.int64)
+
+
+def _objects(entries: list) -> np.ndarray:
+    """A 1-D object array of ``entries`` (numpy would look inside a DimOf otherwise)."""
+    array = np.empty(len(entries), dtype=object)
+    array[:] = entries
+    return array
+
+
+def _ints(fact: _Fact | None) -> list[int] | None:
+    if fact is None or not fact.full or fact.dtype not in _INTEGER:
+        return None
+    return [int(v) for v in np.atleast_1d(fact.value())]
+
+
+def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """The fact ``node`` computes from its inputs' facts, or None where it cannot say exactly."""
+    op, a = node.op, args[0] if args else None
+    if op == "Shape":
+        fact = _shape_of(node.inputs[0])
+        if fact is None:
+            return None
+        start, end = node.attrs.get("start", 0), node.attrs.get("end")
+        return _Fact(fact.array[slice(start, end)], np.int64)
+    if a is None:
+        return None
+    if op == "Identity":
+        return a
+    if op == "Cast":
+        to = onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
+        if a.dtype in _INTEGER and to in _INTEGER:
+            return _Fact(a.array, to)  # shape sizes fit in either
+        if not a.full or (a.dtype.kind == "f" and to.kind != "f"):
+            return None  # float → int rounds as the runtime chooses
+        return _Fact(a.value().astype(to), to)
+    if op == "Gather":
+        index = _ints(args[1])
+        if index is None or (node.attrs.get("axis", 0) != 0) or a.array.ndim != 1:
+            return None
+        picked = [a.array[i] for i in index]
+        return _Fact(_objects(picked).reshape(np.shape(args[1].value())), a.dtype)
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = node.attrs.get("axes") or (_ints(args[1]) if len(args) > 1 else [0])
+        if a.array.ndim > 1 or (op == "Squeeze" and a.array.size != 1) or list(axes or []) not in ([0], [-1]):
+            return None
+        return _Fact(a.array.reshape(1 if op == "Unsqueeze" else ()), a.dtype)
+    if op == "Concat":
+        if any(x is None or x.array.ndim != 1 or x.dtype != a.dtype for x in args):
+            return None
+        return _Fact(np.concatenate([x.array for x in args]), a.dtype)
+    if op == "Slice":
+        bounds = [_ints(x) for x in args[1:]]
+        if a.array.ndim != 1 or any(b is None for b in bounds) or any(len(b) != 1 for b in bounds):
+            return None
+        start, end = bounds[0][0], bounds[1][0]
+        axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
+        if axes[0] not in (0, -1) or steps[0] == 0:
+            return None
+        return _Fact(a.array[start:end:steps[0]], a.dtype)
+    if any(x is None or not x.full for x in args):
+        return None
+    values = [x.value() for x in args]
+    if any(v.dtype != values[0].dtype for v in values):
+        return None
+    kind = values[0].dtype.kind
+    if op == "ReduceProd" and kind in "iu" and len(values) == 1 and node.attrs.get("keepdims", 1) == 1 \
+            and values[0].ndim == 1 and "axes" not in node.attrs:
+        return _Fact(np.prod(values[0], keepdims=True), values[0].dtype)
+    if op in ("Add", "Sub", "Mul") and len(values) == 2:
+        result = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](*values)
+    elif op == "Div" and len(values) == 2:
+        if kind in "iu":
+            if (values[0] < 0).any() or (values[1] <= 0).any():
+                return None  # ONNX truncates where numpy floors
+            result = values[0] // values[1]
+        else:
+            result = np.divide(*values)
+    elif op in ("Sqrt", "Reciprocal") and kind == "f" and len(values) == 1:
+        result = np.sqrt(values[0]) if op == "Sqrt" else np.reciprocal(values[0])
+    else:
+        return None
+    return _Fact(np.asarray(result, dtype=values[0].dtype), values[0].dtype)
+
+
+_FOLDS = {"Shape", "Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "ReduceProd", "Add",
+          "Sub", "Mul", "Div", "Sqrt", "Reciprocal"}
+
+
+def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
+    """Replace every value a ``Shape`` starts and the static dimensions fix by its constant.
+
+    Only the last such value of each chain becomes a Constant node, under the value's own name
+    (the rest dies with the chain); each is recorded with the nodes it replaced, a
+    ``ShapeFact`` rule's rewrite.
+    """
+    facts: IdentityMap[gs.Tensor, _Fact] = IdentityMap()
+    chain: IdentityMap[gs.Tensor, list[gs.Node]] = IdentityMap()  # the nodes each known value comes from
+    for node in graph.nodes:
+        if node.op not in _FOLDS or node.domain or len(node.outputs) != 1:
+            continue
+        if node.op != "Shape" and not any(t in facts for t in node.inputs):
+            continue  # no Shape starts it: constants stay as the exporter wrote them
+        args = []
+        for t in node.inputs:
+            value = const_value(t) if t not in facts else None
+            args.append(facts[t] if t in facts else None if value is None else _Fact(value, value.dtype))
+        if any(x is None for x in args[1:]) and node.op != "Shape":
+            continue
+        try:
+            fact = _evaluate(node, args)
+        except (ValueError, IndexError, TypeError):
+            fact = None
+        if fact is None:
+            continue
+        facts[node.outputs[0]] = fact
+        chain[node.outputs[0]] = [node] + [n for t in node.inputs if t in chain for n in chain[t]]
+    records, claimed, before = [], set(), IdentityMap()
+    for tensor in list(facts):
+        if not facts[tensor].full or is_graph_output(graph, tensor):
+            continue
+        if all(all(o in facts and facts[o].full for o in u.outputs) for u in tensor.outputs):
+            continue  # read only inside the chain: the chain's last value is folded instead
+        old = producer(tensor)
+        constant, record = _constant(state, tensor, facts[tensor].value(), [n for n in chain[tensor] if n.name not in claimed])
+        before[old] = constant
+        records.append(record)
+        claimed.update(name for name, _ in record.replaced)
+    if records:  # each Constant goes where the node it replaces was, so the order stays topological
+        graph.nodes = [m for n in graph.nodes for m in ([before[n], n] if n in before else [n])]
+    return records
+
+
+def _constant(state: RunState, tensor: gs.Tensor, value: np.ndarray, replaced: list[gs.Node]) -> tuple[gs.Node, Fused]:
+    """A Constant node holding ``value`` that writes ``tensor`` in place of the node that computed it
+    (same name, same readers); the old node keeps a dangling output and dies with its chain."""
+    old = producer(tensor)
+    old.outputs[0] = gs.Variable(_unique(state, f"{tensor.name}/computed"))
+    name = _unique(state, f"{old.name}/folded")
+    node = gs.Node("Constant", name, {"value": gs.Constant(_unique(state, f"{name}/value"), value)}, [], [tensor])
+    tensor.dtype, tensor.shape = value.dtype, list(value.shape)
+    return node, Fused(RULE, "static", name, "Constant", [(n.name, n.op) for n in replaced],
+                       {"value": value.item() if value.size == 1 else f"{value.dtype}{list(value.shape)}"}, rules=[RULE])
+
+
+def _unique(state: RunState, base: str) -> str:
+    name, i = base, 1
+    while name in state.names:
+        name, i = f"{base}_{i}", i + 1
+    state.names.add(name)
+    return name
