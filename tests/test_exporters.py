@@ -56,7 +56,10 @@ def test_the_manifest_describes_every_committed_model():
 # Models whose every attention layer fuses, for both targets; the manifest's floor above
 # holds --target ort only. Verification runs right padding, left padding, all-ones masks
 # and a second length.
-ATTENTION_EVERY_LAYER = sorted([
+OPTIMUM = [f"{family}_optimum_{option}.onnx" for family in ("bert", "roberta", "distilbert", "albert")
+           for option in ("default", "opset14", "O1", "fp16")]  # the scale folded from Shape(Q)
+ATTENTION_EVERY_LAYER = sorted(OPTIMUM + [
+    "bert_optimum_default_fp16ort.onnx", "bert_optimum_default_fp16ort_keepio.onnx",
     "bert_ts14_eager_fp16occ.onnx", "bert_ts14_eager_fp16occ_keepio.onnx", "bert_ts14_eager_fp16ort.onnx",
     "bert_ts14_eager_fp16ort_keepio.onnx",
     "distilbert_ts14_eager_tf4.onnx",  # masked_fill mask, Q divided by √h
