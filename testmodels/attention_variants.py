@@ -14,7 +14,7 @@ from testmodels.variants import Graph
 HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
-         "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
+         "ones_computed", "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
          "remask_only")
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
 
@@ -92,6 +92,9 @@ def _masked(g, scores, mask):
         return scores
     if mask == "zero_constant":  # ONNX Runtime's test graphs: every key attends
         return g.op("Add", scores, g.const("mask", np.zeros((1, 1, 1, 1))))
+    if mask == "ones_computed":  # … or a constant 0/1 mask of ones turned additive in the graph
+        ones = g.op("Cast", g.const("ones", np.ones((1, 1, 1, 1), np.int64), np.int64), to=TensorProto.FLOAT)
+        return g.op("Add", scores, g.op("Mul", g.op("Sub", g.const("one_f", 1.0), ones), g.const("fill", -10000.0)))
     if mask == "constant_bias":  # a fixed [1, N, S, S] bias: the model runs at one length
         rng = np.random.default_rng(7)
         return g.op("Add", scores, g.const("bias", rng.normal(0, 1, (1, HEADS, 6, 6))))

@@ -157,6 +157,7 @@ def attrs(node):
     ("shifted", "scores_mul", {"mask_index"}),  # HF-TF: 9.99e-10 at kept keys
     ("none", "scores_mul", set()),
     ("zero_constant", "scores_mul", set()),  # every key attends: no mask input at all
+    ("ones_computed", "scores_mul", set()),
     ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}),  # MPNet
     ("constant_bias", "scores_mul", {"attention_bias"}),
     ("keras_select", "scores_mul", {"mask_index"}),  # Keras' SelectV2 lowered to Mul and Add
