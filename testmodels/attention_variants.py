@@ -15,7 +15,7 @@ HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
          "ones_computed", "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
-         "remask_only")
+         "remask_only", "where_reads_scores")
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
 
 
@@ -85,6 +85,10 @@ def _masked(g, scores, mask):
         padded = g.op("Equal", _key_mask(g, False), g.const("zero", 0, np.int64))
         fill = float(np.finfo(np.float32).min) if mask == "where" else -1.0
         return g.op("Where", padded, g.const("fill", fill), scores)
+    if mask == "where_reads_scores":  # the condition depends on the scores' values: not a mask
+        padded = g.op("Equal", _key_mask(g, False), g.const("zero", 0, np.int64))
+        large = g.op("Greater", scores, g.const("limit", 5.0))
+        return g.op("Where", g.op("Or", padded, large), g.const("fill", float(np.finfo(np.float32).min)), scores)
     if mask == "where_keeps":  # the condition is true at kept keys: not a masked_fill of padded ones
         kept = g.op("Equal", _key_mask(g, False), g.const("one_i", 1, np.int64))
         return g.op("Where", kept, g.const("fill", float(np.finfo(np.float32).min)), scores)

@@ -23,8 +23,9 @@ holes, all ones, several batch sizes and lengths. Two facts come out of it:
 Any dependence on the query position (a causal mask), on other inputs' values, or on
 the padding side shows up as a mismatch, and the attention is left unfused.
 
-A subgraph may read the attention scores themselves (``Expand(cond, Shape(scores))``):
-those are fed, zeros of the scores' shape [B, N, S, S], since only their shape is read.
+A subgraph may read the shape of the attention scores (``Expand(cond, Shape(scores))``):
+the scores are then fed as zeros of their shape [B, N, S, S]; one that reads their values
+is refused.
 """
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class _Subgraph:
 
 
 def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet) -> tuple[list[gs.Node], list[gs.Tensor]] | str:
-    """The nodes computing ``value`` from model inputs and the ``given`` values, and those it reads."""
+    """The nodes computing ``value`` from model inputs and the ``given`` values (of which it may
+    read only the shape: they are fed zeros), and those it reads."""
     graph_inputs = IdentitySet(graph.inputs)
     nodes, inputs, seen, stack = IdentitySet(), IdentitySet(), IdentitySet(), [value]
     while stack:
@@ -93,6 +95,8 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet) -> tuple[li
             continue
         if node.op in ("If", "Loop", "Scan") or node.domain:
             return f"the mask is computed through {node.op} '{node.name}', which fusekit does not evaluate"
+        if node.op != "Shape" and any(i in given for i in node.inputs):
+            return f"the mask reads the values of the scores ({node.op} '{node.name}'), not only their shape"
         nodes.add(node)
         stack.extend(node.inputs)
     order = IdentityMap((n, i) for i, n in enumerate(graph.nodes))
