@@ -346,7 +346,11 @@ def _onnx_attention(m, emit):
     qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
     added = [_additive_mask(emit, facts["mask"])] if "mask" in facts else []
-    added += [facts["bias"].value] if "bias" in facts else []
+    if "bias" in facts:
+        bias = facts["bias"].value
+        if added and bias.dtype is not None and np.dtype(bias.dtype) != np.float32:
+            bias = emit.Cast(bias, to=TensorProto.FLOAT)  # the key padding mask above is float32; exact
+        added.append(bias)
     inputs = [q, k, v] + ([emit.Add(*added)] if len(added) == 2 else added)
     return emit.Attention(*inputs, q_num_heads=facts["heads"], kv_num_heads=facts["heads"], scale=facts["scale"])
 

@@ -237,3 +237,11 @@ def test_reshape_target_read_through_integer_casts_only():
     nodes.append(gs.Node("Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[target], outputs=[floats]))
     nodes.append(gs.Node("Cast", attrs={"to": onnx.TensorProto.INT64}, inputs=[floats], outputs=[truncated]))
     assert shape_entries(truncated) is None  # through a float, a Cast rounds: not read
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_float16_position_bias_is_carried_beside_the_float32_mask(target):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = convert_float_to_float16(attention("bias_and_mask", "scores_div"), keep_io_types=True)
+    fused, _, (node,) = fused_attention(model, target)
+    assert fusekit.verify(model, fused, trials=4).ok
