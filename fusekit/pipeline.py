@@ -168,7 +168,7 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
     known = json.loads(next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), "{}"))
     props = {p.key: p.value for p in original.metadata_props}
     model = _assemble(skel, weights, original, in_place)
-    known.update({f.node: f.to_dict() for f in report.fused if f.node})  # a bypass leaves no node
+    known.update({f.node: f.to_dict() for f in report.fused + report.rewrites if f.node})  # a bypass leaves no node
     props.update({PROVENANCE_KEY: json.dumps(known), "fusekit.target": target})
     onnx.helper.set_model_props(model, props)
     return model
@@ -243,7 +243,9 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     graph = _import(skel, original)
     skel, graph, canonical, fusions = _raise_opset(skel, graph, original, fusions, rules, target, report)
     result = passes.run(graph, fusions, target, default_opset(skel), canonical=canonical)
-    report.fused, report.misses = result.fused, result.misses
+    report.fused = [f for f in result.fused if not f.canonical]
+    report.rewrites = [f for f in result.fused if f.canonical]
+    report.misses = result.misses
     report.notes += result.notes
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")

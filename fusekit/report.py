@@ -16,7 +16,9 @@ class Report:
     nodes_after: int = 0
     opset_before: int = 0
     opset_after: int = 0
-    fused: list[Fused] = field(default_factory=list)
+    fused: list[Fused] = field(default_factory=list)  # every fused node, traced back to the original nodes
+    # what canonicalization rules left in the graph (a MatMul for a tensordot) or bypassed (a no-op Cast)
+    rewrites: list[Fused] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the input computes wrongly on some inputs
@@ -32,11 +34,11 @@ class Report:
     @property
     def canonical(self) -> Counter:
         """How often each canonicalization rule rewrote the input (whether a fusion then took the result or not)."""
-        return Counter(rule for f in self.fused for rule in f.rules)
+        return Counter(rule for f in self.fused + self.rewrites for rule in f.rules)
 
     @property
     def variants(self) -> Counter:
-        return Counter(f"{f.fusion}/{f.variant}" for f in self.fused if not f.canonical)
+        return Counter(f"{f.fusion}/{f.variant}" for f in self.fused)
 
     def summary(self, max_misses: int = 10) -> str:
         opset = (f"opset {self.opset_before}" if self.opset_before == self.opset_after
@@ -68,7 +70,7 @@ class Report:
             "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
             "opset_before": self.opset_before, "opset_after": self.opset_after,
             "counts": dict(self.counts), "canonical": dict(self.canonical), "variants": dict(self.variants),
-            "fused": [f.to_dict() for f in self.fused],
+            "fused": [f.to_dict() for f in self.fused], "rewrites": [f.to_dict() for f in self.rewrites],
             "misses": [asdict(m) for m in self.misses],
             "notes": self.notes, "warnings": self.warnings,
             "seconds": self.seconds, "verify_seconds": self.verify_seconds,

@@ -22,11 +22,13 @@ keras — tf2onnx / keras2onnx::
        └─► m ─► Mul(m, g) ─► Sub(β, ·) ─────────────────────────────────────────────────────────────────────► Add ─► y
 
 Checks: both reductions over the last axis with keepdims; ε a scalar constant ≥ 0,
-carried over exactly; γ and β 1-D of the normalized size; a float input.
+carried over exactly; γ and β of the normalized size, 1-D or [1, …, 1, H] of no higher
+rank than the input (Keras 3), which broadcasts alike; a float input.
 """
 import numpy as np
 from onnx import TensorProto
 
+from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 
 from ._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
@@ -76,7 +78,10 @@ def check(m):
         return f"ε is {eps.item()}, not a non-negative number"
     for name in ("gamma", "beta"):
         if name in m.consts:
-            reason = vector_reason({"gamma": "γ", "beta": "β"}[name], m.const(name), h)
+            value = m.const(name)
+            if value.ndim > 1 and value.ndim <= (rank(m["x"]) or 0) and all(d == 1 for d in value.shape[:-1]):
+                value = value.reshape(-1)  # [1, 1, H] (Keras 3) broadcasts as [H] does over a rank-3 input
+            reason = vector_reason({"gamma": "γ", "beta": "β"}[name], value, h)
             if reason:
                 return reason
     if m.has("cast") and m.node("cast_back").attrs.get("to") != onnx_dtype(m["x"]):
@@ -84,11 +89,17 @@ def check(m):
     return None
 
 
+def _vector(m, emit, name):
+    """γ or β as the [H] vector LayerNormalization takes (Keras 3 stores them as [1, 1, H])."""
+    value = m.const(name)
+    return m[name] if value.ndim == 1 else emit.const(name, value.reshape(-1))
+
+
 def rewrite(m, emit):
     x_ = m["x"]
     h = last_dim(x_)
-    g = m["gamma"] if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=x_.dtype))
-    inputs = [x_, g] + ([m["beta"]] if "beta" in m.values else [])
+    g = _vector(m, emit, "gamma") if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=x_.dtype))
+    inputs = [x_, g] + ([_vector(m, emit, "beta")] if "beta" in m.values else [])
     # Statistics in float32 (as the Cast variant computes them), or double for double inputs.
     stash = TensorProto.DOUBLE if onnx_dtype(x_) == TensorProto.DOUBLE else TensorProto.FLOAT
     return emit.LayerNormalization(*inputs, axis=-1, epsilon=float(m.const("epsilon").item()), stash_type=stash)

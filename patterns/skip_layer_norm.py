@@ -15,12 +15,13 @@ becomes the op's fourth output instead of blocking the fusion.
 
 Checks: the LayerNorm normalizes the last axis; γ, β and the bias are constant [H]
 vectors; input and skip are computed values whose batch and sequence dimensions
-trace back to the model's inputs (so neither broadcasts, as the embedding sum's
-[1, S, H] position term would); ε is the
+are one value's (the residual stream each was computed from, read back through ops
+that keep them) or trace back to the model's inputs (so neither broadcasts, as the
+embedding sum's [1, S, H] position term would); ε is the
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.engine.graph import attr, const_value, is_graph_output, rank, spans_batch_and_sequence
+from fusekit.engine.graph import attr, const_value, is_graph_output, leading_origin, rank, spans_batch_and_sequence
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
 
@@ -48,13 +49,14 @@ def check(m):
             reason = vector_reason(label, m.const(name), h)
             if reason:
                 return reason
+    same_origin = leading_origin(m["input"]) is leading_origin(m["skip"])
     for name in ("input", "skip"):
         t = m[name]
         if const_value(t) is not None:
             return f"the {name} is a constant, not a computed value"
         if rank(t) != 3:
             return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
-        if not spans_batch_and_sequence(m.graph, t, m.state.spans):
+        if not same_origin and not spans_batch_and_sequence(m.graph, t, m.state.spans):
             return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
                     "SkipLayerNormalization adds two [batch, sequence, hidden] values")
     return None

@@ -74,3 +74,61 @@ def epsilon_cast(opset=14):
     g, x = _io("eps", opset)
     g.op("Add", x, g.op("Cast", g.const("eps", 1e-5, np.float64), to=TensorProto.FLOAT), out="y")
     return g.model()
+
+
+def tensordot(opset=13, unflatten_batch_from_x=True):
+    """Keras Dense on a 3-D input as tf2onnx writes it: Reshape([-1, K]) → MatMul(W [K, 24]) →
+    Reshape(Cast(Concat(Gather(Cast(Shape(x), int32), [0, 1]), [24]), int64)), then a bias and
+    the residual's LayerNorm-free sum with x's own projection (so the flatten is shared)."""
+    g, x = _io("dense", opset)
+    g.outputs.clear()
+    g.output("y", shape=["batch", "seq", 24])
+    rng = np.random.RandomState(1)
+    flat = g.op("Reshape", x, g.const("flat", [-1, 16], np.int64))
+    source = x if unflatten_batch_from_x else g.input("other", shape=["batch", "seq", 16])
+    shape = g.op("Cast", g.op("Shape", source), to=TensorProto.INT32)
+    leading = g.op("Gather", shape, g.const("free", [0, 1], np.int32), axis=0)
+    target = g.op("Cast", g.op("Concat", leading, g.const("n", [24], np.int32), axis=0), to=TensorProto.INT64)
+    one = g.op("Reshape", g.op("MatMul", flat, g.const("w1", rng.randn(16, 24))), target)
+    two = g.op("Reshape", g.op("MatMul", flat, g.const("w2", rng.randn(16, 24))), target)
+    g.op("Add", one, two, out="y")
+    return g.model()
+
+
+def ln_keras3(opset=18):
+    """Keras 3 / keras-hub LayerNorm: y = x·g + (−mean·g + β), γ and β stored as [1, 1, H]."""
+    g, x = _io("ln", opset)
+    gamma, beta = _gamma_beta()
+    mean = g.mean(x)
+    d = g.op("Sub", x, mean)
+    var = g.mean(g.op("Mul", d, d))
+    r = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const("eps", KERAS_EPS))))
+    s = g.op("Mul", r, g.const("gamma", gamma.reshape(1, 1, -1)))
+    shift = g.op("Add", g.op("Mul", g.op("Neg", mean), s), g.const("beta", beta.reshape(1, 1, -1)))
+    g.op("Add", g.op("Mul", x, s), shift, out="y")
+    return g.model()
+
+
+def negated_integer(opset=14):
+    """Near miss: (−m)·g + b on integers, where the rule is not asked to hold."""
+    g = Graph("neg", opset)
+    m = g.input("m", shape=[4], elem=TensorProto.INT64)
+    g.output("y", shape=[4], elem=TensorProto.INT64)
+    g.op("Add", g.op("Mul", g.op("Neg", m), g.const("g", [2, 3, 4, 5], np.int64)), g.const("b", [1, 1, 1, 1], np.int64),
+         out="y")
+    return g.model()
+
+
+def noop_casts(opset=14):
+    """Casts that change nothing, inside an erf GELU: x → Cast(float) → GELU → Cast(float) → y,
+    beside a Cast to float16 that does change the type (kept)."""
+    g, x = _io("gelu", opset)
+    g.outputs.clear()
+    g.output("y")
+    g.output("half", elem=TensorProto.FLOAT16)
+    v = g.op("Cast", x, to=TensorProto.FLOAT)
+    erf = g.op("Erf", g.op("Div", v, g.const("sqrt2", 1.4142135)))
+    gelu = g.op("Mul", g.op("Mul", v, g.const("half", 0.5)), g.op("Add", erf, g.const("one", 1.0)))
+    g.op("Cast", gelu, to=TensorProto.FLOAT, out="y")
+    g.op("Cast", x, to=TensorProto.FLOAT16, out="half")
+    return g.model()

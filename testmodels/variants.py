@@ -357,13 +357,16 @@ def ln_inner_graph_output(opset=14):
 
 
 def ln_gamma_wrong_shape(opset=14):
-    """gamma is [1, 16] instead of 1-D [16]."""
-    g, x = _io("ln", opset)
+    """gamma is [1, 1, 1, 16]: one dimension more than the input, so the output has rank 4
+    ([1, 16] or [1, 1, 16] would broadcast as [16] does)."""
+    g = Graph("ln", opset)
+    g.output("y", shape=[1] + X_SHAPE)
+    x = g.input("x")
     gamma, beta = _gamma_beta()
     d = g.op("Sub", x, g.mean(x))
     var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
     n = g.op("Div", d, g.op("Sqrt", g.op("Add", var, g.const("eps", BERT_EPS))))
-    g.op("Add", g.op("Mul", n, g.const("gamma", gamma.reshape(1, HIDDEN))),
+    g.op("Add", g.op("Mul", n, g.const("gamma", gamma.reshape(1, 1, 1, HIDDEN))),
          g.const("beta", beta), out="y")
     return g.model()
 

@@ -44,3 +44,60 @@ def test_global_average_pool_near_misses():
         assert "GlobalAveragePool" in ops(fused) and not report.canonical
         (miss,) = report.misses
         assert miss.fusion == "MeanAsGlobalAveragePool" and reason in miss.reason, miss
+
+
+def test_tensordot_becomes_one_matmul_on_the_3d_input():
+    model = C.tensordot()
+    fused, report = rule_only(model, "DenseAsTensordot")
+    assert report.canonical == {"DenseAsTensordot": 2}
+    assert ops(fused) == {"MatMul", "Add"}  # the shared flatten and the shape chain died with them
+    matmuls = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    assert all(n.input[0] == "x" for n in matmuls)
+    records = [f for f in report.rewrites if f.rules == ["DenseAsTensordot"]]
+    assert {op for f in records for _, op in f.replaced} == {"MatMul", "Reshape"}
+    assert fusekit.verify(model, fused).ok
+
+
+def test_tensordot_near_miss_when_the_unflatten_reads_another_value():
+    fused, report = fusekit.optimize(C.tensordot(unflatten_batch_from_x=False), target="ort", verify=False)
+    assert not report.canonical.get("DenseAsTensordot")
+    misses = [m for m in report.misses if m.fusion == "DenseAsTensordot"]
+    assert misses and "is not the input's batch and sequence" in misses[0].reason, misses
+
+
+def test_keras3_layer_norm_shift_and_gamma_shape_fuse():
+    model = C.ln_keras3()
+    fused, report = fusekit.optimize(model, target="onnx")
+    assert report.counts == {"LayerNorm": 1} and report.canonical == {"SubAsNegatedProduct": 1}, report.summary()
+    assert ops(fused) == {"LayerNormalization"} and report.verification.ok
+    (node,) = fused.graph.node
+    gamma = next(t for t in fused.graph.initializer if t.name == node.input[1])
+    assert list(gamma.dims) == [16]
+
+
+def test_negated_product_rewrites_exactly():
+    model = C.ln_keras3()
+    fused, report = rule_only(model, "SubAsNegatedProduct")
+    assert "Neg" not in ops(fused) and "Sub" in ops(fused)
+    result = fusekit.verify(model, fused, atol=0.0, rtol=0.0)
+    assert result.ok, result.summary()  # bit for bit
+
+
+def test_negated_product_near_miss_on_integers():
+    fused, report = fusekit.optimize(C.negated_integer(), target="ort", verify=False)
+    assert "Neg" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "SubAsNegatedProduct"]
+    assert "not a floating type" in miss.reason
+
+
+def test_noop_casts_are_bypassed_and_the_gelu_fuses():
+    model = C.noop_casts()
+    fused, report = fusekit.optimize(model, target="ort")
+    assert report.counts == {"Gelu": 1}, report.summary()
+    # the Cast writing the output 'y' keeps its name; the one that changes the type stays
+    casts = [n for n in fused.graph.node if n.op_type == "Cast"]
+    assert sorted(n.output[0] for n in casts) == ["half", "y"]
+    assert report.canonical == {"NoOpCast": 1}
+    (miss,) = [m for m in report.misses if m.fusion == "NoOpCast"]  # the float16 Cast is none
+    assert miss.anchor == "gelu/Cast_1" and "its output 'y' is a graph output" in miss.reason
+    assert report.verification.ok

@@ -53,7 +53,7 @@ NEAR_MISSES = {
     "ln_axis_not_last": "reduces over axis 1, not the last axis",
     "ln_inner_used_elsewhere": "is also used by Add",
     "ln_inner_graph_output": "'std' (from Sqrt) is also a graph output",
-    "ln_gamma_wrong_shape": "γ has shape [1, 16], expected [16]",
+    "ln_gamma_wrong_shape": "γ has shape [1, 1, 1, 16], expected [16]",
 }
 
 

@@ -219,6 +219,43 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     return result
 
 
+def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
+    """The value whose first two dimensions ``tensor`` provably has: followed back through ops that
+    keep the leading dimensions of their one computed input (a bias or scale vector broadcasts
+    into it, never over it). Two values with the same origin cannot broadcast against each
+    other in those dimensions, whatever they are."""
+    for _ in range(256):
+        node = producer(tensor)
+        if node is None or node.domain not in (None, "", "com.microsoft"):
+            return tensor
+        if node.op in _ELEMENTWISE:
+            computed = [t for t in node.inputs if not _is_vector_constant(t)]
+            if len(computed) != 1 or len(computed) == len(node.inputs):
+                return tensor
+            tensor = computed[0]
+        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "CumSum"):
+            tensor = node.inputs[0]
+        elif node.op == "MatMul" and rank(node.inputs[1]) == 2:
+            tensor = node.inputs[0]
+        elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
+            from .shapes import entries
+            target = entries(node.inputs[1]) or []
+            if len(target) < 2 or not all(isinstance(e, DimOf) and e.index == i for i, e in enumerate(target[:2])) \
+                    or target[0].tensor is not target[1].tensor:
+                return tensor
+            tensor = target[0].tensor
+        else:
+            return tensor
+    return tensor
+
+
+def _is_vector_constant(tensor: gs.Tensor) -> bool:
+    """A constant of at most one dimension (reading its shape, not its values)."""
+    node = producer(tensor)
+    constant = isinstance(tensor, gs.Constant) or (node is not None and node.op == "Constant")
+    return constant and tensor.shape is not None and len(tensor.shape) <= 1
+
+
 def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     """A model input (ids [B, S], or hidden states [B, S, H]) whose first two dimensions
     are those of every other such input."""

@@ -87,7 +87,8 @@ def sweep(graph: gs.Graph, fusion: Fusion, state: RunState, misses: dict[tuple[s
             nearest = closest(nearest, result)
         else:
             # an inlined body is fusekit's output, not the model's: no near miss there
-            if nearest is not None and node not in state.lowered and _reached(fusion.signature, nearest):
+            reported = fusion.near_miss or (lambda miss: _reached(fusion.signature, miss))
+            if nearest is not None and node not in state.lowered and reported(nearest):
                 misses[(fusion.name, node.name)] = nearest
     if len(gone):
         graph.nodes = [n for n in graph.nodes if n not in gone]

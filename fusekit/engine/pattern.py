@@ -226,6 +226,9 @@ class Fusion:
     # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
     # "MatMul+DequantizeLinear" asks for both.
     signature: frozenset[str] = frozenset()
+    # Which refused candidates are near misses, when reaching the signature does not say it
+    # (a Cast that changes the type is no candidate for removing a no-op Cast).
+    near_miss: Callable[..., bool] | None = None
     # Bound nodes whose outputs may still be used outside the match; the rewrite must
     # then replace them too (SkipLayerNormalization hands on the residual sum).
     exports: tuple[str, ...] = ()

@@ -183,6 +183,36 @@ def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
     return _Fact(np.asarray(result, dtype=values[0].dtype), values[0].dtype)
 
 
+def entries(tensor: gs.Tensor) -> list | None:
+    """What a shape vector (a Reshape target) holds, entry by entry: an int, or a ``DimOf`` where a
+    dimension is read at run time; None when it is built some other way. Reads through the Casts,
+    Gathers, Slices and Concats exporters build it with."""
+    fact = _fact_of(tensor, IdentityMap(), 0)
+    if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
+        return None
+    return [e if isinstance(e, DimOf) else int(e) for e in fact.array]
+
+
+def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
+    if tensor in memo:
+        return memo[tensor]
+    vector = tensor.shape is None or len(tensor.shape) <= 1  # shape values are vectors and scalars
+    value = const_value(tensor) if vector else None
+    node = producer(tensor)
+    if value is not None:
+        fact = _Fact(value, value.dtype)
+    elif node is None or node.op not in _FOLDS or node.domain or depth > 32 or not vector:
+        fact = None
+    else:
+        args = [] if node.op == "Shape" else [_fact_of(t, memo, depth + 1) if t.name else None for t in node.inputs]
+        try:
+            fact = _evaluate(node, args)
+        except (ValueError, IndexError, TypeError):
+            fact = None
+    memo[tensor] = fact
+    return fact
+
+
 _FOLDS = {"Shape", "Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "ReduceProd", "Add",
           "Sub", "Mul", "Div", "Sqrt", "Reciprocal"}
 

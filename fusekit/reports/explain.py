@@ -7,7 +7,9 @@ stopped and the reason. Candidates are grouped by encoder layer (see
 ``fusekit.reports.layers``), so a fusion that fired in 11 of 12 layers reads as
 ``Attention: 11 of 12 layers fused; layer 7: …``.
 
-A node fused by an earlier fusekit run (its provenance is in the model) is listed
+What canonicalization rewrote first is counted per rule (``canonical``) and named on the
+fused candidate that took it (``rules``); a rule's near miss (``fusion`` is the rule's
+name) is listed with the others. A node fused by an earlier fusekit run (its provenance is in the model) is listed
 as ``earlier``. A composed node counts for each fusion in its steps: a BiasGelu
 made from a Gelu counts as a Gelu and as a BiasGelu.
 
@@ -20,11 +22,11 @@ JSON (``--json``), schema ``fusekit.explain/1``::
                   "layers_missed": [int], "layers_without_candidate": [int],
                   "outside": {"fused": int, "missed": int}, "summary": str}],
      "candidates": [{"fusion": str, "status": "fused" | "missed" | "earlier", "layer": int | null,
-                     "node": str, "op": str, "variant": str,
-                     "steps": [str], "replaced": [{"name": str, "op": str}], "constants": {name: value},
+                     "node": str, "op": str, "variant": str, "steps": [str], "rules": [str],
+                     "replaced": [{"name": str, "op": str}], "constants": {name: value},
                      "matched": int | null, "total": int | null, "at": str | null, "at_op": str | null,
                      "reason": str | null, "complete": bool, "nodes": [{"name": str, "op": str}]}],
-     "notes": [str]}
+     "canonical": {rule: int}, "notes": [str]}
 
 For a fused candidate ``node``/``op`` are the fused node; ``replaced`` the original
 nodes it stands for. For a missed one they are the anchor the match started from,
@@ -63,6 +65,7 @@ class Candidate:
     replaced: list[tuple[str, str]] = field(default_factory=list)
     constants: dict = field(default_factory=dict)
     miss: Miss | None = None
+    rules: list[str] = field(default_factory=list)  # canonicalization rules that rewrote part of it first
 
     def counts_for(self, fusion: str) -> bool:
         return fusion == self.fusion or fusion in self.steps
@@ -70,7 +73,9 @@ class Candidate:
     def describe(self) -> str:
         if self.miss is None:
             made = "→".join(self.steps) if len(self.steps) > 1 else self.fusion
-            return f"{made}/{self.variant}: {self.op} '{self.node}' replaced {len(self.replaced)} nodes"
+            first = ", ".join(f"{r} {n}" if n > 1 else r for r, n in Counter(self.rules).items())
+            first = f" (canonicalized first: {first})" if first else ""
+            return f"{made}/{self.variant}: {self.op} '{self.node}' replaced {len(self.replaced)} nodes{first}"
         m = self.miss
         where = f"stopped at '{m.at}'" if m.at else "stopped"
         return f"matched {m.matched}/{m.total} nodes ({m.variant}), {where}: {m.reason}"
@@ -78,7 +83,7 @@ class Candidate:
     def to_dict(self) -> dict:
         m = self.miss
         return {"fusion": self.fusion, "status": self.status, "layer": self.layer, "node": self.node, "op": self.op,
-                "variant": self.variant, "steps": self.steps,
+                "variant": self.variant, "steps": self.steps, "rules": self.rules,
                 "replaced": [{"name": n, "op": o} for n, o in self.replaced], "constants": self.constants,
                 "matched": m and m.matched, "total": m and m.total, "at": m and m.at, "at_op": m and m.at_op,
                 "reason": m and m.reason, "complete": bool(m and m.complete),
@@ -96,6 +101,7 @@ class Explanation:
     fusion: str | None = None
     layer: int | None = None
     notes: list[str] = field(default_factory=list)
+    canonical: Counter = field(default_factory=Counter)  # canonicalization rewrites, per rule
 
     def shown(self) -> list[Candidate]:
         """The candidates the filters select."""
@@ -145,7 +151,7 @@ class Explanation:
                 "filter": {"fusion": self.fusion, "layer": self.layer},
                 "fusions": [self.per_fusion(f) for f in self.fusions()],
                 "candidates": [c.to_dict() for c in self.shown()],
-                "notes": self.notes}
+                "canonical": dict(self.canonical), "notes": self.notes}
 
     def summary(self) -> str:
         counts = Counter(f for c in self.candidates if c.status != "missed" for f in (c.steps or [c.fusion]))
@@ -153,6 +159,8 @@ class Explanation:
         fused = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing"
         lines = [f"{self.model}: {self.layers.describe()}; target {self.target}",
                  f"fused: {fused}; near misses: {misses}"]
+        if self.canonical:
+            lines.append("canonicalized: " + ", ".join(f"{k} {v}" for k, v in sorted(self.canonical.items())))
         lines += [self.per_fusion(f)["summary"] for f in self.fusions()]
         if self.layers.count and self.fusions():
             lines += ["per layer (✓ fused, ✗ near miss):"] + self._table()
@@ -199,13 +207,13 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
     position = {flow.names[i]: k for k, i in enumerate(flow.order)}
     candidates = _earlier(original, flow, where)
     candidates += [Candidate(f.fusion, "fused", f.node, f.op, where.get(f.node), f.variant, f.steps, f.replaced,
-                             f.constants) for f in report.fused]
+                             f.constants, rules=f.rules) for f in report.fused]
     candidates += [Candidate(m.fusion, "missed", m.anchor, m.anchor_op, where.get(m.anchor), m.variant, miss=m)
                    for m in report.misses]
     candidates.sort(key=lambda c: position.get(c.node, len(position)))  # in graph order
     label = "<model>" if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
     return Explanation(label, target, layers, candidates, Dataflow(original.graph), flow, fusion, layer,
-                       list(report.notes))
+                       list(report.notes), report.canonical)
 
 
 def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Candidate]:
