@@ -63,7 +63,8 @@ Attention (opset 23) on one packed projection, the bias added to its float mask;
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import DimOf, shape_entries
+from fusekit.engine import shapes
+from fusekit.engine.graph import DimOf
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
                                   key_pattern, position_bias)
@@ -131,22 +132,28 @@ probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
               remasked, tag="nan_guard", present="nan_guard")
 context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True)),
                 op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
-merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True))
+merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True),
+                    _bind="merge")
 
 
-def _keeps_batch_and_sequence(entries) -> bool:
-    """The first two entries of a reshape target keep (batch, sequence) where they are."""
+def _keeps_batch_and_sequence(entries, source) -> bool:
+    """The first two entries of a reshape target keep ``source``'s (batch, sequence) where they
+    are: 0 (copy), the dimension read at run time, or the static size it has."""
+    dims = source.shape or []
+
     def same(entry, axis):
-        return entry == 0 or (isinstance(entry, DimOf) and entry.index == axis)
+        if isinstance(entry, DimOf):
+            return entry.index == axis
+        return entry == 0 or (len(dims) > axis and isinstance(dims[axis], int) and 0 < dims[axis] == entry)
     return same(entries[0], 0) and (same(entries[1], 1) or entries[1] == -1)
 
 
 def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
-    entries = shape_entries(m[f"{name}_shape"])
+    entries = shapes.entries(m[f"{name}_shape"])
     what = f"the {name.upper()} head split"
     if entries is None or len(entries) != 4:
         return f"{what} is not a 4-D shape fusekit can read"
-    if not _keeps_batch_and_sequence(entries):
+    if not _keeps_batch_and_sequence(entries, m.node(f"{name}_split").inputs[0]):
         return f"{what} {entries} does not keep batch and sequence in place"
     heads, size = entries[2], entries[3]
     if isinstance(heads, DimOf) or isinstance(size, DimOf) or [entries[1], heads, size].count(-1) > 1:
@@ -159,8 +166,8 @@ def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
 
 
 def _merge_reason(m, width: int) -> str | None:
-    entries = shape_entries(m["merge_shape"])
-    if entries is None or len(entries) != 3 or not _keeps_batch_and_sequence(entries):
+    entries = shapes.entries(m["merge_shape"])
+    if entries is None or len(entries) != 3 or not _keeps_batch_and_sequence(entries, m.node("merge").inputs[0]):
         return f"the head merge {entries} is not a (batch, sequence, {width}) reshape fusekit can read"
     if entries[2] not in (width, -1) or (entries[2] == -1 and entries[1] == -1):
         return f"the head merge {entries} does not give the width {width}"
@@ -169,7 +176,7 @@ def _merge_reason(m, width: int) -> str | None:
 
 def _noop_reason(m, heads: int, size: int) -> str | None:
     """The sdpa export's Reshape between ·V and the merge must change nothing."""
-    entries = shape_entries(m["unsplit_shape"])
+    entries = shapes.entries(m["unsplit_shape"])
     same_shape = IdentitySet(m.node(n).outputs[0] for n in ("q", "v", "context"))
     if entries is None or len(entries) != 4:
         return "the reshape after ·V is not a 4-D shape fusekit can read"
@@ -189,7 +196,7 @@ def _same_shape_dim(m, entry, axis: int) -> bool:
 
 def _k_transpose_reason(m, heads: int, size: int) -> str | None:
     """The dynamo 3-D detour must be exactly [B·N, S, h] → [B·N, h, S] → [B, N, h, S]."""
-    flat, unflat = shape_entries(m["k_flat"]), shape_entries(m["k_unflat"])
+    flat, unflat = shapes.entries(m["k_flat"]), shapes.entries(m["k_unflat"])
     ok_flat = flat is not None and len(flat) == 3 and flat[0] == -1 and _same_shape_dim(m, flat[1], 2) \
         and (flat[2] == size or _same_shape_dim(m, flat[2], 3))
     ok_unflat = unflat is not None and len(unflat) == 4 and _same_shape_dim(m, unflat[0], 0) \

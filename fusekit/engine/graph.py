@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from .state import IdentityMap
@@ -110,9 +109,8 @@ def shape_entries(tensor: gs.Tensor) -> list | None:
     """What a shape tensor (a Reshape target) holds, entry by entry.
 
     Each entry is an int (a constant, 0 and -1 included) or a :class:`DimOf` for the
-    ``Unsqueeze(Gather(Shape(t), i))`` pieces exporters concatenate, read through Slices of
-    a shape and integer Casts (tf2onnx computes shapes in int32); ``None`` when the shape is
-    built some other way.
+    ``Unsqueeze(Gather(Shape(t), i))`` pieces exporters concatenate; ``None`` when the
+    shape is built some other way.
     """
     value = const_value(tensor)
     if value is not None:
@@ -141,10 +139,8 @@ def shape_entries(tensor: gs.Tensor) -> list | None:
         return None if value is None else [int(v) for v in np.atleast_1d(value)]
     if node.op == "Shape":
         return _dims_of(node.inputs[0], node.attrs.get("start", 0), node.attrs.get("end"))
-    if node.op == "Cast" and _is_integer(node.inputs[0]) \
-            and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]), np.integer):
-        return shape_entries(node.inputs[0])  # tf2onnx: shapes in int32, cast back; sizes fit in either
-    if node.op == "Slice" and producer(node.inputs[0]) is not None and len(node.inputs) in (3, 4):
+    if node.op == "Slice" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape" \
+            and len(node.inputs) in (3, 4):
         starts, ends = const_value(node.inputs[1]), const_value(node.inputs[2])
         axes = const_value(node.inputs[3]) if len(node.inputs) == 4 else np.zeros(1)
         if starts is None or ends is None or axes is None or starts.size != 1 or int(axes.ravel()[0]) != 0:
@@ -152,13 +148,6 @@ def shape_entries(tensor: gs.Tensor) -> list | None:
         full = shape_entries(node.inputs[0])
         return None if full is None else full[_clamp(starts.item(), len(full)):_clamp(ends.item(), len(full))]
     return None
-
-
-def _is_integer(tensor: gs.Tensor) -> bool:
-    node = producer(tensor)
-    if node is not None and node.op == "Shape":
-        return True
-    return tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
 
 
 def _clamp(index: int, size: int) -> int:

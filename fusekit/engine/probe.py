@@ -160,6 +160,15 @@ def _sized(t: gs.Tensor, batch: int, seq: int) -> tuple | None:
     return (batch, seq, *rest)
 
 
+def _probe_shapes(inputs: list[gs.Tensor]) -> list[tuple[int, int]]:
+    """``PROBE_SHAPES``, with the batch size or length the inputs fix where they fix one."""
+    def fixed(axis):
+        return next((t.shape[axis] for t in inputs if isinstance(t.shape[axis], (int, np.integer))
+                     and t.shape[axis] > 0), None)
+    batch, seq = fixed(0), fixed(1)
+    return list(dict.fromkeys((batch or b, seq or s) for b, s in PROBE_SHAPES))
+
+
 def _dtype(t: gs.Tensor):
     return np.dtype(t.dtype) if t.dtype is not None else np.dtype(np.int64)
 
@@ -202,7 +211,7 @@ def _key_pattern(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> KeyPa
 
 def _probe_keys(sub: _Subgraph, mask_input: gs.Tensor, rng, heads: int) -> KeyPattern | str:
     kept, padded = set(), set()
-    for batch, seq in PROBE_SHAPES:
+    for batch, seq in _probe_shapes(sub.inputs):
         for mask in _probe_masks(rng, batch, seq):
             feeds = {t.name: (mask if t is mask_input else np.zeros(_sized(t, batch, seq))).astype(_dtype(t))
                      for t in sub.inputs}
@@ -263,7 +272,7 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
         return constant if isinstance(constant, str) else _constant_bias(value, constant, heads)
     rng = np.random.default_rng(1)
     zero = True
-    for batch, seq in PROBE_SHAPES:
+    for batch, seq in _probe_shapes(sub.inputs):
         first = None
         for trial in range(3):
             feeds = {t.name: _token_values(rng, t, batch, seq, trial) for t in sub.inputs}
