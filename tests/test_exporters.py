@@ -58,7 +58,9 @@ def test_the_manifest_describes_every_committed_model():
 # and a second length.
 OPTIMUM = [f"{family}_optimum_{option}.onnx" for family in ("bert", "roberta", "distilbert", "albert")
            for option in ("default", "opset14", "O1", "fp16")]  # the scale folded from Shape(Q)
-ATTENTION_EVERY_LAYER = sorted(OPTIMUM + [
+HF_TF = [f"hftf-{family}_tf2onnx_{opset}.onnx" for family in ("bert", "roberta", "distilbert")
+         for opset in (13, 18)]  # tensordot projections, canonicalized into MatMul
+ATTENTION_EVERY_LAYER = sorted(OPTIMUM + HF_TF + [
     "bert_optimum_default_fp16ort.onnx", "bert_optimum_default_fp16ort_keepio.onnx",
     "bert_ts14_eager_fp16occ.onnx", "bert_ts14_eager_fp16occ_keepio.onnx", "bert_ts14_eager_fp16ort.onnx",
     "bert_ts14_eager_fp16ort_keepio.onnx",
