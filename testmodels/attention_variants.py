@@ -15,7 +15,7 @@ HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
          "ones_computed", "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
-         "remask_only", "where_reads_scores")
+         "remask_only", "where_reads_scores", "bias_from_sep_ids")
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
 
 
@@ -106,6 +106,14 @@ def _masked(g, scores, mask):
         with_bias = g.op("Add", scores, _position_bias(g))
         padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
         return g.op("Add", with_bias, g.op("Mul", padded, g.const("fill", -10000.0)))
+    if mask == "bias_from_sep_ids":  # depends on whether a token is id 7 (an ids that also index a 10-row table)
+        lookup = g.op("Gather", g.const("table", np.zeros((10, 1))), "input_ids", axis=0)  # [B, S, 1] zeros
+        sep = g.op("Cast", g.op("Equal", "input_ids", g.const("sep", 7, np.int64)), to=TensorProto.FLOAT)
+        flag = g.op("Add", g.op("Unsqueeze", sep, g.const("axes2", [2], np.int64)), lookup)  # [B, S, 1]
+        rows = g.op("Unsqueeze", flag, g.const("axis1", [1], np.int64))  # [B, 1, S, 1]
+        cols = g.op("Unsqueeze", g.op("Squeeze", flag, g.const("axis2", [2], np.int64)),
+                    g.const("axes12", [1, 2], np.int64))  # [B, 1, 1, S]
+        return g.op("Add", scores, g.op("Mul", rows, cols))
     if mask == "bias_from_ids":  # depends on token values: no position bias
         ids = g.op("Cast", "input_ids", to=TensorProto.FLOAT)
         rows = g.op("Unsqueeze", ids, g.const("axes13", [1, 3], np.int64))
@@ -121,7 +129,7 @@ def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False):
     x = g.input("x", ["batch", seq, HIDDEN])
     if mask != "none":
         g.input("attention_mask", ["batch", seq], TensorProto.INT64)
-    if mask == "bias_from_ids":
+    if mask in ("bias_from_ids", "bias_from_sep_ids"):
         g.input("input_ids", ["batch", seq], TensorProto.INT64)
     g.output("y", ["batch", seq, HIDDEN])
     root = np.float32(1 / np.sqrt(SIZE))

@@ -208,6 +208,8 @@ def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
     ("bias_from_ids", "nor a position bias (the bias changes with the values of 'input_ids', not only with their sizes)"),
     ("select_fill_at_kept_keys", "the fill added beside the selected scores is not 0 at the kept keys of input "
                                  "'attention_mask' and one large negative number at the padded ones"),
+    # ids are probed inside the table they index, not only as 0/1
+    ("bias_from_sep_ids", "nor a position bias (the bias changes with the values of 'input_ids'"),
     ("where_reads_scores", "the mask reads the values of the scores (Greater "),
     ("remask_only", "the probabilities are masked by input 'attention_mask' after the Softmax, but the scores are "
                     "not masked by it before"),

@@ -29,7 +29,7 @@ is refused.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -72,6 +72,7 @@ class _Subgraph:
     session: ort.InferenceSession | None  # None: the value is a constant
     inputs: list[gs.Tensor]  # the model inputs it reads
     scores: gs.Tensor | None  # the attention scores it reads, when it does
+    rows: dict[str, int] = field(default_factory=dict)  # integer inputs: the rows of the tables they index
 
 
 def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet) -> tuple[list[gs.Node], list[gs.Tensor]] | str:
@@ -132,7 +133,19 @@ def _subgraph(graph: gs.Graph, value: gs.Tensor, scores: gs.Tensor | None) -> _S
         session = _session(graph, nodes, inputs + ([given] if given is not None else []), value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
         return f"the mask subgraph cannot be evaluated ({str(e).splitlines()[0][:120]})"
-    return _Subgraph(session, inputs, given)
+    return _Subgraph(session, inputs, given, _table_rows(nodes, inputs))
+
+
+def _table_rows(nodes, inputs) -> dict[str, int]:
+    """For each input that indexes constant tables (token ids into embeddings), the fewest rows
+    one has: ids below it are valid everywhere."""
+    rows = {}
+    for node in nodes:
+        table = const_value(node.inputs[0]) if node.op == "Gather" and node.attrs.get("axis", 0) == 0 else None
+        index = node.inputs[1] if node.op == "Gather" else None
+        if table is not None and table.ndim >= 1 and any(index is t for t in inputs):
+            rows[index.name] = min(rows.get(index.name, table.shape[0]), table.shape[0])
+    return rows
 
 
 def _cached(cache: dict, key, compute):
@@ -274,8 +287,8 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
     zero = True
     for batch, seq in _probe_shapes(sub.inputs):
         first = None
-        for trial in range(3):
-            feeds = {t.name: _token_values(rng, t, batch, seq, trial) for t in sub.inputs}
+        for trial in range(4):
+            feeds = {t.name: _token_values(rng, t, batch, seq, trial, sub.rows.get(t.name, 2)) for t in sub.inputs}
             b = _run(sub, feeds, batch, seq, heads)
             if isinstance(b, str):
                 return b
@@ -293,13 +306,14 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
     return PositionBias(value, zero)
 
 
-def _token_values(rng, t: gs.Tensor, batch: int, seq: int, trial: int) -> np.ndarray:
-    """A feed for probing a bias: all ones, then random 0/1 (every index stays inside any
-    table), or random floats; each row keeps its first token."""
+def _token_values(rng, t: gs.Tensor, batch: int, seq: int, trial: int, rows: int) -> np.ndarray:
+    """A feed for probing a bias: all ones, random 0/1 (a mask, or the usual padding ids), then
+    random ids below ``rows`` (inside every table they index); or random floats. Each row
+    keeps its first token."""
     dtype, shape = _dtype(t), _sized(t, batch, seq)
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
-    values = np.ones(shape, np.int64) if trial == 0 else rng.integers(0, 2, shape)
+    values = np.ones(shape, np.int64) if trial == 0 else rng.integers(0, 2 if trial < 3 else max(rows, 2), shape)
     values[:, 0] = 1
     return values.astype(dtype)
 
