@@ -101,6 +101,8 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
                             f"and converting from opset {current} failed ({first})")
         return skel, graph, canonical, [f for f in fusions if f.name not in wanted]
     report.notes.append(f"raised the opset {current} → {opset} for the {target} form of {', '.join(wanted)}")
+    del graph, canonical
+    gc.collect()  # the first graph's node/tensor cycles hold what its matches loaded until collected
     graph = _import(converted, weights)  # the converted model's own canonical form
     return converted, graph, _canonicalize(graph, rules, target, opset), fusions
 

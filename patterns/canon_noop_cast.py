@@ -1,4 +1,4 @@
-"""A Cast to the type its input already has changes nothing, and is bypassed.
+"""A float Cast to the type its input already has changes nothing, and is bypassed.
 
 Float16 converters and mixed-precision exports leave ``Cast(to=float)`` on values that
 are already float (inside a GELU, around a LayerNorm's statistics)::
@@ -13,7 +13,7 @@ from onnx import helper
 from fusekit.engine.graph import is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import onnx_dtype
+from ._common import is_float, onnx_dtype
 
 def same_type(to, node):
     """Attribute predicate: the Cast is to its input's own type (known)."""
@@ -21,7 +21,10 @@ def same_type(to, node):
     if x.dtype is None:
         return "the input's type is unknown"
     have = onnx_dtype(x)
-    return None if have == to else f"casts {helper.tensor_dtype_to_string(have)} to {helper.tensor_dtype_to_string(to)}"
+    if have != to:
+        return f"casts {helper.tensor_dtype_to_string(have)} to {helper.tensor_dtype_to_string(to)}"
+    # integer and bool Casts stay: they build masks and shapes, which other checks read as written
+    return None if is_float(x) else f"casts {helper.tensor_dtype_to_string(have)}, not a floating type"
 
 
 cast = op.Cast(Var("x", "the input"), to=same_type)

@@ -11,7 +11,11 @@ hand-written models::
   the same pattern also takes, each recorded as a tag of the match:
     Mul(d, d) in place of Pow(d, 2)                     mul_square
     d · Reciprocal(std) in place of d / std             reciprocal
-    Cast(x → float32) … Cast(back) around the statistics  cast   (mixed-precision exports)
+    Cast(x → float32) before the statistics             cast          (mixed-precision exports)
+    Cast(x − mean → float32), mean and Sub in float16   cast_centered (ONNX Runtime's float16 tests)
+    Cast(back) after the normalization, before γ, β     cast_back     (with either, or alone after
+                                                                       float32 statistics)
+    Cast(2 → float16) as the Pow exponent               cast_exponent
     x - mean computed by two Sub nodes                  (no label: both must compute x - mean)
     no Mul(γ), or no Add(β) (but not neither)           no_gamma / no_beta
 
@@ -26,7 +30,7 @@ carried over exactly; γ and β of the normalized size, 1-D or [1, …, 1, H] of
 rank than the input (Keras 3), which broadcasts alike; a float input.
 """
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
@@ -48,14 +52,16 @@ def _pytorch():
     mu = mean(xs)
 
     def centered():  # a new object each time: exporters may compute x - mean twice
-        return op.Sub(xs, mu)
+        return maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), op.Sub(xs, mu), tag="cast_centered",
+                     present="cast_centered")
 
     d = centered()
-    variance = mean(either(op.Pow(centered(), exactly(2.0)), op.Mul(d, d), tag="square", labels=("", "mul_square")))
+    two = either(exactly(2.0), op.Cast(exactly(2.0)), tag="two", labels=("", "cast_exponent"))
+    variance = mean(either(op.Pow(centered(), two), op.Mul(d, d), tag="square", labels=("", "mul_square")))
     std = op.Sqrt(op.Add(variance, epsilon))
     normalized = either(op.Div(centered(), std), op.Mul(centered(), op.Reciprocal(std)),
                         tag="reciprocal", labels=("", "reciprocal"))
-    normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast", present="cast")
+    normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast_back", present="cast_back")
     scaled = maybe(lambda v: op.Mul(v, gamma), normalized, tag="gamma", absent="no_gamma")
     return either(op.Add(scaled, beta), op.Mul(normalized, gamma), tag="beta", labels=("", "no_beta"))
 
@@ -84,25 +90,66 @@ def check(m):
             reason = vector_reason({"gamma": "γ", "beta": "β"}[name], value, h)
             if reason:
                 return reason
-    if m.has("cast") and m.node("cast_back").attrs.get("to") != onnx_dtype(m["x"]):
+    return _types_reason(m)
+
+
+def _types(m) -> tuple[int, int]:
+    """The element type the fused LayerNormalization runs in (its X, γ and β), and the type of
+    the result the chain hands on (a Cast after it, if any, gives that)."""
+    x_type = onnx_dtype(m["x"])
+    run = TensorProto.FLOAT if m.has("cast") and not m.has("cast_back") else x_type
+    out = m.node("cast_back").attrs.get("to") if m.has("cast_back") else run
+    return run, out
+
+
+def _types_reason(m) -> str | None:
+    """Why the Casts around the statistics cannot be carried by one LayerNormalization (None when they can).
+
+    The forms taken (float16 x): statistics in float32 after a Cast of x or of x − mean, and a
+    Cast back to float16 before γ and β — LayerNormalization computes its statistics in float32
+    (stash_type) and rounds once, to the output type; a float32 chain with a Cast to float16
+    before float16 γ and β — LayerNormalization in float32 with γ and β widened exactly, then
+    the Cast. Nothing fused may round γ or β to a narrower type.
+    """
+    x_type = onnx_dtype(m["x"])
+    if m.has("cast_centered") and not (m.has("cast_back") and m.node("cast_back").attrs.get("to") == x_type):
+        return "x − mean is cast to float32 but the normalized value is not cast back to the input's type"
+    if m.has("cast") and m.has("cast_back") and m.node("cast_back").attrs.get("to") != x_type:
         return "the Cast after the statistics does not return to the input's type"
+    run, out = _types(m)
+    if not np.issubdtype(helper.tensor_dtype_to_np_dtype(out), np.floating):
+        return f"the Cast after the statistics is to {helper.tensor_dtype_to_string(out)}, not a floating type"
+    width = np.dtype(helper.tensor_dtype_to_np_dtype(run)).itemsize
+    for name, label in (("gamma", "γ"), ("beta", "β")):
+        if name in m.consts and m.const(name).dtype.itemsize > width:
+            return (f"{label} is {m.const(name).dtype} where the normalization runs in "
+                    f"{helper.tensor_dtype_to_string(run)}: LayerNormalization wants one type for X, γ and β, "
+                    f"and rounding {label} to it is not exact")
     return None
 
 
-def _vector(m, emit, name):
-    """γ or β as the [H] vector LayerNormalization takes (Keras 3 stores them as [1, 1, H])."""
+def _vector(m, emit, name, dtype):
+    """γ or β as the [H] vector LayerNormalization takes, in its type (widened exactly where the
+    chain kept it narrower; Keras 3 stores it as [1, 1, H])."""
     value = m.const(name)
-    return m[name] if value.ndim == 1 else emit.const(name, value.reshape(-1))
+    if value.ndim == 1 and value.dtype == dtype:
+        return m[name]
+    return emit.const(name, value.reshape(-1).astype(dtype))
 
 
 def rewrite(m, emit):
     x_ = m["x"]
     h = last_dim(x_)
-    g = _vector(m, emit, "gamma") if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=x_.dtype))
-    inputs = [x_, g] + ([_vector(m, emit, "beta")] if "beta" in m.values else [])
+    run, out = _types(m)
+    dtype = helper.tensor_dtype_to_np_dtype(run)
+    if run != onnx_dtype(x_):
+        x_ = emit.Cast(x_, to=run)  # x cast to float32 and never back: the whole normalization runs in float32
+    g = _vector(m, emit, "gamma", dtype) if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=dtype))
+    inputs = [x_, g] + ([_vector(m, emit, "beta", dtype)] if "beta" in m.values else [])
     # Statistics in float32 (as the Cast variant computes them), or double for double inputs.
-    stash = TensorProto.DOUBLE if onnx_dtype(x_) == TensorProto.DOUBLE else TensorProto.FLOAT
-    return emit.LayerNormalization(*inputs, axis=-1, epsilon=float(m.const("epsilon").item()), stash_type=stash)
+    stash = TensorProto.DOUBLE if run == TensorProto.DOUBLE else TensorProto.FLOAT
+    y = emit.LayerNormalization(*inputs, axis=-1, epsilon=float(m.const("epsilon").item()), stash_type=stash)
+    return y if out == run else emit.Cast(y, to=out)
 
 
 FUSION = Fusion(

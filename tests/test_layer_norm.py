@@ -9,7 +9,7 @@ from testmodels import variants as V
 
 EXPECTED_TAGS = {
     "pytorch": "pytorch", "pytorch_opset18": "pytorch", "mul_square": "pytorch[mul_square]",
-    "reciprocal": "pytorch[reciprocal]", "sub_twice": "pytorch", "cast_fp16": "pytorch[cast]", "keras": "keras",
+    "reciprocal": "pytorch[reciprocal]", "sub_twice": "pytorch", "cast_fp16": "pytorch[cast,cast_back]", "keras": "keras",
     "no_gamma": "pytorch[no_gamma]", "no_beta": "pytorch[no_beta]", "commuted": "pytorch",
 }
 
@@ -65,4 +65,35 @@ def test_near_miss_refused_with_reason(name):
     (miss,) = [m for m in report.misses if m.fusion == "LayerNorm"]
     assert NEAR_MISSES[name] in miss.reason, miss
     assert miss.variant == "pytorch" and miss.matched >= 4
+    assert report.verification.ok
+
+
+CAST_FORMS = {"ln_fp16_cast_centered": "pytorch[cast_back,cast_centered]",
+              "ln_fp32_stats_fp16_affine": "pytorch[cast_back]",
+              "ln_fp16_cast_exponent": "pytorch[cast_exponent]"}
+
+
+@pytest.mark.parametrize("target", fusekit.TARGETS)
+@pytest.mark.parametrize("name", sorted(CAST_FORMS))
+def test_float16_cast_placements_fuse_and_verify(name, target):
+    from testmodels import canonical as C
+    model = getattr(C, name)()
+    fused, report = fusekit.optimize(model, target=target)
+    assert report.counts == {"LayerNorm": 1}, report.summary()
+    assert report.fused[0].variant == CAST_FORMS[name]
+    assert report.verification.ok, report.verification.summary()
+    (ln,) = [n for n in fused.graph.node if n.op_type == "LayerNormalization"]
+    # one type for X, γ and β; a float32 normalization hands on float16 through one Cast
+    assert {t.data_type for t in fused.graph.initializer if t.name in ln.input[1:]} == \
+           ({onnx.TensorProto.FLOAT} if name == "ln_fp32_stats_fp16_affine" else {onnx.TensorProto.FLOAT16})
+    assert ops(fused) == ({"LayerNormalization", "Cast"} if name == "ln_fp32_stats_fp16_affine"
+                          else {"LayerNormalization"})
+
+
+def test_float16_statistics_with_float32_gamma_is_a_near_miss():
+    from testmodels import canonical as C
+    fused, report = fusekit.optimize(C.ln_fp16_stats_fp32_affine(), target="ort")
+    assert "LayerNorm" not in report.counts
+    (miss,) = [m for m in report.misses if m.fusion == "LayerNorm"]
+    assert "LayerNormalization wants one type for X, γ and β" in miss.reason, miss
     assert report.verification.ok

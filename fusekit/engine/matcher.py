@@ -118,17 +118,19 @@ class _Search:
     def __init__(self, graph: gs.Graph):
         self.graph = graph
         self.best: tuple[_State, gs.Node | None, str, bool] | None = None
-        self.best_key = (-1, -1)
+        self.best_key = (-1, -1, -1)
 
     def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
         """Note a dead end at ``node``; the closest is kept, by the first two terms of
-        ``Miss.closeness`` (complete, then nodes matched; the first dead end on a tie).
+        ``Miss.closeness`` (complete, then nodes matched), then by whether ``node`` was the op
+        expected (an attribute it failed says more than an optional Cast it lacks); the first
+        dead end on a tie.
 
         ``reached`` is False when node is not even the op expected; ``complete`` marks a
         refusal after the whole shape matched (a check, an outside use), which is closer
         than any structural dead end.
         """
-        key = (int(complete), len(state.graph_nodes()))
+        key = (int(complete), len(state.graph_nodes()), int(reached))
         if key > self.best_key:
             self.best, self.best_key = (state, node, reason, reached), key
 
