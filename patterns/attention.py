@@ -26,7 +26,8 @@ Where the scale sits — real math, so variants here — transformers 4 DistilBE
 alone by √h after its transpose, HF-TF DistilBERT multiplies Q between the head split and
 the transpose (and leaves K unscaled)::
 
-    Q ─► Div(√h) ─► MatMul(Kᵀ) ─► …                       Reshape ─► Mul(1/√h) ─► Transpose(0,2,1,3) ─► MatMul(Kᵀ) ─► …
+    Q ─► Div(√h) ─► MatMul(Kᵀ) ─► …
+    Reshape ─► Mul(1/√h) ─► Transpose(0,2,1,3) ─► MatMul(Kᵀ) ─► …
 
 What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)::
 
@@ -118,8 +119,8 @@ scores = either(
 masked = either(
     op.Add(op.Add(scores, Var("bias", "the attention bias")), Var("mask", "the attention mask")),
     op.Add(scores, Var("mask", "the attention mask")),
-    op.Where(Var("padded_keys", "the masked_fill condition", shape_only=True), Const("fill", label="the masked_fill value"),
-             scores),
+    op.Where(Var("padded_keys", "the masked_fill condition", shape_only=True),
+             Const("fill", label="the masked_fill value"), scores),
     # Keras' SelectV2 as tf2onnx lowers it: Cast(keep)·scores + Cast(Not keep)·fill
     op.Add(op.Mul(Var("kept_keys", "the kept keys' selector", shape_only=True), scores),
            Var("padded_fill", "the padded keys' fill", shape_only=True)),

@@ -296,7 +296,8 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
                 first = b
                 if b.ndim != 4 or b.shape[0] not in (1, batch) or b.shape[1] not in (1, heads) \
                         or b.shape[2:] != (seq, seq):
-                    return f"the bias has shape {list(b.shape)} for a {batch}×{seq} input, not (1|batch, 1|heads, seq, seq)"
+                    return f"the bias has shape {list(b.shape)} for a {batch}×{seq} input, " \
+                           "not (1|batch, 1|heads, seq, seq)"
                 if not np.all(np.isfinite(b)):
                     return "the bias is not finite everywhere"
             elif b.shape != first.shape or not np.array_equal(b, first):
