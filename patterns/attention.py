@@ -40,7 +40,8 @@ What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)
 and Keras may multiply the probabilities by the mask once more, Mul(Softmax(…), keep).
 
 Checks:
-- the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors;
+- the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors, or
+  [N, h] ones added after the head split (Keras' EinsumDense);
 - the number of heads N and head size h come from the Reshape targets (``[0, 0, N, h]``,
   ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
 - the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
@@ -78,14 +79,14 @@ x = Var("x", "the hidden states")
 LOWEST = float(np.finfo(np.float32).min)
 
 
-def projection(name: str):
-    return op.Add(op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight")),
-                  Const(f"b_{name}", label=f"the {name.upper()} bias"))
-
-
 def split_heads(name: str):
+    """x·W + b split into heads; Keras' EinsumDense (canonicalized) adds its [N, h] bias after the split."""
+    product = op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight"))
+    bias = Const(f"b_{name}", label=f"the {name.upper()} bias")
     target = Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True)
-    return op.Reshape(projection(name), target, _bind=f"{name}_split")
+    return either(op.Reshape(op.Add(product, bias), target, _bind=f"{name}_split"),
+                  op.Add(op.Reshape(product, target, _bind=f"{name}_split"), bias),
+                  tag=f"{name}_bias", labels=("", "bias_after_split"))
 
 
 def softmax_axis(axis, node):
@@ -303,8 +304,6 @@ def check(m):
     width = weights[0].shape[1]
     if hidden_in is not None and weights[0].shape[0] != hidden_in:
         return f"the Q weight has {weights[0].shape[0]} rows but the hidden size is {hidden_in}"
-    if any(b.shape != (width,) for b in biases):
-        return f"the Q/K/V biases are not [{width}] vectors: {[list(b.shape) for b in biases]}"
     split = {}
     for name in "qkv":
         found = heads_of(m, name, width)
@@ -315,6 +314,9 @@ def check(m):
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads, size = split["q"]
+    expected = [(heads, size) if m.tags.get(f"{n}_bias") == 1 else (width,) for n in "qkv"]
+    if [b.shape for b in biases] != expected:
+        return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"
     reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
         or (m.tags.get("k_transpose") == 2 and _k_transpose_reason(m, heads, size)) or None
     if reason:
@@ -350,7 +352,7 @@ def _onnx_attention(m, emit):
     """ONNX Attention (opset 23) on the packed projection, split into Q, K and V."""
     facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
-    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
     added = [_additive_mask(emit, facts["mask"])] if "mask" in facts else []
@@ -368,7 +370,7 @@ def rewrite(m, emit):
         return _onnx_attention(m, emit)
     facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
-    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     inputs = [m["x"], emit.const("qkv_weight", w), emit.const("qkv_bias", b)]
     attrs = {"num_heads": facts["heads"], "scale": facts["scale"]}
     mask = facts.get("mask")

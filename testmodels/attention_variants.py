@@ -19,11 +19,16 @@ MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_consta
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
 
 
-def _projection(g, x, name, seed):
+def _heads(g, x, name, seed, tf, bias_shape=None):
+    """x·W + b split into heads [B, S, N, h]; with ``bias_shape`` the bias is added after the
+    split, as Keras' EinsumDense does once canonicalized (its bias is [N, h])."""
     rng = np.random.default_rng(seed)
     w = g.const(f"{name}_weight", rng.normal(0, 0.3, (HIDDEN, HIDDEN)))
-    b = g.const(f"{name}_bias", rng.normal(0, 0.1, HIDDEN))
-    return g.op("Add", g.op("MatMul", x, w), b)
+    if bias_shape is None:
+        b = g.const(f"{name}_bias", rng.normal(0, 0.1, HIDDEN))
+        return _split(g, g.op("Add", g.op("MatMul", x, w), b), tf)
+    b = g.const(f"{name}_bias", rng.normal(0, 0.1, bias_shape))
+    return g.op("Add", _split(g, g.op("MatMul", x, w), tf), b)
 
 
 def _target(g, entries, tf):
@@ -122,8 +127,9 @@ def _masked(g, scores, mask):
     raise ValueError(mask)
 
 
-def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False):
-    """``tf_shapes``: the head split and merge targets computed as tf2onnx writes them."""
+def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False, bias_shape=None):
+    """``tf_shapes``: the head split and merge targets computed as tf2onnx writes them;
+    ``bias_shape``: the Q/K/V biases added after the head split, of that shape."""
     g = Graph(f"attention_{mask}_{scale}", opset)
     seq = 6 if mask == "constant_bias" else "seq"
     x = g.input("x", ["batch", seq, HIDDEN])
@@ -133,12 +139,12 @@ def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False):
         g.input("input_ids", ["batch", seq], TensorProto.INT64)
     g.output("y", ["batch", seq, HIDDEN])
     root = np.float32(1 / np.sqrt(SIZE))
-    q_split = _split(g, _projection(g, x, "q", 0), tf_shapes)
+    q_split = _heads(g, x, "q", 0, tf_shapes, bias_shape)
     if scale == "q_head_mul":  # HF-TF DistilBERT: Q scaled between the head split and the transpose
         q_split = g.op("Mul", q_split, g.const("q_scale", root))
     q = g.op("Transpose", q_split, perm=[0, 2, 1, 3])
-    k_t = g.op("Transpose", _split(g, _projection(g, x, "k", 1), tf_shapes), perm=[0, 2, 3, 1])
-    v = g.op("Transpose", _split(g, _projection(g, x, "v", 2), tf_shapes), perm=[0, 2, 1, 3])
+    k_t = g.op("Transpose", _heads(g, x, "k", 1, tf_shapes, bias_shape), perm=[0, 2, 3, 1])
+    v = g.op("Transpose", _heads(g, x, "v", 2, tf_shapes, bias_shape), perm=[0, 2, 1, 3])
     if scale == "q_div":  # transformers 4 DistilBERT: Q divided by √h after its transpose
         q = g.op("Div", q, g.const("q_divisor", np.sqrt(SIZE)))
     scores = g.op("MatMul", q, k_t)

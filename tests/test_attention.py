@@ -186,6 +186,21 @@ def test_hf_tf_distilbert_form_fuses_with_head_split_computed_in_int32(target):
 
 
 @pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_keras_projection_with_its_bias_after_the_head_split(target):
+    # Keras' EinsumDense, canonicalized: x·W split into heads, then the [N, h] bias; Q scaled before its transpose
+    model = attention("keras_select", "q_head_mul", bias_shape=(2, 8))
+    fused, _, (node,) = fused_attention(model, target)
+    assert fusekit.verify(model, fused, trials=4).ok
+
+
+def test_bias_after_the_head_split_shared_by_every_head_is_refused():
+    _, report, nodes = fused_attention(attention("add", bias_shape=(1, 8)), "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and "the Q/K/V biases have shapes [[1, 8], [1, 8], [1, 8]], expected [[2, 8], [2, 8], [2, 8]]" \
+        in miss.reason
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
 def test_static_batch_in_the_head_split_is_the_batch(target):
     # exported with a fixed batch of 2: the reshape targets hold 2 where the batch is
     model = attention("add", tf_shapes=True)
