@@ -79,16 +79,22 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
                  rules: list[Rule], target: str, report: Report):
     """Convert the model to the opset the fused forms need, or drop the fusions that need it.
 
-    Works on the skeleton; ``graph`` is its canonical form, where the fusions look for a
-    match. Returns the skeleton (converted or not), the canonical graph to fuse with what
+    Works on the skeleton. A fusion that needs a newer opset is looked for in ``graph`` as
+    read and, where it is not found there, in its canonical form (tf2onnx's LayerNorm is one
+    only after canonicalization); the graph is canonicalized once more after a conversion.
+    Returns the skeleton (converted or not), the canonical graph to fuse with what
     canonicalization did to it, and the fusions that may run on it.
     """
     current = default_opset(skel)
-    canonical = _canonicalize(graph, rules, target, current)
-    wanted = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
-    wanted = {name: v for name, v in wanted.items() if _has_match(graph, patterns.BY_NAME[name], target, current)}
+    canonical = None
+    needing = {f.name: f.min_opset.get(target, 0) for f in fusions if f.min_opset.get(target, 0) > current}
+    wanted = {name: v for name, v in needing.items() if _has_match(graph, patterns.BY_NAME[name], target, current)}
+    if len(wanted) < len(needing):
+        canonical = _canonicalize(graph, rules, target, current)
+        wanted = {name: v for name, v in needing.items()
+                  if _has_match(graph, patterns.BY_NAME[name], target, current)}
     if not wanted:
-        return skel, graph, canonical, fusions
+        return skel, graph, canonical or _canonicalize(graph, rules, target, current), fusions
     opset = max(wanted.values())
     try:
         converted = version_converter.convert_version(skel, opset)
@@ -99,10 +105,12 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         report.notes.append(f"kept {', '.join(wanted)} unfused: their {target} form needs opset {opset}, "
                             f"and converting from opset {current} failed ({first})")
-        return skel, graph, canonical, [f for f in fusions if f.name not in wanted]
+        return (skel, graph, canonical or _canonicalize(graph, rules, target, current),
+                [f for f in fusions if f.name not in wanted])
     report.notes.append(f"raised the opset {current} → {opset} for the {target} form of {', '.join(wanted)}")
-    del graph, canonical
-    gc.collect()  # the first graph's node/tensor cycles hold what its matches loaded until collected
+    if canonical is not None:
+        del graph, canonical
+        gc.collect()  # the first graph's node/tensor cycles hold what its matches loaded until collected
     graph = _import(converted, weights)  # the converted model's own canonical form
     return converted, graph, _canonicalize(graph, rules, target, opset), fusions
 
@@ -245,6 +253,8 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     graph = _import(skel, original)
     skel, graph, canonical, fusions = _raise_opset(skel, graph, original, fusions, rules, target, report)
     result = passes.run(graph, fusions, target, default_opset(skel), canonical=canonical)
+    del canonical
+    gc.collect()  # weights the checks loaded, held in the matches' cycles: gone before the export copies
     report.fused = [f for f in result.fused if not f.canonical]
     report.rewrites = [f for f in result.fused if f.canonical]
     report.misses = result.misses

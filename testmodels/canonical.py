@@ -187,3 +187,23 @@ def ln_fp16_stats_fp32_affine(opset=14):
     std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
     _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F32), out_type=F32)
     return g.model()
+
+
+def einsum_dense(opset=13, unflatten_from_x=True):
+    """Keras EinsumDense into 2 heads of 4, as tf2onnx decomposes it: Unsqueeze(axes [2, 3]) →
+    Reshape([-1, 16]) → Gemm(W [8, 16], transB=1) → Reshape([dim0, dim1 of the Unsqueeze, 2, 4, 1])
+    → Squeeze([4]) → Add(bias [2, 4]); y [batch, seq, 2, 4]."""
+    g, x = _io("einsum", opset)
+    g.outputs.clear()
+    g.output("y", shape=["batch", "seq", 2, 4])
+    rng = np.random.RandomState(2)
+    raised = g.op("Unsqueeze", x, g.const("axes", [2, 3], np.int64))
+    flat = g.op("Reshape", raised, g.const("flat", [-1, 16], np.int64))
+    product = g.op("Gemm", flat, g.const("w", rng.randn(8, 16)), transB=1, alpha=1.0, beta=0.0)
+    source = raised if unflatten_from_x else g.op("Unsqueeze", g.input("other", shape=["batch", "seq", 16]),
+                                                   g.const("axes", [2, 3], np.int64))
+    leading = g.op("Gather", g.op("Shape", source), g.const("free", [0, 1], np.int64))
+    target = g.op("Concat", leading, g.const("heads", [2, 4], np.int64), g.const("one", [1], np.int64), axis=0)
+    heads = g.op("Squeeze", g.op("Reshape", product, target), g.const("last", [4], np.int64))
+    g.op("Add", heads, g.const("bias", rng.randn(2, 4)), out="y")
+    return g.model()

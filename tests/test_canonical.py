@@ -101,3 +101,32 @@ def test_noop_casts_are_bypassed_and_the_gelu_fuses():
     (miss,) = [m for m in report.misses if m.fusion == "NoOpCast"]  # the float16 Cast is none
     assert miss.anchor == "gelu/Cast_1" and "its output 'y' is a graph output" in miss.reason
     assert report.verification.ok
+
+
+def test_tf2onnx_keras3_model_fuses_its_layer_norms_gelus_and_ffn_residuals():
+    """keras-hub at opset 13: GlobalAveragePool means, the negated shift, [1, 1, H] γ and β,
+    tensordot Dense layers; every LayerNorm, GELU with its bias and FFN residual fuses."""
+    from conftest import TESTMODELS
+    fused, report = fusekit.optimize(TESTMODELS / "exporters" / "kerashub-bert_tf2onnx_13.onnx", target="ort")
+    assert {k: report.counts[k] for k in ("LayerNorm", "FastGelu", "BiasGelu", "SkipLayerNorm")} == \
+        {"LayerNorm": 5, "FastGelu": 2, "BiasGelu": 2, "SkipLayerNorm": 2}, report.summary()
+    assert {"MeanAsGlobalAveragePool", "SubAsNegatedProduct", "DenseAsTensordot"} <= set(report.canonical)
+    assert report.verification.ok
+
+
+def test_einsum_dense_becomes_a_matmul_and_a_head_split():
+    model = C.einsum_dense()
+    fused, report = rule_only(model, "HeadsAsEinsumDense")
+    assert report.canonical == {"HeadsAsEinsumDense": 1}
+    assert ops(fused) == {"MatMul", "Reshape", "Add"}, ops(fused)
+    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
+    assert matmul.input[0] == "x" and list(weight.dims) == [16, 8]  # Wᵀ
+    assert fusekit.verify(model, fused).ok
+
+
+def test_einsum_dense_near_miss_when_the_unflatten_reads_another_value():
+    fused, report = fusekit.optimize(C.einsum_dense(unflatten_from_x=False), target="ort", verify=False)
+    assert "Gemm" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "HeadsAsEinsumDense"]
+    assert "is not the input's batch and sequence" in miss.reason, miss

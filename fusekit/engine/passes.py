@@ -98,7 +98,8 @@ def sweep(graph: gs.Graph, fusion: Fusion, state: RunState, misses: dict[tuple[s
 def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: dict[tuple[str, str], Miss],
              max_sweeps: int = 8, before_sweep=None) -> list[Fused]:
     """Sweep ``fusions`` (in ``order``) until none fires; ``before_sweep(graph, state)`` may
-    rewrite first in each sweep and returns its records (the shape facts canonicalization folds)."""
+    rewrite first in each sweep, keeping the node order, and returns its records (the shape
+    facts canonicalization folds). A graph the fusions left as it was is not cleaned up here."""
     fusions = order(fusions)
     made: list[Fused] = []
     for _ in range(max_sweeps):
@@ -111,11 +112,10 @@ def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: di
                 fired[fusion.name] += len(new)
                 made += new
                 graph.toposort()  # the next fusion visits producers before consumers, new nodes included
-        if fired:
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        if not fired and not folded:
+        if not fired:  # the fusions have seen what was folded in this sweep: nothing new to fold
             return made
-    raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired) or 'ShapeFact'}")
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
 
 
 def new_state(graph: gs.Graph, target: str, opset: int) -> RunState:
