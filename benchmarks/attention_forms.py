@@ -30,6 +30,11 @@ Forms
   d3  as d with the float mask left broadcast as [B,1,1,S] (probe: ORT's CPU kernel is
       said to reject it)
 
+--bias adds a relative position bias [1, 12, S, S], slope_h · (k − q) computed from S as
+MPNet computes its bias from the input's shape, to the scores of every form: added after
+the mask in a, as attention_bias in b and c, summed into the float mask in d and d3 (d2's
+boolean mask cannot carry it, so d2 is left out).
+
 Step 1 (correctness): every form is compared with form a at B=2, S=16 with RIGHT padding
 in row 0 and LEFT padding in row 1, in onnxruntime with graph optimizations disabled (and
 in OpenVINO f32 as well).  A form that mismatches with left padding is disqualified.
@@ -51,7 +56,7 @@ session fusions, and OpenVINO's runtime layers (with a flag for a fused
 ScaledDotProductAttention / SDPA layer).
 
 Usage: python benchmarks/attention_forms.py [--shapes 1x128 8x128 1x384] [--rounds 40]
-       [--runtimes ort ov-f32 ov-bf16] [--forms a b c ...] [--out-proj]
+       [--runtimes ort ov-f32 ov-bf16] [--forms a b c ...] [--out-proj] [--bias]
 """
 
 from __future__ import annotations
@@ -147,7 +152,8 @@ class G:
         return m
 
 
-def make_weights(seed: int = 0) -> dict:
+def make_weights(seed: int = 0, bias: bool = False) -> dict:
+    """The weights every form shares; with ``bias`` also the per-head slopes of the position bias."""
     rng = np.random.default_rng(seed)
     s = 1.0 / math.sqrt(HIDDEN)
     w = {}
@@ -156,7 +162,17 @@ def make_weights(seed: int = 0) -> dict:
         w["b" + k] = (0.1 * rng.standard_normal(HIDDEN)).astype(np.float32)
     w["Wqkv"] = np.concatenate([w["Wq"], w["Wk"], w["Wv"]], axis=1)
     w["bqkv"] = np.concatenate([w["bq"], w["bk"], w["bv"]])
+    if bias:
+        w["slopes"] = np.linspace(-1.0, 1.0, HEADS).astype(np.float32).reshape(1, HEADS, 1, 1)
     return w
+
+
+def _position_bias(g: G, w: dict) -> str:
+    """slope_h · (k − q), [1, 12, S, S], from the sequence length of x."""
+    s = g.op("Gather", [g.op("Shape", ["x"]), g.i64(1)], axis=0)
+    r = g.op("Cast", [g.op("Range", [g.i64(0), s, g.i64(1)])], to=TensorProto.FLOAT)
+    d = g.op("Sub", [g.op("Unsqueeze", [r, g.i64([0])]), g.op("Unsqueeze", [r, g.i64([1])])])
+    return g.op("Mul", [g.op("Unsqueeze", [d, g.i64([0, 1])]), g.init(w["slopes"], name="slopes")])
 
 
 def _finish(g: G, ctx: str, w: dict, out_proj: bool, opset: int, ms: bool) -> onnx.ModelProto:
@@ -195,6 +211,8 @@ def form_a(w: dict, out_proj: bool) -> onnx.ModelProto:
     s = g.op("MatMul", [q, kt])
     s = g.op("Mul", [s, g.init(SCALE)])
     s = g.op("Add", [s, add_mask])
+    if "slopes" in w:
+        s = g.op("Add", [s, _position_bias(g, w)])
     p = g.op("Softmax", [s], axis=-1)
     c = g.op("MatMul", [p, v])
     c = g.op("Transpose", [c], perm=[0, 2, 1, 3])
@@ -207,8 +225,9 @@ def form_b(w: dict, out_proj: bool, filter_value: float | None = FILTER) -> onnx
     attrs = {"num_heads": HEADS}
     if filter_value is not None:
         attrs["mask_filter_value"] = filter_value
-    c = g.op("Attention", ["x", g.init(w["Wqkv"], name="Wqkv"), g.init(w["bqkv"], name="bqkv"), _mask_i32(g)],
-             domain=MS, **attrs)
+    ins = ["x", g.init(w["Wqkv"], name="Wqkv"), g.init(w["bqkv"], name="bqkv"), _mask_i32(g)]
+    ins += ["", _position_bias(g, w)] if "slopes" in w else []  # attention_bias
+    c = g.op("Attention", ins, domain=MS, **attrs)
     return _finish(g, c, w, out_proj, 17, True)
 
 
@@ -228,6 +247,7 @@ def form_c(w: dict, out_proj: bool, variant: str = "separate") -> onnx.ModelProt
                g.init(w["bqkv"], name="bqkv"), kpm]
     else:
         raise ValueError(variant)
+    ins += [_position_bias(g, w)] if "slopes" in w else []  # attention_bias
     c = g.op("MultiHeadAttention", ins, domain=MS, **attrs)
     return _finish(g, c, w, out_proj, 17, True)
 
@@ -244,6 +264,10 @@ def form_d(w: dict, out_proj: bool, mask_kind: str = "float") -> onnx.ModelProto
         one = g.i64([1])
         tgt = g.op("Concat", [one, one, s, one], axis=0)     # [1,1,S,1]
         m = g.op("Expand", [m, tgt])                         # [B,1,S,S]
+    if "slopes" in w:
+        if mask_kind == "bool":
+            raise ValueError("a boolean mask cannot carry a bias")
+        m = g.op("Add", [m, _position_bias(g, w)])           # [B,12,S,S]
     c = g.op("Attention", [q, k, v, m], q_num_heads=HEADS, kv_num_heads=HEADS, scale=SCALE)
     return _finish(g, c, w, out_proj, 23, False)
 
@@ -280,6 +304,9 @@ def reference(x: np.ndarray, mask: np.ndarray, w: dict, out_proj: bool) -> np.nd
 
     q, k, v = heads("q"), heads("k"), heads("v")
     s = q @ k.transpose(0, 1, 3, 2) * SCALE + np.where(mask[:, None, None, :] != 0, 0.0, FILTER)
+    if "slopes" in w:
+        positions = np.arange(S, dtype=np.float64)
+        s = s + w["slopes"].astype(np.float64) * (positions[None, :] - positions[:, None])
     s = s - s.max(-1, keepdims=True)
     p = np.exp(s)
     p /= p.sum(-1, keepdims=True)
@@ -544,8 +571,8 @@ def check_numerics(forms: list[Form], paths: dict[str, str], w: dict, args) -> d
 
 
 def bench(args) -> None:
-    w = make_weights(args.seed)
-    forms = [f for f in FORMS if f.key in args.forms]
+    w = make_weights(args.seed, args.bias)
+    forms = [f for f in FORMS if f.key in args.forms and not (args.bias and f.key == "d2")]
     if "a" not in [f.key for f in forms]:
         forms.insert(0, FORMS[0])
     tmp = args.keep_models or tempfile.mkdtemp(prefix="attn_forms_")
@@ -565,7 +592,7 @@ def bench(args) -> None:
     import openvino as ov
     print(f"# fusekit attention-form benchmark  onnx {onnx.__version__}  onnxruntime {ort.__version__}  "
           f"openvino {ov.get_version().split('-')[0]}  threads={args.threads}  rounds={args.rounds}  "
-          f"out_proj={args.out_proj}")
+          f"out_proj={args.out_proj}  bias={args.bias}")
     print()
     check_numerics(forms, paths, w, args)
 
@@ -709,6 +736,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-proj", action="store_true", help="append the output projection MatMul+Add to every form")
+    ap.add_argument("--bias", action="store_true",
+                    help="add a relative position bias [1, 12, S, S] to the scores of every form (d2 left out)")
     ap.add_argument("--ov-default-precision", default=None, metavar="PREC",
                     help="precision hint for the ov-bf16 column (default: plugin default)")
     ap.add_argument("--keep-models", metavar="DIR")

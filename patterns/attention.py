@@ -20,29 +20,56 @@ each, a NaN guard follows the Softmax, and a no-op Reshape precedes the merge::
 dynamo — ``torch.onnx.export(dynamo=True)``: as sdpa, but Kᵀ is built through a 3-D view,
 Reshape([-1, S, h]) ─► Transpose(0,2,1) ─► Reshape([B, N, h, S]), with no no-op reshape.
 
-Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2). The mask is optional.
+Kᵀ may also be Transpose(0,2,1,3) followed by Transpose(0,1,3,2).
+
+Where the scale sits — real math, so variants here — transformers 4 DistilBERT divides Q
+alone by √h after its transpose, HF-TF DistilBERT multiplies Q between the head split and
+the transpose (and leaves K unscaled)::
+
+    Q ─► Div(√h) ─► MatMul(Kᵀ) ─► …
+    Reshape ─► Mul(1/√h) ─► Transpose(0,2,1,3) ─► MatMul(Kᵀ) ─► …
+
+What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)::
+
+    scores ─► Add(mask) ─► Softmax                          a key padding mask (or a position bias)
+    scores ─► Add(bias) ─► Add(mask) ─► Softmax             MPNet: a relative position bias, then the mask
+    Where(padded keys, fill, scores) ─► Softmax             transformers 4 DistilBERT: masked_fill
+    Add(Mul(keep, scores), fill at padded keys) ─► Softmax  Keras' SelectV2, as tf2onnx lowers it
+    scores ─► Softmax                                       no mask
+
+and Keras may multiply the probabilities by the mask once more, Mul(Softmax(…), keep).
 
 Checks:
-- the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors;
+- the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors, or
+  [N, h] ones added after the head split (Keras' EinsumDense);
 - the number of heads N and head size h come from the Reshape targets (``[0, 0, N, h]``,
   ``[B, S, -1, h]`` …) and the weights' width H = N·h, and Q, K and V agree;
 - the reshapes keep batch and sequence in place, and the merge gives back [B, S, H];
-- the scale is a scalar constant (or the product of two), carried exactly — usually 1/√h;
-- the mask, evaluated on probe masks (see ``fusekit.engine.probe``), is a key padding mask
-  built from a 2-D model input: 0 at kept keys and one large negative fill value at
-  padded ones, whichever side the padding is on. The fused op gets that 2-D mask
-  itself, never a right-padding-only mask index.
+- the scale is a scalar constant (or the product of several), carried exactly — usually 1/√h;
+- the mask, evaluated on probe masks, is a key padding mask built from a 2-D model input:
+  one value at kept keys (0, or a shift the softmax does not see) and one large negative
+  fill value below it at padded ones, whichever side the padding is on; a masked_fill
+  condition or a Keras selector is true (1) exactly at the kept or padded keys it should
+  be. The fused op gets that 2-D mask itself, never a right-padding-only mask index;
+- a mask on the probabilities is 1 at kept and 0 at padded keys of the same input that
+  masks the scores: the probabilities it zeroes are 0 already;
+- a term added to the scores that is not a mask must be a position bias: it changes with
+  no input's values, only with their sizes, and is shaped [1|B, 1|N, S, S]. It is carried
+  exactly; a bias of zeros (a constant mask where every key attends) is dropped.
 
-Forms: ``ort`` com.microsoft Attention with packed QKV weights and the raw 2-D mask
-(0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX Attention (opset 23) on one
-packed projection; ``openvino`` none: its CPU plugin fuses the unfused chain itself.
+Forms: ``ort`` com.microsoft Attention with packed QKV weights, the raw 2-D mask and the
+bias as ``attention_bias`` (0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX
+Attention (opset 23) on one packed projection, the bias added to its float mask;
+``openvino`` none: its CPU plugin fuses the unfused chain itself.
 """
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import DimOf, shape_entries
+from fusekit.engine import shapes
+from fusekit.engine.graph import DimOf
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.engine.probe import key_padding_mask
+from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
+                                  key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
@@ -52,21 +79,25 @@ x = Var("x", "the hidden states")
 LOWEST = float(np.finfo(np.float32).min)
 
 
-def projection(name: str):
-    return op.Add(op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight")),
-                  Const(f"b_{name}", label=f"the {name.upper()} bias"))
-
-
 def split_heads(name: str):
+    """x·W + b split into heads; Keras' EinsumDense (canonicalized) adds its [N, h] bias after the split."""
+    product = op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight"))
+    bias = Const(f"b_{name}", label=f"the {name.upper()} bias")
     target = Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True)
-    return op.Reshape(projection(name), target, _bind=f"{name}_split")
+    return either(op.Reshape(op.Add(product, bias), target, _bind=f"{name}_split"),
+                  op.Add(op.Reshape(product, target, _bind=f"{name}_split"), bias),
+                  tag=f"{name}_bias", labels=("", "bias_after_split"))
 
 
 def softmax_axis(axis, node):
     return None if axis in (-1, 3) else f"normalizes over axis {axis}, not the key axis"
 
 
-q = op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q")
+q = either(op.Transpose(split_heads("q"), perm=[0, 2, 1, 3], _bind="q"),
+           # HF-TF DistilBERT scales Q between the head split and the transpose
+           op.Transpose(op.Mul(split_heads("q"), Const("q_head_scale", label="the Q scale")), perm=[0, 2, 1, 3],
+                        _bind="q"),
+           tag="q_head_scale", labels=("", "q_scaled_before_transpose"))
 v = op.Transpose(split_heads("v"), perm=[0, 2, 1, 3], _bind="v")
 k_heads = op.Transpose(split_heads("k"), perm=[0, 2, 1, 3], _bind="k")
 k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
@@ -76,31 +107,55 @@ k_t = either(op.Transpose(split_heads("k"), perm=[0, 2, 3, 1]),
                         Var("k_unflat", "the Kᵀ unflattening", shape_only=True)),
              tag="k_transpose", labels=("", "k_double_transpose", "k_transpose_3d"))
 scores = either(
-    op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale")),
-    op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor")),
-    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), op.Mul(k_t, Const("k_scale", label="the K scale"))),
-    tag="scale", labels=("", "div_scale", "sqrt_scale_qk"))
-masked = maybe(lambda s: op.Add(s, Var("mask", "the attention mask")), scores, tag="mask", absent="no_mask")
+    op.Mul(op.MatMul(q, k_t), Const("scale", label="the attention scale"), _bind="scores"),
+    op.Div(op.MatMul(q, k_t), Const("scale_divisor", label="the attention scale divisor"), _bind="scores"),
+    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), op.Mul(k_t, Const("k_scale", label="the K scale")),
+              _bind="scores"),
+    op.MatMul(op.Mul(q, Const("q_scale", label="the Q scale")), k_t, _bind="scores"),
+    op.MatMul(op.Div(q, Const("q_divisor", label="the Q scale divisor")), k_t, _bind="scores"),
+    op.MatMul(q, k_t, _bind="scores"),  # unscaled, or Q scaled before its transpose
+    tag="scale", labels=("", "div_scale", "sqrt_scale_qk", "q_scale", "q_div_scale", "unscaled"))
+# What is added to the scores — a key padding mask, a position bias — is proven by probing
+# (fusekit.engine.probe), whichever term is which; masked_fill selects a fill value instead.
+masked = either(
+    op.Add(op.Add(scores, Var("bias", "the attention bias")), Var("mask", "the attention mask")),
+    op.Add(scores, Var("mask", "the attention mask")),
+    op.Where(Var("padded_keys", "the masked_fill condition", shape_only=True),
+             Const("fill", label="the masked_fill value"), scores),
+    # Keras' SelectV2 as tf2onnx lowers it: Cast(keep)·scores + Cast(Not keep)·fill
+    op.Add(op.Mul(Var("kept_keys", "the kept keys' selector", shape_only=True), scores),
+           Var("padded_fill", "the padded keys' fill", shape_only=True)),
+    scores,
+    tag="mask", labels=("mask_and_bias", "", "masked_fill", "select", "no_mask"))
+# Keras multiplies the probabilities by the mask once more
+remasked = maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True)),
+                 op.Softmax(masked, axis=softmax_axis), tag="remask", present="remasked")
 probs = maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p),
-              op.Softmax(masked, axis=softmax_axis), tag="nan_guard", present="nan_guard")
+              remasked, tag="nan_guard", present="nan_guard")
 context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True)),
                 op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
-merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True))
+merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True),
+                    _bind="merge")
 
 
-def _keeps_batch_and_sequence(entries) -> bool:
-    """The first two entries of a reshape target keep (batch, sequence) where they are."""
+def _keeps_batch_and_sequence(entries, source) -> bool:
+    """The first two entries of a reshape target keep ``source``'s (batch, sequence) where they
+    are: 0 (copy), the dimension read at run time, or the static size it has."""
+    dims = source.shape or []
+
     def same(entry, axis):
-        return entry == 0 or (isinstance(entry, DimOf) and entry.index == axis)
+        if isinstance(entry, DimOf):
+            return entry.index == axis
+        return entry == 0 or (len(dims) > axis and isinstance(dims[axis], int) and 0 < dims[axis] == entry)
     return same(entries[0], 0) and (same(entries[1], 1) or entries[1] == -1)
 
 
 def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
-    entries = shape_entries(m[f"{name}_shape"])
+    entries = shapes.entries(m[f"{name}_shape"])
     what = f"the {name.upper()} head split"
     if entries is None or len(entries) != 4:
         return f"{what} is not a 4-D shape fusekit can read"
-    if not _keeps_batch_and_sequence(entries):
+    if not _keeps_batch_and_sequence(entries, m.node(f"{name}_split").inputs[0]):
         return f"{what} {entries} does not keep batch and sequence in place"
     heads, size = entries[2], entries[3]
     if isinstance(heads, DimOf) or isinstance(size, DimOf) or [entries[1], heads, size].count(-1) > 1:
@@ -113,8 +168,8 @@ def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
 
 
 def _merge_reason(m, width: int) -> str | None:
-    entries = shape_entries(m["merge_shape"])
-    if entries is None or len(entries) != 3 or not _keeps_batch_and_sequence(entries):
+    entries = shapes.entries(m["merge_shape"])
+    if entries is None or len(entries) != 3 or not _keeps_batch_and_sequence(entries, m.node("merge").inputs[0]):
         return f"the head merge {entries} is not a (batch, sequence, {width}) reshape fusekit can read"
     if entries[2] not in (width, -1) or (entries[2] == -1 and entries[1] == -1):
         return f"the head merge {entries} does not give the width {width}"
@@ -123,7 +178,7 @@ def _merge_reason(m, width: int) -> str | None:
 
 def _noop_reason(m, heads: int, size: int) -> str | None:
     """The sdpa export's Reshape between ·V and the merge must change nothing."""
-    entries = shape_entries(m["unsplit_shape"])
+    entries = shapes.entries(m["unsplit_shape"])
     same_shape = IdentitySet(m.node(n).outputs[0] for n in ("q", "v", "context"))
     if entries is None or len(entries) != 4:
         return "the reshape after ·V is not a 4-D shape fusekit can read"
@@ -143,7 +198,7 @@ def _same_shape_dim(m, entry, axis: int) -> bool:
 
 def _k_transpose_reason(m, heads: int, size: int) -> str | None:
     """The dynamo 3-D detour must be exactly [B·N, S, h] → [B·N, h, S] → [B, N, h, S]."""
-    flat, unflat = shape_entries(m["k_flat"]), shape_entries(m["k_unflat"])
+    flat, unflat = shapes.entries(m["k_flat"]), shapes.entries(m["k_unflat"])
     ok_flat = flat is not None and len(flat) == 3 and flat[0] == -1 and _same_shape_dim(m, flat[1], 2) \
         and (flat[2] == size or _same_shape_dim(m, flat[2], 3))
     ok_unflat = unflat is not None and len(unflat) == 4 and _same_shape_dim(m, unflat[0], 0) \
@@ -152,16 +207,92 @@ def _k_transpose_reason(m, heads: int, size: int) -> str | None:
     return None if ok_flat and ok_unflat else f"the Kᵀ reshapes {flat} → {unflat} do not just swap the last two axes"
 
 
+SCALES = {"scale": 1, "scale_divisor": -1, "q_scale": 1, "k_scale": 1, "q_divisor": -1, "q_head_scale": 1}
+
+
 def _scale(m) -> float | str:
-    if "scale" in m.consts:
-        values = [m.const("scale")]
-    elif "scale_divisor" in m.consts:
-        values = [1.0 / m.const("scale_divisor")]
-    else:
-        values = [m.const("q_scale"), m.const("k_scale")]
-    if any(np.asarray(v).size != 1 for v in values):
+    """The product of the scales the match found (a divisor counts as its reciprocal); 1 when none."""
+    found = {name: m.const(name) for name in SCALES if name in m.consts}
+    if any(np.asarray(v).size != 1 for v in found.values()):
         return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
-    return float(np.prod([np.asarray(v, np.float64).item() for v in values]))
+    return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found.items()]))
+
+
+def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
+    """What one term added to the scores is: a key padding mask or a position bias."""
+    scores = m.node("scores").outputs[0]
+    mask = key_padding_mask(m.graph, value, m.state.masks, scores, heads)
+    if not isinstance(mask, str):
+        return mask
+    bias = position_bias(m.graph, value, m.state.masks, heads)
+    if not isinstance(bias, str):
+        return bias
+    return f"'{value.name}' added to the scores is neither a key padding mask ({mask}) nor a position bias ({bias})"
+
+
+def _selector(m, name: str, heads: int, what: str) -> KeyPattern | str:
+    """``name`` read as 1 at the kept keys and 0 at the padded ones of a 2-D mask input."""
+    found = key_pattern(m.graph, m[name], m.state.masks, m.node("scores").outputs[0], heads)
+    if isinstance(found, str):
+        return found
+    if (found.kept, found.padded) != (1.0, 0.0):
+        return f"{what} is not 1 at the kept keys and 0 at the padded keys of input '{found.input.name}'"
+    return found
+
+
+def _selected(m, heads: int) -> KeyPaddingMask | str:
+    """A mask that selects a fill value at padded keys instead of adding one: the fused op's
+    added fill gives those keys the same probability 0 whenever a row keeps a key."""
+    scores = m.node("scores").outputs[0]
+    if "padded_keys" in m.values:  # masked_fill: the fill value where the condition holds
+        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, scores, heads)
+        if isinstance(found, str):
+            return found
+        if (found.kept, found.padded) != (0.0, 1.0):
+            return f"the masked_fill condition is not true exactly at the padded keys of input '{found.input.name}'"
+        fill = m.const("fill")
+        if fill.size != 1 or not float(fill.item()) <= LARGE_NEGATIVE:
+            return f"the masked_fill value {fill.ravel()[:3]} is not one large negative number"
+        return KeyPaddingMask(found.input, float(fill.item()))
+    keep = _selector(m, "kept_keys", heads, "the selector of the scores")
+    if isinstance(keep, str):
+        return keep
+    fill = key_pattern(m.graph, m["padded_fill"], m.state.masks, scores, heads)
+    if isinstance(fill, str):
+        return fill
+    if fill.input is not keep.input or fill.kept != 0 or not fill.padded <= LARGE_NEGATIVE:
+        return f"the fill added beside the selected scores is not 0 at the kept keys of input " \
+               f"'{keep.input.name}' and one large negative number at the padded ones"
+    return KeyPaddingMask(keep.input, fill.padded)
+
+
+def _masking(m, heads: int) -> dict | str:
+    """The key padding mask and position bias the fused op carries, proven by probing."""
+    facts = {}
+    if "padded_keys" in m.values or "kept_keys" in m.values:
+        mask = _selected(m, heads)
+        if isinstance(mask, str):
+            return mask
+        facts["mask"] = mask
+    for name in ("mask", "bias"):
+        if name not in m.values:
+            continue
+        term = _term(m, m[name], heads)
+        if isinstance(term, str):
+            return term
+        kind = "mask" if isinstance(term, KeyPaddingMask) else "bias"
+        if kind in facts:
+            return f"both terms added to the scores are a {'key padding mask' if kind == 'mask' else 'position bias'}"
+        if kind == "mask" or not term.zero:  # a bias of zeros (a constant mask where every key attends) is dropped
+            facts[kind] = term
+    if m.has("remask"):  # p·keep changes nothing where the mask already gave padded keys probability 0
+        keep = _selector(m, "kept_probs", heads, "the mask on the probabilities")
+        if isinstance(keep, str):
+            return keep
+        if "mask" not in facts or facts["mask"].input is not keep.input:
+            return f"the probabilities are masked by input '{keep.input.name}' after the Softmax, " \
+                   f"but the scores are not masked by it before"
+    return facts
 
 
 def check(m):
@@ -173,8 +304,6 @@ def check(m):
     width = weights[0].shape[1]
     if hidden_in is not None and weights[0].shape[0] != hidden_in:
         return f"the Q weight has {weights[0].shape[0]} rows but the hidden size is {hidden_in}"
-    if any(b.shape != (width,) for b in biases):
-        return f"the Q/K/V biases are not [{width}] vectors: {[list(b.shape) for b in biases]}"
     split = {}
     for name in "qkv":
         found = heads_of(m, name, width)
@@ -185,6 +314,9 @@ def check(m):
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads, size = split["q"]
+    expected = [(heads, size) if m.tags.get(f"{n}_bias") == 1 else (width,) for n in "qkv"]
+    if [b.shape for b in biases] != expected:
+        return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"
     reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
         or (m.tags.get("k_transpose") == 2 and _k_transpose_reason(m, heads, size)) or None
     if reason:
@@ -192,12 +324,10 @@ def check(m):
     scale = _scale(m)
     if isinstance(scale, str):
         return scale
-    m.facts.update(heads=heads, size=size, scale=scale)
-    if m.has("mask"):
-        mask = key_padding_mask(m.graph, m["mask"], m.state.masks)
-        if isinstance(mask, str):
-            return mask
-        m.facts["mask"] = mask
+    masking = _masking(m, heads)
+    if isinstance(masking, str):
+        return masking
+    m.facts.update(heads=heads, size=size, scale=scale, **masking)
     return None
 
 
@@ -222,10 +352,16 @@ def _onnx_attention(m, emit):
     """ONNX Attention (opset 23) on the packed projection, split into Q, K and V."""
     facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
-    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
-    inputs = [q, k, v] + ([_additive_mask(emit, facts["mask"])] if "mask" in facts else [])
+    added = [_additive_mask(emit, facts["mask"])] if "mask" in facts else []
+    if "bias" in facts:
+        bias = facts["bias"].value
+        if added and bias.dtype is not None and np.dtype(bias.dtype) != np.float32:
+            bias = emit.Cast(bias, to=TensorProto.FLOAT)  # the key padding mask above is float32; exact
+        added.append(bias)
+    inputs = [q, k, v] + ([emit.Add(*added)] if len(added) == 2 else added)
     return emit.Attention(*inputs, q_num_heads=facts["heads"], kv_num_heads=facts["heads"], scale=facts["scale"])
 
 
@@ -234,7 +370,7 @@ def rewrite(m, emit):
         return _onnx_attention(m, emit)
     facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
-    b = np.concatenate([m.const(f"b_{n}") for n in "qkv"])
+    b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     inputs = [m["x"], emit.const("qkv_weight", w), emit.const("qkv_bias", b)]
     attrs = {"num_heads": facts["heads"], "scale": facts["scale"]}
     mask = facts.get("mask")
@@ -246,6 +382,8 @@ def rewrite(m, emit):
         # -inf cannot be a filter value (0 · -inf is NaN); the lowest float gives the same
         # probabilities whenever a row keeps at least one key
         attrs["mask_filter_value"] = max(mask.fill, LOWEST)
+    if "bias" in facts:  # attention_bias, added to the scaled scores
+        inputs += [None] * (5 - len(inputs)) + [facts["bias"].value]
     return emit.Attention(*inputs, _domain=MS, **attrs)
 
 

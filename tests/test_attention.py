@@ -95,7 +95,8 @@ def test_causal_mask_is_not_a_key_padding_mask():
     add.input[1] = "causal_mask"
     fused, report = fusekit.optimize(onnx.shape_inference.infer_shapes(toposorted(model)), target="ort")
     misses = [m for m in report.misses if m.fusion == "Attention" and "layer.0" in m.anchor]
-    assert misses and "not 0 at unpadded keys" in misses[0].reason, report.summary()
+    assert misses and "not one value at the unpadded keys of input 'attention_mask'" in misses[0].reason
+    assert "the bias changes with the values of 'attention_mask'" in misses[0].reason, report.summary()
     assert report.verification.ok
 
 
@@ -120,3 +121,133 @@ def test_left_padding_verifies_exactly(name):
     hidden = result.outputs[0]
     assert result.ok and "left padding" in result.settings[1]
     assert hidden.valid_max_abs <= 1e-5 * hidden.scale and hidden.padded_max_abs <= 1e-5 * hidden.scale
+
+
+# --------------------------------------------------------------------------- forms on one small layer
+
+from conftest import fuse_only  # noqa: E402
+from testmodels.attention_variants import attention  # noqa: E402
+
+LOWEST = float(np.finfo(np.float32).min)
+
+
+def fused_attention(model, target):
+    fused, report = fuse_only(model, "Attention", target=target)
+    nodes = [n for n in fused.graph.node if n.op_type == "Attention"]
+    return fused, report, nodes
+
+
+def ort_inputs(node):
+    """The com.microsoft Attention inputs by role, omitted ones left out."""
+    roles = ("input", "weights", "bias", "mask_index", "past", "attention_bias")
+    return {role: name for role, name in zip(roles, node.input) if name}
+
+
+def attrs(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("mask, scale, carried", [
+    ("add", "scores_mul", {"mask_index"}),
+    ("add", "scores_div", {"mask_index"}),
+    ("add", "q_div", {"mask_index"}),  # transformers 4 DistilBERT
+    ("add", "q_head_mul", {"mask_index"}),  # HF-TF DistilBERT
+    ("where", "q_div", {"mask_index"}),  # transformers 4 DistilBERT's masked_fill
+    ("shifted", "scores_mul", {"mask_index"}),  # HF-TF: 9.99e-10 at kept keys
+    ("none", "scores_mul", set()),
+    ("zero_constant", "scores_mul", set()),  # every key attends: no mask input at all
+    ("ones_computed", "scores_mul", set()),
+    ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}),  # MPNet
+    ("constant_bias", "scores_mul", {"attention_bias"}),
+    ("keras_select", "scores_mul", {"mask_index"}),  # Keras' SelectV2 lowered to Mul and Add
+    ("keras_remask", "scores_mul", {"mask_index"}),  # … and the probabilities masked again
+])
+def test_form_fuses_and_verifies_with_both_padding_sides(mask, scale, carried, target):
+    model = attention(mask, scale)
+    fused, report, (node,) = fused_attention(model, target)
+    if target == "ort":
+        assert set(ort_inputs(node)) - {"input", "weights", "bias"} == carried
+        assert abs(attrs(node)["scale"] - 1 / np.sqrt(8)) < 1e-7
+    else:  # ONNX Attention adds one float mask: the key padding mask and the bias summed
+        assert (len(node.input) > 3) == bool(carried)
+    result = fusekit.verify(model, fused, trials=4)  # right, left, all-ones, right at another length
+    assert result.ok, result.summary()
+    assert mask == "none" or "left padding" in result.settings[1]
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_hf_tf_distilbert_form_fuses_with_head_split_computed_in_int32(target):
+    # Q scaled before its transpose, 9.99e-10 at kept keys, reshape targets behind int32 Casts
+    model = attention("shifted", "q_head_mul", tf_shapes=True)
+    fused, _, (node,) = fused_attention(model, target)
+    assert attrs(node)["num_heads" if target == "ort" else "q_num_heads"] == 2
+    assert fusekit.verify(model, fused, trials=4).ok
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_keras_projection_with_its_bias_after_the_head_split(target):
+    # Keras' EinsumDense, canonicalized: x·W split into heads, then the [N, h] bias; Q scaled before its transpose
+    model = attention("keras_select", "q_head_mul", bias_shape=(2, 8))
+    fused, _, (node,) = fused_attention(model, target)
+    assert fusekit.verify(model, fused, trials=4).ok
+
+
+def test_bias_after_the_head_split_shared_by_every_head_is_refused():
+    _, report, nodes = fused_attention(attention("add", bias_shape=(1, 8)), "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and "the Q/K/V biases have shapes [[1, 8], [1, 8], [1, 8]], expected [[2, 8], [2, 8], [2, 8]]" \
+        in miss.reason
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_static_batch_in_the_head_split_is_the_batch(target):
+    # exported with a fixed batch of 2: the reshape targets hold 2 where the batch is
+    model = attention("add", tf_shapes=True)
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    fused, _, (node,) = fused_attention(model, target)
+    assert fusekit.verify(model, fused, trials=2).ok
+
+
+@pytest.mark.parametrize("mask, fill", [("where", LOWEST), ("add", -10000.0), ("shifted", -1e30),
+                                        ("keras_select", -2.3726709e38)])
+def test_fill_value_is_the_step_from_kept_to_padded_keys(mask, fill):
+    _, _, (node,) = fused_attention(attention(mask), "ort")
+    assert attrs(node)["mask_filter_value"] == pytest.approx(max(fill, LOWEST), rel=1e-6)
+
+
+@pytest.mark.parametrize("mask, reason", [
+    ("where_small_fill", "the masked_fill value [-1.] is not one large negative number"),
+    ("where_keeps", "the masked_fill condition is not true exactly at the padded keys of input 'attention_mask'"),
+    ("bias_from_ids", "nor a position bias (the bias changes with the values of 'input_ids', not only with their sizes)"),
+    ("select_fill_at_kept_keys", "the fill added beside the selected scores is not 0 at the kept keys of input "
+                                 "'attention_mask' and one large negative number at the padded ones"),
+    # ids are probed inside the table they index, not only as 0/1
+    ("bias_from_sep_ids", "nor a position bias (the bias changes with the values of 'input_ids'"),
+    ("where_reads_scores", "the mask reads the values of the scores (Greater "),
+    ("remask_only", "the probabilities are masked by input 'attention_mask' after the Softmax, but the scores are "
+                    "not masked by it before"),
+])
+def test_mask_near_miss(mask, reason):
+    fused, report, nodes = fused_attention(attention(mask), "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and reason in miss.reason, miss.reason
+
+
+def test_bias_shaped_for_another_length_is_refused():
+    model = attention("constant_bias")
+    bias = next(t for t in model.graph.initializer if t.name.endswith("/bias"))
+    bias.CopyFrom(numpy_helper.from_array(np.ones((1, 2, 6, 1), np.float32), bias.name))  # broadcast over keys
+    _, report, nodes = fused_attention(model, "ort")
+    (miss,) = [m for m in report.misses if m.fusion == "Attention"]
+    assert not nodes and "the constant bias has shape [1, 2, 6, 1], not (1, 1|heads, seq, seq)" in miss.reason
+
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_float16_position_bias_is_carried_beside_the_float32_mask(target):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = convert_float_to_float16(attention("bias_and_mask", "scores_div"), keep_io_types=True)
+    fused, _, (node,) = fused_attention(model, target)
+    assert fusekit.verify(model, fused, trials=4).ok

@@ -80,7 +80,7 @@ ATTENTION = {
     "probs_output": ("bert_ts14_eager.onnx", probs_output, "(from Softmax) is also a graph output"),
     "heads_disagree": ("bert_ts14_eager_tf4.onnx", heads_disagree,  # its head split states the heads
                        "the head count disagrees between Q, K and V: Q 2 heads of 8, K 4 heads of 4"),
-    "causal_mask": ("bert_ts14_eager.onnx", causal_mask, "not 0 at unpadded keys"),
+    "causal_mask": ("bert_ts14_eager.onnx", causal_mask, "is neither a key padding mask (the mask is not one value at the unpadded keys"),
 }
 
 

@@ -51,3 +51,30 @@ def test_the_manifest_describes_every_committed_model():
         layers = entry["layers"]
         assert entry["expected"]["ops"]["com.microsoft.Attention"] == layers
         assert entry["expected"]["ops"]["com.microsoft.SkipLayerNormalization"] == 2 * layers
+
+
+# Models whose every attention layer fuses, for both targets; the manifest's floor above
+# holds --target ort only. Verification runs right padding, left padding, all-ones masks
+# and a second length.
+OPTIMUM = [f"{family}_optimum_{option}.onnx" for family in ("bert", "roberta", "distilbert", "albert")
+           for option in ("default", "opset14", "O1", "fp16")]  # the scale folded from Shape(Q)
+HF_TF = [f"hftf-{family}_tf2onnx_{opset}.onnx" for family in ("bert", "roberta", "distilbert")
+         for opset in (13, 18)]  # tensordot projections, canonicalized into MatMul
+ATTENTION_EVERY_LAYER = sorted(OPTIMUM + HF_TF + [
+    "bert_optimum_default_fp16ort.onnx", "bert_optimum_default_fp16ort_keepio.onnx",
+    "bert_ts14_eager_fp16occ.onnx", "bert_ts14_eager_fp16occ_keepio.onnx", "bert_ts14_eager_fp16ort.onnx",
+    "bert_ts14_eager_fp16ort_keepio.onnx",
+    "distilbert_ts14_eager_tf4.onnx",  # masked_fill mask, Q divided by √h
+    "mpnet_ts14_tf5.onnx",  # relative position bias beside the mask
+])
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("file", ATTENTION_EVERY_LAYER)
+def test_attention_fuses_every_layer_and_verifies(file, target):
+    entry = next(e for e in MODELS if e["file"] == file)
+    _, report = fusekit.optimize(EXPORTERS / file, target=target)
+    assert report.counts["Attention"] == entry["layers"], report.summary()
+    assert report.verification.ok, report.verification.summary()
+    padding = [s.split(", ")[-1] for s in report.verification.settings]
+    assert padding == ["right padding", "left padding", "no padding", "right padding"]

@@ -1,18 +1,31 @@
-"""What a subgraph computes, found by running it: an attention mask, a position term.
+"""What a subgraph computes, found by running it: an attention mask or bias, a position term.
 
 Exporters build the additive attention mask from the model's 0/1 mask input through
 long, version-specific chains (transformers 5 alone vmaps a padding function into
 Range/Flatten/Gather/And/Expand/Where). Rather than pattern-match every chain,
 fusekit extracts the subgraph that computes the mask — it depends only on model
 inputs, never on weights — and evaluates it on probe masks: right and left padding,
-holes, all ones, several batch sizes and lengths. The subgraph is accepted as a key
-padding mask only when, on every probe, it equals
+holes, all ones, several batch sizes and lengths. Two facts come out of it:
 
-    M[b, 0, q, k] = 0 where mask[b, k] != 0, and one constant fill value elsewhere
+- :func:`key_pattern`: the value holds one constant at every kept key of a 2-D mask
+  input and another at every padded key, broadcast over heads and queries,
 
-(broadcast over q), which is exactly what a fused attention's 2-D mask input means.
-Any dependence on the query position (a causal mask), on other inputs' values, or
-on the padding side shows up as a mismatch and the attention is left unfused.
+      V[b, ·, q, k] = kept where mask[b, k] != 0, padded elsewhere
+
+  whichever side the padding is on. An additive key padding mask
+  (:func:`key_padding_mask`) is such a value with a large negative step from kept to
+  padded, which is exactly what a fused attention's 2-D mask input means; a
+  ``masked_fill`` condition is one that is true at padded keys.
+- :func:`position_bias`: the value depends on the sizes of the inputs but on none of
+  their values (a relative position bias, a constant): evaluated on several different
+  feeds of one size, it never changes.
+
+Any dependence on the query position (a causal mask), on other inputs' values, or on
+the padding side shows up as a mismatch, and the attention is left unfused.
+
+A subgraph may read the shape of the attention scores (``Expand(cond, Shape(scores))``):
+the scores are then fed as zeros of their shape [B, N, S, S]; one that reads their values
+is refused.
 
 An embedding sum's position term is read the same way (``position_rows``): whatever
 chain computes it from the token ids (a position-id buffer sliced to the sequence
@@ -22,7 +35,7 @@ shapes and values. The fused op then needs no position ids at all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -33,16 +46,45 @@ from .graph import const_value, producer
 from .state import IdentityMap, IdentitySet
 
 PROBE_SHAPES = [(2, 6), (3, 9), (1, 5)]
+# a key padding mask must push padded keys this far below kept ones: every float32
+# exp() of a score that low underflows to 0 next to a kept key's
+LARGE_NEGATIVE = -1e4
+# a constant added at every kept key shifts each row of scores alike, which the softmax does
+# not see; a small one (HF-TF adds 9.99e-10) rounds the scores by no more than an ulp
+MAX_SHIFT = 1e-3
+
+
+@dataclass(frozen=True)
+class KeyPattern:
+    input: gs.Tensor  # the model's 2-D mask input, (batch, sequence)
+    kept: float  # the value at keys the mask keeps
+    padded: float  # the value at padded keys
 
 
 @dataclass(frozen=True)
 class KeyPaddingMask:
     input: gs.Tensor  # the model's 2-D mask input, (batch, sequence)
-    fill: float  # the value the mask adds at padded keys
+    fill: float  # what the mask adds at padded keys, relative to kept ones
 
 
-def _ancestry(graph: gs.Graph, value: gs.Tensor, what: str = "the mask") -> tuple[list[gs.Node], list[gs.Tensor]] | str:
-    """The nodes computing ``value`` and the model inputs they read (``what`` names the value in reasons)."""
+@dataclass(frozen=True)
+class PositionBias:
+    value: gs.Tensor  # the bias the scores get, [1|B, 1|N, S, S]
+    zero: bool  # it is 0 everywhere: nothing to carry
+
+
+@dataclass(frozen=True)
+class _Subgraph:
+    session: ort.InferenceSession | None  # None: the value is a constant
+    inputs: list[gs.Tensor]  # the model inputs it reads
+    scores: gs.Tensor | None  # the attention scores it reads, when it does
+    rows: dict[str, int] = field(default_factory=dict)  # integer inputs: the rows of the tables they index
+
+
+def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet,
+              what: str = "the mask") -> tuple[list[gs.Node], list[gs.Tensor]] | str:
+    """The nodes computing ``value`` from model inputs and the ``given`` values (of which it may
+    read only the shape: they are fed zeros), and those it reads (``what`` names the value in reasons)."""
     graph_inputs = IdentitySet(graph.inputs)
     nodes, inputs, seen, stack = IdentitySet(), IdentitySet(), IdentitySet(), [value]
     while stack:
@@ -51,6 +93,9 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, what: str = "the mask") -> tupl
             continue
         seen.add(t)
         node = producer(t)
+        if t in given:
+            inputs.add(t)
+            continue
         if node is None:
             if t not in graph_inputs:
                 return f"{what} depends on '{t.name}', which is neither computed nor a model input"
@@ -58,6 +103,8 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, what: str = "the mask") -> tupl
             continue
         if node.op in ("If", "Loop", "Scan") or node.domain:
             return f"{what} is computed through {node.op} '{node.name}', which fusekit does not evaluate"
+        if node.op != "Shape" and any(i in given for i in node.inputs):
+            return f"the mask reads the values of the scores ({node.op} '{node.name}'), not only their shape"
         nodes.add(node)
         stack.extend(node.inputs)
     order = IdentityMap((n, i) for i, n in enumerate(graph.nodes))
@@ -76,6 +123,76 @@ def _session(graph: gs.Graph, nodes, inputs, value) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _subgraph(graph: gs.Graph, value: gs.Tensor, scores: gs.Tensor | None) -> _Subgraph | str:
+    found = _ancestry(graph, value, IdentitySet([scores] if scores is not None else []))
+    if isinstance(found, str):
+        return found
+    nodes, inputs = found
+    if not nodes and inputs:
+        return f"the mask is the model input '{inputs[0].name}' itself, which fusekit does not carry"
+    if not nodes:
+        return _Subgraph(None, [], None)
+    given = scores if any(t is scores for t in inputs) else None
+    inputs = [t for t in inputs if t is not given]
+    if any(_sized(t, 1, 1) is None for t in inputs):
+        return "the mask also reads a model input that is not (batch, sequence, fixed sizes…)"
+    try:
+        session = _session(graph, nodes, inputs + ([given] if given is not None else []), value)
+    except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
+        return f"the mask subgraph cannot be evaluated ({str(e).splitlines()[0][:120]})"
+    return _Subgraph(session, inputs, given, _table_rows(nodes, inputs))
+
+
+def _table_rows(nodes, inputs) -> dict[str, int]:
+    """For each input that indexes constant tables (token ids into embeddings), the fewest rows
+    one has: ids below it are valid everywhere."""
+    rows = {}
+    for node in nodes:
+        table = const_value(node.inputs[0]) if node.op == "Gather" and node.attrs.get("axis", 0) == 0 else None
+        index = node.inputs[1] if node.op == "Gather" else None
+        if table is not None and table.ndim >= 1 and any(index is t for t in inputs):
+            rows[index.name] = min(rows.get(index.name, table.shape[0]), table.shape[0])
+    return rows
+
+
+def _cached(cache: dict, key, compute):
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def _run(sub: _Subgraph, feeds: dict, batch: int, seq: int, heads: int) -> np.ndarray | str:
+    if sub.scores is not None:
+        dtype = np.dtype(sub.scores.dtype) if sub.scores.dtype is not None else np.float32
+        feeds = {**feeds, sub.scores.name: np.zeros((batch, heads, seq, seq), dtype)}
+    try:
+        (out,) = sub.session.run(None, feeds)
+    except Exception as e:
+        return f"the mask subgraph fails on a probe ({str(e).splitlines()[0][:120]})"
+    return out
+
+
+def _sized(t: gs.Tensor, batch: int, seq: int) -> tuple | None:
+    """The shape to feed a model input (batch, sequence, its fixed sizes…) with, if it has one."""
+    rest = list(t.shape[2:]) if t.shape is not None and len(t.shape) >= 2 else None
+    if rest is None or not all(isinstance(d, (int, np.integer)) and d > 0 for d in rest):
+        return None
+    return (batch, seq, *rest)
+
+
+def _probe_shapes(inputs: list[gs.Tensor]) -> list[tuple[int, int]]:
+    """``PROBE_SHAPES``, with the batch size or length the inputs fix where they fix one."""
+    def fixed(axis):
+        return next((t.shape[axis] for t in inputs if isinstance(t.shape[axis], (int, np.integer))
+                     and t.shape[axis] > 0), None)
+    batch, seq = fixed(0), fixed(1)
+    return list(dict.fromkeys((batch or b, seq or s) for b, s in PROBE_SHAPES))
+
+
+def _dtype(t: gs.Tensor):
+    return np.dtype(t.dtype) if t.dtype is not None else np.dtype(np.int64)
+
+
 def _probe_masks(rng: np.random.Generator, batch: int, seq: int) -> list[np.ndarray]:
     right = np.ones((batch, seq), np.int64)
     left = np.ones((batch, seq), np.int64)
@@ -88,80 +205,149 @@ def _probe_masks(rng: np.random.Generator, batch: int, seq: int) -> list[np.ndar
     return [right, left, holes, np.ones((batch, seq), np.int64)]
 
 
-def key_padding_mask(graph: gs.Graph, value: gs.Tensor, cache: dict) -> KeyPaddingMask | str:
-    """Read ``value`` (an additive attention mask) as a key padding mask, or say why not."""
-    if value.name in cache:
-        return cache[value.name]
-    cache[value.name] = result = _key_padding_mask(graph, value)
-    return result
+def key_pattern(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.Tensor | None = None,
+                heads: int = 1) -> KeyPattern | str:
+    """Read ``value`` as one constant at kept keys and one at padded keys of a 2-D mask
+    input, or say why not. ``scores`` is the attention's scores, [B, ``heads``, S, S]."""
+    return _cached(cache, ("keys", value.name, heads), lambda: _key_pattern(graph, value, scores, heads))
 
 
-def _key_padding_mask(graph: gs.Graph, value: gs.Tensor) -> KeyPaddingMask | str:
-    found = _ancestry(graph, value)
-    if isinstance(found, str):
-        return found
-    nodes, inputs = found
-    candidates = [t for t in inputs if t.shape is not None and len(t.shape) == 2]
-    candidates.sort(key=lambda t: "mask" not in t.name.lower())
+def _key_pattern(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> KeyPattern | str:
+    sub = _subgraph(graph, value, scores)
+    if isinstance(sub, str):
+        return sub
+    candidates = sorted((t for t in sub.inputs if len(t.shape) == 2), key=lambda t: "mask" not in t.name.lower())
     if not candidates:
         return "the mask does not come from a 2-D model input"
-    if any(t.shape is None or len(t.shape) != 2 for t in inputs):
-        return "the mask also reads a model input that is not (batch, sequence)"
-    try:
-        session = _session(graph, nodes, inputs, value)
-    except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
-        return f"the mask subgraph cannot be evaluated ({str(e).splitlines()[0][:120]})"
     rng = np.random.default_rng(0)
-    reason = None
+    reasons = []
     for mask_input in candidates:
-        fill, reason = _probe(session, inputs, mask_input, rng)
-        if reason is None:
-            return KeyPaddingMask(mask_input, fill)
-    return reason
+        found = _probe_keys(sub, mask_input, rng, heads)
+        if isinstance(found, KeyPattern):
+            return found
+        reasons.append(found)
+    return reasons[0]  # the likeliest mask input's
 
 
-def _probe(session, inputs, mask_input, rng) -> tuple[float | None, str | None]:
-    fills = set()
-    for batch, seq in PROBE_SHAPES:
+def _probe_keys(sub: _Subgraph, mask_input: gs.Tensor, rng, heads: int) -> KeyPattern | str:
+    kept, padded = set(), set()
+    for batch, seq in _probe_shapes(sub.inputs):
         for mask in _probe_masks(rng, batch, seq):
-            feeds = {}
-            for t in inputs:
-                dtype = np.dtype(t.dtype) if t.dtype is not None else np.int64
-                feeds[t.name] = (mask if t is mask_input else np.zeros((batch, seq), np.int64)).astype(dtype)
-            try:
-                (m,) = session.run(None, feeds)
-            except Exception as e:
-                return None, f"the mask subgraph fails on a probe ({str(e).splitlines()[0][:120]})"
-            if m.ndim != 4 or m.shape[0] not in (1, batch) or m.shape[1] != 1 or m.shape[2] not in (1, seq) \
-                    or m.shape[3] != seq or (m.shape[0] == 1 and batch > 1):
-                return None, f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, 1|seq, seq)"
-            keep = np.broadcast_to(mask[:, None, None, :] != 0, (batch, 1, m.shape[2], seq))
-            m = np.broadcast_to(m, keep.shape)
-            if np.any(m[keep] != 0):
-                return None, f"the mask is not 0 at unpadded keys of input '{mask_input.name}'"
-            fills.update(np.unique(m[~keep]).tolist())
-            if len(fills) > 1:
-                return None, f"the mask's padded keys take several values ({sorted(fills)[:3]}), not one fill value"
-    if not fills:
-        return None, "the probes left no padded key"
-    (fill,) = fills
-    if not fill <= -1e4:
-        return None, f"the mask's fill value {fill} is not a large negative number"
-    return float(fill), None
+            feeds = {t.name: (mask if t is mask_input else np.zeros(_sized(t, batch, seq))).astype(_dtype(t))
+                     for t in sub.inputs}
+            m = _run(sub, feeds, batch, seq, heads)
+            if isinstance(m, str):
+                return m
+            if m.ndim != 4 or m.shape[0] not in (1, batch) or m.shape[1] not in (1, heads) \
+                    or m.shape[2] not in (1, seq) or m.shape[3] != seq or (m.shape[0] == 1 and batch > 1):
+                return f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, 1|seq, seq)"
+            keep = np.broadcast_to(mask[:, None, None, :] != 0, (batch,) + m.shape[1:3] + (seq,))
+            m = np.broadcast_to(m, keep.shape).astype(np.float64)
+            kept.update(np.unique(m[keep]).tolist())
+            padded.update(np.unique(m[~keep]).tolist())
+            if len(kept) > 1:
+                return f"the mask is not one value at the unpadded keys of input '{mask_input.name}' " \
+                       f"({sorted(kept)[:3]})"
+            if len(padded) > 1:
+                return f"the mask's padded keys take several values ({sorted(padded)[:3]}), not one fill value"
+    if not padded:
+        return "the probes left no padded key"
+    if kept == padded:
+        return f"the mask does not tell the kept keys of input '{mask_input.name}' from the padded ones"
+    return KeyPattern(mask_input, kept.pop(), padded.pop())
+
+
+def key_padding_mask(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.Tensor | None = None,
+                     heads: int = 1) -> KeyPaddingMask | str:
+    """Read ``value``, added to the scores, as a key padding mask, or say why not: what
+    matters is the step from kept keys (0, or a small shift) down to the padded ones."""
+    found = key_pattern(graph, value, cache, scores, heads)
+    if isinstance(found, str):
+        return found
+    if not abs(found.kept) <= MAX_SHIFT:
+        return f"the mask adds {found.kept:g} at unpadded keys of input '{found.input.name}', not 0"
+    fill = found.padded - found.kept
+    if not fill <= LARGE_NEGATIVE:
+        return f"the mask's fill value {fill:g} is not a large negative number"
+    return KeyPaddingMask(found.input, float(fill))
+
+
+def position_bias(graph: gs.Graph, value: gs.Tensor, cache: dict, heads: int) -> PositionBias | str:
+    """Show that ``value`` depends on no input's values, only on the sizes, and is shaped
+    as a bias on [B, ``heads``, S, S] scores; or say why not."""
+    return _cached(cache, ("bias", value.name, heads), lambda: _position_bias(graph, value, heads))
+
+
+def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBias | str:
+    sub = _subgraph(graph, value, None)
+    if isinstance(sub, str):
+        return sub
+    if sub.session is None:
+        constant = const_value(value)
+        if constant is None:
+            return f"'{value.name}' is neither computed nor a constant"
+        return _constant_bias(value, np.asarray(constant), heads)
+    if not sub.inputs:  # computed from constants alone (ONNX Runtime's test graphs)
+        constant = _run(sub, {}, 1, 1, heads)
+        return constant if isinstance(constant, str) else _constant_bias(value, constant, heads)
+    rng = np.random.default_rng(1)
+    zero = True
+    for batch, seq in _probe_shapes(sub.inputs):
+        first = None
+        for trial in range(4):
+            feeds = {t.name: _token_values(rng, t, batch, seq, trial, sub.rows.get(t.name, 2)) for t in sub.inputs}
+            b = _run(sub, feeds, batch, seq, heads)
+            if isinstance(b, str):
+                return b
+            if first is None:
+                first = b
+                if b.ndim != 4 or b.shape[0] not in (1, batch) or b.shape[1] not in (1, heads) \
+                        or b.shape[2:] != (seq, seq):
+                    return f"the bias has shape {list(b.shape)} for a {batch}×{seq} input, " \
+                           "not (1|batch, 1|heads, seq, seq)"
+                if not np.all(np.isfinite(b)):
+                    return "the bias is not finite everywhere"
+            elif b.shape != first.shape or not np.array_equal(b, first):
+                names = ", ".join(f"'{t.name}'" for t in sub.inputs)
+                return f"the bias changes with the values of {names}, not only with their sizes"
+        zero = zero and not np.any(first)
+    return PositionBias(value, zero)
+
+
+def _token_values(rng, t: gs.Tensor, batch: int, seq: int, trial: int, rows: int) -> np.ndarray:
+    """A feed for probing a bias: all ones, random 0/1 (a mask, or the usual padding ids), then
+    random ids below ``rows`` (inside every table they index); or random floats. Each row
+    keeps its first token."""
+    dtype, shape = _dtype(t), _sized(t, batch, seq)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    values = np.ones(shape, np.int64) if trial == 0 else rng.integers(0, 2 if trial < 3 else max(rows, 2), shape)
+    values[:, 0] = 1
+    return values.astype(dtype)
+
+
+def _constant_bias(value: gs.Tensor, constant: np.ndarray, heads: int) -> PositionBias | str:
+    if not np.any(constant):
+        return PositionBias(value, True)
+    shape = constant.shape
+    # a full query × key block: broadcasting against the scores makes it their size
+    if constant.ndim != 4 or shape[0] != 1 or shape[1] not in (1, heads) or shape[2] < 2 or shape[2] != shape[3]:
+        return f"the constant bias has shape {list(shape)}, not (1, 1|heads, seq, seq)"
+    if not np.all(np.isfinite(constant)):
+        return "the bias is not finite everywhere"
+    return PositionBias(value, False)
 
 
 def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,
                   cache: dict) -> gs.Tensor | str:
     """The constant table whose rows 0..S-1 ``value`` is, broadcast over the batch, S being
     the sequence length of the token ids ``ids``; or why that is not proven."""
-    key = (value.name, ids.name)
-    if key not in cache:
-        cache[key] = _position_rows(graph, value, ids, vocabulary, width)
-    return cache[key]
+    return _cached(cache, ("positions", value.name, ids.name),
+                   lambda: _position_rows(graph, value, ids, vocabulary, width))
 
 
 def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
-    found = _ancestry(graph, value, "the position term")
+    found = _ancestry(graph, value, IdentitySet(), "the position term")
     if isinstance(found, str):
         return found
     nodes, inputs = found
