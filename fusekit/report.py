@@ -23,6 +23,7 @@ class Report:
     seconds: float = 0.0
     verify_seconds: float = 0.0
     verification: VerifyResult | None = None
+    packed: dict | None = None  # --pack: the mask input and each output's kind (tokens | derived)
 
     @property
     def counts(self) -> Counter:
@@ -63,7 +64,7 @@ class Report:
             "counts": dict(self.counts), "variants": dict(self.variants),
             "fused": [f.to_dict() for f in self.fused],
             "misses": [asdict(m) for m in self.misses],
-            "notes": self.notes, "warnings": self.warnings,
+            "notes": self.notes, "warnings": self.warnings, "packed": self.packed,
             "seconds": self.seconds, "verify_seconds": self.verify_seconds,
             "verification": self.verification.to_dict() if self.verification else None,
         }
