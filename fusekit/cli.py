@@ -70,7 +70,8 @@ def cmd_optimize(args) -> int:
     feeds = None if args.no_verify else _given_feeds(args, loaded.model)
     inputs_from = skeleton(loaded.model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
-    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True)
+    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True,
+                             pack=args.pack)
     report.notes[:0], report.opset_before = loaded.notes, loaded.opset
     external = loaded.external
     del loaded
@@ -186,7 +187,8 @@ def cmd_explain(args) -> int:
         return 0
     if args.html:
         check_destination(args.html, protect=(args.model,))
-    _report(explain(args.model, args.target, args.fusion, args.layer), args, explain_page, (args.model,))
+    _report(explain(args.model, args.target, args.fusion, args.layer, pack=args.pack), args, explain_page,
+            (args.model,))
     return 0
 
 
@@ -227,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--no-verify", action="store_true", help="skip the equivalence check")
     o.add_argument("--json", metavar="PATH", help="also write the full report as JSON ('-' for stdout)")
     o.add_argument("--disable", action="append", default=[], metavar="FUSION", help="turn a fusion off (repeatable)")
+    o.add_argument("--pack", action="store_true",
+                   help="run the token-wise ops on the batch's valid tokens only (padding-free batches)")
     trials(o, 4)
     o.set_defaults(run=cmd_optimize)
 
@@ -288,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fusion", metavar="NAME", help="only this fusion (e.g. Attention)")
     e.add_argument("--layer", type=int, metavar="N", help="only encoder layer N")
     e.add_argument("--target", choices=TARGETS, default="ort", help="runtime the fused ops are shaped for (default ort)")
+    e.add_argument("--pack", action="store_true", help="also show where --pack puts the packing points, or why not")
     e.add_argument("--int8", action="store_true",
                    help="for a quantized model: will each MatMul run in INT8 on the target runtime (onnx: both), and why not")
     reports(e)

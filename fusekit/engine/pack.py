@@ -258,15 +258,16 @@ def _start(core: Core, dynamic: IdentitySet, in_core) -> gs.Tensor:
     """The hidden states the first core's projections read: from its input, back through
     single-use MatMuls and bias Adds to where the stream branches (the residual reads it too)."""
     t = core.inputs[0]
-    while len(t.outputs) == 1:
+    while True:
         node = producer(t)
         if node is None or node.op not in ("MatMul", "Add") or in_core(node):
-            break
+            return t
         stream = [i for i in node.inputs if i in dynamic]
         if len(stream) != 1:
-            break
+            return t
         t = stream[0]
-    return t
+        if len(t.outputs) > 1:
+            return t
 
 
 def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
