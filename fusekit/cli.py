@@ -143,7 +143,8 @@ def cmd_bench(args) -> int:
         bench.require_matplotlib()
     report = bench.bench(args.models, bench.parse_list(args.backend, "backend", str), bench.parse_list(args.batch, "batch"),
                          bench.parse_list(args.seq, "seq"), args.device, args.threads, args.precision,
-                         args.iterations, args.warmup)
+                         args.iterations, args.warmup,
+                         lengths=bench.parse_lengths(args.lengths) if args.lengths else None)
     print(report.table())
     if args.json:
         _write_json(report.to_dict(), args.json)
@@ -272,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     runtime(b)
     b.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     b.add_argument("--seq", default="128", help="comma-separated sequence lengths (default 128)")
+    b.add_argument("--lengths", metavar="L,L,…|uniform:LO:HI|skewed:LO:HI",
+                   help="real tokens per row, the rest padding: a list (cycled over the batch) or a distribution; "
+                        "default: every token real")
     b.add_argument("--iterations", type=int, default=20, help="timed runs per model and configuration (default 20)")
     b.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     b.add_argument("--json", metavar="PATH", help="also write every sample as JSON ('-' for stdout)")
