@@ -66,6 +66,20 @@ MS_ATTENTION = "com.microsoft.Attention"  # projects Q/K/V itself: its input is 
 RANK = 3  # the token stream is [B, S, ·]; packed it is [T, ·]
 
 
+@dataclass(frozen=True)
+class Forms:
+    """How the packing points are spelled; chosen per target by measurement (benchmarks/pack_forms.py)."""
+
+    # "gather": Gather(x, index) from a stream with a spare row; "pad": Gather(Pad(x, a zero row), index);
+    # "scatter": ScatterND into zeros
+    unpack: str = "gather"
+    ms_core: str = "mha"  # com.microsoft.Attention → "mha": packed projection + MultiHeadAttention;
+    #                       "attention": the fused Attention kept, reading the unpacked hidden states
+
+
+FORMS = {"ort": Forms(), "onnx": Forms(), "openvino": Forms()}
+
+
 @dataclass
 class Core:
     """An attention core: it mixes positions, but only through keys its mask keeps."""
@@ -339,31 +353,57 @@ def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
 # ---------------------------------------------------------------- the rewrite
 
 class _Points:
-    """The pack and unpack nodes, built from the mask once and shared by every layer."""
+    """The pack and unpack nodes, built from the mask once and shared by every layer.
 
-    def __init__(self, emit: Emitter, mask: gs.Tensor, dtype):
-        self.emit, self.dtype = emit, dtype  # the hidden states' type
+    With the "gather" form the packed stream carries one spare row after the T tokens (a
+    copy of the first position, computed like any token): padded positions unpack to it
+    with a single Gather, and a batch without any token still has a row to read. An
+    attention core never weighs what its padded keys hold; everything else reads padded
+    positions as 0.
+    """
+
+    def __init__(self, emit: Emitter, mask: gs.Tensor, dtype, forms: Forms):
+        self.emit, self.dtype, self.forms = emit, dtype, forms  # dtype: the hidden states' type
         e = emit
         self.mask = mask
         keep = e.Cast(e.Reshape(mask, e.small(np.array([-1], np.int64))), to=TensorProto.BOOL)  # [B·S]
-        self.index = e.Squeeze(e.NonZero(keep), e.small(np.array([0], np.int64)))  # [T]: where the tokens are
-        count = e.Shape(self.index)  # [T]
+        tokens = e.Squeeze(e.NonZero(keep), e.small(np.array([0], np.int64)))  # [T]: where the tokens are
+        count = e.Shape(tokens)  # [T]
+        spare = forms.unpack == "gather"
+        self.index = e.Concat(tokens, e.small(np.array([0], np.int64)), axis=0) if spare else tokens
         position = e.Sub(e.CumSum(e.Cast(keep, to=TensorProto.INT64), e.small(np.int64(0))),
                          e.small(np.int64(1)))
-        self.inverse = e.Where(keep, position, count)  # [B·S]: each position's token, T (a zero row) when padded
+        self.inverse = e.Where(keep, position, count)  # [B·S]: each position's token row, row T when padded
         self.batch_and_sequence = e.Shape(mask)
         self.shape = e.Concat(self.batch_and_sequence, e.small(np.array([-1], np.int64)), axis=0)  # [B, S, -1]
-        self.zero_row = e.small(np.array([0, 0, 1, 0], np.int64))
+        self.keep = keep
 
     def pack(self, value: gs.Tensor) -> gs.Tensor:
         e = self.emit
         return e.Gather(e.Flatten(value, axis=2), self.index, axis=0)
 
-    def unpack(self, value: gs.Tensor, width: int | None = None) -> gs.Tensor:
-        """[T, C] → [B, S, C], padded positions 0. A known width C is declared on the result:
+    def unpack(self, value: gs.Tensor, width: int | None = None, zeros: bool = True) -> gs.Tensor:
+        """[T, C] → [B, S, C]; padded positions 0, or (``zeros=False``, for an attention core,
+        which never weighs them) whatever is cheapest. A known width C is declared on the result:
         ONNX's shape inference of Attention(23) needs it."""
         e = self.emit
-        out = e.Reshape(e.Gather(e.Pad(value, self.zero_row), self.inverse, axis=0), self.shape)
+        form = self.forms.unpack
+        if form == "scatter":
+            size = e.shared("Shape", self.keep)  # [B·S]
+            width_of = e.Slice(e.Shape(value), e.small(np.array([1], np.int64)), e.small(np.array([2], np.int64)))
+            zero = e.small(np.zeros((), np.dtype(value.dtype or self.dtype or np.float32)))
+            zeros_ = e.Expand(zero, e.Concat(size, width_of, axis=0))
+            rows = e.shared("Unsqueeze", self.index, e.small(np.array([1], np.int64)))
+            flat = e.ScatterND(zeros_, rows, value)
+        elif form == "pad":
+            flat = e.Gather(e.Pad(value, e.small(np.array([0, 0, 1, 0], np.int64))), self.inverse, axis=0)
+        else:
+            flat = e.Gather(value, self.inverse, axis=0)
+            if zeros:
+                kept = e.shared("Unsqueeze", self.keep, e.small(np.array([1], np.int64)))
+                zero = e.small(np.zeros((), np.dtype(value.dtype or self.dtype or np.float32)))
+                flat = e.Where(kept, flat, zero)
+        out = e.Reshape(flat, self.shape)
         if isinstance(width, int):
             out.dtype, out.shape = value.dtype or self.dtype, [*self.mask.shape, width]
         return out
@@ -425,7 +465,11 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     and MultiHeadAttention (which takes projected Q, K, V and a 2-D key padding mask) is the core."""
     node = next(iter(core.nodes))
     x, w, b = node.inputs[:3]
-    qkv = points.unpack(emit.Add(emit.MatMul(x, w), b), w.shape[1])
+    if points.forms.ms_core == "attention":
+        _retarget(node, x, points.unpack(x, w.shape[0], zeros=False))
+        _take_over(core.output, points.pack(_fresh_output(node)))
+        return node
+    qkv = points.unpack(emit.Add(emit.MatMul(x, w), b), w.shape[1], zeros=False)
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
     mask = emit.shared("Cast", core.mask, to=TensorProto.INT32)
     attrs = {"num_heads": attr(node, "num_heads")}
@@ -440,12 +484,19 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     return producer(out)
 
 
-def apply(graph: gs.Graph, plan: Plan, state: RunState) -> PackResult:
+def _fresh_output(node: gs.Node) -> gs.Variable:
+    """Give ``node`` a new first output (its old one is about to be taken over) and return it."""
+    out = gs.Variable(f"{node.outputs[0].name}/unpacked", node.outputs[0].dtype)
+    node.outputs[0] = out
+    return out
+
+
+def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) -> PackResult:
     emit = Emitter(graph, state, "fusekit/pack")
     off_stream = IdentityMap((t, IdentitySet(plan.readers[t])) for t in plan.readers)
     stream_readers = IdentityMap((t, [n for n in t.outputs if n not in off_stream.get(t, ())])
                                  for t in [plan.start, *(c.output for c in plan.cores)])
-    points = _Points(emit, plan.mask, plan.start.dtype)
+    points = _Points(emit, plan.mask, plan.start.dtype, forms)
     result = PackResult(mask=plan.mask.name)
     _apply_fixes(plan, emit)
 
@@ -466,6 +517,7 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState) -> PackResult:
             record("attention", made.outputs[0], [(core.name, "Attention")])
     # values read off the stream (attention inputs, the pooler, outputs) are unpacked once each
     outputs = IdentitySet(graph.outputs)
+    in_core = IdentitySet(n for c in plan.cores for n in c.nodes)
     kept = IdentitySet([plan.start, *(c.output for c in unfused_cores)])
     for value in list(plan.packed):
         if value in kept:
@@ -477,11 +529,18 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState) -> PackResult:
             n.inputs.clear()
             n.outputs.clear()
         outside = [n for n in outside if n.op != "Shape" or n.inputs]
-        if not outside and value not in outputs:
+        attending = [n for n in outside if n in in_core]
+        others = [n for n in outside if n not in in_core]
+        if attending:
+            unpacked = points.unpack(value, _width(value), zeros=False)
+            record("unpack", unpacked)
+            for n in attending:
+                _retarget(n, value, unpacked)
+        if not others and value not in outputs:
             continue
         unpacked = points.unpack(value, _width(value))
         record("unpack", unpacked)
-        for n in outside:
+        for n in others:
             _retarget(n, value, unpacked)
         if value in outputs:  # the output keeps its name and its [B, S, ·] shape
             name = value.name
@@ -503,4 +562,4 @@ def run(graph: gs.Graph, state: RunState, attention: Fusion) -> PackResult:
     found = plan(graph, state, attention)
     if isinstance(found, Miss):
         return PackResult(misses=[found])
-    return apply(graph, found, state)
+    return apply(graph, found, state, FORMS.get(state.target, Forms()))
