@@ -229,7 +229,7 @@ def _last_axis(node: gs.Node, name: str, default, fixes: list) -> str | None:
     return f"'{node.name}' ({node.op}) works along axis {axis}, across positions"
 
 
-def tokenwise(node: gs.Node, packed: IdentitySet, dynamic: IdentitySet, fixes: list) -> str | None:
+def tokenwise(node: gs.Node, packed: IdentitySet, dynamic: IdentitySet, fixes: list, opset: int = 17) -> str | None:
     """None when ``node`` computes each position from that position alone, given which of its
     inputs are packed; else why not. Changes it would need on [T, ·] go into ``fixes``."""
     op = node.op
@@ -250,6 +250,11 @@ def tokenwise(node: gs.Node, packed: IdentitySet, dynamic: IdentitySet, fixes: l
             return f"'{node.name}' ({op}) reduces over axes {axes}, across positions"
         if [a for a in np.atleast_1d(axes)] != [-1]:
             fixes.append(("axes", node, None))
+    elif op in ("QuantizeLinear", "DequantizeLinear") and node.inputs[1].shape is not None \
+            and len(node.inputs[1].shape) == 0:
+        pass  # per tensor: the axis is not read
+    elif op in ("Softmax", "LogSoftmax") and attr(node, "axis") is None and opset < 13:
+        return f"'{node.name}' ({op}) flattens from axis 1 (opset {opset}), across positions"
     elif op in LAST_AXIS:
         reason = _last_axis(node, *LAST_AXIS[op], fixes)
         if reason:
@@ -290,7 +295,8 @@ def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
     cores = find_cores(graph, state, attention)
     if not cores:
         reason = ("the model has no attention mask input: nothing to pack" if not masks
-                  else "no attention reads the hidden states: nothing to pack")
+                  else "no attention core fusekit recognises (a fused Attention, or the chain the Attention "
+                       "pattern matches), so it cannot tell where positions mix")
         return _miss(None, reason)
     for core in cores:
         if core.reason or core.mask is None:
@@ -331,12 +337,12 @@ def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
             for t in node.outputs if dirty else ():
                 tainted[t] = tainted[dirty[0]]
             continue
-        node_fixes = []
-        why = tokenwise(node, packed, dynamic, node_fixes)
-        if why is None and dirty:
+        if dirty:  # a value computed off the stream meets the stream again
             source, reason = tainted[dirty[0]]
             return _miss(source, f"{reason}, and its result flows back into the token stream at "
                                  f"'{node.name}' ({node.op})", source)
+        node_fixes = []
+        why = tokenwise(node, packed, dynamic, node_fixes, state.opset)
         if why is None:
             fixes += node_fixes
             packed.update(node.outputs)
