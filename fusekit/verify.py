@@ -321,7 +321,7 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
                            "but the candidate has no QuantizeLinear/DequantizeLinear/FakeQuantize")
     step_of = quantization_steps(quantized) if int8 else {}
     result.reference_kind = reference_kind
-    packed = packed_outputs(_as_model(candidate))
+    packed = packed_outputs(cand)
     stats: dict[str, _Stats] = {name: _Stats(packed.get(name)) for name in ref_names}
     noise: dict[str, _Stats] = {name: _Stats() for name in ref_names}
     twin = None
@@ -372,11 +372,13 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     return result
 
 
-def packed_outputs(model: onnx.ModelProto) -> dict[str, str]:
-    """For a model packed by ``optimize(pack=True)``: each output's kind. "tokens" outputs are
-    computed at valid positions only (padded ones are 0); "derived" ones are computed from the
-    unpacked hidden states, so a row whose value is read from a padded position differs."""
-    text = next((p.value for p in model.metadata_props if p.key == "fusekit.pack"), None)
+def packed_outputs(sess) -> dict[str, str]:
+    """For a model packed by ``optimize(pack=True)``, as its session reads it: each output's kind.
+    "tokens" outputs are computed at valid positions only (padded ones are 0); "derived" ones
+    are computed from the unpacked hidden states, so a row whose value is read from a padded
+    position differs."""
+    meta = sess.get_modelmeta().custom_metadata_map if hasattr(sess, "get_modelmeta") else {}
+    text = meta.get("fusekit.pack")
     return json.loads(text).get("outputs", {}) if text else {}
 
 
