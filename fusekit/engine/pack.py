@@ -478,7 +478,7 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     x, w, b = node.inputs[:3]
     if points.forms.ms_core == "attention":
         _retarget(node, x, points.unpack(x, w.shape[0], zeros=False))
-        _take_over(core.output, points.pack(_fresh_output(node)))
+        _take_over(core.output, points.pack(_fresh_output(node, emit)))
         return node
     qkv = points.unpack(emit.Add(emit.MatMul(x, w), b), w.shape[1], zeros=False)
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
@@ -495,9 +495,9 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     return producer(out)
 
 
-def _fresh_output(node: gs.Node) -> gs.Variable:
+def _fresh_output(node: gs.Node, emit: Emitter) -> gs.Variable:
     """Give ``node`` a new first output (its old one is about to be taken over) and return it."""
-    out = gs.Variable(f"{node.outputs[0].name}/unpacked", node.outputs[0].dtype)
+    out = gs.Variable(emit._unique(f"{node.outputs[0].name}/unpacked"), node.outputs[0].dtype)
     node.outputs[0] = out
     return out
 
