@@ -148,6 +148,29 @@ def test_a_token_wise_node_in_between_still_packs(bert14):
     assert report.verification.ok, report.verification.summary()
 
 
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_a_constant_broadcast_over_positions_is_reshaped(bert14, target):
+    """x · a [1, 1, H] constant: the same at every position, so it packs ([H] on [T, H])."""
+    def scale(x):
+        gamma = helper.make_tensor("per_feature", TensorProto.FLOAT, [1, 1, 32], np.linspace(0.5, 1.5, 32).tolist())
+        const = helper.make_node("Constant", [], ["per_feature_value"], value=gamma)
+        return [const, helper.make_node("Mul", [x, "per_feature_value"], ["scaled"], name="scale/Mul")], "scaled"
+    _, report = packed(_with_node_between_layers(bert14, scale), target)
+    assert report.verification.ok, report.verification.summary()
+
+
+def test_a_constant_varying_over_positions_is_a_near_miss(bert14):
+    """x + a [1, 16, H] constant (a position table): position-dependent, so not packed."""
+    def add_table(x):
+        table = helper.make_tensor("table", TensorProto.FLOAT, [1, 16, 32], np.zeros(16 * 32).tolist())
+        const = helper.make_node("Constant", [], ["table_value"], value=table)
+        return [const, helper.make_node("Add", [x, "table_value"], ["shifted"], name="table/Add")], "shifted"
+    model = _with_node_between_layers(bert14, add_table)
+    _, report = fusekit.optimize(model, pack=True, verify=False)
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert "table/Add" in miss.reason and "varies over positions" in miss.reason
+
+
 def test_a_model_without_mask_has_nothing_to_pack():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", 4])
