@@ -55,6 +55,18 @@ def test_tiny_bert_packs_on_every_target(bert14, target):
     assert len(report.verification.settings) == 4  # right, left, none, right
 
 
+def test_openvino_still_compiles_the_packed_core_into_its_attention_kernel(bert14, tmp_path):
+    import openvino as ov
+    model, _ = packed(bert14, "openvino", verify=False)
+    onnx.save(model, tmp_path / "packed.onnx")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    layers = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+    assert "Softmax" not in layers and "MatMul" not in layers  # Q·Kᵀ, softmax and ·V inside one kernel per layer
+    assert layers.count("Subgraph") == 2
+
+
 def test_padded_positions_are_zero_and_valid_ones_match(bert14):
     """Right and left padding, and a row without padding: valid positions equal the original's,
     padded positions are 0; with no padding at all every output equals the original's."""
