@@ -27,12 +27,12 @@ position from that position alone and never reads the sequence length as data.
   reads it unpacked; its result must never flow back into the token stream, and an
   output computed from it is reported as read from the unpacked hidden states.
 
-Forms (``benchmarks/pack_forms.py``; the unpack spellings — a Gather, Gather after Pad,
-ScatterND — measured alike within the noise of a shared machine, so the one of fewest
-ops): pack is Gather(Flatten(x), the mask's nonzero positions and one spare row); an attention core
-reads Gather(x, each position's row), padded positions pointing at the spare row (a
-core never weighs them); everything else reads padded positions as 0 (a Where after the
-Gather). ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
+Forms (``benchmarks/pack_forms.py``; the unpack spellings — Gather after Pad, a Gather
+from a spare row, ScatterND — measured alike within the noise of a shared machine): pack
+is Gather(Flatten(x), the mask's nonzero positions), so the stream has exactly T rows
+(an unpadded batch's MatMuls keep their size); unpack is Gather(Pad(x, one zero row),
+each position's row), padded positions reading the zero row (a batch without a single
+token still has a row to read). ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
 packed tokens and com.microsoft.MultiHeadAttention, with the 2-D key padding mask, is
 the core (keeping the fused Attention on unpacked inputs leaves the projection on every
 position: 0.62× of the unpacked time where MultiHeadAttention gives 0.53×).
@@ -75,9 +75,9 @@ RANK = 3  # the token stream is [B, S, ·]; packed it is [T, ·]
 class Forms:
     """How the packing points are spelled; chosen per target by measurement (benchmarks/pack_forms.py)."""
 
-    # "gather": Gather(x, index) from a stream with a spare row; "pad": Gather(Pad(x, a zero row), index);
-    # "scatter": ScatterND into zeros
-    unpack: str = "gather"
+    # "pad": Gather(Pad(x, a zero row), index); "gather": Gather(x, index) from a stream with a spare
+    # row, zeros put in by a Where where they are read; "scatter": ScatterND into zeros
+    unpack: str = "pad"
     ms_core: str = "mha"  # com.microsoft.Attention → "mha": packed projection + MultiHeadAttention;
     #                       "attention": the fused Attention kept, reading the unpacked hidden states
 
