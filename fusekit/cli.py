@@ -70,7 +70,8 @@ def cmd_optimize(args) -> int:
     feeds = None if args.no_verify else _given_feeds(args, loaded.model)
     inputs_from = skeleton(loaded.model)
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
-    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True)
+    fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True,
+                             pack=args.pack)
     report.notes[:0], report.opset_before = loaded.notes, loaded.opset
     external = loaded.external
     del loaded
@@ -142,7 +143,8 @@ def cmd_bench(args) -> int:
         bench.require_matplotlib()
     report = bench.bench(args.models, bench.parse_list(args.backend, "backend", str), bench.parse_list(args.batch, "batch"),
                          bench.parse_list(args.seq, "seq"), args.device, args.threads, args.precision,
-                         args.iterations, args.warmup)
+                         args.iterations, args.warmup,
+                         lengths=bench.parse_lengths(args.lengths) if args.lengths else None)
     print(report.table())
     if args.json:
         _write_json(report.to_dict(), args.json)
@@ -186,7 +188,8 @@ def cmd_explain(args) -> int:
         return 0
     if args.html:
         check_destination(args.html, protect=(args.model,))
-    _report(explain(args.model, args.target, args.fusion, args.layer), args, explain_page, (args.model,))
+    _report(explain(args.model, args.target, args.fusion, args.layer, pack=args.pack), args, explain_page,
+            (args.model,))
     return 0
 
 
@@ -227,6 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--no-verify", action="store_true", help="skip the equivalence check")
     o.add_argument("--json", metavar="PATH", help="also write the full report as JSON ('-' for stdout)")
     o.add_argument("--disable", action="append", default=[], metavar="FUSION", help="turn a fusion off (repeatable)")
+    o.add_argument("--pack", action="store_true",
+                   help="run the token-wise ops on the batch's valid tokens only (padding-free batches)")
     trials(o, 4)
     o.set_defaults(run=cmd_optimize)
 
@@ -268,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     runtime(b)
     b.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     b.add_argument("--seq", default="128", help="comma-separated sequence lengths (default 128)")
+    b.add_argument("--lengths", metavar="L,L,…|uniform:LO:HI|skewed:LO:HI",
+                   help="real tokens per row, the rest padding: a list (cycled over the batch) or a distribution; "
+                        "default: every token real")
     b.add_argument("--iterations", type=int, default=20, help="timed runs per model and configuration (default 20)")
     b.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     b.add_argument("--json", metavar="PATH", help="also write every sample as JSON ('-' for stdout)")
@@ -288,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fusion", metavar="NAME", help="only this fusion (e.g. Attention)")
     e.add_argument("--layer", type=int, metavar="N", help="only encoder layer N")
     e.add_argument("--target", choices=TARGETS, default="ort", help="runtime the fused ops are shaped for (default ort)")
+    e.add_argument("--pack", action="store_true", help="also show where --pack puts the packing points, or why not")
     e.add_argument("--int8", action="store_true",
                    help="for a quantized model: will each MatMul run in INT8 on the target runtime (onnx: both), and why not")
     reports(e)

@@ -13,18 +13,20 @@ from onnx import version_converter
 from . import patterns
 
 from .compat import prepare
-from .engine import canonicalize, passes, shapes
+from .engine import canonicalize, pack as packing, passes, shapes
 from .errors import FusekitError
 from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
 from .modelio import default_opset, is_heavy, read, skeleton
 from .engine.pattern import Fusion, Rule, root_ops
+from .engine.rewrite import compose
 from .engine.state import RunState
 from .report import Report
 from .verify import verify as verify_models
 
 TARGETS = ("ort", "onnx", "openvino")
 PROVENANCE_KEY = "fusekit.provenance"
+PACK_KEY = "fusekit.pack"  # which outputs a packed model computes at valid tokens only (read by verify)
 
 
 def fusions_for(target: str, disable=()) -> list[Fusion]:
@@ -180,6 +182,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
     model = _assemble(skel, weights, original, in_place)
     known.update({f.node: f.to_dict() for f in report.fused + report.rewrites if f.node})  # a bypass leaves no node
     props.update({PROVENANCE_KEY: json.dumps(known), "fusekit.target": target})
+    if report.packed:
+        props[PACK_KEY] = json.dumps(report.packed)
     onnx.helper.set_model_props(model, props)
     return model
 
@@ -226,8 +230,25 @@ def _pass_through_note(model: onnx.ModelProto, target: str) -> list[str]:
             f"only runtimes that implement ONNX Runtime's contrib ops run them"]
 
 
+def _pack(graph: gs.Graph, target: str, opset: int, report: Report):
+    state = RunState(target=target, opset=opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
+    result = packing.run(graph, state, patterns.BY_NAME["Attention"])
+    report.misses += result.misses
+    if result.misses:
+        report.notes.append(f"not packed: {result.misses[0].reason}")
+        return
+    report.fused = compose(report.fused + result.fused)
+    report.packed = {"mask": result.mask, "outputs": result.outputs}
+    derived = [name for name, kind in result.outputs.items() if kind == "derived"]
+    report.notes.append(f"packed: the token-wise ops run on the valid tokens of '{result.mask}' only; padded positions "
+                        "of " + ", ".join(n for n, k in result.outputs.items() if k == "tokens") + " are 0"
+                        + (f"; {', '.join(derived)} read the unpacked hidden states, so a value read from a padded "
+                           "position differs" if derived else ""))
+
+
 def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=(), trials: int = 4,
-             seed: int = 0, shapes=None, rtol=None, atol=None, in_place: bool = False) -> tuple[onnx.ModelProto, Report]:
+             seed: int = 0, shapes=None, rtol=None, atol=None, in_place: bool = False,
+             pack: bool = False) -> tuple[onnx.ModelProto, Report]:
     """Fuse ``model_or_path`` for ``target`` and, unless ``verify=False``, prove it equivalent.
 
     ``in_place=True`` turns a given ModelProto into the fused model instead of copying
@@ -236,6 +257,9 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
 
     Returns the fused model and a :class:`Report`; ``report.verification.ok`` says
     whether it proved equivalent. Raises FusekitError on bad input.
+
+    ``pack=True`` then runs the token-wise part of the model on the batch's valid tokens
+    alone (``fusekit.engine.pack``), or says in a near miss why that would not be exact.
     """
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -259,6 +283,8 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     report.rewrites = [f for f in result.fused if f.canonical]
     report.misses = result.misses
     report.notes += result.notes
+    if pack:
+        _pack(graph, target, default_opset(skel), report)
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
     fused = _export(graph, original, report, target, in_place or original is not model_or_path, result.functions)

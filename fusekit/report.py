@@ -25,6 +25,7 @@ class Report:
     seconds: float = 0.0
     verify_seconds: float = 0.0
     verification: VerifyResult | None = None
+    packed: dict | None = None  # --pack: the mask input and each output's kind (tokens | derived)
 
     @property
     def counts(self) -> Counter:
@@ -72,7 +73,7 @@ class Report:
             "counts": dict(self.counts), "canonical": dict(self.canonical), "variants": dict(self.variants),
             "fused": [f.to_dict() for f in self.fused], "rewrites": [f.to_dict() for f in self.rewrites],
             "misses": [asdict(m) for m in self.misses],
-            "notes": self.notes, "warnings": self.warnings,
+            "notes": self.notes, "warnings": self.warnings, "packed": self.packed,
             "seconds": self.seconds, "verify_seconds": self.verify_seconds,
             "verification": self.verification.to_dict() if self.verification else None,
         }

@@ -36,7 +36,8 @@ def test_bench_both_backends_table_and_json(two_models, tmp_path, capsys):
     assert len(results) == 8
     for r in results:
         assert set(r) == {"model", "backend", "batch", "seq", "device", "threads", "precision", "median_ms",
-                          "p90_ms", "throughput", "ratio", "samples_ms"}
+                          "p90_ms", "throughput", "ratio", "lengths", "samples_ms"}
+        assert r["lengths"] is None  # every token real
         assert len(r["samples_ms"]) == 3 and r["threads"] == 1 and r["precision"] == "f32"
         assert r["p90_ms"] >= r["median_ms"] > 0
         assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["median_ms"])

@@ -49,6 +49,7 @@ from pathlib import Path
 import onnx
 
 from .. import patterns
+from ..engine import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
 from ..pipeline import PROVENANCE_KEY, optimize
@@ -56,6 +57,7 @@ from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
 
 SCHEMA = "fusekit.explain/1"
+FUSIONS = [*patterns.BY_NAME, pack.FUSION]  # the fusions in report order; packing comes last
 
 
 @dataclass
@@ -118,7 +120,7 @@ class Explanation:
 
     def fusions(self) -> list[str]:
         seen = {f for c in self.candidates for f in [c.fusion, *c.steps]}
-        names = [f.name for f in patterns.ALL if f.name in seen]
+        names = [name for name in FUSIONS if name in seen]
         return [n for n in names if self.fusion in (None, n)]
 
     def per_fusion(self, fusion: str) -> dict:
@@ -200,12 +202,13 @@ class Explanation:
         return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer: int | None = None) -> Explanation:
+def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer: int | None = None,
+            pack: bool = False) -> Explanation:
     """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
-    if fusion is not None and fusion not in patterns.BY_NAME:
-        raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(patterns.BY_NAME)}")
+    if fusion is not None and fusion not in FUSIONS:
+        raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
     original, notes = load_to_read(model_or_path)
-    fused, report = optimize(original, target=target, verify=False)
+    fused, report = optimize(original, target=target, verify=False, pack=pack)
     report.notes[:0] = notes
     flow = Dataflow(fused.graph)
     layers = assign(flow)

@@ -5,7 +5,10 @@ and warmed up, then the timed runs go round-robin — model 1, 2, …, n, then a
 starting one further along — so drift of the machine (turbo, other load, thermal)
 falls on every model alike and the ratios stay honest even when the absolute
 numbers wander. Inputs are :func:`fusekit.inputs.make_inputs` at the given batch and
-length with all-ones masks (every token real), the same seed for every model.
+length with all-ones masks (every token real), the same seed for every model, or with
+``lengths`` a mask that keeps each row's first L tokens: a list of lengths (cycled over the
+batch) or a distribution, ``uniform:LO:HI`` or ``skewed:LO:HI`` (most rows short, a few
+long: LO + (HI − LO)·u³), drawn per row with a fixed seed.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import FusekitError
-from ..inputs import Setting, make_inputs
+from ..inputs import Setting, input_role, make_inputs
 from ..modelio import load, staged
 from . import backends
 
@@ -40,6 +43,12 @@ class Timing:
     precision: str
     samples_ms: list[float] = field(default_factory=list)
     ratio: float | None = None  # median / the first model's median, same backend and shape
+    lengths: list[int] | None = None  # each row's real tokens (the rest padding); None: all real
+
+    @property
+    def shape(self) -> str:
+        real = f" {100 * sum(self.lengths) / (self.batch * self.seq):.0f}%" if self.lengths else ""
+        return f"{self.batch}×{self.seq}{real}"
 
     @property
     def median_ms(self) -> float:
@@ -58,7 +67,7 @@ class Timing:
         return {"model": self.model, "backend": self.backend, "batch": self.batch, "seq": self.seq,
                 "device": self.device, "threads": self.threads, "precision": self.precision,
                 "median_ms": self.median_ms, "p90_ms": self.p90_ms, "throughput": self.throughput,
-                "ratio": self.ratio, "samples_ms": self.samples_ms}
+                "ratio": self.ratio, "lengths": self.lengths, "samples_ms": self.samples_ms}
 
 
 @dataclass
@@ -76,13 +85,17 @@ class BenchReport:
         labels = short_labels(self.models)
         width = max(len("model"), *(len(v) for v in labels.values()))
         lines.append("")
-        lines.append(f"{'backend':<9} {'shape':<9} {'model':<{width}}  {'median ms':>10} {'p90 ms':>10} "
+        shape = max(len("shape"), *(len(t.shape) for t in self.timings))
+        lines.append(f"{'backend':<9} {'shape':<{shape}} {'model':<{width}}  {'median ms':>10} {'p90 ms':>10} "
                      f"{'seq/s':>9} {'vs first':>9}")
         for t in self.timings:
-            lines.append(f"{t.backend:<9} {f'{t.batch}×{t.seq}':<9} {labels[t.model]:<{width}}  {t.median_ms:>10.2f} "
+            lines.append(f"{t.backend:<9} {t.shape:<{shape}} {labels[t.model]:<{width}}  {t.median_ms:>10.2f} "
                          f"{t.p90_ms:>10.2f} {t.throughput:>9.1f} {t.ratio:>8.2f}×")
         lines.append("")
         lines.append("vs first: median latency ÷ the first model's, same backend and shape (below 1.00× = faster)")
+        if self.settings.get("lengths"):
+            lines.append(f"lengths {self.settings['lengths']}: each row keeps its first L tokens, the rest is padding "
+                         "(shape: batch × padded length, then the share of real tokens)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -118,6 +131,49 @@ def parse_list(text: str, what: str, cast=int) -> list:
     return values
 
 
+DISTRIBUTIONS = ("uniform", "skewed")
+
+
+def parse_lengths(text: str) -> list[int] | tuple[str, int, int]:
+    """``"112,87,73"`` → a list; ``"uniform:16:128"`` / ``"skewed:16:128"`` → a distribution."""
+    kind, _, bounds = text.partition(":")
+    if kind in DISTRIBUTIONS:
+        try:
+            low, high = (int(x) for x in bounds.split(":"))
+        except ValueError:
+            low = high = 0
+        if not 1 <= low <= high:
+            raise FusekitError(f"--lengths {text!r}: expected {kind}:LO:HI with 1 ≤ LO ≤ HI, e.g. {kind}:16:128")
+        return kind, low, high
+    return parse_list(text, "lengths")
+
+
+def row_lengths(spec, batch: int, seq: int, seed: int = 0) -> list[int]:
+    """Each row's number of real tokens for ``spec`` (see :func:`parse_lengths`), at most ``seq``."""
+    if isinstance(spec, tuple):
+        kind, low, high = spec
+        u = np.random.default_rng(seed).random(batch)
+        lengths = low + (high - low) * (u if kind == "uniform" else u ** 3)
+        lengths = [int(round(x)) for x in lengths]
+    else:
+        lengths = [spec[i % len(spec)] for i in range(batch)]
+    if max(lengths) > seq:
+        raise FusekitError(f"--lengths: a row of {max(lengths)} tokens does not fit in --seq {seq}")
+    return [min(x, seq) for x in lengths]
+
+
+def with_lengths(feeds: dict[str, np.ndarray], lengths: list[int]) -> dict[str, np.ndarray]:
+    """``feeds`` with every attention mask keeping each row's first ``lengths[b]`` tokens."""
+    out = dict(feeds)
+    for name, value in feeds.items():
+        if input_role(name, value.dtype) == "mask" and value.ndim == 2:
+            mask = np.zeros_like(value)
+            for b, n in enumerate(lengths):
+                mask[b, :n] = 1
+            out[name] = mask
+    return out
+
+
 def round_robin(n_models: int, iterations: int) -> list[int]:
     """The order of the timed runs: each round visits every model once, starting one further along."""
     return [(r + k) % n_models for r in range(iterations) for k in range(n_models)]
@@ -127,7 +183,7 @@ def add_ratios(timings: list[Timing]):
     """Each timing's median over the first model's, for the same backend and shape."""
     first: dict[tuple, float] = {}
     for t in timings:  # timings are in model order within a configuration
-        key = (t.backend, t.batch, t.seq)
+        key = (t.backend, t.batch, t.seq, tuple(t.lengths or ()))
         first.setdefault(key, t.median_ms)
         t.ratio = t.median_ms / first[key]
 
@@ -193,7 +249,7 @@ def _interface(path: str):
 
 def bench(models: list[str], backend_names: list[str], batches: list[int], seqs: list[int], device: str = "cpu",
           threads: int | None = None, precision: str = "f32", iterations: int = 20, warmup: int = 2,
-          stream: TextIO | None = None) -> BenchReport:
+          stream: TextIO | None = None, lengths=None) -> BenchReport:
     if iterations < 1 or warmup < 0:
         raise FusekitError("--iterations must be at least 1 and --warmup at least 0")
     for name in backend_names:  # fail before measuring, not after the first backend's runs
@@ -202,6 +258,7 @@ def bench(models: list[str], backend_names: list[str], batches: list[int], seqs:
         raise FusekitError(f"--threads must be at least 1, got {threads}")
     threads = threads or backends.default_threads()
     interfaces = {m: _interface(m) for m in models}
+    rows = {(b, s): row_lengths(lengths, b, s) for b in batches for s in seqs} if lengths else {}
     shapes = [(b, s) for b in batches for s in seqs]
     progress = Progress(len(backend_names) * len(shapes) * len(models) * (warmup + iterations), stream)
     timings, descriptions = [], {}
@@ -213,11 +270,14 @@ def bench(models: list[str], backend_names: list[str], batches: list[int], seqs:
                 label = f"{name} {batch}×{seq}"
                 progress.start(label)
                 feeds = [make_inputs(interfaces[m], Setting("none", batch, seq), seed=0) for m in models]
+                if lengths:
+                    feeds = [with_lengths(f, rows[batch, seq]) for f in feeds]
                 try:
                     samples = measure(runners, feeds, iterations, warmup, progress.tick)
                 except FusekitError as e:
                     raise FusekitError(f"{label}: {e}") from None
-                timings += [Timing(m, name, batch, seq, r.device, r.threads, r.precision, s)
+                timings += [Timing(m, name, batch, seq, r.device, r.threads, r.precision, s,
+                                   lengths=rows.get((batch, seq)))
                             for m, r, s in zip(models, runners, samples)]
                 progress.finish(label)
             del runners  # free one backend's models before loading the next
@@ -227,7 +287,10 @@ def bench(models: list[str], backend_names: list[str], batches: list[int], seqs:
     settings = {"backends": backend_names, "device": device, "threads": threads, "precision": precision,
                 "batches": batches, "seqs": seqs, "iterations": iterations, "warmup": warmup,
                 "order": "round-robin, rotating the first model each round",
-                "inputs": "make_inputs, all-ones masks, seed 0"}
+                "inputs": "make_inputs, seed 0, " + ("masks keeping each row's first L tokens" if lengths
+                                                     else "all-ones masks"),
+                "lengths": None if not lengths else (":".join(map(str, lengths)) if isinstance(lengths, tuple)
+                                                     else ",".join(map(str, lengths)))}
     return BenchReport(list(models), timings, descriptions, settings)
 
 

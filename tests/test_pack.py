@@ -1,0 +1,225 @@
+"""optimize --pack: the token-wise ops run on the valid tokens alone, exactly, or a near miss says why not.
+
+Verification's trials feed right padding, left padding and all-ones masks, so "verifies"
+below covers the three. Timing is never asserted (benchmarks/pack_forms.py, bench_pack.py).
+"""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import fusekit
+from conftest import TESTMODELS, op_histogram
+from fusekit.cli import main
+from fusekit.inputs import SETTINGS, make_inputs
+from fusekit.runtime.bench import parse_lengths, row_lengths, with_lengths
+from fusekit.verify import session
+
+CORPUS = TESTMODELS / "corpus"
+MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]
+MS = "com.microsoft"
+
+
+def packed(path, target="ort", **kw):
+    model, report = fusekit.optimize(path, target=target, pack=True, **kw)
+    assert report.packed, report.summary()
+    return model, report
+
+
+@pytest.mark.parametrize("entry", MODELS, ids=lambda e: e["file"])
+def test_corpus_packs_and_verifies_for_ort(entry):
+    model, report = packed(CORPUS / entry["file"])
+    assert report.verification.ok, report.verification.summary()
+    layers = entry["expected"]["attention"]
+    hist = op_histogram(model)
+    assert hist[(MS, "MultiHeadAttention")] == layers and not hist[(MS, "Attention")]
+    assert report.counts["Pack"] >= layers + 1  # the embeddings' pack, one per core output …
+    assert report.packed["outputs"]["last_hidden_state"] == "tokens"
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+@pytest.mark.parametrize("name", ["bert_dynamo18.onnx", "distilbert_ts14_sdpa.onnx", "albert_ts14_eager.onnx",
+                                  "bert_ts14_eager_tf420.onnx"])
+def test_corpus_packs_and_verifies_for_standard_targets(name, target):
+    model, report = packed(CORPUS / name, target)
+    assert report.verification.ok, report.verification.summary()
+    assert not any(n.domain == MS for n in model.graph.node)
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_tiny_bert_packs_on_every_target(bert14, target):
+    model, report = packed(bert14, target)
+    assert report.verification.ok, report.verification.summary()
+    assert len(report.verification.settings) == 4  # right, left, none, right
+
+
+def test_openvino_still_compiles_the_packed_core_into_its_attention_kernel(bert14, tmp_path):
+    import openvino as ov
+    model, _ = packed(bert14, "openvino", verify=False)
+    onnx.save(model, tmp_path / "packed.onnx")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    layers = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+    assert "Softmax" not in layers and "MatMul" not in layers  # Q·Kᵀ, softmax and ·V inside one kernel per layer
+    assert layers.count("Subgraph") == 2
+
+
+def test_padded_positions_are_zero_and_valid_ones_match(bert14):
+    """Right and left padding, and a row without padding: valid positions equal the original's,
+    padded positions are 0; with no padding at all every output equals the original's."""
+    model, _ = packed(bert14, verify=False)
+    original, candidate = session(str(bert14)), session(model)
+    interface = onnx.load(str(bert14))
+    for setting in SETTINGS[:3]:
+        feeds = make_inputs(interface, setting, seed=3)
+        want = dict(zip(["h", "p"], original.run(None, feeds)))
+        got = dict(zip(["h", "p"], candidate.run(None, feeds)))
+        keep = feeds["attention_mask"].astype(bool)
+        assert np.abs(got["h"][keep] - want["h"][keep]).max() < 1e-5
+        assert not got["h"][~keep].any()
+        rows = keep[:, 0]  # the pooler reads token 0: exact where it is a real token
+        assert np.abs(got["p"][rows] - want["p"][rows]).max() < 1e-5
+        if setting.padding == "none":
+            assert np.abs(got["p"] - want["p"]).max() < 1e-5
+
+
+def test_a_batch_without_any_token_runs(bert14):
+    model, _ = packed(bert14, verify=False)
+    feeds = make_inputs(onnx.load(str(bert14)), SETTINGS[0], seed=0)
+    feeds["attention_mask"][:] = 0
+    hidden, _ = session(model).run(None, feeds)
+    assert not hidden.any()
+
+
+def test_verification_reports_packed_outputs(bert14):
+    _, report = packed(bert14)
+    text = report.verification.summary()
+    assert "last_hidden_state" in text and "padded positions not computed (packed)" in text
+    pooler = next(o for o in report.verification.outputs if o.name == "pooler_output")
+    assert pooler.packed == "derived" and pooler.padded_rows >= 1  # the left-padded trial's rows
+    assert "read from a padded position" in text
+
+
+def test_provenance_records_the_packing_points(bert14, tmp_path):
+    out = tmp_path / "packed.onnx"
+    assert main(["optimize", str(bert14), "--pack", "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    props = {p.key: p.value for p in model.metadata_props}
+    records = json.loads(props["fusekit.provenance"])
+    assert {r["variant"] for r in records.values() if r["fusion"] == "Pack"} == {"pack", "unpack", "attention"}
+    mha = next(r for r in records.values() if r["op"] == "MultiHeadAttention")
+    assert mha["steps"] == ["Attention", "Pack"] and len(mha["replaced"]) > 10  # traced to the original nodes
+    assert json.loads(props["fusekit.pack"])["mask"] == "attention_mask"
+    explanation = fusekit.explain(str(bert14), pack=True)
+    assert "Pack" in explanation.fusions() and explanation.per_fusion("Pack")["fused"] >= 3
+    accounting = fusekit.diff(str(bert14), str(out)).to_dict()["accounting"]
+    assert accounting["ok"]
+
+
+def _with_node_between_layers(src, make) -> onnx.ModelProto:
+    """``src`` with ``make(x) -> (nodes, y)`` inserted on the hidden states between layer 0 and 1."""
+    model = onnx.load(str(src))
+    x = "/encoder/layer.0/output/LayerNorm/Add_1_output_0"
+    nodes, y = make(x)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name == x and "layer.1" in node.name:
+                node.input[i] = y
+    last = max(i for i, n in enumerate(model.graph.node) if x in n.output)
+    for k, node in enumerate(nodes):
+        model.graph.node.insert(last + 1 + k, node)
+    return model
+
+
+def test_a_node_mixing_positions_is_a_near_miss(bert14):
+    """x + mean over the sequence of x: every token reads every other, padding included."""
+    def mean_over_sequence(x):
+        mean = helper.make_node("ReduceMean", [x], ["seq_mean"], name="mixer/ReduceMean", axes=[1], keepdims=1)
+        add = helper.make_node("Add", [x, "seq_mean"], ["mixed"], name="mixer/Add")
+        return [mean, add], "mixed"
+    model = _with_node_between_layers(bert14, mean_over_sequence)
+    fused, report = fusekit.optimize(model, pack=True)
+    assert not report.packed and report.verification.ok
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert miss.at == "mixer/ReduceMean" and "across positions" in miss.reason and "mixer/Add" in miss.reason
+    assert not any(n.op_type == "NonZero" for n in fused.graph.node)  # left as it was
+    assert any("not packed" in n for n in report.notes)
+
+
+def test_a_token_wise_node_in_between_still_packs(bert14):
+    """The same place, a mean over the hidden features instead: token-wise, so it packs."""
+    def mean_over_features(x):
+        mean = helper.make_node("ReduceMean", [x], ["feature_mean"], name="tokenwise/ReduceMean", axes=[2], keepdims=1)
+        add = helper.make_node("Sub", [x, "feature_mean"], ["centered"], name="tokenwise/Sub")
+        return [mean, add], "centered"
+    model = _with_node_between_layers(bert14, mean_over_features)
+    _, report = packed(model)
+    assert report.verification.ok, report.verification.summary()
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_a_constant_broadcast_over_positions_is_reshaped(bert14, target):
+    """x · a [1, 1, H] constant: the same at every position, so it packs ([H] on [T, H])."""
+    def scale(x):
+        gamma = helper.make_tensor("per_feature", TensorProto.FLOAT, [1, 1, 32], np.linspace(0.5, 1.5, 32).tolist())
+        const = helper.make_node("Constant", [], ["per_feature_value"], value=gamma)
+        return [const, helper.make_node("Mul", [x, "per_feature_value"], ["scaled"], name="scale/Mul")], "scaled"
+    _, report = packed(_with_node_between_layers(bert14, scale), target)
+    assert report.verification.ok, report.verification.summary()
+
+
+def test_a_constant_varying_over_positions_is_a_near_miss(bert14):
+    """x + a [1, 16, H] constant (a position table): position-dependent, so not packed."""
+    def add_table(x):
+        table = helper.make_tensor("table", TensorProto.FLOAT, [1, 16, 32], np.zeros(16 * 32).tolist())
+        const = helper.make_node("Constant", [], ["table_value"], value=table)
+        return [const, helper.make_node("Add", [x, "table_value"], ["shifted"], name="table/Add")], "shifted"
+    model = _with_node_between_layers(bert14, add_table)
+    _, report = fusekit.optimize(model, pack=True, verify=False)
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert "table/Add" in miss.reason and "varies over positions" in miss.reason
+
+
+def test_a_model_without_mask_has_nothing_to_pack():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).ravel().tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                              "mlp", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    _, report = fusekit.optimize(model, pack=True)
+    (miss,) = report.misses
+    assert miss.fusion == "Pack" and "no attention mask input: nothing to pack" in miss.reason
+    assert not report.packed and report.verification.ok
+
+
+def test_cli_says_why_it_did_not_pack(tmp_path, capsys):
+    src = TESTMODELS / "int8" / "matmul_u8s8.onnx"
+    assert main(["optimize", str(src), "--pack", "--no-verify", "-o", str(tmp_path / "out.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "not packed: no attention core fusekit recognises" in out
+
+
+def test_bench_lengths():
+    assert parse_lengths("112,87,73") == [112, 87, 73]
+    assert parse_lengths("uniform:16:128") == ("uniform", 16, 128)
+    assert row_lengths([5, 3], 3, 8) == [5, 3, 5]
+    drawn = row_lengths(("skewed", 16, 128), 64, 128)
+    assert min(drawn) >= 16 and max(drawn) <= 128 and np.median(drawn) < 72  # most rows short
+    feeds = with_lengths({"attention_mask": np.ones((2, 4), np.int64), "input_ids": np.ones((2, 4), np.int64)}, [3, 1])
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]] and feeds["input_ids"].all()
+    for bad in ("uniform:0:5", "uniform:9:5", "skewed:x", "1,0"):
+        with pytest.raises(fusekit.FusekitError):
+            parse_lengths(bad)
+    with pytest.raises(fusekit.FusekitError, match="does not fit"):
+        row_lengths([20], 1, 16)
+
+
+def test_bench_cli_with_lengths(bert14, capsys):
+    assert main(["bench", str(bert14), "--seq", "16", "--batch", "4", "--lengths", "uniform:2:16",
+                 "--iterations", "2", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "4×16 " in out and "% " in out and "lengths uniform:2:16" in out
