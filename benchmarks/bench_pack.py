@@ -27,7 +27,7 @@ padding its output would compute wrong values, see the README).
                                     [--threads 2] [--json PATH]
 
 --quick: bert-base, S = 128 only, the 42% batch, batch 1 at max_length and batch 8
-without padding, ORT f32 and OpenVINO f32, 5 rounds (a few minutes on 2 cores).
+without padding, ORT f32 and OpenVINO f32, 5 rounds unless --rounds says (a few minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="bert-base,bert-large")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 7; 5 with --quick)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     models = ["bert-base"] if args.quick else args.models.split(",")
     runtimes = ["ORT f32", "OpenVINO f32"] if args.quick else ["ORT f32", "OpenVINO f32", "OpenVINO bf16"]
     seqs = [128] if args.quick else [128, 384]
-    rounds = 5 if args.quick else args.rounds
+    rounds = args.rounds or (5 if args.quick else 7)
     results = []
     for name in models:
         source = Path(get_model(name))
