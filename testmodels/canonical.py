@@ -207,3 +207,15 @@ def einsum_dense(opset=13, unflatten_from_x=True):
     heads = g.op("Squeeze", g.op("Reshape", product, target), g.const("last", [4], np.int64))
     g.op("Add", heads, g.const("bias", rng.randn(2, 4)), out="y")
     return g.model()
+
+
+def einsum_projection(opset=13, equation="abcd,cde->abe"):
+    """Keras attention's output projection as tf2onnx leaves it at opset 13: the merged heads
+    x [batch, seq, 2, 4] → Einsum("abcd,cde->abe", W [2, 4, 16]) → y [batch, seq, 16]. With
+    ``equation="abcd,dce->abe"`` (W's head and size axes swapped) it is a near miss's shape."""
+    g = Graph("einsum_projection", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    g.output("y", shape=["batch", "seq", 16])
+    weight = np.random.RandomState(3).randn(*((2, 4, 16) if equation.startswith("abcd,c") else (4, 2, 16)))
+    g.op("Einsum", x, g.const("w", weight), equation=equation, out="y")
+    return g.model()

@@ -146,3 +146,22 @@ def test_a_rule_can_be_disabled():
     fused, report = fusekit.optimize(C.ln_global_average_pool(), target="ort", verify=False,
                                      disable=["MeanAsGlobalAveragePool"])
     assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
+
+
+def test_einsum_projection_becomes_a_flatten_and_a_matmul():
+    model = C.einsum_projection()
+    fused, report = rule_only(model, "MatMulAsEinsum")
+    assert report.canonical == {"MatMulAsEinsum": 1}
+    assert ops(fused) == {"Reshape", "MatMul"}, ops(fused)
+    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
+    assert list(weight.dims) == [8, 16]  # [N·h, E]
+    result = fusekit.verify(model, fused)
+    assert result.ok, result.summary()
+
+
+def test_einsum_projection_near_miss_when_the_weight_contracts_in_another_order():
+    fused, report = fusekit.optimize(C.einsum_projection(equation="abcd,dce->abe"), target="ort", verify=False)
+    assert "Einsum" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsEinsum"]
+    assert "is not x[P C]·W[C e] → [P e]" in miss.reason, miss
