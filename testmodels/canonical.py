@@ -290,3 +290,17 @@ def transpose_pair(opset=13, second=(0, 1, 3, 2)):
     g.output("y", shape=None)
     g.op("Transpose", g.op("Transpose", x, perm=[0, 2, 1, 3]), perm=list(second), out="y")
     return g.model()
+
+
+def transposed_scores(opset=13, axis=2):
+    """Scores computed transposed, as tf_keras' MultiHeadAttention through tf2onnx: x [batch, seq, 2, 4],
+    s = Transpose(x, 0,2,1,3) · Transpose(x, 0,2,3,1) + bias [batch, 1, seq, 1], Softmax(axis),
+    Transpose(0, 1, 3, 2); y [batch, 2, seq, seq]. With ``axis=3`` it normalizes over the
+    queries, not the keys: a near miss."""
+    g = Graph("transposed", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    bias = g.input("bias", shape=["batch", 1, "seq", 1])
+    g.output("y", shape=["batch", 2, "seq", "seq"])
+    scores = g.op("MatMul", g.op("Transpose", x, perm=[0, 2, 1, 3]), g.op("Transpose", x, perm=[0, 2, 3, 1]))
+    g.op("Transpose", g.op("Softmax", g.op("Add", scores, bias), axis=axis), perm=[0, 1, 3, 2], out="y")
+    return g.model()

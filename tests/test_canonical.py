@@ -222,3 +222,22 @@ def test_head_merge_near_miss_when_the_heads_flatten_in_another_order():
     assert "Gemm" in ops(fused)
     (miss,) = [m for m in report.misses if m.fusion == "HeadMergeAsEinsumDense"]
     assert "is not [B, S, 1, N, h] from [B, N, S, h]" in miss.reason, miss
+
+
+def test_transposed_scores_become_scores_normalized_over_the_last_axis():
+    model = C.transposed_scores()
+    fused, report = rule_only(model, "SoftmaxAsTransposed")
+    assert report.canonical == {"SoftmaxAsTransposed": 1}
+    (softmax,) = [n for n in fused.graph.node if n.op_type == "Softmax"]
+    assert softmax.attribute[0].i == -1 and fused.graph.node[-1].op_type == "Softmax"
+    perms = sorted(list(n.attribute[0].ints) for n in fused.graph.node if n.op_type == "Transpose")
+    assert perms == [[0, 1, 3, 2], [0, 2, 1, 3], [0, 2, 3, 1]]  # Q, Kᵀ and the bias as a row
+    result = fusekit.verify(model, fused)
+    assert result.ok, result.summary()
+
+
+def test_transposed_scores_near_miss_when_the_softmax_normalizes_the_queries():
+    fused, report = fusekit.optimize(C.transposed_scores(axis=3), target="ort", verify=False)
+    assert fused.graph.node[-1].op_type == "Transpose"
+    (miss,) = [m for m in report.misses if m.fusion == "SoftmaxAsTransposed"]
+    assert "normalizes over axis 3, not the second last" in miss.reason, miss
