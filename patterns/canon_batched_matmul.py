@@ -14,7 +14,7 @@ Exact wherever the original runs: row (b0·B1 + b1, i) of the flattened X is X[b
 (row-major, the size-1 axis dropped), likewise for Y, so the 3-D MatMul computes, per
 (b0, b1), the same dot products over k as the 4-D one; the last Reshape puts each back at
 (b0, b1) and the Squeeze drops the 1. The shape vectors are read entry by entry: each must
-be the dimensions named above, of these very tensors (or their static sizes).
+be the dimensions named above, of these very tensors (or, folded to constants, their static sizes).
 """
 import numpy as np
 
@@ -44,7 +44,20 @@ def _parts(vector, count: int):
     return node.inputs
 
 
+def _static(vector, expected) -> bool:
+    """A shape vector folded to constants (static dimensions) holds ``expected``."""
+    return None not in expected and shapes.entries(vector) == expected
+
+
+def _size(tensor, axis: int):
+    size = tensor.shape[axis]
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def _flatten_reason(vector, tensor, what: str) -> str | None:
+    b0, b1 = _size(tensor, 0), _size(tensor, 1)
+    if _static(vector, [b0 * b1 if b0 and b1 else None, -1, _size(tensor, 4)]):
+        return None
     parts = _parts(vector, 3)
     prod = producer(parts[0]) if parts else None
     if prod is None or prod.op != "ReduceProd" or attr(prod, "keepdims") not in (None, 1) \
@@ -54,6 +67,12 @@ def _flatten_reason(vector, tensor, what: str) -> str | None:
     return None
 
 
+def _batch_static(x, y):
+    """The broadcast batch axes where both operands' are static, else None."""
+    sizes = [_size(t, a) for t in (x, y) for a in (0, 1)]
+    return None if None in sizes else [max(sizes[0], sizes[2]), max(sizes[1], sizes[3])]
+
+
 def check(m):
     x, y = m["X"], m["Y"]
     if rank(x) != 5 or rank(y) != 5 or x.shape[3] != 1 or y.shape[2] != 1:
@@ -61,6 +80,8 @@ def check(m):
     reason = _flatten_reason(m["x_flat"], x, "the left flatten") or _flatten_reason(m["y_flat"], y, "the right flatten")
     if reason:
         return reason
+    if _batch_static(x, y) and _static(m["unflat"], [*_batch_static(x, y), _size(x, 2), _size(y, 3), 1]):
+        return None
     parts = _parts(m["unflat"], 4)
     batch = producer(parts[0]) if parts else None
     if batch is None or batch.op != "Max" or len(batch.inputs) != 2 or not _reads(batch.inputs[0], x, [0, 1]) \

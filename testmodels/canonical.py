@@ -225,6 +225,15 @@ def _dims(g, value, axes):
     return g.op("Gather", g.op("Shape", value), g.const(f"axes{axes}", axes, np.int64))
 
 
+def static(model, **sizes):
+    """``model`` with its named input and output dimensions fixed (``batch=2, seq=5``)."""
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]
+    return model
+
+
 def batched_matmul(opset=13, proven=True):
     """Attention scores as tf2onnx decomposes Keras' einsum ``aecd,abcd->acbe`` (here x·xᵀ per
     head): x [batch, seq, 2, 4] brought to [B, 2, S, 1, 4] and [B, 2, 1, S, 4], each flattened

@@ -1,4 +1,6 @@
 """Canonicalization rules: each rewrites its spelling exactly, and refuses a near miss with the reason."""
+import pytest
+
 import fusekit
 from conftest import fuse_only, ops
 from testmodels import canonical as C
@@ -168,8 +170,9 @@ def test_einsum_projection_near_miss_when_the_weight_contracts_in_another_order(
     assert "is not x[P C]·W[C e] → [P e]" in miss.reason, miss
 
 
-def test_flattened_batch_becomes_a_4d_matmul_of_head_transposes():
-    model = C.batched_matmul()
+@pytest.mark.parametrize("fixed", [False, True])  # static sizes fold the shape vectors to constants
+def test_flattened_batch_becomes_a_4d_matmul_of_head_transposes(fixed):
+    model = C.static(C.batched_matmul(), batch=2, seq=5) if fixed else C.batched_matmul()
     fused, report = rule_only(model, "MatMulAsFlattenedBatch", "TransposeAsUnitAxis", "TransposeAsPair")
     assert report.canonical == {"MatMulAsFlattenedBatch": 1, "TransposeAsUnitAxis": 2, "TransposeAsPair": 1}
     assert ops(fused) == {"MatMul", "Transpose"}, ops(fused)
@@ -208,8 +211,9 @@ def test_transpose_pair_near_miss_when_the_identity_writes_a_graph_output():
     assert "its output 'y' is a graph output" in miss.reason, miss
 
 
-def test_head_merge_becomes_a_transpose_a_reshape_and_a_matmul():
-    model = C.head_merge()
+@pytest.mark.parametrize("fixed", [False, True])
+def test_head_merge_becomes_a_transpose_a_reshape_and_a_matmul(fixed):
+    model = C.static(C.head_merge(), batch=2, seq=5) if fixed else C.head_merge()
     fused, report = rule_only(model, "HeadMergeAsEinsumDense")
     assert report.canonical == {"HeadMergeAsEinsumDense": 1}
     assert ops(fused) == {"Transpose", "Reshape", "MatMul"}, ops(fused)
