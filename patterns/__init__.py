@@ -9,13 +9,17 @@ To add a fusion, write a module here and list it in ``ALL``; to add a variant of
 existing fusion, edit its module. To add a rule, write a ``canon_`` module and list it
 in ``RULES``.
 """
-from . import (attention, bias_gelu, canon_einsum_dense, canon_global_average_pool, canon_negated_product,
-               canon_noop_cast, canon_tensordot, embed_layer_norm, fake_quantize, fast_gelu, gelu,
-               layer_norm, qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
+from . import (attention, bias_gelu, canon_batched_matmul, canon_einsum_dense, canon_einsum_projection,
+               canon_global_average_pool, canon_head_merge, canon_negated_product, canon_noop_cast, canon_tensordot,
+               canon_transpose_pair, canon_transposed_scores,
+               canon_unit_axis, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
+               qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
 
 # Canonicalization rules, in the order they run where ``after`` leaves it open.
 RULES = [canon_noop_cast.RULE, canon_global_average_pool.RULE, canon_negated_product.RULE, canon_tensordot.RULE,
-         canon_einsum_dense.RULE]
+         canon_einsum_dense.RULE, canon_einsum_projection.RULE, canon_batched_matmul.RULE,
+         canon_unit_axis.RULE, canon_transpose_pair.RULE, canon_head_merge.RULE,
+         canon_transposed_scores.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.

@@ -207,3 +207,109 @@ def einsum_dense(opset=13, unflatten_from_x=True):
     heads = g.op("Squeeze", g.op("Reshape", product, target), g.const("last", [4], np.int64))
     g.op("Add", heads, g.const("bias", rng.randn(2, 4)), out="y")
     return g.model()
+
+
+def einsum_projection(opset=13, equation="abcd,cde->abe"):
+    """Keras attention's output projection as tf2onnx leaves it at opset 13: the merged heads
+    x [batch, seq, 2, 4] → Einsum("abcd,cde->abe", W [2, 4, 16]) → y [batch, seq, 16]. With
+    ``equation="abcd,dce->abe"`` (W's head and size axes swapped) it is a near miss's shape."""
+    g = Graph("einsum_projection", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    g.output("y", shape=["batch", "seq", 16])
+    weight = np.random.RandomState(3).randn(*((2, 4, 16) if equation.startswith("abcd,c") else (4, 2, 16)))
+    g.op("Einsum", x, g.const("w", weight), equation=equation, out="y")
+    return g.model()
+
+
+def _dims(g, value, axes):
+    return g.op("Gather", g.op("Shape", value), g.const(f"axes{axes}", axes, np.int64))
+
+
+def static(model, **sizes):
+    """``model`` with its named input and output dimensions fixed (``batch=2, seq=5``)."""
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]
+    return model
+
+
+def batched_matmul(opset=13, proven=True):
+    """Attention scores as tf2onnx decomposes Keras' einsum ``aecd,abcd->acbe`` (here x·xᵀ per
+    head): x [batch, seq, 2, 4] brought to [B, 2, S, 1, 4] and [B, 2, 1, S, 4], each flattened
+    to [B·2, -1, 4], a 3-D MatMul, unflattened to [B, 2, S, S, 1] and squeezed; y [batch, 2, seq, seq].
+    With ``proven=False`` the unflatten reads S off the left operand where the right one's
+    belongs (equal here, but not what the rule can prove)."""
+    g = Graph("batched", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    g.output("y", shape=["batch", 2, "seq", "seq"])
+
+    def axes(values):
+        return g.const(f"a{values}", values, np.int64)
+    left = g.op("Transpose", g.op("Unsqueeze", x, axes([3])), perm=[0, 2, 1, 3, 4])
+    right = g.op("Transpose", g.op("Unsqueeze", x, axes([1])), perm=[0, 3, 1, 2, 4])
+
+    def flatten(value):
+        shape = g.op("Concat", g.op("ReduceProd", _dims(g, value, [0, 1]), keepdims=1), axes([-1]),
+                     _dims(g, value, [4]), axis=0)
+        return g.op("Reshape", value, shape)
+    product = g.op("MatMul", flatten(left), g.op("Transpose", flatten(right), perm=[0, 2, 1]))
+    batch = g.op("Max", _dims(g, left, [0, 1]), _dims(g, right, [0, 1]))
+    target = g.op("Concat", batch, _dims(g, left, [2]), _dims(g, right if proven else left, [3] if proven else [2]),
+                  axes([1]), axis=0)
+    g.op("Squeeze", g.op("Reshape", product, target), axes([4]), out="y")
+    return g.model()
+
+
+def head_merge(opset=13, perm=(0, 3, 1, 2, 4)):
+    """Keras attention's output projection as tf2onnx decomposes it: the context c [batch, 2, seq, 4]
+    → Unsqueeze([1]) → Transpose(perm) → Reshape([-1, 2·4]) → Gemm(Reshape(W, [-1, 8]), transB=1)
+    → Reshape(Shape(·)[0, 1] ++ [16, 1, 1]) → Squeeze([3, 4]); y [batch, seq, 16]. Another
+    ``perm`` flattens the heads in another order: a near miss."""
+    g = Graph("merge", opset)
+    x = g.input("x", shape=["batch", 2, "seq", 4])
+    g.output("y", shape=["batch", "seq", 16])
+    spread = g.op("Transpose", g.op("Unsqueeze", x, g.const("one", [1], np.int64)), perm=list(perm))
+    flat = g.op("Concat", g.const("minus_one", [-1], np.int64),
+                g.op("ReduceProd", _dims(g, spread, [3, 4]), keepdims=1), axis=0)
+    weight = g.op("Reshape", g.const("w", np.random.RandomState(4).randn(1, 1, 16, 2, 4)),
+                  g.const("w_shape", [-1, 8], np.int64))
+    product = g.op("Gemm", g.op("Reshape", spread, flat), weight, transB=1, alpha=1.0, beta=0.0)
+    target = g.op("Concat", _dims(g, spread, [0, 1]), g.const("width", [16, 1, 1], np.int64), axis=0)
+    g.op("Squeeze", g.op("Reshape", product, target), g.const("units", [3, 4], np.int64), out="y")
+    return g.model()
+
+
+def unit_axis_elsewhere(opset=13):
+    """Near miss: Unsqueeze([0]) then Squeeze([3]) removes x's own size-1 axis, not the inserted one;
+    x [batch, seq, 1, 4] → y [1, batch, seq, 4]."""
+    g = Graph("unit", opset)
+    x = g.input("x", shape=["batch", "seq", 1, 4])
+    g.output("y", shape=[1, "batch", "seq", 4])
+    raised = g.op("Transpose", g.op("Unsqueeze", x, g.const("zero", [0], np.int64)), perm=[0, 1, 2, 3, 4])
+    g.op("Squeeze", raised, g.const("three", [3], np.int64), out="y")
+    return g.model()
+
+
+def transpose_pair(opset=13, second=(0, 1, 3, 2)):
+    """x [batch, seq, 2, 4] → Transpose(0, 2, 1, 3) → Transpose(second) → y. With ``second``
+    (0, 2, 1, 3) the pair is the identity and its output the graph output: a near miss."""
+    g = Graph("pair", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    g.output("y", shape=None)
+    g.op("Transpose", g.op("Transpose", x, perm=[0, 2, 1, 3]), perm=list(second), out="y")
+    return g.model()
+
+
+def transposed_scores(opset=13, axis=2):
+    """Scores computed transposed, as tf_keras' MultiHeadAttention through tf2onnx: x [batch, seq, 2, 4],
+    s = Transpose(x, 0,2,1,3) · Transpose(x, 0,2,3,1) + bias [batch, 1, seq, 1], Softmax(axis),
+    Transpose(0, 1, 3, 2); y [batch, 2, seq, seq]. With ``axis=3`` it normalizes over the
+    queries, not the keys: a near miss."""
+    g = Graph("transposed", opset)
+    x = g.input("x", shape=["batch", "seq", 2, 4])
+    bias = g.input("bias", shape=["batch", 1, "seq", 1])
+    g.output("y", shape=["batch", 2, "seq", "seq"])
+    scores = g.op("MatMul", g.op("Transpose", x, perm=[0, 2, 1, 3]), g.op("Transpose", x, perm=[0, 2, 3, 1]))
+    g.op("Transpose", g.op("Softmax", g.op("Add", scores, bias), axis=axis), perm=[0, 1, 3, 2], out="y")
+    return g.model()

@@ -1,4 +1,6 @@
 """Canonicalization rules: each rewrites its spelling exactly, and refuses a near miss with the reason."""
+import pytest
+
 import fusekit
 from conftest import fuse_only, ops
 from testmodels import canonical as C
@@ -105,11 +107,12 @@ def test_noop_casts_are_bypassed_and_the_gelu_fuses():
 
 def test_tf2onnx_keras3_model_fuses_its_layer_norms_gelus_and_ffn_residuals():
     """keras-hub at opset 13: GlobalAveragePool means, the negated shift, [1, 1, H] γ and β,
-    tensordot Dense layers; every LayerNorm, GELU with its bias and FFN residual fuses."""
+    tensordot Dense layers, attention einsums decomposed into 3-D batches and an Einsum output
+    projection; every attention, LayerNorm, GELU with its bias and residual fuses."""
     from conftest import TESTMODELS
     fused, report = fusekit.optimize(TESTMODELS / "exporters" / "kerashub-bert_tf2onnx_13.onnx", target="ort")
-    assert {k: report.counts[k] for k in ("LayerNorm", "FastGelu", "BiasGelu", "SkipLayerNorm")} == \
-        {"LayerNorm": 5, "FastGelu": 2, "BiasGelu": 2, "SkipLayerNorm": 2}, report.summary()
+    assert {k: report.counts[k] for k in ("Attention", "LayerNorm", "FastGelu", "BiasGelu", "SkipLayerNorm")} == \
+        {"Attention": 2, "LayerNorm": 5, "FastGelu": 2, "BiasGelu": 2, "SkipLayerNorm": 4}, report.summary()
     assert {"MeanAsGlobalAveragePool", "SubAsNegatedProduct", "DenseAsTensordot"} <= set(report.canonical)
     assert report.verification.ok
 
@@ -146,3 +149,99 @@ def test_a_rule_can_be_disabled():
     fused, report = fusekit.optimize(C.ln_global_average_pool(), target="ort", verify=False,
                                      disable=["MeanAsGlobalAveragePool"])
     assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
+
+
+def test_einsum_projection_becomes_a_flatten_and_a_matmul():
+    model = C.einsum_projection()
+    fused, report = rule_only(model, "MatMulAsEinsum")
+    assert report.canonical == {"MatMulAsEinsum": 1}
+    assert ops(fused) == {"Reshape", "MatMul"}, ops(fused)
+    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
+    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
+    assert list(weight.dims) == [8, 16]  # [N·h, E]
+    result = fusekit.verify(model, fused)
+    assert result.ok, result.summary()
+
+
+def test_einsum_projection_near_miss_when_the_weight_contracts_in_another_order():
+    fused, report = fusekit.optimize(C.einsum_projection(equation="abcd,dce->abe"), target="ort", verify=False)
+    assert "Einsum" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsEinsum"]
+    assert "is not x[P C]·W[C e] → [P e]" in miss.reason, miss
+
+
+@pytest.mark.parametrize("fixed", [False, True])  # static sizes fold the shape vectors to constants
+def test_flattened_batch_becomes_a_4d_matmul_of_head_transposes(fixed):
+    model = C.static(C.batched_matmul(), batch=2, seq=5) if fixed else C.batched_matmul()
+    fused, report = rule_only(model, "MatMulAsFlattenedBatch", "TransposeAsUnitAxis", "TransposeAsPair")
+    assert report.canonical == {"MatMulAsFlattenedBatch": 1, "TransposeAsUnitAxis": 2, "TransposeAsPair": 1}
+    assert ops(fused) == {"MatMul", "Transpose"}, ops(fused)
+    perms = sorted(list(n.attribute[0].ints) for n in fused.graph.node if n.op_type == "Transpose")
+    assert perms == [[0, 2, 1, 3], [0, 2, 3, 1]]  # Q and Kᵀ as the attention pattern reads them
+    result = fusekit.verify(model, fused, atol=0.0, rtol=0.0)
+    assert result.ok, result.summary()  # the same dot products
+
+
+def test_flattened_batch_near_miss_when_the_unflatten_reads_the_wrong_operand():
+    fused, report = fusekit.optimize(C.batched_matmul(proven=False), target="ort", verify=False)
+    assert "ReduceProd" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsFlattenedBatch"]
+    assert "the unflatten is not (the broadcast batch axes, the left's m, the right's n, 1)" in miss.reason, miss
+
+
+def test_unit_axis_near_miss_when_the_squeeze_removes_another_axis():
+    fused, report = fusekit.optimize(C.unit_axis_elsewhere(), target="ort", verify=False)
+    assert {"Unsqueeze", "Squeeze"} <= ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "TransposeAsUnitAxis"]
+    assert "removes axis 3, not the inserted axis 0" in miss.reason, miss
+
+
+def test_transpose_pair_becomes_one_transpose():
+    model = C.transpose_pair()
+    fused, report = rule_only(model, "TransposeAsPair")
+    (node,) = fused.graph.node
+    assert node.op_type == "Transpose" and list(node.attribute[0].ints) == [0, 2, 3, 1] and node.output[0] == "y"
+    assert fusekit.verify(model, fused, atol=0.0, rtol=0.0).ok
+
+
+def test_transpose_pair_near_miss_when_the_identity_writes_a_graph_output():
+    fused, report = fusekit.optimize(C.transpose_pair(second=(0, 2, 1, 3)), target="ort", verify=False)
+    assert [n.op_type for n in fused.graph.node] == ["Transpose", "Transpose"]
+    (miss,) = [m for m in report.misses if m.fusion == "TransposeAsPair"]
+    assert "its output 'y' is a graph output" in miss.reason, miss
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_head_merge_becomes_a_transpose_a_reshape_and_a_matmul(fixed):
+    model = C.static(C.head_merge(), batch=2, seq=5) if fixed else C.head_merge()
+    fused, report = rule_only(model, "HeadMergeAsEinsumDense")
+    assert report.canonical == {"HeadMergeAsEinsumDense": 1}
+    assert ops(fused) == {"Transpose", "Reshape", "MatMul"}, ops(fused)
+    result = fusekit.verify(model, fused)
+    assert result.ok, result.summary()
+
+
+def test_head_merge_near_miss_when_the_heads_flatten_in_another_order():
+    fused, report = fusekit.optimize(C.head_merge(perm=(0, 3, 1, 4, 2)), target="ort", verify=False)
+    assert "Gemm" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "HeadMergeAsEinsumDense"]
+    assert "is not [B, S, 1, N, h] from [B, N, S, h]" in miss.reason, miss
+
+
+def test_transposed_scores_become_scores_normalized_over_the_last_axis():
+    model = C.transposed_scores()
+    fused, report = rule_only(model, "SoftmaxAsTransposed")
+    assert report.canonical == {"SoftmaxAsTransposed": 1}
+    (softmax,) = [n for n in fused.graph.node if n.op_type == "Softmax"]
+    assert softmax.attribute[0].i == -1 and fused.graph.node[-1].op_type == "Softmax"
+    perms = sorted(list(n.attribute[0].ints) for n in fused.graph.node if n.op_type == "Transpose")
+    assert perms == [[0, 1, 3, 2], [0, 2, 1, 3], [0, 2, 3, 1]]  # Q, Kᵀ and the bias as a row
+    result = fusekit.verify(model, fused)
+    assert result.ok, result.summary()
+
+
+def test_transposed_scores_near_miss_when_the_softmax_normalizes_the_queries():
+    fused, report = fusekit.optimize(C.transposed_scores(axis=3), target="ort", verify=False)
+    assert fused.graph.node[-1].op_type == "Transpose"
+    (miss,) = [m for m in report.misses if m.fusion == "SoftmaxAsTransposed"]
+    assert "normalizes over axis 3, not the second last" in miss.reason, miss

@@ -66,7 +66,8 @@ ATTENTION_EVERY_LAYER = sorted(OPTIMUM + HF_TF + [
     "bert_ts14_eager_fp16ort_keepio.onnx",
     "distilbert_ts14_eager_tf4.onnx",  # masked_fill mask, Q divided by √h
     "mpnet_ts14_tf5.onnx",  # relative position bias beside the mask
-])
+] + [f"kerashub-bert_tf2onnx_{opset}.onnx" for opset in (13, 18)]  # einsums decomposed into 3-D batches
+  + [f"tfkeras-bert_tf2onnx_{opset}.onnx" for opset in (13, 17, 18)])  # and the scores as (K·Qᵀ)ᵀ
 
 
 @pytest.mark.parametrize("target", ["ort", "onnx"])

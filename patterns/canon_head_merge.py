@@ -1,0 +1,84 @@
+"""Keras attention's output projection, as tf2onnx decomposes it, is a head merge and a MatMul.
+
+tf2onnx writes ``EinsumDense("abcd,cde->abe")`` on the per-head context c [B, N, S, h]
+(once ``MatMulAsFlattenedBatch`` has made it 4-D) as::
+
+    c ─► Unsqueeze([a]) ─► Transpose(perm) ─► [B, S, 1, N, h] ─► Reshape([-1, K]) ─► Gemm(W [E, K] given as
+      Reshape(constant), transB=1) ─► Reshape(Shape(·)[0, 1] ++ [E, 1, 1]) ─► Squeeze([3, 4]) ─► [B, S, E]
+
+    ⇒   c ─► Transpose(0, 2, 1, 3) ─► Reshape([0, 0, K]) ─► MatMul(Wᵀ [K, E])
+
+Exact wherever the original runs: the Unsqueeze and Transpose put c's axes in the order
+(B, S, N, h) with a size-1 axis before N (the permutation is checked), so both flattens
+make row (b, s) the [N·h] vector c[b, :, s, :] read row-major; Gemm with transB, α = 1
+and no C multiplies each row by Wᵀ as MatMul does; the unflatten puts row (b, s) back
+at (b, s). The Gemm needs N·h = K, and so does the ``[0, 0, K]`` Reshape.
+"""
+import numpy as np
+
+from fusekit.engine import shapes
+from fusekit.engine.graph import attr, producer
+from fusekit.engine.pattern import Const, Rule, Var, Variant, op
+
+from .canon_batched_matmul import _reads
+from .canon_tensordot import _is_dim
+
+c = Var("c", "the per-head context")
+spread = op.Transpose(op.Unsqueeze(c, _bind="unsqueeze"), _bind="spread")
+weight = op.Reshape(Const("w", label="the weight"), Var("w_shape", "the weight's shape", shape_only=True))
+product = op.Gemm(op.Reshape(spread, Var("flat", "the flatten", shape_only=True)), weight, transB=1, _bind="gemm")
+merged = op.Squeeze(op.Reshape(product, Var("unflat", "the unflatten", shape_only=True)), axes=[3, 4])
+
+
+def check(m):
+    gemm = m.node("gemm")
+    if attr(gemm, "alpha") not in (None, 1.0) or attr(gemm, "transA") not in (None, 0) or len(gemm.inputs) > 2:
+        return "the Gemm scales, transposes its input or adds a C"
+    axes, perm = attr(m.node("unsqueeze"), "axes"), attr(m.node("spread"), "perm")
+    if axes is None or len(axes) != 1 or perm is None or len(perm) != 5:
+        return "the Unsqueeze and Transpose do not make one 5-D spread"
+    a = axes[0] % 5
+    if perm[2] != a or [p - (p > a) for p in perm if p != a] != [0, 2, 1, 3]:
+        return f"Unsqueeze([{a}]) → Transpose({list(perm)}) is not [B, S, 1, N, h] from [B, N, S, h]"
+    w_shape = shapes.entries(m["w_shape"])
+    w = m.const("w")
+    if w_shape is None or any(not isinstance(e, int) or e == 0 for e in w_shape) or w_shape.count(-1) > 1:
+        return f"the weight's shape {w_shape} is not a constant fusekit can read"
+    w = w.reshape(w_shape)
+    if w.ndim != 2:
+        return f"the weight is {list(w.shape)}, not [E, K]"
+    e, k = w.shape
+    spread_out = m.node("spread").outputs[0]
+    parts = producer(m["flat"])
+    prod = producer(parts.inputs[1]) if parts is not None and parts.op == "Concat" and len(parts.inputs) == 2 else None
+    flat = shapes.entries(m["flat"])
+    if not (flat == [-1, k] or (prod is not None and shapes.entries(parts.inputs[0]) == [-1] and prod.op == "ReduceProd"
+                                and attr(prod, "keepdims") in (None, 1) and attr(prod, "axes") is None
+                                and _reads(prod.inputs[0], spread_out, [3, 4]))):
+        return "the flatten is not (-1, the heads times the head size)"
+    parts = producer(m["unflat"])
+    static = shapes.entries(m["unflat"])
+    if static is not None and len(static) == 5 and all(_is_dim(d, spread_out, i) for i, d in enumerate(static[:2])) \
+            and static[2:] == [e, 1, 1]:
+        pass  # folded to constants: the static batch and sequence
+    elif parts is None or parts.op != "Concat" or not _reads(parts.inputs[0], spread_out, [0, 1]) \
+            or [v for p in parts.inputs[1:] for v in (shapes.entries(p) or [None])] != [e, 1, 1]:
+        return f"the unflatten is not (the batch and sequence, {e}, 1, 1)"
+    m.facts["weight"] = np.ascontiguousarray(w.T)
+    return None
+
+
+def rewrite(m, emit):
+    k = m.facts["weight"].shape[0]
+    heads = emit.Transpose(m["c"], perm=[0, 2, 1, 3])
+    return emit.MatMul(emit.Reshape(heads, emit.small(np.array([0, 0, k], np.int64))),
+                       emit.const("weight", m.facts["weight"]))
+
+
+RULE = Rule(
+    name="HeadMergeAsEinsumDense",
+    variants=[Variant("einsum_dense_out", merged, "tf2onnx (Keras attention's output projection)")],
+    check=check,
+    rewrite=rewrite,
+    near_miss=lambda miss: miss.complete,
+)
