@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from fusekit.engine.graph import is_graph_output, rank
+from fusekit.engine.graph import DimOf, is_graph_output, rank
 from fusekit.engine.pattern import Const, Pattern, either, op
 
 SQRT2 = math.sqrt(2.0)
@@ -123,3 +123,18 @@ def bias(name: str = "bias") -> Const:
 
 __all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]
+
+
+def is_dim(entry, tensor, index: int) -> bool:
+    """Whether a shape entry is dimension ``index`` of ``tensor``: read off it at run time, or its static size."""
+    if isinstance(entry, DimOf):
+        return entry.tensor is tensor and entry.index == index
+    size = tensor.shape[index] if tensor.shape is not None else None
+    return isinstance(size, int) and entry == size
+
+
+def as_transpose(m, emit):
+    """The rewrite of a rule whose check leaves a permutation of ``x`` in ``m.facts["perm"]``:
+    that Transpose, or ``x`` itself for the identity."""
+    perm = m.facts["perm"]
+    return m["x"] if perm == sorted(perm) else emit.Transpose(m["x"], perm=perm)

@@ -22,7 +22,7 @@ from fusekit.engine import shapes
 from fusekit.engine.graph import attr, producer, rank
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from .canon_tensordot import _is_dim
+from ._common import is_dim
 
 X = Var("X", "the left operand")
 Y = Var("Y", "the right operand")
@@ -34,7 +34,7 @@ product = op.Squeeze(op.Reshape(op.MatMul(left, right), Var("unflat", "the unfla
 def _reads(vector, tensor, axes) -> bool:
     """``vector`` holds dimensions ``axes`` of ``tensor``, read at run time or static."""
     found = shapes.entries(vector)
-    return found is not None and len(found) == len(axes) and all(_is_dim(e, tensor, a) for e, a in zip(found, axes))
+    return found is not None and len(found) == len(axes) and all(is_dim(e, tensor, a) for e, a in zip(found, axes))
 
 
 def _parts(vector, count: int):

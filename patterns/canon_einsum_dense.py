@@ -20,7 +20,7 @@ from fusekit.engine import shapes
 from fusekit.engine.graph import attr, rank
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from .canon_tensordot import _is_dim
+from ._common import is_dim
 
 
 def _after_sequence(axes, node):
@@ -53,7 +53,7 @@ def check(m):
     if flat_shape != [-1, k]:
         return f"the flatten's shape is {flat_shape}, not [-1, {k}]"
     u = m.node("unsqueeze").outputs[0]
-    if shape is None or len(shape) < 3 or not (_is_dim(shape[0], u, 0) and _is_dim(shape[1], u, 1)) \
+    if shape is None or len(shape) < 3 or not (is_dim(shape[0], u, 0) and is_dim(shape[1], u, 1)) \
             or not all(isinstance(e, int) and e > 0 for e in shape[2:]) or int(np.prod(shape[2:])) != n:
         return f"the unflatten's shape {shape} is not the input's batch and sequence and sizes making {n}"
     squeezed = sorted(a % len(shape) for a in attr(m.node("squeeze"), "axes") or [])

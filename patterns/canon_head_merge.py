@@ -21,7 +21,7 @@ from fusekit.engine.graph import attr, producer
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
 from .canon_batched_matmul import _reads
-from .canon_tensordot import _is_dim
+from ._common import is_dim
 
 c = Var("c", "the per-head context")
 spread = op.Transpose(op.Unsqueeze(c, _bind="unsqueeze"), _bind="spread")
@@ -58,7 +58,7 @@ def check(m):
         return "the flatten is not (-1, the heads times the head size)"
     parts = producer(m["unflat"])
     static = shapes.entries(m["unflat"])
-    if static is not None and len(static) == 5 and all(_is_dim(d, spread_out, i) for i, d in enumerate(static[:2])) \
+    if static is not None and len(static) == 5 and all(is_dim(d, spread_out, i) for i, d in enumerate(static[:2])) \
             and static[2:] == [e, 1, 1]:
         pass  # folded to constants: the static batch and sequence
     elif parts is None or parts.op != "Concat" or not _reads(parts.inputs[0], spread_out, [0, 1]) \

@@ -14,21 +14,16 @@ flatten may be shared by several Dense layers reading the same x (Q, K and V): i
 read through, and dies with the last of them.
 """
 from fusekit.engine import shapes
-from fusekit.engine.graph import DimOf, rank
+from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
+
+from ._common import is_dim
 
 x = Var("x", "the input")
 flat = op.Reshape(x, Var("flat_shape", "the flatten's shape", shape_only=True), _bind="flat")
 dense = op.Reshape(op.MatMul(flat, Const("weight", label="the weight")), Var("shape", "the unflatten's shape",
                                                                             shape_only=True))
 
-
-def _is_dim(entry, tensor, index: int) -> bool:
-    """Whether a shape entry is dimension ``index`` of ``tensor``: read off it at run time, or its static size."""
-    if isinstance(entry, DimOf):
-        return entry.tensor is tensor and entry.index == index
-    size = tensor.shape[index] if tensor.shape is not None else None
-    return isinstance(size, int) and entry == size
 
 
 def check(m):
@@ -41,7 +36,7 @@ def check(m):
     flat_shape, shape = shapes.entries(m["flat_shape"]), shapes.entries(m["shape"])
     if flat_shape is None or len(flat_shape) != 2 or flat_shape[1] != k or flat_shape[0] != -1:
         return f"the flatten's shape is {flat_shape}, not [-1, {k}]"
-    if shape is None or len(shape) != 3 or not (_is_dim(shape[0], m["x"], 0) and _is_dim(shape[1], m["x"], 1)) \
+    if shape is None or len(shape) != 3 or not (is_dim(shape[0], m["x"], 0) and is_dim(shape[1], m["x"], 1)) \
             or shape[2] != n:
         return f"the unflatten's shape {shape} is not the input's batch and sequence and {n}"
     return None

@@ -9,6 +9,8 @@ stays for any other reader.
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
+from ._common import as_transpose
+
 pair = op.Transpose(op.Transpose(Var("x", "the input"), _bind="first"))
 
 
@@ -23,15 +25,10 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
-    perm = m.facts["perm"]
-    return m["x"] if perm == sorted(perm) else emit.Transpose(m["x"], perm=perm)
-
-
 RULE = Rule(
     name="TransposeAsPair",
     variants=[Variant("pair", pair, "tf2onnx (einsum decompositions)")],
     check=check,
-    rewrite=rewrite,
+    rewrite=as_transpose,
     near_miss=lambda miss: miss.complete,
 )

@@ -14,6 +14,8 @@ must not be a graph output (its name would go).
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, either, op
 
+from ._common import as_transpose
+
 x = Var("x", "the input")
 raised = op.Unsqueeze(x, _bind="unsqueeze")
 lowered = either(op.Squeeze(op.Transpose(raised, _bind="transpose")), op.Squeeze(raised),
@@ -42,15 +44,10 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
-    perm = m.facts["perm"]
-    return m["x"] if perm == sorted(perm) else emit.Transpose(m["x"], perm=perm)
-
-
 RULE = Rule(
     name="TransposeAsUnitAxis",
     variants=[Variant("unit_axis", lowered, "tf2onnx (einsum decompositions)")],
     check=check,
-    rewrite=rewrite,
+    rewrite=as_transpose,
     near_miss=lambda miss: miss.complete,
 )

@@ -79,3 +79,7 @@ def test_attention_fuses_every_layer_and_verifies(file, target):
     assert report.verification.ok, report.verification.summary()
     padding = [s.split(", ")[-1] for s in report.verification.settings]
     assert padding == ["right padding", "left padding", "no padding", "right padding"]
+
+
+def test_every_model_of_the_corpus_is_held_to_attention_in_every_layer():
+    assert sorted(ATTENTION_EVERY_LAYER) == sorted(e["file"] for e in MODELS)
