@@ -44,10 +44,15 @@ class Miss:
         """
         return self.complete, self.matched, self.matched / max(self.total, 1)
 
+    @property
+    def progress(self) -> str:
+        """How far the match got, "matched M/T nodes, "; nothing for a whole-graph pass (``--pack``),
+        which has no pattern whose nodes could be counted."""
+        return f"matched {self.matched}/{self.total} nodes, " if self.total else ""
+
     def __str__(self):
         where = f" at '{self.at}'" if self.at else ""
-        return (f"{self.fusion}/{self.variant} at '{self.anchor}': matched {self.matched}/{self.total} nodes, "
-                f"stopped{where}: {self.reason}")
+        return f"{self.fusion}/{self.variant} at '{self.anchor}': {self.progress}stopped{where}: {self.reason}"
 
 
 def closest(a: Miss | None, b: Miss | None) -> Miss | None:

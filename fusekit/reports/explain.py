@@ -87,6 +87,8 @@ class Candidate:
             return f"{made}/{self.variant}: {self.op} '{self.node}' replaced {len(self.replaced)} nodes{first}"
         m = self.miss
         where = f"stopped at '{m.at}'" if m.at else "stopped"
+        if not m.total:  # a whole-graph pass (--pack): no pattern nodes to count
+            return f"{where} ({m.variant}): {m.reason}"
         return f"matched {m.matched}/{m.total} nodes ({m.variant}), {where}: {m.reason}"
 
     def to_dict(self) -> dict:

@@ -389,7 +389,7 @@ def explain_page(expl) -> str:
             nodes = sorted(matched | ({stop} if stop is not None else set()))
             body.append(f"<details class=\"region\" open><summary>{esc(_where(c.layer))}: "
                         f"{esc(c.fusion)}/{esc(m.variant)} at <span class=\"mono\">{esc(m.anchor)}</span> "
-                        f"— matched {m.matched}/{m.total} nodes</summary>"
+                        f"{' — ' + esc(m.progress.rstrip(', ')) if m.total else ''}</summary>"
                         f"<p><span class=\"bad\">stopped</span>{' at <code>' + esc(m.at) + '</code>' if m.at else ''}: "
                         f"{esc(m.reason)}</p>"
                         f"<div class=\"pictures\">{region_svg(expl.fused, nodes, matched, stop)}</div></details>")
