@@ -5,7 +5,8 @@ forms of one computation against each other in ONNX Runtime and OpenVINO.  This
 module holds what they do alike: page-aligned I/O buffers, the ORT global
 intra-op pool, short error texts for table cells, the calibrated round-robin
 timing loop (which returns raw samples; each script computes its own
-statistics), /proc/stat counters and run-length compaction of layer listings.
+statistics), /proc/stat counters, run-length compaction of layer listings, and the
+progress log the whole-model benchmarks (bench_peers, bench_pack) print.
 
 Not a public API: the scripts import it as ``_timing`` (their own folder is on
 sys.path when run as ``python benchmarks/<script>.py``).
@@ -17,6 +18,7 @@ import math
 import random
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -180,3 +182,11 @@ def compact(items: list[str], sep: str = ",") -> str:
         else:
             out.append(t)
     return sep.join(out) if out else "(none)"
+
+
+T0 = time.perf_counter()  # when the script started
+
+
+def log(message: str):
+    """A progress line on stderr, stamped with the seconds since the script started."""
+    print(f"[{time.perf_counter() - T0:6.0f} s] {message}", file=sys.stderr, flush=True)

@@ -35,12 +35,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._timing import log  # noqa: E402  (the repository is on sys.path now)
 
 ISSUE_LENGTHS = [112, 87, 73, 50, 46, 24, 20, 17]
 ROWS = [  # (runtime, backend, precision, model key)
@@ -56,11 +57,6 @@ ROWS = [  # (runtime, backend, precision, model key)
     ("OpenVINO bf16", "openvino", "bf16", "fusekit-openvino-pack"),
 ]
 HEADS = {"bert-base": (12, 768), "bert-large": (16, 1024)}
-T0 = time.perf_counter()
-
-
-def log(message: str):
-    print(f"[{time.perf_counter() - T0:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def cases(seqs: list[int], quick: bool) -> list[tuple[str, int, int, object]]:

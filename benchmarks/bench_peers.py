@@ -49,6 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._timing import T0, log  # noqa: E402  (the repository is on sys.path now)
+
 TOOLS = {  # name → what the tables call it
     "fusekit-ort": "fusekit --target ort",
     "fusekit-openvino": "fusekit --target openvino",
@@ -75,11 +77,6 @@ GOALS = [  # (runtime, fusekit's row, the issue's goal)
 ]
 # Fused ops counted in (3) besides every com.microsoft op: the standard ops fusions produce.
 STANDARD_FUSED = {"LayerNormalization", "Gelu", "Attention", "RMSNormalization"}
-T0 = time.perf_counter()
-
-
-def log(message: str):
-    print(f"[{time.perf_counter() - T0:6.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- optimizing, in a child

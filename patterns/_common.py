@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from fusekit.engine import shapes
 from fusekit.engine.graph import DimOf, is_graph_output, rank
 from fusekit.engine.pattern import Const, Pattern, either, op
 
@@ -138,3 +139,19 @@ def as_transpose(m, emit):
     that Transpose, or ``x`` itself for the identity."""
     perm = m.facts["perm"]
     return m["x"] if perm == sorted(perm) else emit.Transpose(m["x"], perm=perm)
+
+
+def flattened_dense(m, layout: str):
+    """What tf2onnx's Dense and EinsumDense decompositions share: a 3-D input ``x`` flattened
+    to [-1, K] (``flat_shape``) for a 2-D constant ``weight`` stored ``layout`` "KN" or "NK".
+    Returns (K, N, the unflatten's ``shape`` entries), or why not."""
+    if rank(m["x"]) != 3:
+        return f"the input is not known to be 3-D (rank {rank(m['x'])})"
+    weight = m.const("weight")
+    if weight.ndim != 2:
+        return f"the weight has shape {list(weight.shape)}, not [{layout[0]}, {layout[1]}]"
+    k, n = weight.shape if layout == "KN" else weight.shape[::-1]
+    flat_shape = shapes.entries(m["flat_shape"])
+    if flat_shape != [-1, k]:
+        return f"the flatten's shape is {flat_shape}, not [-1, {k}]"
+    return k, n, shapes.entries(m["shape"])

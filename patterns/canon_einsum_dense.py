@@ -16,11 +16,10 @@ and the Squeeze in one.
 """
 import numpy as np
 
-from fusekit.engine import shapes
-from fusekit.engine.graph import attr, rank
+from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from ._common import is_dim
+from ._common import flattened_dense, is_dim
 
 
 def _after_sequence(axes, node):
@@ -43,15 +42,10 @@ heads = op.Squeeze(op.Reshape(product, Var("shape", "the unflatten's shape", sha
 
 
 def check(m):
-    if rank(m["x"]) != 3:
-        return f"the input is not known to be 3-D (rank {rank(m['x'])})"
-    weight = m.const("weight")
-    if weight.ndim != 2:
-        return f"the weight has shape {list(weight.shape)}, not [N, K]"
-    n, k = weight.shape
-    flat_shape, shape = shapes.entries(m["flat_shape"]), shapes.entries(m["shape"])
-    if flat_shape != [-1, k]:
-        return f"the flatten's shape is {flat_shape}, not [-1, {k}]"
+    found = flattened_dense(m, "NK")
+    if isinstance(found, str):
+        return found
+    _, n, shape = found
     u = m.node("unsqueeze").outputs[0]
     if shape is None or len(shape) < 3 or not (is_dim(shape[0], u, 0) and is_dim(shape[1], u, 1)) \
             or not all(isinstance(e, int) and e > 0 for e in shape[2:]) or int(np.prod(shape[2:])) != n:

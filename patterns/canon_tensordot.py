@@ -13,11 +13,9 @@ Casts and Gathers of ``Shape(x)``) and the weight's N; the flatten must keep K. 
 flatten may be shared by several Dense layers reading the same x (Q, K and V): it is
 read through, and dies with the last of them.
 """
-from fusekit.engine import shapes
-from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from ._common import is_dim
+from ._common import flattened_dense, is_dim
 
 x = Var("x", "the input")
 flat = op.Reshape(x, Var("flat_shape", "the flatten's shape", shape_only=True), _bind="flat")
@@ -27,15 +25,10 @@ dense = op.Reshape(op.MatMul(flat, Const("weight", label="the weight")), Var("sh
 
 
 def check(m):
-    if rank(m["x"]) != 3:
-        return f"the input is not known to be 3-D (rank {rank(m['x'])})"
-    weight = m.const("weight")
-    if weight.ndim != 2:
-        return f"the weight has shape {list(weight.shape)}, not [K, N]"
-    k, n = weight.shape
-    flat_shape, shape = shapes.entries(m["flat_shape"]), shapes.entries(m["shape"])
-    if flat_shape is None or len(flat_shape) != 2 or flat_shape[1] != k or flat_shape[0] != -1:
-        return f"the flatten's shape is {flat_shape}, not [-1, {k}]"
+    found = flattened_dense(m, "KN")
+    if isinstance(found, str):
+        return found
+    _, n, shape = found
     if shape is None or len(shape) != 3 or not (is_dim(shape[0], m["x"], 0) and is_dim(shape[1], m["x"], 1)) \
             or shape[2] != n:
         return f"the unflatten's shape {shape} is not the input's batch and sequence and {n}"
