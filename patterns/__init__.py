@@ -10,7 +10,7 @@ existing fusion, edit its module. To add a rule, write a ``canon_`` module and l
 in ``RULES``.
 """
 from . import (attention, bias_gelu, canon_batched_matmul, canon_einsum_dense, canon_einsum_projection,
-               canon_global_average_pool, canon_head_merge, canon_negated_product, canon_noop_cast, canon_tensordot,
+               canon_global_average_pool, canon_head_merge, canon_index_wrap, canon_negated_product, canon_noop_cast, canon_tensordot,
                canon_transpose_pair, canon_transposed_scores,
                canon_unit_axis, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
                qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
@@ -19,7 +19,7 @@ from . import (attention, bias_gelu, canon_batched_matmul, canon_einsum_dense, c
 RULES = [canon_noop_cast.RULE, canon_global_average_pool.RULE, canon_negated_product.RULE, canon_tensordot.RULE,
          canon_einsum_dense.RULE, canon_einsum_projection.RULE, canon_batched_matmul.RULE,
          canon_unit_axis.RULE, canon_transpose_pair.RULE, canon_head_merge.RULE,
-         canon_transposed_scores.RULE]
+         canon_transposed_scores.RULE, canon_index_wrap.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.

@@ -41,7 +41,7 @@ from fusekit.engine.graph import attr, const_value, rank, spans_batch_and_sequen
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.probe import position_rows
 from fusekit.engine.rewrite import MS
-from fusekit.engine.state import IdentitySet
+from fusekit.engine.state import IdentityMap, IdentitySet
 
 from ._common import last_axis_attr, statistics_reason, vector_reason
 
@@ -69,16 +69,31 @@ def _roles(m) -> dict[str, str] | str:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])  # the vocabulary is the largest table
     rest = [t for t in terms if t != word]
-    full = [t for t in rest if spans_batch_and_sequence(m.graph, m[f"{t}_ids"], m.state.spans)]
+    m.facts["word"] = word
+    full = [t for t in rest if _segment_form(m, t)]
     roles = {"word": word}
     if len(rest) == 2:
         if not full:
-            return "neither the segment nor the position ids are provably (batch, sequence)"
+            return "neither the segment nor the position ids are provably (batch, sequence) or a model input"
         segment = min(full, key=lambda t: m.const(f"{t}_table").shape[0])  # token types: the smallest table
         roles["segment"] = segment
+        m.facts["expand_segment"] = _segment_form(m, segment) == "expand"
         rest = [t for t in rest if t != segment]
     roles["position"] = rest[0]
     return roles
+
+
+def _segment_form(m, term: str) -> str | None:
+    """How the segment ids of ``term`` meet the word ids' (batch, sequence) shape, which the fused
+    op requires: "same" where that is proven; "expand" for a 2-D integer model input declared with
+    dimensions of its own (tf2onnx names every input's apart), which the rewrite expands to the
+    word ids' shape, as the embedding sum broadcasts it; None otherwise."""
+    ids, words = m[f"{term}_ids"], m[f"{m.facts['word']}_ids"]
+    if spans_batch_and_sequence(m.graph, ids, IdentityMap(), words):
+        return "same"
+    if ids in IdentitySet(m.graph.inputs) and rank(ids) == 2 and np.issubdtype(np.dtype(ids.dtype), np.integer):
+        return "expand"
+    return None
 
 
 def _lookups_reason(m) -> str | None:
@@ -125,11 +140,14 @@ def _check_positions(m) -> str | None:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])
     roles = {"word": word}
+    m.facts["word"] = word
     for t in terms:
         if t != word:
-            if not spans_batch_and_sequence(m.graph, m[f"{t}_ids"], m.state.spans):
-                return f"the segment ids '{m[f'{t}_ids'].name}' are not provably (batch, sequence)"
+            form = _segment_form(m, t)
+            if form is None:
+                return f"the segment ids '{m[f'{t}_ids'].name}' are neither provably (batch, sequence) nor a model input"
             roles["segment"] = t
+            m.facts["expand_segment"] = form == "expand"
     ids, vocabulary = m[f"{word}_ids"], m.const(f"{word}_table").shape[0]
     width = m.const(f"{word}_table").shape[1]
     value = const_value(m["positions"])
@@ -167,7 +185,12 @@ def rewrite(m, emit):
 
     def ids(role):
         t = m[f"{roles[role]}_ids"]
-        return t if np.dtype(t.dtype) == np.int32 else emit.shared("Cast", t, to=TensorProto.INT32)
+        t = t if np.dtype(t.dtype) == np.int32 else emit.shared("Cast", t, to=TensorProto.INT32)
+        if role == "segment" and m.facts.get("expand_segment"):
+            # exact wherever the sum broadcasts the segment term over the words; where it would
+            # instead broadcast the words (more token types than tokens) the op refuses to run
+            t = emit.Expand(t, emit.shared("Shape", m[f"{roles['word']}_ids"]))
+        return t
 
     def table(role):
         return m[f"{roles[role]}_table"]

@@ -313,3 +313,28 @@ def transposed_scores(opset=13, axis=2):
     scores = g.op("MatMul", g.op("Transpose", x, perm=[0, 2, 1, 3]), g.op("Transpose", x, perm=[0, 2, 3, 1]))
     g.op("Transpose", g.op("Softmax", g.op("Add", scores, bias), axis=axis), perm=[0, 1, 3, 2], out="y")
     return g.model()
+
+
+def wrapped_lookup(form="tf2onnx", wrap=10, sign=TensorProto.FLOAT, opset=13):
+    """A lookup in a [10, 16] table that wraps negative int32 ids first, as Keras 3 does:
+    y = table[ids < 0 ? ids + wrap : ids], the select as tf2onnx writes it on integers
+    (c·(ids + wrap) + (1 − c)·ids) or as ``Where``; the sign tested on ids cast to ``sign``.
+    ``wrap`` other than 10, or an integer ``sign``, make near misses."""
+    g = Graph("wrap", opset)
+    ids = g.input("ids", shape=["batch", "seq"], elem=TensorProto.INT32)
+    g.output("y", shape=["batch", "seq", 16])
+    table = g.const("table", np.random.default_rng(3).standard_normal((10, 16)))
+    negative = g.op("Less", g.op("Cast", ids, to=sign), g.const("zero", 0, _np_type(sign)))
+    wrapped = g.op("Add", ids, g.const("n", wrap, np.int32))
+    if form == "where":
+        chosen = g.op("Where", negative, wrapped, ids)
+    else:
+        chosen = g.op("Add", g.op("Mul", g.op("Cast", negative, to=TensorProto.INT32), wrapped),
+                      g.op("Mul", ids, g.op("Cast", g.op("Not", negative), to=TensorProto.INT32)))
+    g.op("Gather", table, chosen, axis=0, out="y")
+    return g.model()
+
+
+def _np_type(elem):
+    from onnx import helper
+    return helper.tensor_dtype_to_np_dtype(elem)

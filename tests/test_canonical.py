@@ -1,5 +1,7 @@
 """Canonicalization rules: each rewrites its spelling exactly, and refuses a near miss with the reason."""
+import numpy as np
 import pytest
+from onnx import TensorProto
 
 import fusekit
 from conftest import fuse_only, ops
@@ -245,3 +247,39 @@ def test_transposed_scores_near_miss_when_the_softmax_normalizes_the_queries():
     assert fused.graph.node[-1].op_type == "Transpose"
     (miss,) = [m for m in report.misses if m.fusion == "SoftmaxAsTransposed"]
     assert "normalizes over axis 3, not the second last" in miss.reason, miss
+
+
+def _lookup(model, ids):
+    import onnxruntime as ort
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+
+
+@pytest.mark.parametrize("form", ["tf2onnx", "where"])
+def test_wrapped_lookup_reads_as_a_plain_gather(form):
+    model = C.wrapped_lookup(form)
+    fused, report = rule_only(model, "GatherAsWrappedGather")
+    assert report.canonical == {"GatherAsWrappedGather": 1}, report.summary()
+    (gather,) = fused.graph.node
+    assert gather.op_type == "Gather" and gather.input[1] == "ids"
+    # every index Gather takes, negative ones included, reads the same row bit for bit
+    ids = np.arange(-10, 10, dtype=np.int32).reshape(2, 10)
+    np.testing.assert_array_equal(_lookup(fused, ids), _lookup(model, ids))
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(wrap=9), "the wrap adds [9], but the table has 10 entries along axis 0"),
+    (dict(sign=TensorProto.INT8), "cast to an integer type, which may wrap"),
+])
+def test_wrapped_lookup_near_misses(kwargs, reason):
+    fused, report = fusekit.optimize(C.wrapped_lookup(**kwargs), target="ort", verify=False)
+    assert not report.canonical and "Less" in ops(fused)
+    (miss,) = [m for m in report.misses if m.fusion == "GatherAsWrappedGather"]
+    assert reason in miss.reason, miss
+
+
+def test_keras_hub_embeddings_fuse_once_the_wraps_are_gone():
+    """keras-hub wraps its token and segment ids: without the wraps its embeddings fuse."""
+    from conftest import TESTMODELS
+    fused, report = fusekit.optimize(TESTMODELS / "exporters" / "kerashub-bert_tf2onnx_18.onnx", target="ort")
+    assert report.canonical["GatherAsWrappedGather"] == 2 and report.counts["EmbedLayerNorm"] == 1, report.summary()
+    assert report.verification.ok

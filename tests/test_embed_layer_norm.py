@@ -57,8 +57,13 @@ def _positions(form: str, nodes: list, inits: list, width: int, seq) -> str:
 
 
 def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("word", "segment", "position"),
-               positions="slice_buffer", seq="seq"):
-    """input_ids, token_type_ids → Gather(word) + Gather(segment) + the position term → LayerNormalization."""
+               positions="slice_buffer", seq="seq", own_dims=False, segment_ids="input"):
+    """input_ids, token_type_ids → Gather(word) + Gather(segment) + the position term → LayerNormalization.
+
+    own_dims: each input declares dimensions of its own names, as tf2onnx writes them.
+    segment_ids: "input" (token_type_ids), "zeros" (HF-TF's default, Expand(0, Shape(input_ids)))
+    or "sliced" (token_type_ids[:, :S], S read off the input ids: not provably their shape).
+    """
     rng = np.random.default_rng(0)
     tables = {"word": (VOCAB, "input_ids"), "segment": (TYPES, "token_type_ids")}
     buffer = np.minimum(np.arange(POSITIONS + 1), POSITIONS - 1).astype(np.int64)  # in range from 0 or 1 on
@@ -77,10 +82,18 @@ def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("wor
         rows, ids = tables[term]
         inits.append(numpy_helper.from_array(rng.standard_normal((rows, WIDTH)).astype(np.float32), f"{term}_table"))
         source = ids if word_ids_input or term != "word" else "input_ids_copy"
+        if term == "segment" and segment_ids != "input":
+            source = "segment_ids"
         nodes.append(helper.make_node("Gather", [f"{term}_table", source], [f"{term}_rows"], name=f"{term}_lookup"))
     if not word_ids_input:
         nodes.insert(0, helper.make_node("Abs", ["input_ids"], ["input_ids_copy"], name="copy"))
     _positions(positions, nodes, inits, WIDTH, seq)
+    if segment_ids == "zeros":
+        nodes.insert(0, helper.make_node("Shape", ["input_ids"], ["ids_dims_all"], name="zeros_dims"))
+        nodes.insert(1, helper.make_node("Expand", ["zero", "ids_dims_all"], ["segment_ids"], name="zeros"))
+    elif segment_ids == "sliced":
+        nodes.append(helper.make_node("Slice", ["token_type_ids", "zero_1d", "seq_1d", "one_1d"], ["segment_ids"],
+                                      name="slice_types"))
     total = f"{terms[0]}_rows"
     for term in terms[1:]:
         nodes.append(helper.make_node("Add", [total, f"{term}_rows"], [f"sum_{term}"], name=f"add_{term}"))
@@ -91,8 +104,9 @@ def embeddings(segment=True, word_ids_input=True, gamma_width=WIDTH, order=("wor
                                   epsilon=1e-12))
     dims = [2 if isinstance(seq, int) else "batch", seq]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, dims)]
-    if segment:
-        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, dims))
+    if segment and segment_ids != "zeros":
+        types_dims = ["types_batch", "types_seq"] if own_dims else dims
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, types_dims))
     graph = helper.make_graph(nodes, "embeddings", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*dims, WIDTH])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -129,6 +143,45 @@ def test_positions_proven_to_count_up_are_dropped(form, seq):
     assert {n.op_type for n in fused.graph.node} == {"Cast", "EmbedLayerNormalization"}  # the ids to int32
     assert all(n.input[0] in ("input_ids", "token_type_ids") for n in fused.graph.node if n.op_type == "Cast")
     assert verify(model, fused).ok
+
+
+def _run(model, **feeds):
+    import onnxruntime as ort
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_segment_ids_with_dimensions_of_their_own_are_expanded_to_the_ids():
+    """tf2onnx names each input's dimensions apart: the token types are expanded to the ids'
+    shape, as the embedding sum broadcasts them, so types given per row or per position
+    still compute what the model does."""
+    model = embeddings(own_dims=True)
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert report.counts == {"EmbedLayerNorm": 1} and report.fused[0].variant == "positions", report.summary()
+    (expand,) = [n for n in fused.graph.node if n.op_type == "Expand"]
+    assert embed_node(fused).input[1] == expand.output[0]
+    assert verify(model, fused).ok
+    ids = np.random.default_rng(2).integers(0, VOCAB, (3, 5))
+    for types in (np.array([[1], [0], [1]]), np.array([[0, 1, 1, 0, 1]]), np.ones((3, 5), np.int64)):
+        np.testing.assert_allclose(_run(fused, input_ids=ids, token_type_ids=types),
+                                   _run(model, input_ids=ids, token_type_ids=types), rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="same shape"):  # more token types than tokens: the op refuses
+        _run(fused, input_ids=ids[:1], token_type_ids=np.ones((3, 5), np.int64))
+
+
+def test_segment_ids_computed_from_the_ids_shape_need_no_expand():
+    """HF-TF's token types when none are given: zeros of the ids' shape, proven to be it."""
+    model = embeddings(own_dims=True, segment_ids="zeros")
+    fused, report = fuse_only(model, "EmbedLayerNorm")
+    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
+    assert [n.name for n in fused.graph.node if n.op_type == "Expand"] == ["zeros"]  # the model's own, no other
+    assert verify(model, fused).ok
+
+
+def test_segment_ids_neither_proven_nor_an_input_are_a_near_miss():
+    fused, report = fuse_only(embeddings(own_dims=True, segment_ids="sliced"), "EmbedLayerNorm")
+    assert "EmbedLayerNorm" not in report.counts
+    (miss,) = report.misses
+    assert "provably (batch, sequence)" in miss.reason and "a model input" in miss.reason, miss
 
 
 def test_a_constant_position_term_is_the_table():

@@ -127,39 +127,52 @@ _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal"
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 
-def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityMap | None = None) -> bool:
-    """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence).
+def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityMap | None = None,
+                             ids: gs.Tensor | None = None) -> bool:
+    """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence):
+    those every 2-D-or-more model input shares, or those of the model input ``ids`` (tf2onnx
+    names each input's dimensions apart, so only values computed from one input agree).
 
     Shape inference loses these dimensions through Slice and broadcasting, so this
     follows the value back to a 2-D model input through ops that keep leading
     dimensions. A value that may broadcast over batch or sequence (the [1, S, H]
-    position term of an embedding sum) is not proven.
+    position term of an embedding sum) is not proven. ``memo`` holds the answers for one ``ids``.
     """
     memo = IdentityMap() if memo is None else memo
     if tensor in memo:
         return memo[tensor]
     memo[tensor] = False  # cycles cannot prove anything
+
+    def spans(t):
+        return spans_batch_and_sequence(graph, t, memo, ids)
+
     node = producer(tensor)
     if node is None:
-        result = _is_sequence_input(graph, tensor)
+        result = tensor is ids or _is_sequence_input(graph, tensor)
     elif node.op in _ELEMENTWISE:
-        result = any(const_value(t) is None and spans_batch_and_sequence(graph, t, memo) for t in node.inputs)
+        result = any(const_value(t) is None and spans(t) for t in node.inputs)
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
-        result = (weight is None or rank(weight) == 2) and spans_batch_and_sequence(graph, node.inputs[0], memo)
+        result = (weight is None or rank(weight) == 2) and spans(node.inputs[0])
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
-        result = spans_batch_and_sequence(graph, node.inputs[1], memo)
+        result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
-        result = spans_batch_and_sequence(graph, node.inputs[1], memo)
-    elif node.op == "Reshape":
+        result = spans(node.inputs[1])
+    elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
+        # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's shape
         entries = shape_entries(node.inputs[1])
-        result = entries is not None and len(entries) >= 2 and all(
-            isinstance(e, DimOf) and e.index == i and spans_batch_and_sequence(graph, e.tensor, memo)
-            for i, e in enumerate(entries[:2]))
+        result = entries is not None and len(entries) >= max(2, rank(node.inputs[0]) or 0) and all(
+            isinstance(e, DimOf) and e.index == i and spans(e.tensor) for i, e in enumerate(entries[:2]))
     else:
         result = False
     memo[tensor] = result
     return result
+
+
+def _is_ones_constant(tensor: gs.Tensor) -> bool:
+    """A constant whose every dimension is 1 (a scalar fill value)."""
+    value = const_value(tensor)
+    return value is not None and all(d == 1 for d in value.shape)
 
 
 def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
