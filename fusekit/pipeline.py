@@ -117,20 +117,32 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
     return converted, graph, _canonicalize(graph, rules, target, opset), fusions
 
 
+# constants of more elements than this leave the skeleton with the weights
+SKELETON_CONSTANT = 1024
+
+
 def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The fused graph without its weights, and the original weight protos it still uses."""
+    """The fused graph without its weights, and the weight protos it uses: the original ones as
+    read (never copied) and the large ones rewrites made (a packed QKV weight), converted once.
+    The skeleton stays small, so checking and assembling it costs next to nothing."""
     inputs = {t.name: t for t in graph.inputs}
     weights = []
     for tensor in list(graph.tensors().values()):
-        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, gs.ir.tensor.LazyValues):
+        if not isinstance(tensor, gs.Constant):
+            continue
+        if isinstance(tensor._values, gs.ir.tensor.LazyValues):
             weights.append(tensor._values.tensor)
-            placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
-            for node in list(tensor.outputs):
-                for i, t in enumerate(node.inputs):
-                    if t is tensor:
-                        node.inputs[i] = placeholder
-            if tensor.name not in inputs:
-                graph.inputs.append(placeholder)
+        elif tensor.values.size > SKELETON_CONSTANT and tensor.values.dtype.kind in "fiub":
+            weights.append(onnx.numpy_helper.from_array(tensor.values, tensor.name))
+        else:
+            continue
+        placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
+        for node in list(tensor.outputs):
+            for i, t in enumerate(node.inputs):
+                if t is tensor:
+                    node.inputs[i] = placeholder
+        if tensor.name not in inputs:
+            graph.inputs.append(placeholder)
     return gs.export_onnx(graph), weights
 
 
@@ -142,9 +154,13 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
     declared = {i.name for i in original.graph.input}
     if in_place:
         model = original
+        kept = set()
         for i in reversed(range(len(model.graph.initializer))):
             if model.graph.initializer[i].name not in used:
                 del model.graph.initializer[i]
+            else:
+                kept.add(model.graph.initializer[i].name)
+        model.graph.initializer.extend(w for w in weights if w.name not in kept)  # the ones rewrites made
         for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
                          model.opset_import):
             del repeated[:]

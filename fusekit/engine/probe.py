@@ -35,6 +35,7 @@ shapes and values. The fused op then needs no position ids at all.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,8 @@ from .graph import const_value, producer
 from .state import IdentityMap, IdentitySet
 
 PROBE_SHAPES = [(2, 6), (3, 9), (1, 5)]
+# probe token ids stay below this; a vocabulary only they index is cut to it (_cut_tables)
+PROBE_ROWS = 256
 # a key padding mask must push padded keys this far below kept ones: every float32
 # exp() of a score that low underflows to 0 next to a kept key's
 LARGE_NEGATIVE = -1e4
@@ -113,7 +116,8 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet,
 
 def _session(graph: gs.Graph, nodes, inputs, value) -> ort.InferenceSession:
     sub = gs.Graph(nodes=nodes, inputs=inputs, outputs=[value], opset=graph.opset)
-    model = gs.export_onnx(sub, do_type_check=False)
+    with _cut_tables(nodes, inputs):
+        model = gs.export_onnx(sub, do_type_check=False)
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     for o in model.graph.output:  # the mask's type may be unknown to shape inference
         o.type.tensor_type.elem_type = o.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
@@ -121,6 +125,29 @@ def _session(graph: gs.Graph, nodes, inputs, value) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def _cut_tables(nodes, inputs):
+    """Tables that only model inputs index (token ids into a vocabulary) cut to their first
+    ``PROBE_ROWS`` rows while a probe is built. Probe ids stay below that, so every lookup
+    reads the rows it would read in the model, and the probe does not carry (serialize,
+    load) a vocabulary of which it reads a few rows, often only to take a ``Shape``."""
+    fed, inside = IdentitySet(inputs), IdentitySet(nodes)
+    cut = []
+    for table in {id(n.inputs[0]): n.inputs[0] for n in nodes if n.op == "Gather" and n.inputs}.values():
+        readers = [u for u in table.outputs if u in inside]
+        if isinstance(table, gs.Constant) and table.shape and table.shape[0] > PROBE_ROWS and all(
+                u.op == "Gather" and u.attrs.get("axis", 0) == 0 and u.inputs[0] is table and u.inputs[1] in fed
+                for u in readers):
+            cut.append((table, table._values))
+    try:
+        for table, values in cut:
+            table._values = np.ascontiguousarray(table.values[:PROBE_ROWS])
+        yield
+    finally:
+        for table, values in cut:
+            table._values = values
 
 
 def _subgraph(graph: gs.Graph, value: gs.Tensor, scores: gs.Tensor | None) -> _Subgraph | str:
@@ -151,7 +178,7 @@ def _table_rows(nodes, inputs) -> dict[str, int]:
         table = const_value(node.inputs[0]) if node.op == "Gather" and node.attrs.get("axis", 0) == 0 else None
         index = node.inputs[1] if node.op == "Gather" else None
         if table is not None and table.ndim >= 1 and any(index is t for t in inputs):
-            rows[index.name] = min(rows.get(index.name, table.shape[0]), table.shape[0])
+            rows[index.name] = min(rows.get(index.name, PROBE_ROWS), table.shape[0])
     return rows
 
 
@@ -375,7 +402,7 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
         for draw in ("random", "zeros", "ones"):
             feeds = {}
             for t in inputs:
-                high = vocabulary if t is ids else 2
+                high = min(vocabulary, PROBE_ROWS) if t is ids else 2
                 data = {"random": rng.integers(0, high, (batch, seq)), "zeros": np.zeros((batch, seq)),
                         "ones": np.ones((batch, seq))}[draw]
                 feeds[t.name] = data.astype(np.dtype(t.dtype))
