@@ -198,6 +198,85 @@ def test_a_model_without_mask_has_nothing_to_pack():
     assert not report.packed and report.verification.ok
 
 
+# ---------------------------------------------------------------- a position bias beside the mask (MPNet)
+
+MPNET = TESTMODELS / "exporters" / "mpnet_ts14_tf5.onnx"
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_mpnet_packs_with_its_position_bias_and_verifies(target):
+    """MPNet adds a relative position bias [B, N, S, S] to the scores: it depends on S alone, so
+    the packed core, on the unpacked layout, adds it exactly as before, whichever side the padding is on."""
+    model, report = packed(MPNET, target)
+    assert report.verification.ok, report.verification.summary()
+    padding = [s.split(", ")[-1] for s in report.verification.settings]
+    assert padding == ["right padding", "left padding", "no padding", "right padding"]
+    if target == "ort":
+        cores = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+        assert len(cores) == 2 and not op_histogram(model)[(MS, "Attention")]
+        assert all(len(n.input) == 6 and n.input[5] for n in cores)  # attention_bias carried
+
+
+def _single_layer_fused_for_ort(bias=None) -> onnx.ModelProto:
+    """One attention layer with a position bias, fused into com.microsoft.Attention; with
+    ``bias(graph_nodes, inputs) -> name`` its attention_bias replaced by what that builds."""
+    from conftest import fuse_only
+    from testmodels.attention_variants import attention
+    fused, _ = fuse_only(attention("bias_and_mask", "scores_div"), "Attention")
+    if bias is not None:
+        nodes = []
+        core = next(n for n in fused.graph.node if n.op_type == "Attention")
+        core.input[5] = bias(nodes, fused.graph.input)
+        at = list(fused.graph.node).index(core)
+        for k, node in enumerate(nodes):
+            fused.graph.node.insert(at + k, node)
+    return fused
+
+
+def test_a_position_bias_broadcast_over_the_batch_packs():
+    """[1, N, S, S], (k − q) times a slope per head, on an Attention fused before --pack."""
+    _, report = packed(_single_layer_fused_for_ort())
+    assert report.verification.ok, report.verification.summary()
+
+
+def test_a_bias_that_depends_on_token_values_is_a_near_miss():
+    """A bias computed from the ids' values is no position bias: the packed core is not proven to get it right."""
+    def from_ids(nodes, inputs):
+        inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]))
+        ids = helper.make_tensor("ids_axes", TensorProto.INT64, [2], [1, 3])
+        keys = helper.make_tensor("key_axes", TensorProto.INT64, [2], [1, 2])
+        nodes += [helper.make_node("Cast", ["input_ids"], ["ids_f"], name="bias/Cast", to=TensorProto.FLOAT),
+                  helper.make_node("Constant", [], ["ids_axes"], value=ids),
+                  helper.make_node("Constant", [], ["key_axes"], value=keys),
+                  helper.make_node("Unsqueeze", ["ids_f", "ids_axes"], ["rows"], name="bias/Rows"),
+                  helper.make_node("Unsqueeze", ["ids_f", "key_axes"], ["cols"], name="bias/Cols"),
+                  helper.make_node("Mul", ["rows", "cols"], ["ids_bias"], name="bias/Mul")]
+        return "ids_bias"
+    _, report = fusekit.optimize(_single_layer_fused_for_ort(from_ids), pack=True)
+    assert not report.packed and report.verification.ok
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert "its bias 'ids_bias' is not a position bias (the bias changes with the values of 'input_ids'" \
+        in miss.reason, miss.reason
+
+
+def test_a_bias_read_from_the_hidden_states_is_a_near_miss():
+    """A bias from the hidden states' values (the product of two tokens' largest features), not their shape."""
+    def from_hidden(nodes, inputs):
+        axes = helper.make_tensor("bias_axes", TensorProto.INT64, [1], [1])
+        nodes += [helper.make_node("ReduceMax", ["x"], ["largest"], name="bias/ReduceMax", axes=[2], keepdims=1),
+                  helper.make_node("Constant", [], ["bias_axes"], value=axes),
+                  helper.make_node("Unsqueeze", ["largest", "bias_axes"], ["rows"], name="bias/Rows"),  # [B, 1, S, 1]
+                  helper.make_node("Transpose", ["largest"], ["per_key"], name="bias/Transpose", perm=[0, 2, 1]),
+                  helper.make_node("Unsqueeze", ["per_key", "bias_axes"], ["cols"], name="bias/Cols"),  # [B, 1, 1, S]
+                  helper.make_node("Mul", ["rows", "cols"], ["hidden_bias"], name="bias/Mul")]
+        return "hidden_bias"
+    _, report = fusekit.optimize(_single_layer_fused_for_ort(from_hidden), pack=True)
+    assert not report.packed and report.verification.ok
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert miss.at == "bias/Rows" and "mixes positions, and attention" in miss.reason \
+        and "reads its result" in miss.reason, miss.reason
+
+
 def test_cli_says_why_it_did_not_pack(tmp_path, capsys):
     src = TESTMODELS / "int8" / "matmul_u8s8.onnx"
     assert main(["optimize", str(src), "--pack", "--no-verify", "-o", str(tmp_path / "out.onnx")]) == 0
