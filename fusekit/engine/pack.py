@@ -37,9 +37,9 @@ is Gather(Flatten(x), the mask's nonzero positions), so the stream has exactly T
 each position's row), padded positions reading the zero row (a batch without a single
 token still has a row to read). ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
 packed tokens and com.microsoft.MultiHeadAttention, with the 2-D key padding mask (and the
-Attention's attention_bias, where it has one), is
-the core (keeping the fused Attention on unpacked inputs leaves the projection on every
-position: 0.62× of the unpacked time where MultiHeadAttention gives 0.53×).
+Attention's attention_bias, where it has one), is the core (keeping the fused Attention on
+unpacked inputs leaves the projection on every position: 0.62× of the unpacked time where
+MultiHeadAttention gives 0.53×).
 """
 from __future__ import annotations
 
