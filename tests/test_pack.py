@@ -11,11 +11,12 @@ import pytest
 from onnx import TensorProto, helper
 
 import fusekit
-from conftest import TESTMODELS, op_histogram
+from conftest import TESTMODELS, fuse_only, op_histogram
 from fusekit.cli import main
 from fusekit.inputs import SETTINGS, make_inputs
 from fusekit.runtime.bench import parse_lengths, row_lengths, with_lengths
 from fusekit.verify import session
+from testmodels.attention_variants import attention
 
 CORPUS = TESTMODELS / "corpus"
 MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]
@@ -217,26 +218,38 @@ def test_mpnet_packs_with_its_position_bias_and_verifies(target):
         assert all(len(n.input) == 6 and n.input[5] for n in cores)  # attention_bias carried
 
 
-def _single_layer_fused_for_ort(bias=None) -> onnx.ModelProto:
-    """One attention layer with a position bias, fused into com.microsoft.Attention; with
-    ``bias(graph_nodes, inputs) -> name`` its attention_bias replaced by what that builds."""
-    from conftest import fuse_only
-    from testmodels.attention_variants import attention
+def _fused_with_bias(bias) -> onnx.ModelProto:
+    """One attention layer fused into com.microsoft.Attention before --pack, its attention_bias
+    replaced by what ``bias(nodes, graph_inputs) -> name`` builds."""
     fused, _ = fuse_only(attention("bias_and_mask", "scores_div"), "Attention")
-    if bias is not None:
-        nodes = []
-        core = next(n for n in fused.graph.node if n.op_type == "Attention")
-        core.input[5] = bias(nodes, fused.graph.input)
-        at = list(fused.graph.node).index(core)
-        for k, node in enumerate(nodes):
-            fused.graph.node.insert(at + k, node)
+    nodes = []
+    core = next(n for n in fused.graph.node if n.op_type == "Attention")
+    core.input[5] = bias(nodes, fused.graph.input)
+    at = list(fused.graph.node).index(core)
+    for k, node in enumerate(nodes):
+        fused.graph.node.insert(at + k, node)
     return fused
 
 
-def test_a_position_bias_broadcast_over_the_batch_packs():
-    """[1, N, S, S], (k − q) times a slope per head, on an Attention fused before --pack."""
-    _, report = packed(_single_layer_fused_for_ort())
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_a_position_bias_broadcast_over_the_batch_packs(target):
+    """[1, N, S, S], (k − q) times a slope per head, in one layer whose attention output is the model's."""
+    _, report = packed(attention("bias_and_mask", "scores_div"), target)
     assert report.verification.ok, report.verification.summary()
+    assert report.packed["outputs"] == {"y": "tokens"}
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_an_attention_output_that_is_a_model_output_is_zero_at_padded_positions(target):
+    """The unfused core computes its padded queries from zeros; the output reads them back as 0."""
+    model = attention("add")
+    fused, _ = packed(model, target, verify=False)
+    original, candidate = session(model), session(fused)
+    for setting in SETTINGS[:3]:
+        feeds = make_inputs(model, setting, seed=1)
+        (want,), (got,) = original.run(None, feeds), candidate.run(None, feeds)
+        keep = feeds["attention_mask"].astype(bool)
+        assert np.abs(got[keep] - want[keep]).max() < 1e-5 and not got[~keep].any()
 
 
 def test_a_bias_that_depends_on_token_values_is_a_near_miss():
@@ -252,7 +265,7 @@ def test_a_bias_that_depends_on_token_values_is_a_near_miss():
                   helper.make_node("Unsqueeze", ["ids_f", "key_axes"], ["cols"], name="bias/Cols"),
                   helper.make_node("Mul", ["rows", "cols"], ["ids_bias"], name="bias/Mul")]
         return "ids_bias"
-    _, report = fusekit.optimize(_single_layer_fused_for_ort(from_ids), pack=True)
+    _, report = fusekit.optimize(_fused_with_bias(from_ids), pack=True)
     assert not report.packed and report.verification.ok
     (miss,) = [m for m in report.misses if m.fusion == "Pack"]
     assert "its bias 'ids_bias' is not a position bias (the bias changes with the values of 'input_ids'" \
@@ -270,7 +283,7 @@ def test_a_bias_read_from_the_hidden_states_is_a_near_miss():
                   helper.make_node("Unsqueeze", ["per_key", "bias_axes"], ["cols"], name="bias/Cols"),  # [B, 1, 1, S]
                   helper.make_node("Mul", ["rows", "cols"], ["hidden_bias"], name="bias/Mul")]
         return "hidden_bias"
-    _, report = fusekit.optimize(_single_layer_fused_for_ort(from_hidden), pack=True)
+    _, report = fusekit.optimize(_fused_with_bias(from_hidden), pack=True)
     assert not report.packed and report.verification.ok
     (miss,) = [m for m in report.misses if m.fusion == "Pack"]
     assert miss.at == "bias/Rows" and "mixes positions, and attention" in miss.reason \

@@ -554,6 +554,16 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         node = producer(value)
         result.fused.append(Fused(FUSION, variant, node.name, node.op, list(replaced)))
 
+    outputs = IdentitySet(graph.outputs)
+
+    def as_output(value: gs.Tensor, unpacked: gs.Tensor, suffix: str):
+        """``unpacked`` replaces the output ``value``, keeping its name and its [B, S, ·] shape."""
+        name = value.name
+        value.name = emit._unique(f"{name}/{suffix}")
+        unpacked.name, unpacked.dtype, unpacked.shape = name, value.dtype, value.shape
+        graph.outputs[graph.outputs.index(value)] = unpacked
+        result.outputs[name] = "tokens"
+
     # the embeddings' output and each core's output are read packed on the stream, as they are off it
     unfused_cores = [c for c in plan.cores if c.op != MS_ATTENTION]
     for value in [plan.start, *(c.output for c in unfused_cores)]:
@@ -561,12 +571,15 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         record("pack", packed)
         for n in stream_readers[value]:
             _retarget(n, value, packed)
+        if value is not plan.start and value in outputs:  # its padded queries read zeros: 0 there, as elsewhere
+            unpacked = points.unpack(packed, _width(value))
+            record("unpack", unpacked)
+            as_output(value, unpacked, "core")
     for core in plan.cores:
         if core.op == MS_ATTENTION:
             made = _ms_attention(core, points, emit)
             record("attention", made.outputs[0], [(core.name, "Attention")])
     # values read off the stream (attention inputs, the pooler, outputs) are unpacked once each
-    outputs = IdentitySet(graph.outputs)
     in_core = IdentitySet(n for c in plan.cores for n in c.nodes)
     kept = IdentitySet([plan.start, *(c.output for c in unfused_cores)])
     for value in list(plan.packed):
@@ -592,12 +605,8 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         record("unpack", unpacked)
         for n in others:
             _retarget(n, value, unpacked)
-        if value in outputs:  # the output keeps its name and its [B, S, ·] shape
-            name = value.name
-            value.name = emit._unique(f"{name}/packed")
-            unpacked.name, unpacked.dtype, unpacked.shape = name, value.dtype, value.shape
-            graph.outputs[graph.outputs.index(value)] = unpacked
-            result.outputs[name] = "tokens"
+        if value in outputs:
+            as_output(value, unpacked, "packed")
     for value in plan.packed:
         if value not in kept:
             value.shape = None  # [T, ·] now: no stale [B, S, ·] shape in the written model
