@@ -11,11 +11,12 @@ import pytest
 from onnx import TensorProto, helper
 
 import fusekit
-from conftest import TESTMODELS, op_histogram
+from conftest import TESTMODELS, fuse_only, op_histogram
 from fusekit.cli import main
 from fusekit.inputs import SETTINGS, make_inputs
 from fusekit.runtime.bench import parse_lengths, row_lengths, with_lengths
 from fusekit.verify import session
+from testmodels.attention_variants import attention
 
 CORPUS = TESTMODELS / "corpus"
 MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]
@@ -196,6 +197,97 @@ def test_a_model_without_mask_has_nothing_to_pack():
     (miss,) = report.misses
     assert miss.fusion == "Pack" and "no attention mask input: nothing to pack" in miss.reason
     assert not report.packed and report.verification.ok
+
+
+# ---------------------------------------------------------------- a position bias beside the mask (MPNet)
+
+MPNET = TESTMODELS / "exporters" / "mpnet_ts14_tf5.onnx"
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_mpnet_packs_with_its_position_bias_and_verifies(target):
+    """MPNet adds a relative position bias [B, N, S, S] to the scores: it depends on S alone, so
+    the packed core, on the unpacked layout, adds it exactly as before, whichever side the padding is on."""
+    model, report = packed(MPNET, target)
+    assert report.verification.ok, report.verification.summary()
+    padding = [s.split(", ")[-1] for s in report.verification.settings]
+    assert padding == ["right padding", "left padding", "no padding", "right padding"]
+    if target == "ort":
+        cores = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+        assert len(cores) == 2 and not op_histogram(model)[(MS, "Attention")]
+        assert all(len(n.input) == 6 and n.input[5] for n in cores)  # attention_bias carried
+
+
+def _fused_with_bias(bias) -> onnx.ModelProto:
+    """One attention layer fused into com.microsoft.Attention before --pack, its attention_bias
+    replaced by what ``bias(nodes, graph_inputs) -> name`` builds."""
+    fused, _ = fuse_only(attention("bias_and_mask", "scores_div"), "Attention")
+    nodes = []
+    core = next(n for n in fused.graph.node if n.op_type == "Attention")
+    core.input[5] = bias(nodes, fused.graph.input)
+    at = list(fused.graph.node).index(core)
+    for k, node in enumerate(nodes):
+        fused.graph.node.insert(at + k, node)
+    return fused
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_a_position_bias_broadcast_over_the_batch_packs(target):
+    """[1, N, S, S], (k − q) times a slope per head, in one layer whose attention output is the model's."""
+    _, report = packed(attention("bias_and_mask", "scores_div"), target)
+    assert report.verification.ok, report.verification.summary()
+    assert report.packed["outputs"] == {"y": "tokens"}
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_an_attention_output_that_is_a_model_output_is_zero_at_padded_positions(target):
+    """The unfused core computes its padded queries from zeros; the output reads them back as 0."""
+    model = attention("add")
+    fused, _ = packed(model, target, verify=False)
+    original, candidate = session(model), session(fused)
+    for setting in SETTINGS[:3]:
+        feeds = make_inputs(model, setting, seed=1)
+        (want,), (got,) = original.run(None, feeds), candidate.run(None, feeds)
+        keep = feeds["attention_mask"].astype(bool)
+        assert np.abs(got[keep] - want[keep]).max() < 1e-5 and not got[~keep].any()
+
+
+def test_a_bias_that_depends_on_token_values_is_a_near_miss():
+    """A bias computed from the ids' values is no position bias: the packed core is not proven to get it right."""
+    def from_ids(nodes, inputs):
+        inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]))
+        ids = helper.make_tensor("ids_axes", TensorProto.INT64, [2], [1, 3])
+        keys = helper.make_tensor("key_axes", TensorProto.INT64, [2], [1, 2])
+        nodes += [helper.make_node("Cast", ["input_ids"], ["ids_f"], name="bias/Cast", to=TensorProto.FLOAT),
+                  helper.make_node("Constant", [], ["ids_axes"], value=ids),
+                  helper.make_node("Constant", [], ["key_axes"], value=keys),
+                  helper.make_node("Unsqueeze", ["ids_f", "ids_axes"], ["rows"], name="bias/Rows"),
+                  helper.make_node("Unsqueeze", ["ids_f", "key_axes"], ["cols"], name="bias/Cols"),
+                  helper.make_node("Mul", ["rows", "cols"], ["ids_bias"], name="bias/Mul")]
+        return "ids_bias"
+    _, report = fusekit.optimize(_fused_with_bias(from_ids), pack=True)
+    assert not report.packed and report.verification.ok
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert "its bias 'ids_bias' is not a position bias (the bias changes with the values of 'input_ids'" \
+        in miss.reason, miss.reason
+
+
+def test_a_bias_read_from_the_hidden_states_is_a_near_miss():
+    """A bias from the hidden states' values (the product of two tokens' largest features), not their shape."""
+    def from_hidden(nodes, inputs):
+        axes = helper.make_tensor("bias_axes", TensorProto.INT64, [1], [1])
+        nodes += [helper.make_node("ReduceMax", ["x"], ["largest"], name="bias/ReduceMax", axes=[2], keepdims=1),
+                  helper.make_node("Constant", [], ["bias_axes"], value=axes),
+                  helper.make_node("Unsqueeze", ["largest", "bias_axes"], ["rows"], name="bias/Rows"),  # [B, 1, S, 1]
+                  helper.make_node("Transpose", ["largest"], ["per_key"], name="bias/Transpose", perm=[0, 2, 1]),
+                  helper.make_node("Unsqueeze", ["per_key", "bias_axes"], ["cols"], name="bias/Cols"),  # [B, 1, 1, S]
+                  helper.make_node("Mul", ["rows", "cols"], ["hidden_bias"], name="bias/Mul")]
+        return "hidden_bias"
+    _, report = fusekit.optimize(_fused_with_bias(from_hidden), pack=True)
+    assert not report.packed and report.verification.ok
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert miss.at == "bias/Rows" and "mixes positions, and attention" in miss.reason \
+        and "reads its result" in miss.reason, miss.reason
 
 
 def test_cli_says_why_it_did_not_pack(tmp_path, capsys):

@@ -22,7 +22,10 @@ position from that position alone and never reads the sequence length as data.
 - an **attention core** (a fused ``com.microsoft.Attention`` or ONNX ``Attention``, or
   the unfused chain the Attention pattern matches) whose mask is proven to be a key
   padding mask from the mask input reads its inputs unpacked; padded keys weigh 0,
-  so every valid query comes out exact;
+  so every valid query comes out exact. A bias added to its scores (MPNet's relative
+  positions) must be proven a position bias (``probe.position_bias``): it reads the
+  sizes alone, so the packed model computes it as the unpacked one does, [1|B, N, S, S]
+  on the unpacked layout;
 - **anything else** that reads a packed value (the pooler's Gather of token 0, a Shape)
   reads it unpacked; its result must never flow back into the token stream, and an
   output computed from it is reported as read from the unpacked hidden states.
@@ -33,9 +36,10 @@ is Gather(Flatten(x), the mask's nonzero positions), so the stream has exactly T
 (an unpadded batch's MatMuls keep their size); unpack is Gather(Pad(x, one zero row),
 each position's row), padded positions reading the zero row (a batch without a single
 token still has a row to read). ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
-packed tokens and com.microsoft.MultiHeadAttention, with the 2-D key padding mask, is
-the core (keeping the fused Attention on unpacked inputs leaves the projection on every
-position: 0.62× of the unpacked time where MultiHeadAttention gives 0.53×).
+packed tokens and com.microsoft.MultiHeadAttention, with the 2-D key padding mask (and the
+Attention's attention_bias, where it has one), is the core (keeping the fused Attention on
+unpacked inputs leaves the projection on every position: 0.62× of the unpacked time where
+MultiHeadAttention gives 0.53×).
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from onnx import TensorProto
 from .graph import attr, producer
 from .matcher import Match, Miss, match_variant
 from .pattern import Fusion
-from .probe import key_padding_mask
+from .probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
 from .rewrite import MS, Emitter, Fused
 from .state import IdentityMap, IdentitySet, RunState
 
@@ -68,6 +72,7 @@ REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare"
 # the first input by a constant matrix: [.., K] · [K, N]
 DENSE = {"MatMul", "MatMulIntegerToFloat", "MatMulInteger"}
 MS_ATTENTION = "com.microsoft.Attention"  # projects Q/K/V itself: its input is read packed
+ATTENTION_BIAS = 5  # the input index of attention_bias, in com.microsoft Attention and MultiHeadAttention
 RANK = 3  # the token stream is [B, S, ·]; packed it is [T, ·]
 
 
@@ -96,6 +101,8 @@ class Core:
     output: gs.Tensor  # its [B, S, H] result
     mask: gs.Tensor | None  # the 2-D model input that masks its keys (None: unmasked)
     reason: str | None = None  # why it cannot run on unpacked inputs with its mask (None: it can)
+    bias: gs.Tensor | None = None  # a bias added to its scores, to be proven a position bias (``plan``)
+    heads: int = 1
 
 
 @dataclass
@@ -139,8 +146,10 @@ def _mask_input(tensor: gs.Tensor, graph: gs.Graph) -> gs.Tensor | None:
 
 def _ms_core(graph: gs.Graph, node: gs.Node) -> Core:
     mask = _mask_input(node.inputs[3], graph) if len(node.inputs) > 3 and node.inputs[3].name else None
-    extra = [t for t in node.inputs[4:] if t.name]
-    core = Core(node.name, MS_ATTENTION, IdentitySet([node]), [node.inputs[0]], node.outputs[0], mask)
+    extra = [t for i, t in enumerate(node.inputs[4:], 4) if t.name and i != ATTENTION_BIAS]
+    bias = node.inputs[ATTENTION_BIAS] if len(node.inputs) > ATTENTION_BIAS else None
+    core = Core(node.name, MS_ATTENTION, IdentitySet([node]), [node.inputs[0]], node.outputs[0], mask,
+                bias=bias if bias is not None and bias.name else None, heads=attr(node, "num_heads") or 1)
     if len(node.inputs) > 3 and node.inputs[3].name and mask is None:
         core.reason = "its mask is not a 2-D model input (a mask index assumes right padding)"
     unusual = sorted(set(node.attrs) - {"num_heads", "scale", "mask_filter_value"})
@@ -156,14 +165,29 @@ def _onnx_core(graph: gs.Graph, node: gs.Node, masks: dict) -> Core:
     whole = split is not None and split.op == "Split" and len(split.outputs) == 3 \
         and all(a is b and len(a.outputs) == 1 for a, b in zip(split.outputs, (q, k, v)))
     nodes = IdentitySet([split, node] if whole else [node])
-    core = Core(node.name, "Attention", nodes, [split.inputs[0]] if whole else [q, k, v], node.outputs[0], None)
+    core = Core(node.name, "Attention", nodes, [split.inputs[0]] if whole else [q, k, v], node.outputs[0], None,
+                heads=attr(node, "q_num_heads") or 1)
     if attr(node, "is_causal") or len([t for t in node.inputs[4:] if t.name]) or len(node.outputs) > 1 \
             and any(t.name for t in node.outputs[1:]):
         core.reason = "it is causal, reads past state or returns more than its output"
     elif len(node.inputs) > 3 and node.inputs[3].name:
         proof = key_padding_mask(graph, node.inputs[3], masks)
+        if isinstance(proof, str):  # the key padding mask plus a bias, as fusekit's onnx form adds them
+            core.bias, proof = _mask_and_bias(graph, node.inputs[3], masks) or (None, proof)
         core.mask, core.reason = (proof.input, None) if not isinstance(proof, str) else (None, proof)
     return core
+
+
+def _mask_and_bias(graph: gs.Graph, added: gs.Tensor, masks: dict) -> tuple[gs.Tensor, KeyPaddingMask] | None:
+    """(the bias, the key padding mask) when ``added`` is their sum; the bias is proven by ``plan``."""
+    node = producer(added)
+    if node is None or node.op != "Add":
+        return None
+    for mask, bias in (node.inputs, node.inputs[::-1]):
+        proof = key_padding_mask(graph, mask, masks)
+        if isinstance(proof, KeyPaddingMask):
+            return bias, proof
+    return None
 
 
 def _unfused_core(match: Match) -> Core:
@@ -278,6 +302,17 @@ def tokenwise(node: gs.Node, packed: IdentitySet, dynamic: IdentitySet, fixes: l
     return None
 
 
+def _bias_reason(graph: gs.Graph, core: Core, packed: IdentitySet, state: RunState) -> str | None:
+    """Why the bias ``core`` adds to its scores is not a position bias, or None. It may read
+    the shape of the hidden states (MPNet counts positions up to their length), never their values."""
+    if core.bias is None:
+        return None
+    hidden = [ShapeOnly(t, "the hidden states", lambda batch, seq, width=width: (batch, seq, width))
+              for t in packed if (width := _width(t))]
+    proof = position_bias(graph, core.bias, state.masks, core.heads, hidden)
+    return f"its bias '{core.bias.name}' is not a position bias ({proof})" if isinstance(proof, str) else None
+
+
 def _start(core: Core, dynamic: IdentitySet, in_core) -> gs.Tensor:
     """The hidden states the first core's projections read: from its input, back through
     single-use MatMuls and bias Adds to where the stream branches (the residual reads it too)."""
@@ -336,6 +371,9 @@ def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
                 if missing:
                     return _miss(node, f"attention '{core.name}' reads '{missing[0].name}', which is not computed "
                                        "token-wise from the hidden states", producer(missing[0]))
+                why = _bias_reason(graph, core, packed, state)
+                if why:
+                    return _miss(node, f"attention '{core.name}' cannot run on packed tokens: {why}")
                 packed.add(core.output)
             continue
         if not from_stream:
@@ -487,7 +525,8 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     for name in ("scale", "mask_filter_value"):
         if attr(node, name) is not None:
             attrs[name] = attr(node, name)
-    out = emit.MultiHeadAttention(q, k, v, None, mask, _domain=MS, **attrs)
+    bias = [core.bias] if core.bias is not None else []  # attention_bias: the position bias, [1|B, N, S, S]
+    out = emit.MultiHeadAttention(q, k, v, None, mask, *bias, _domain=MS, **attrs)
     packed = points.pack(out)
     _take_over(core.output, packed)
     node.inputs.clear()
@@ -515,6 +554,16 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         node = producer(value)
         result.fused.append(Fused(FUSION, variant, node.name, node.op, list(replaced)))
 
+    outputs = IdentitySet(graph.outputs)
+
+    def as_output(value: gs.Tensor, unpacked: gs.Tensor, suffix: str):
+        """``unpacked`` replaces the output ``value``, keeping its name and its [B, S, ·] shape."""
+        name = value.name
+        value.name = emit._unique(f"{name}/{suffix}")
+        unpacked.name, unpacked.dtype, unpacked.shape = name, value.dtype, value.shape
+        graph.outputs[graph.outputs.index(value)] = unpacked
+        result.outputs[name] = "tokens"
+
     # the embeddings' output and each core's output are read packed on the stream, as they are off it
     unfused_cores = [c for c in plan.cores if c.op != MS_ATTENTION]
     for value in [plan.start, *(c.output for c in unfused_cores)]:
@@ -522,12 +571,15 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         record("pack", packed)
         for n in stream_readers[value]:
             _retarget(n, value, packed)
+        if value is not plan.start and value in outputs:  # its padded queries read zeros: 0 there, as elsewhere
+            unpacked = points.unpack(packed, _width(value))
+            record("unpack", unpacked)
+            as_output(value, unpacked, "core")
     for core in plan.cores:
         if core.op == MS_ATTENTION:
             made = _ms_attention(core, points, emit)
             record("attention", made.outputs[0], [(core.name, "Attention")])
     # values read off the stream (attention inputs, the pooler, outputs) are unpacked once each
-    outputs = IdentitySet(graph.outputs)
     in_core = IdentitySet(n for c in plan.cores for n in c.nodes)
     kept = IdentitySet([plan.start, *(c.output for c in unfused_cores)])
     for value in list(plan.packed):
@@ -553,12 +605,8 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         record("unpack", unpacked)
         for n in others:
             _retarget(n, value, unpacked)
-        if value in outputs:  # the output keeps its name and its [B, S, ·] shape
-            name = value.name
-            value.name = emit._unique(f"{name}/packed")
-            unpacked.name, unpacked.dtype, unpacked.shape = name, value.dtype, value.shape
-            graph.outputs[graph.outputs.index(value)] = unpacked
-            result.outputs[name] = "tokens"
+        if value in outputs:
+            as_output(value, unpacked, "packed")
     for value in plan.packed:
         if value not in kept:
             value.shape = None  # [T, ·] now: no stale [B, S, ·] shape in the written model

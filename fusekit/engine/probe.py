@@ -25,7 +25,9 @@ the padding side shows up as a mismatch, and the attention is left unfused.
 
 A subgraph may read the shape of the attention scores (``Expand(cond, Shape(scores))``):
 the scores are then fed as zeros of their shape [B, N, S, S]; one that reads their values
-is refused.
+is refused. A position bias may likewise read the shape of the hidden states [B, S, H]
+(MPNet's relative positions count up to ``Shape(hidden)[1]``), given as :class:`ShapeOnly`
+where they come from ops fusekit does not evaluate (a fused embedding).
 
 An embedding sum's position term is read the same way (``position_rows``): whatever
 chain computes it from the token ids (a position-id buffer sliced to the sequence
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -77,17 +80,27 @@ class PositionBias:
 
 
 @dataclass(frozen=True)
+class ShapeOnly:
+    """A value a subgraph may read the shape of but not the values: probes feed it zeros."""
+
+    value: gs.Tensor
+    what: str  # how reasons name it: "the scores"
+    shape: Callable[[int, int], tuple]  # its shape on a (batch, sequence) probe
+
+
+@dataclass(frozen=True)
 class _Subgraph:
     session: ort.InferenceSession | None  # None: the value is a constant
     inputs: list[gs.Tensor]  # the model inputs it reads
-    scores: gs.Tensor | None  # the attention scores it reads, when it does
+    shaped: list[ShapeOnly] = field(default_factory=list)  # the values it reads the shape of alone
     rows: dict[str, int] = field(default_factory=dict)  # integer inputs: the rows of the tables they index
 
 
-def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet,
+def _ancestry(graph: gs.Graph, value: gs.Tensor, given: Sequence[ShapeOnly] = (),
               what: str = "the mask") -> tuple[list[gs.Node], list[gs.Tensor]] | str:
     """The nodes computing ``value`` from model inputs and the ``given`` values (of which it may
     read only the shape: they are fed zeros), and those it reads (``what`` names the value in reasons)."""
+    named = IdentityMap((g.value, g.what) for g in given)
     graph_inputs = IdentitySet(graph.inputs)
     nodes, inputs, seen, stack = IdentitySet(), IdentitySet(), IdentitySet(), [value]
     while stack:
@@ -96,7 +109,7 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet,
             continue
         seen.add(t)
         node = producer(t)
-        if t in given:
+        if t in named:
             inputs.add(t)
             continue
         if node is None:
@@ -106,8 +119,9 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, given: IdentitySet,
             continue
         if node.op in ("If", "Loop", "Scan") or node.domain:
             return f"{what} is computed through {node.op} '{node.name}', which fusekit does not evaluate"
-        if node.op != "Shape" and any(i in given for i in node.inputs):
-            return f"the mask reads the values of the scores ({node.op} '{node.name}'), not only their shape"
+        read = next((i for i in node.inputs if i in named), None) if node.op != "Shape" else None
+        if read is not None:
+            return f"{what} reads the values of {named[read]} ({node.op} '{node.name}'), not only their shape"
         nodes.add(node)
         stack.extend(node.inputs)
     order = IdentityMap((n, i) for i, n in enumerate(graph.nodes))
@@ -150,24 +164,26 @@ def _cut_tables(nodes, inputs):
             table._values = values
 
 
-def _subgraph(graph: gs.Graph, value: gs.Tensor, scores: gs.Tensor | None) -> _Subgraph | str:
-    found = _ancestry(graph, value, IdentitySet([scores] if scores is not None else []))
+def _subgraph(graph: gs.Graph, value: gs.Tensor, given: Sequence[ShapeOnly] = ()) -> _Subgraph | str:
+    found = _ancestry(graph, value, given)
     if isinstance(found, str):
         return found
     nodes, inputs = found
     if not nodes and inputs:
         return f"the mask is the model input '{inputs[0].name}' itself, which fusekit does not carry"
     if not nodes:
-        return _Subgraph(None, [], None)
-    given = scores if any(t is scores for t in inputs) else None
-    inputs = [t for t in inputs if t is not given]
+        return _Subgraph(None, [])
+    read = IdentitySet(inputs)
+    shaped = [g for g in given if g.value in read]
+    fed_zeros = IdentitySet(g.value for g in shaped)
+    inputs = [t for t in inputs if t not in fed_zeros]
     if any(_sized(t, 1, 1) is None for t in inputs):
         return "the mask also reads a model input that is not (batch, sequence, fixed sizes…)"
     try:
-        session = _session(graph, nodes, inputs + ([given] if given is not None else []), value)
+        session = _session(graph, nodes, inputs + [g.value for g in shaped], value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
         return f"the mask subgraph cannot be evaluated ({str(e).splitlines()[0][:120]})"
-    return _Subgraph(session, inputs, given, _table_rows(nodes, inputs))
+    return _Subgraph(session, inputs, shaped, _table_rows(nodes, inputs))
 
 
 def _table_rows(nodes, inputs) -> dict[str, int]:
@@ -188,10 +204,10 @@ def _cached(cache: dict, key, compute):
     return cache[key]
 
 
-def _run(sub: _Subgraph, feeds: dict, batch: int, seq: int, heads: int) -> np.ndarray | str:
-    if sub.scores is not None:
-        dtype = np.dtype(sub.scores.dtype) if sub.scores.dtype is not None else np.float32
-        feeds = {**feeds, sub.scores.name: np.zeros((batch, heads, seq, seq), dtype)}
+def _run(sub: _Subgraph, feeds: dict, batch: int, seq: int) -> np.ndarray | str:
+    for given in sub.shaped:
+        dtype = np.dtype(given.value.dtype) if given.value.dtype is not None else np.float32
+        feeds = {**feeds, given.value.name: np.zeros(given.shape(batch, seq), dtype)}
     try:
         (out,) = sub.session.run(None, feeds)
     except Exception as e:
@@ -240,7 +256,8 @@ def key_pattern(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.Tenso
 
 
 def _key_pattern(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> KeyPattern | str:
-    sub = _subgraph(graph, value, scores)
+    given = [ShapeOnly(scores, "the scores", lambda batch, seq: (batch, heads, seq, seq))] if scores is not None else []
+    sub = _subgraph(graph, value, given)
     if isinstance(sub, str):
         return sub
     candidates = sorted((t for t in sub.inputs if len(t.shape) == 2), key=lambda t: "mask" not in t.name.lower())
@@ -262,7 +279,7 @@ def _probe_keys(sub: _Subgraph, mask_input: gs.Tensor, rng, heads: int) -> KeyPa
         for mask in _probe_masks(rng, batch, seq):
             feeds = {t.name: (mask if t is mask_input else np.zeros(_sized(t, batch, seq))).astype(_dtype(t))
                      for t in sub.inputs}
-            m = _run(sub, feeds, batch, seq, heads)
+            m = _run(sub, feeds, batch, seq)
             if isinstance(m, str):
                 return m
             if m.ndim != 4 or m.shape[0] not in (1, batch) or m.shape[1] not in (1, heads) \
@@ -299,14 +316,16 @@ def key_padding_mask(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.
     return KeyPaddingMask(found.input, float(fill))
 
 
-def position_bias(graph: gs.Graph, value: gs.Tensor, cache: dict, heads: int) -> PositionBias | str:
-    """Show that ``value`` depends on no input's values, only on the sizes, and is shaped
-    as a bias on [B, ``heads``, S, S] scores; or say why not."""
-    return _cached(cache, ("bias", value.name, heads), lambda: _position_bias(graph, value, heads))
+def position_bias(graph: gs.Graph, value: gs.Tensor, cache: dict, heads: int,
+                  given: Sequence[ShapeOnly] = ()) -> PositionBias | str:
+    """Show that ``value`` depends on no input's values, only on the sizes (of the inputs
+    and of the ``given`` values), and is shaped as a bias on [B, ``heads``, S, S] scores;
+    or say why not."""
+    return _cached(cache, ("bias", value.name, heads), lambda: _position_bias(graph, value, heads, given))
 
 
-def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBias | str:
-    sub = _subgraph(graph, value, None)
+def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int, given: Sequence[ShapeOnly]) -> PositionBias | str:
+    sub = _subgraph(graph, value, given)
     if isinstance(sub, str):
         return sub
     if sub.session is None:
@@ -314,8 +333,8 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
         if constant is None:
             return f"'{value.name}' is neither computed nor a constant"
         return _constant_bias(value, np.asarray(constant), heads)
-    if not sub.inputs:  # computed from constants alone (ONNX Runtime's test graphs)
-        constant = _run(sub, {}, 1, 1, heads)
+    if not sub.inputs and not sub.shaped:  # computed from constants alone (ONNX Runtime's test graphs)
+        constant = _run(sub, {}, 1, 1)
         return constant if isinstance(constant, str) else _constant_bias(value, constant, heads)
     rng = np.random.default_rng(1)
     zero = True
@@ -323,7 +342,7 @@ def _position_bias(graph: gs.Graph, value: gs.Tensor, heads: int) -> PositionBia
         first = None
         for trial in range(4):
             feeds = {t.name: _token_values(rng, t, batch, seq, trial, sub.rows.get(t.name, 2)) for t in sub.inputs}
-            b = _run(sub, feeds, batch, seq, heads)
+            b = _run(sub, feeds, batch, seq)
             if isinstance(b, str):
                 return b
             if first is None:
@@ -374,7 +393,7 @@ def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary:
 
 
 def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
-    found = _ancestry(graph, value, IdentitySet(), "the position term")
+    found = _ancestry(graph, value, what="the position term")
     if isinstance(found, str):
         return found
     nodes, inputs = found
