@@ -4,6 +4,8 @@
 `fusekit optimize --pack` gathers a batch's valid tokens after the embeddings and scatters
 them back around each attention core. The spellings compared here (``fusekit.engine.pack.Forms``):
 
+  unpack first     an attention core's inputs Gather(x, index), padded positions reading the
+                   stream's first row (never weighed); other values as "pad" (fusekit's form)
   unpack gather    Gather(x, index) from a packed stream that carries one spare row, padded
                    positions pointing at it (zeros put in by a Where where they are read)
   unpack pad       Gather(Pad(x, one zero row), index), padded positions pointing at the zero row
@@ -40,9 +42,10 @@ SEQ = 128
 FORMS = {  # target -> label -> Forms(...) keyword arguments; None: fused without --pack
     "ort": {"fused": None, "pack mha+gather": dict(ms_core="mha", unpack="gather"),
             "pack mha+pad": dict(ms_core="mha", unpack="pad"),
+            "pack mha+first": dict(ms_core="mha", unpack="first"),
             "pack mha+scatter": dict(ms_core="mha", unpack="scatter"),
             "pack attention+gather": dict(ms_core="attention", unpack="gather")},
-    "openvino": {"fused": None, "pack gather": dict(unpack="gather"), "pack pad": dict(unpack="pad"),
+    "openvino": {"fused": None, "pack gather": dict(unpack="gather"), "pack pad": dict(unpack="pad"), "pack first": dict(unpack="first"),
                  "pack scatter": dict(unpack="scatter")},
 }
 RUNTIMES = {"ort": [("ort", "f32")], "openvino": [("openvino", "f32")]}

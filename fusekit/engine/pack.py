@@ -30,12 +30,16 @@ position from that position alone and never reads the sequence length as data.
   reads it unpacked; its result must never flow back into the token stream, and an
   output computed from it is reported as read from the unpacked hidden states.
 
-Forms (``benchmarks/pack_forms.py``; the unpack spellings — Gather after Pad, a Gather
-from a spare row, ScatterND — measured alike within the noise of a shared machine): pack
-is Gather(Flatten(x), the mask's nonzero positions), so the stream has exactly T rows
-(an unpadded batch's MatMuls keep their size); unpack is Gather(Pad(x, one zero row),
-each position's row), padded positions reading the zero row (a batch without a single
-token still has a row to read). ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
+Forms (``benchmarks/pack_forms.py``): pack is Gather(Flatten(x), the mask's nonzero
+positions), so the stream has exactly T rows (an unpadded batch's MatMuls keep their
+size; a batch without a single token keeps one row, so that there is a row to read).
+An attention core's inputs unpack with one Gather, padded positions reading the
+stream's first row: the core never weighs a padded key, so any finite value serves, and
+what it computes at a padded query is never packed again. Everything else unpacks as
+Gather(Pad(x, one zero row), each position's row), padded positions reading 0. (Measured
+on a quiet machine, the single Gather takes 2–3% off the packing points' cost against a
+Pad before every core; a spare row carried through the stream and ScatterND into zeros
+cost more.) ``ort``'s fused Attention projects Q/K/V itself, so its projection moves to the
 packed tokens and com.microsoft.MultiHeadAttention, with the 2-D key padding mask (and the
 Attention's attention_bias, where it has one), is the core (keeping the fused Attention on
 unpacked inputs leaves the projection on every position: 0.62× of the unpacked time where
@@ -80,9 +84,11 @@ RANK = 3  # the token stream is [B, S, ·]; packed it is [T, ·]
 class Forms:
     """How the packing points are spelled; chosen per target by measurement (benchmarks/pack_forms.py)."""
 
-    # "pad": Gather(Pad(x, a zero row), index); "gather": Gather(x, index) from a stream with a spare
-    # row, zeros put in by a Where where they are read; "scatter": ScatterND into zeros
-    unpack: str = "pad"
+    # "first": an attention core's inputs Gather(x, index), padded positions reading the stream's
+    # first row, and zeros elsewhere as "pad"; "pad": Gather(Pad(x, a zero row), index);
+    # "gather": Gather(x, index) from a stream with a spare row, zeros put in by a Where where
+    # they are read; "scatter": ScatterND into zeros
+    unpack: str = "first"
     ms_core: str = "mha"  # com.microsoft.Attention → "mha": packed projection + MultiHeadAttention;
     #                       "attention": the fused Attention kept, reading the unpacked hidden states
 
@@ -417,9 +423,15 @@ class _Points:
         self.mask = mask
         keep = e.Cast(e.Reshape(mask, e.small(np.array([-1], np.int64))), to=TensorProto.BOOL)  # [B·S]
         tokens = e.Squeeze(e.NonZero(keep), e.small(np.array([0], np.int64)))  # [T]: where the tokens are
-        count = e.Shape(tokens)  # [T]
-        spare = forms.unpack == "gather"
-        self.index = e.Concat(tokens, e.small(np.array([0], np.int64)), axis=0) if spare else tokens
+        first = e.small(np.array([0], np.int64))
+        if forms.unpack == "gather":  # a spare row after the tokens
+            self.index = e.Concat(tokens, first, axis=0)
+        elif forms.unpack == "first":  # at least one row to read, even in a batch without any token
+            self.index = e.Slice(e.Concat(tokens, first, axis=0), first,
+                                 e.Max(e.Shape(tokens), e.small(np.array([1], np.int64))))
+        else:
+            self.index = tokens
+        count = e.Shape(self.index if forms.unpack == "first" else tokens)  # the row after the stream
         position = e.Sub(e.CumSum(e.Cast(keep, to=TensorProto.INT64), e.small(np.int64(0))),
                          e.small(np.int64(1)))
         self.inverse = e.Where(keep, position, count)  # [B·S]: each position's token row, row T when padded
@@ -444,7 +456,9 @@ class _Points:
             zeros_ = e.Expand(zero, e.Concat(size, width_of, axis=0))
             rows = e.shared("Unsqueeze", self.index, e.small(np.array([1], np.int64)))
             flat = e.ScatterND(zeros_, rows, value)
-        elif form == "pad":
+        elif form == "first" and not zeros:  # a padded position reads the first row: a finite value, never weighed
+            flat = e.Gather(value, e.shared("Where", self.keep, self.inverse, e.small(np.int64(0))), axis=0)
+        elif form in ("pad", "first"):
             flat = e.Gather(e.Pad(value, e.small(np.array([0, 0, 1, 0], np.int64))), self.inverse, axis=0)
         else:
             flat = e.Gather(value, self.inverse, axis=0)
