@@ -410,11 +410,11 @@ def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
 class _Points:
     """The pack and unpack nodes, built from the mask once and shared by every layer.
 
-    With the "gather" form the packed stream carries one spare row after the T tokens (a
-    copy of the first position, computed like any token): padded positions unpack to it
-    with a single Gather, and a batch without any token still has a row to read. An
-    attention core never weighs what its padded keys hold; everything else reads padded
-    positions as 0.
+    An attention core never weighs what its padded keys hold; everything else reads padded
+    positions as 0. With the "first" form (fusekit's) a core's padded positions read the
+    stream's first row, and a batch without any token keeps that one row; with "gather" the
+    stream carries one spare row after the T tokens (a copy of the first position, computed
+    like any token) that padded positions unpack to.
     """
 
     def __init__(self, emit: Emitter, mask: gs.Tensor, dtype, forms: Forms):
