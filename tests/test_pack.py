@@ -43,8 +43,9 @@ def test_corpus_packs_and_verifies_for_ort(entry):
 @pytest.mark.parametrize("path", sorted((TESTMODELS / "exporters").glob("*.onnx")), ids=lambda p: p.name)
 def test_exporter_corpus_packs_and_verifies_for_ort(path):
     """tf2onnx, Optimum, float16 converters, MPNet: wherever attention fuses, --pack is exact."""
-    model, report = packed(path, trials=2)  # right and left padding
+    model, report = packed(path, trials=3)
     assert report.verification.ok, report.verification.summary()
+    assert [s.split(", ")[-1] for s in report.verification.settings] == ["right padding", "left padding", "no padding"]
     assert report.packed["outputs"]
 
 
