@@ -69,26 +69,25 @@ def _roles(m) -> dict[str, str] | str:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])  # the vocabulary is the largest table
     rest = [t for t in terms if t != word]
-    m.facts["word"] = word
-    full = [t for t in rest if _segment_form(m, t)]
+    full = [t for t in rest if _segment_form(m, t, word)]
     roles = {"word": word}
     if len(rest) == 2:
         if not full:
             return "neither the segment nor the position ids are provably (batch, sequence) or a model input"
         segment = min(full, key=lambda t: m.const(f"{t}_table").shape[0])  # token types: the smallest table
         roles["segment"] = segment
-        m.facts["expand_segment"] = _segment_form(m, segment) == "expand"
+        m.facts["expand_segment"] = _segment_form(m, segment, word) == "expand"
         rest = [t for t in rest if t != segment]
     roles["position"] = rest[0]
     return roles
 
 
-def _segment_form(m, term: str) -> str | None:
-    """How the segment ids of ``term`` meet the word ids' (batch, sequence) shape, which the fused
+def _segment_form(m, term: str, word: str) -> str | None:
+    """How the segment ids of ``term`` meet the word ids' (of ``word``) shape, which the fused
     op requires: "same" where that is proven; "expand" for a 2-D integer model input declared with
     dimensions of its own (tf2onnx names every input's apart), which the rewrite expands to the
     word ids' shape, as the embedding sum broadcasts it; None otherwise."""
-    ids, words = m[f"{term}_ids"], m[f"{m.facts['word']}_ids"]
+    ids, words = m[f"{term}_ids"], m[f"{word}_ids"]
     if spans_batch_and_sequence(m.graph, ids, IdentityMap(), words):
         return "same"
     if ids in IdentitySet(m.graph.inputs) and rank(ids) == 2 and np.issubdtype(np.dtype(ids.dtype), np.integer):
@@ -140,10 +139,9 @@ def _check_positions(m) -> str | None:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])
     roles = {"word": word}
-    m.facts["word"] = word
     for t in terms:
         if t != word:
-            form = _segment_form(m, t)
+            form = _segment_form(m, t, word)
             if form is None:
                 return f"the segment ids '{m[f'{t}_ids'].name}' are neither provably (batch, sequence) nor a model input"
             roles["segment"] = t

@@ -159,9 +159,11 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans(node.inputs[1])
     elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
-        # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's shape
+        # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's
+        # shape, unless the constant has more axes than the target
         entries = shape_entries(node.inputs[1])
-        result = entries is not None and len(entries) >= max(2, rank(node.inputs[0]) or 0) and all(
+        fewer = node.op == "Expand" and entries is not None and len(entries) < rank(node.inputs[0])
+        result = entries is not None and len(entries) >= 2 and not fewer and all(
             isinstance(e, DimOf) and e.index == i and spans(e.tensor) for i, e in enumerate(entries[:2]))
     else:
         result = False

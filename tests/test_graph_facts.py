@@ -1,0 +1,47 @@
+"""engine.graph.spans_batch_and_sequence: which values provably have the model's (batch, sequence)."""
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from fusekit.engine.graph import spans_batch_and_sequence
+
+
+def _graph():
+    """ids [b1, s1] and types [b2, s2]: dimensions named apart, as tf2onnx declares them."""
+    ids = gs.Variable("ids", np.int64, ["b1", "s1"])
+    types = gs.Variable("types", np.int64, ["b2", "s2"])
+    graph = gs.Graph(inputs=[ids, types], opset=17)
+    shape = graph.layer(op="Shape", inputs=[ids], outputs=["shape"])[0]
+    return graph, ids, types, shape
+
+
+def _expand(graph, fill, shape, name):
+    return graph.layer(op="Expand", inputs=[gs.Constant(f"{name}_fill", fill), shape], outputs=[name])[0]
+
+
+def test_values_are_proven_against_the_given_ids():
+    graph, ids, types, shape = _graph()
+    doubled = graph.layer(op="Add", inputs=[ids, ids], outputs=["doubled"])[0]
+    assert spans_batch_and_sequence(graph, doubled, ids=ids)
+    assert not spans_batch_and_sequence(graph, doubled)  # the inputs' dimensions differ by name
+    assert not spans_batch_and_sequence(graph, types, ids=ids)
+
+
+def test_an_expanded_fill_value_takes_the_target_shape():
+    graph, ids, _, shape = _graph()
+    zeros = _expand(graph, np.array(0, np.int64), shape, "zeros")
+    assert spans_batch_and_sequence(graph, zeros, ids=ids)
+    # a fill of more axes than the target keeps its own leading ones: [1, 1, B, S]
+    wide = _expand(graph, np.zeros((1, 1, 1, 1), np.int64), shape, "wide")
+    assert not spans_batch_and_sequence(graph, wide, ids=ids)
+    # a fill that is not all size 1 has a shape of its own
+    rows = _expand(graph, np.zeros((2, 1), np.int64), shape, "rows")
+    assert not spans_batch_and_sequence(graph, rows, ids=ids)
+
+
+def test_a_reshape_from_more_axes_keeps_the_leading_ones():
+    """[B, S] ids, viewed as [B, S, 1, 1] and back to [B, S]: the target names both dimensions."""
+    graph, ids, _, shape = _graph()
+    four = graph.layer(op="Unsqueeze", inputs=[ids, gs.Constant("axes", np.array([2, 3]))], outputs=["four"])[0]
+    four.shape = ["b1", "s1", 1, 1]
+    back = graph.layer(op="Reshape", inputs=[four, shape], outputs=["back"])[0]
+    assert spans_batch_and_sequence(graph, back, ids=ids)
