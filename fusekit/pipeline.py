@@ -160,7 +160,9 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
                 del model.graph.initializer[i]
             else:
                 kept.add(model.graph.initializer[i].name)
-        model.graph.initializer.extend(w for w in weights if w.name not in kept)  # the ones rewrites made
+        # a weight with an original's name is that original (rewrites never change a constant's
+        # values, and name what they make afresh): only the ones rewrites made are added
+        model.graph.initializer.extend(w for w in weights if w.name not in kept)
         for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
                          model.opset_import):
             del repeated[:]
