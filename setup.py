@@ -6,5 +6,6 @@ module named "patterns" could clash with anything else in site-packages.
 """
 from setuptools import find_packages, setup
 
-setup(packages=find_packages(include=["fusekit", "fusekit.*"]) + ["fusekit.patterns"],
+setup(packages=find_packages(include=["fusekit", "fusekit.*"])
+      + ["fusekit.patterns"] + [f"fusekit.patterns.{p}" for p in find_packages("patterns")],
       package_dir={"fusekit.patterns": "patterns"})

@@ -1,25 +1,30 @@
-"""The pattern library: one module per fusion, each exporting ``FUSION``, and one per
-canonicalization rule (``canon_*.py``), each exporting ``RULE``.
+"""The pattern library, in two kinds, each in its own folder:
 
-Rules run first, to a fixpoint (``engine.canonicalize``): each rewrites one exporter's
-spelling of the math into the form the fusions read, exactly, and fuses nothing.
-Fusions then replace that form with fused ops.
+``canonical/``  exact rules, one per module, each exporting ``RULE`` (a ``Rule``). They run first,
+                to a fixpoint (``engine.canonicalize``): each rewrites one exporter's spelling of the
+                math into the form the fusions read, for every target, and fuses nothing.
+``fusions/``    one module per fusion, each exporting ``FUSION``. They replace that form with fused
+                ops in the form the target runs. FakeQuantize and QDQConstant live here too: they
+                normalize the quantization form, but only for some targets (QDQConstant for OpenVINO
+                alone) and FakeQuantize's activation rounding may differ by a step at exact ties, so
+                neither is the exact, target-free rewrite a canonical rule must be.
 
-To add a fusion, write a module here and list it in ``ALL``; to add a variant of an
-existing fusion, edit its module. To add a rule, write a ``canon_`` module and list it
-in ``RULES``.
+Each module is named after what it exports (``HeadMergeAsEinsumDense`` in
+``canonical/head_merge_as_einsum_dense.py``). To add a fusion or a rule, write its module and
+list it below; to add a variant, edit its module.
 """
-from . import (attention, bias_gelu, canon_batched_matmul, canon_einsum_dense, canon_einsum_projection,
-               canon_global_average_pool, canon_head_merge, canon_index_wrap, canon_negated_product, canon_noop_cast, canon_tensordot,
-               canon_transpose_pair, canon_transposed_scores,
-               canon_unit_axis, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
-               qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
+from .canonical import (dense_as_tensordot, gather_as_wrapped_gather, head_merge_as_einsum_dense,
+                        heads_as_einsum_dense, matmul_as_einsum, matmul_as_flattened_batch,
+                        mean_as_global_average_pool, noop_cast, softmax_as_transposed, sub_as_negated_product,
+                        transpose_as_pair, transpose_as_unit_axis)
+from .fusions import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
+                      qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
 
 # Canonicalization rules, in the order they run where ``after`` leaves it open.
-RULES = [canon_noop_cast.RULE, canon_global_average_pool.RULE, canon_negated_product.RULE, canon_tensordot.RULE,
-         canon_einsum_dense.RULE, canon_einsum_projection.RULE, canon_batched_matmul.RULE,
-         canon_unit_axis.RULE, canon_transpose_pair.RULE, canon_head_merge.RULE,
-         canon_transposed_scores.RULE, canon_index_wrap.RULE]
+RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_product.RULE, dense_as_tensordot.RULE,
+         heads_as_einsum_dense.RULE, matmul_as_einsum.RULE, matmul_as_flattened_batch.RULE,
+         transpose_as_unit_axis.RULE, transpose_as_pair.RULE, head_merge_as_einsum_dense.RULE,
+         softmax_as_transposed.RULE, gather_as_wrapped_gather.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.

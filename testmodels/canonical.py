@@ -1,4 +1,4 @@
-"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canon_*.py) and
+"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canonical/) and
 the shape facts fold, each beside a near miss that must not fire, and the float16 Cast
 placements of LayerNorm. Built with ``variants.Graph``; each builder returns an
 ``onnx.ModelProto`` reading ``x`` [batch, seq, 16] (most) and writing ``y``.

@@ -35,7 +35,7 @@ from onnx import TensorProto, helper
 from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 
-from ._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
+from .._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
 
 x = Var("x", "the input")
 epsilon = Const("epsilon", label="ε")

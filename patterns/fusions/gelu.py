@@ -22,7 +22,7 @@ Forms: ``ort`` com.microsoft Gelu (any opset); ``onnx`` and ``openvino`` ONNX Ge
 from fusekit.engine.pattern import Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 
-from ._common import SQRT2, c, is_float, product3
+from .._common import SQRT2, c, is_float, product3
 
 x = Var("x", "the input")
 

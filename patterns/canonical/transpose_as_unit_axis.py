@@ -14,7 +14,7 @@ must not be a graph output (its name would go).
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, either, op
 
-from ._common import as_transpose
+from .._common import as_transpose
 
 x = Var("x", "the input")
 raised = op.Unsqueeze(x, _bind="unsqueeze")

@@ -16,7 +16,7 @@ from fusekit.engine.graph import const_value
 from fusekit.engine.pattern import Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
 
-from ._common import last_dim
+from .._common import last_dim
 
 x = Var("x", "the input")
 b = Var("bias", "the bias")

@@ -15,7 +15,7 @@ read through, and dies with the last of them.
 """
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from ._common import flattened_dense, is_dim
+from .._common import flattened_dense, is_dim
 
 x = Var("x", "the input")
 flat = op.Reshape(x, Var("flat_shape", "the flatten's shape", shape_only=True), _bind="flat")

@@ -11,7 +11,7 @@ serve this sum alone.
 """
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import is_float
+from .._common import is_float
 
 negated = op.Add(op.Mul(op.Neg(Var("m", "the negated value")), Var("g", "the factor")), Var("b", "the addend"))
 

@@ -11,7 +11,7 @@ never into Gelu or FastGelu. No standard ONNX op computes it, so only ``ort`` fu
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
 
-from ._common import is_float
+from .._common import is_float
 
 x = Var("x", "the input")
 

@@ -23,7 +23,7 @@ Forms: ``ort`` com.microsoft FastGelu; ``onnx`` and ``openvino`` ONNX Gelu(appro
 from fusekit.engine.pattern import Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 
-from ._common import SQRT_2_OVER_PI, c, exactly, is_float, product3
+from .._common import SQRT_2_OVER_PI, c, exactly, is_float, product3
 
 x = Var("x", "the input")
 k = c(SQRT_2_OVER_PI, "√(2/π)")

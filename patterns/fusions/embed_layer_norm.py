@@ -43,7 +43,7 @@ from fusekit.engine.probe import position_rows
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentityMap, IdentitySet
 
-from ._common import last_axis_attr, statistics_reason, vector_reason
+from .._common import last_axis_attr, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")

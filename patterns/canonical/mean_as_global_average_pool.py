@@ -16,7 +16,7 @@ import numpy as np
 from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import is_float
+from .._common import is_float
 
 
 def check(m):

@@ -16,7 +16,7 @@ from onnx import helper
 
 from fusekit.engine.pattern import Const, Fusion, Variant, either, op
 
-from ._common import evaluate
+from .._common import evaluate
 
 scalar = Const("c", label="the quantized constant")
 

@@ -19,7 +19,7 @@ import numpy as np
 from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Rule, Var, Variant, either, op
 
-from ._common import is_float
+from .._common import is_float
 
 ids = Var("ids", "the indices")
 negative = op.Less(either(op.Cast(ids, _bind="sign_cast"), ids, tag="compared"), Const(value=0))

@@ -20,8 +20,8 @@ from fusekit.engine import shapes
 from fusekit.engine.graph import attr, producer
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from .canon_batched_matmul import _reads
-from ._common import is_dim
+from .matmul_as_flattened_batch import _reads
+from .._common import is_dim
 
 c = Var("c", "the per-head context")
 spread = op.Transpose(op.Unsqueeze(c, _bind="unsqueeze"), _bind="spread")

@@ -43,7 +43,7 @@ from onnx import helper, numpy_helper
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 
-from ._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
+from .._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
 from .gelu import erf_gelu
 
 DOMAIN = "fusekit"

@@ -13,7 +13,7 @@ from onnx import helper
 from fusekit.engine.graph import is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import is_float, onnx_dtype
+from .._common import is_float, onnx_dtype
 
 
 def same_type(to, node):

@@ -19,7 +19,7 @@ import numpy as np
 from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
 
-from ._common import flattened_dense, is_dim
+from .._common import flattened_dense, is_dim
 
 
 def _after_sequence(axes, node):

@@ -9,7 +9,7 @@ stays for any other reader.
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import as_transpose
+from .._common import as_transpose
 
 pair = op.Transpose(op.Transpose(Var("x", "the input"), _bind="first"))
 

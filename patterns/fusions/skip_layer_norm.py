@@ -25,7 +25,7 @@ from fusekit.engine.graph import attr, const_value, is_graph_output, leading_ori
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
 
-from ._common import last_axis_attr, last_dim, statistics_reason, vector_reason
+from .._common import last_axis_attr, last_dim, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")

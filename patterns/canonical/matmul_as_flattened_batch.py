@@ -22,7 +22,7 @@ from fusekit.engine import shapes
 from fusekit.engine.graph import attr, producer, rank
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from ._common import is_dim
+from .._common import is_dim
 
 X = Var("X", "the left operand")
 Y = Var("Y", "the right operand")

@@ -73,7 +73,7 @@ from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, Po
 from fusekit.engine.rewrite import MS
 from fusekit.engine.state import IdentitySet
 
-from ._common import c, last_dim
+from .._common import c, last_dim
 
 x = Var("x", "the hidden states")
 LOWEST = float(np.finfo(np.float32).min)
