@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                     print(f"{key}\trefused\t{str(e).splitlines()[0]}", flush=True)
                     continue
                 data = fused.SerializeToString()
-                counts = ",".join(f"{k}={v}" for k, v in sorted(report.counts().items()))
+                counts = ",".join(f"{k}={v}" for k, v in sorted((report.counts + report.canonical).items()))
                 print(f"{key}\t{hashlib.sha256(data).hexdigest()[:16]}\t"
                       f"{hashlib.sha256(_renamed(fused)).hexdigest()[:16]}\t{counts}", flush=True)
                 if args.keep:
