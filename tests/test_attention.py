@@ -126,7 +126,7 @@ def test_left_padding_verifies_exactly(name):
 # --------------------------------------------------------------------------- forms on one small layer
 
 from conftest import fuse_only  # noqa: E402
-from testmodels.attention_variants import attention  # noqa: E402
+from graphs.attention import attention  # noqa: E402
 
 LOWEST = float(np.finfo(np.float32).min)
 

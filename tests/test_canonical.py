@@ -5,7 +5,7 @@ from onnx import TensorProto
 
 import fusekit
 from conftest import fuse_only, ops
-from testmodels import canonical as C
+from graphs import canonical as C
 
 
 def rule_only(model, *names, target="ort"):

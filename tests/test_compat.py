@@ -10,7 +10,7 @@ import fusekit
 from fusekit.errors import FusekitError
 from conftest import TESTMODELS
 from fusekit.modelio import read
-from testmodels import variants as V
+from graphs import variants as V
 
 
 def save(model, path):

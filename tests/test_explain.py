@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import testmodels.variants as V
+import graphs.variants as V
 from conftest import TESTMODELS
 from fusekit.cli import main
 from fusekit.errors import FusekitError

@@ -4,8 +4,8 @@ from onnx import TensorProto, helper
 
 from fusekit.reports.explain import explain
 from fusekit.reports.htmlreport import explain_page
-from testmodels import fusion_forms as F
-from testmodels import variants as V
+from graphs import forms as F
+from graphs import variants as V
 
 
 def sign(op_type: str):

@@ -3,7 +3,7 @@ import pytest
 
 import fusekit
 from conftest import op_histogram
-from testmodels import variants as V
+from graphs import variants as V
 
 MS = "com.microsoft"
 

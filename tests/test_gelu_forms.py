@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import fuse_only, op_histogram
 from fusekit.engine.pattern import Const
 from fusekit.verify import verify
-from testmodels import fusion_forms as F
-from testmodels import variants as V
+from graphs import forms as F
+from graphs import variants as V
 
 MS = "com.microsoft"
 

@@ -5,7 +5,7 @@ import pytest
 
 import fusekit
 from conftest import fuse_only, ops
-from testmodels import variants as V
+from graphs import variants as V
 
 EXPECTED_TAGS = {
     "pytorch": "pytorch", "pytorch_opset18": "pytorch", "mul_square": "pytorch[mul_square]",
@@ -76,7 +76,7 @@ CAST_FORMS = {"ln_fp16_cast_centered": "pytorch[cast_back,cast_centered]",
 @pytest.mark.parametrize("target", fusekit.TARGETS)
 @pytest.mark.parametrize("name", sorted(CAST_FORMS))
 def test_float16_cast_placements_fuse_and_verify(name, target):
-    from testmodels import canonical as C
+    from graphs import canonical as C
     model = getattr(C, name)()
     fused, report = fusekit.optimize(model, target=target)
     assert report.counts == {"LayerNorm": 1}, report.summary()
@@ -91,7 +91,7 @@ def test_float16_cast_placements_fuse_and_verify(name, target):
 
 
 def test_float16_statistics_with_float32_gamma_is_a_near_miss():
-    from testmodels import canonical as C
+    from graphs import canonical as C
     fused, report = fusekit.optimize(C.ln_fp16_stats_fp32_affine(), target="ort")
     assert "LayerNorm" not in report.counts
     (miss,) = [m for m in report.misses if m.fusion == "LayerNorm"]

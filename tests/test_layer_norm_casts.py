@@ -3,7 +3,7 @@ import pytest
 
 from conftest import fuse_only
 from fusekit.verify import verify
-from testmodels import fusion_forms as F
+from graphs import forms as F
 
 
 @pytest.mark.parametrize("placement", ["pow_exponent", "before_scale"])

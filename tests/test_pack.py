@@ -16,7 +16,7 @@ from fusekit.cli import main
 from fusekit.inputs import SETTINGS, make_inputs
 from fusekit.runtime.bench import parse_lengths, row_lengths, with_lengths
 from fusekit.verify import session
-from testmodels.attention_variants import attention
+from graphs.attention import attention
 
 CORPUS = TESTMODELS / "corpus"
 MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]

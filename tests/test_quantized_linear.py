@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 import fusekit
 from fusekit.verify import verify
-from testmodels.int8_blocks import block
+from graphs.int8_blocks import block
 from testmodels.quantized import compile_openvino, openvino_layers, openvino_summary
 
 INT8 = Path(__file__).resolve().parents[1] / "testmodels" / "int8"

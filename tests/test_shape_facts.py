@@ -6,7 +6,7 @@ import fusekit
 from conftest import fuse_only, ops
 from fusekit.engine import shapes
 from fusekit.modelio import skeleton
-from testmodels import canonical as C
+from graphs import canonical as C
 
 
 def constants(model):

@@ -9,7 +9,7 @@ import pytest
 import fusekit
 from fusekit.inputs import Setting, make_inputs, parse_shapes, valid_positions
 from fusekit.verify import session
-from testmodels import variants as V
+from graphs import variants as V
 
 
 def test_inputs_respect_their_meaning(bert14):

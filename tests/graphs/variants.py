@@ -2,7 +2,7 @@
 real exporters emit them.  These are the inputs for the fusion-pass tests.
 
 Every builder returns an ``onnx.ModelProto`` with input ``x`` of shape
-["batch", "seq", 16] and output ``y``.  Run ``python -m testmodels.variants`` to
+["batch", "seq", 16] and output ``y``.  Run ``python -m graphs.variants`` from tests/ to
 check and execute every model with onnxruntime.
 """
 from collections import Counter

@@ -9,7 +9,7 @@ forms exporters emit. These are the inputs for the attention rule tests.
 import numpy as np
 from onnx import TensorProto
 
-from testmodels.variants import Graph
+from .variants import Graph
 
 HIDDEN, HEADS, SIZE = 16, 2, 8
 
