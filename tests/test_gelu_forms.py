@@ -1,5 +1,5 @@
 """GELU forms beyond the float32 exports: float16 constants, ONNX Runtime's own fusion-test
-graphs (testmodels/fusion_forms.py), the standard ONNX Gelu after a bias, a bias that is a
+graphs (tests/graphs/forms.py), the standard ONNX Gelu after a bias, a bias that is a
 graph input."""
 import math
 

@@ -1,4 +1,4 @@
-"""LayerNorm with Casts where ONNX Runtime's fusion tests put them (testmodels/fusion_forms.py)."""
+"""LayerNorm with Casts where ONNX Runtime's fusion tests put them (tests/graphs/forms.py)."""
 import pytest
 
 from conftest import fuse_only
