@@ -88,7 +88,7 @@ def topological_order(graph: onnx.GraphProto, what: str) -> list[int]:
     waiting = [0] * len(graph.node)
     for i, node in enumerate(graph.node):
         reads = _reads(node)
-        missing = sorted(reads - given - set(producer))
+        missing = sorted(name for name in reads if name not in given and name not in producer)
         if missing:
             raise FusekitError(f"{what}: invalid ONNX model: node {_label(node, i)} reads {missing[0]!r}, "
                                "which is no graph input, initializer or node output")
