@@ -275,7 +275,7 @@ class Chain:
         return all(g.folds_to_constant(p) for op in self.ops for p in op.input[1:] if p)
 
     def axis(self, axis: int | None, rank: int | None) -> int | None:
-        """Where channel axis ``axis`` of the quantized tensor (of rank ``rank``) lands in the tensor the MatMul reads."""
+        """Where channel axis ``axis`` of the quantized tensor (rank ``rank``) lands in what the MatMul reads."""
         if axis is None or rank is None:
             return None
         axis %= rank
@@ -333,7 +333,8 @@ def _linear(g: Int8Graph, c: Chain) -> Quant:
         axis = c.axis(attribute(dq, "axis", 1), rank if rank is not None else g.rank(dq.output[0]))
     zp_val = None if (zp_name and zp is None) else (0.0 if zp is None else float(np.abs(zp.astype(np.int64)).max()))
     return Quant(kind=c.form.kind, node=dq.name, dtype=dt.name, bits=NP_BITS.get(dt, dt.itemsize * 8),
-                 scale_constant=scale_constant, scale_shape=[int(d) if isinstance(d, (int, np.integer)) else -1 for d in scale_shape],
+                 scale_constant=scale_constant,
+                 scale_shape=[int(d) if isinstance(d, (int, np.integer)) else -1 for d in scale_shape],
                  per_channel=per_channel, uniform=uniform, axis=axis, zero_point=zp_val,
                  symmetric=None if zp_val is None else zp_val == 0.0,
                  data_constant=g.folds_to_constant(c.data), via=c.via)
