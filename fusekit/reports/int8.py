@@ -391,7 +391,7 @@ FORMS = (
     Form("qdq", ("DequantizeLinear", "QuantizeLinear"), _linear, stored=lambda g, ops: _q_output_type(ops[1])),
     # DequantizeLinear of stored integers (ORT's quantizer on weights): the type they are stored in
     Form("dq", ("DequantizeLinear",), _linear, stored=lambda g, ops: g.dtype(ops[0].input[0])),
-    # OpenVINO's FakeQuantize op (domain org.openvinotoolkit, as NNCF writes it)
+    # OpenVINO's FakeQuantize op (domain org.openvinotoolkit): input and output ranges instead of a scale
     Form("fakequantize", ("FakeQuantize",), _ranges),
 )
 
