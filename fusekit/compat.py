@@ -22,12 +22,12 @@ import heapq
 import onnx
 from onnx import version_converter
 
-from .errors import FusekitError
+from .engine.rewrite import MS
+from .errors import FusekitError, first_line
 from .modelio import default_opset, skeleton
 
 MIN_OPSET = 11  # older opsets are converted to this one
 STANDARD_LAYER_NORM = 17
-MS = "com.microsoft"
 # Where ONNX Runtime's LayerNormalization waits while the converter runs: the
 # converter has no adapter for an op its opset lacks, and passes other domains through.
 ORT_LAYER_NORM = "fusekit.ort_layer_norm"
@@ -153,14 +153,14 @@ def _convert(model: onnx.ModelProto, opset: int, target: int, what: str):
     try:
         onnx.checker.check_model(skel)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError) as e:
-        raise FusekitError(f"{what}: invalid ONNX model: {_first_line(e)}") from None
+        raise FusekitError(f"{what}: invalid ONNX model: {first_line(e)}") from None
     try:
         converted = version_converter.convert_version(skel, target)
         converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(
             [onnx.helper.make_opsetid("", target)]))
     except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors and asserts
         raise FusekitError(f"{what}: the model's opset {opset} cannot be converted to opset {target}, "
-                           f"which fusekit needs to read it: {_first_line(e)}") from None
+                           f"which fusekit needs to read it: {first_line(e)}") from None
     for node in converted.graph.node:
         if node.domain == ORT_LAYER_NORM:
             node.domain = ""
@@ -189,8 +189,3 @@ def _replace_skeleton(model: onnx.ModelProto, skel: onnx.ModelProto):
     model.graph.initializer.extend(g.initializer)
     model.opset_import.extend(skel.opset_import)
     model.ir_version = max(model.ir_version, skel.ir_version)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]

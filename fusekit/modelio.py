@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import onnx
 
-from .errors import FusekitError
+from .errors import FusekitError, first_line
 from .wire import read_model, write_model
 
 TWO_GB = 2**31
@@ -78,7 +78,7 @@ def read(path: str | os.PathLike) -> Loaded:
     except OSError as e:
         raise FusekitError(f"{p}: cannot read: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - whatever the parser makes of the bytes, the file is at fault
-        raise FusekitError(f"{p}: not a readable ONNX model (the file is truncated or not ONNX: {_first_line(e)})") from None
+        raise FusekitError(f"{p}: not a readable ONNX model (the file is truncated or not ONNX: {first_line(e)})") from None
     field = undecodable_text(model)
     if field:
         raise FusekitError(f"{p}: not a readable ONNX model (the text of {field} is not UTF-8: the file is corrupted)")
@@ -115,7 +115,7 @@ def load_external_data(model: onnx.ModelProto, path: Path):
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise FusekitError(f"{path}: cannot read its external data: {_first_line(e)}") from None
+        raise FusekitError(f"{path}: cannot read its external data: {first_line(e)}") from None
 
 
 def undecodable_text(message) -> str | None:
@@ -201,7 +201,7 @@ def check(model: onnx.ModelProto, what: str, path: str | None = None):
     try:
         onnx.checker.check_model(skeleton(model))
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError) as e:
-        raise FusekitError(f"{what}: invalid ONNX model: {_first_line(e)}") from None
+        raise FusekitError(f"{what}: invalid ONNX model: {first_line(e)}") from None
 
 
 def write(model: onnx.ModelProto, path: Path, external: bool):
@@ -271,8 +271,3 @@ def _same(a: Path, b) -> bool:
         return a.exists() and Path(b).exists() and os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]

@@ -1,8 +1,16 @@
-"""The compiler: the pattern language, the matcher, the rewriter and the passes that run fusions to a fixpoint.
+"""The compiler: the pattern language, matching, rewriting, and the stages that run rules and fusions to a fixpoint.
 
-``pattern`` declares what a fusion looks like, ``matcher`` finds it (or says why not, as a ``Miss``),
-``rewrite`` replaces it and records provenance, ``passes`` orders the fusions and runs them;
-``state`` is what one run shares between them, typed, with graph objects keyed by identity.
-``graph`` and ``probe`` are the facts patterns ask of a graph (constants, shapes, what a mask computes).
-The fusions themselves live in the pattern library, ``fusekit.patterns``.
+One module per job:
+
+- ``pattern``: the language; a fusion, or a canonical ``Rule``, written as the math it matches.
+- ``matcher``: finds one pattern variant at one anchor node, or says why not (a ``Miss``).
+- ``rewrite``: replaces a match with the nodes its fusion builds and records where they came from.
+- ``shapes``: the static shape facts, inferred once; shape computations they fix folded to constants.
+- ``canonicalize``: the canonicalization stage, which rewrites exporter noise into one form before any fusion looks.
+- ``passes``: orders the fusions by what each runs after, and applies rules and fusions to a fixpoint.
+- ``graph``: facts patterns read off a graph: constant values, attributes, ranks.
+- ``probe``: what a subgraph computes, found by running it: an attention mask or bias, a position term.
+- ``state``: what one run shares between matches and rewrites, typed, with graph objects keyed by identity.
+
+The fusions and rules themselves live in the pattern library, ``fusekit.patterns``.
 """

@@ -159,6 +159,14 @@ def stored_bytes(path, model: onnx.ModelProto) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
+def readable_size(n: float) -> str:
+    """A byte count as reports write it: ``512 B``, ``1.5 MB``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def load_to_read(model_or_path) -> tuple[onnx.ModelProto, list[str]]:
     """A model to report on, and the notes of what was done to read it (see :func:`modelio.read`)."""
     if isinstance(model_or_path, onnx.ModelProto):

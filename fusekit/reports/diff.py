@@ -69,7 +69,7 @@ import onnx
 
 from ..pipeline import PROVENANCE_KEY
 from . import layers as layers_
-from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
+from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, readable_size, stored_bytes
 
 SCHEMA = "fusekit.diff/1"
 STATUSES = ("kept", "replaced", "bypassed", "dead", "unaccounted")
@@ -217,9 +217,9 @@ class Diff:
         lines = [f"{self.original_path} → {self.fused_path} (regions from {data['alignment']})",
                  f"nodes: {s['nodes'][0]} → {s['nodes'][1]}",
                  (f"parameters: {s['parameters'][0]:,} → {s['parameters'][1]:,} "
-                  f"({_size(s['parameter_bytes'][0])} → {_size(s['parameter_bytes'][1])})")]
+                  f"({readable_size(s['parameter_bytes'][0])} → {readable_size(s['parameter_bytes'][1])})")]
         if s["file_bytes"]:
-            lines.append(f"file size: {_size(s['file_bytes'][0])} → {_size(s['file_bytes'][1])}")
+            lines.append(f"file size: {readable_size(s['file_bytes'][0])} → {readable_size(s['file_bytes'][1])}")
         bypassed = f" + {acct['bypassed']} bypassed" if acct["bypassed"] else ""
         lines.append(f"original nodes: {acct['original_nodes']} = {acct['kept']} kept + {acct['replaced']} replaced"
                      f"{bypassed} + {acct['dead']} removed as dead"
@@ -288,13 +288,6 @@ def _short(op: str) -> str:
 
 def _value(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def _attributes(node: onnx.NodeProto) -> dict:

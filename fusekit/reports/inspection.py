@@ -54,15 +54,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
+from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, readable_size, stored_bytes
 from ..errors import FusekitError
 from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
 from ..pipeline import PROVENANCE_KEY, input_warnings, optimize
-from ..engine.rewrite import Fused
+from ..engine.rewrite import MS, Fused
 
 SCHEMA = "fusekit.inspect/1"
-MS = "com.microsoft"
 # Ops that are themselves fusions of elementary ones.
 FUSED_OPS = {"LayerNormalization", "Gelu", "Attention", "RMSNormalization", "SkipLayerNormalization",
              "EmbedLayerNormalization", "BiasGelu", "FastGelu", "QuickGelu", "MultiHeadAttention",
@@ -125,7 +124,7 @@ class Inspection:
 
     def summary(self) -> str:
         a = self.architecture
-        size = f" ({_size(self.file_bytes)})" if self.file_bytes else ""
+        size = f" ({readable_size(self.file_bytes)})" if self.file_bytes else ""
         lines = [f"{self.model}{size}",
                  f"exporter: {self.exporter['name']} — {'; '.join(self.exporter['evidence'])}"]
         lines += [f"rewritten by: {r['name']} ({r['evidence']})" for r in self.rewritten_by]
@@ -134,7 +133,8 @@ class Inspection:
         lines.append("inputs:  " + "; ".join(_value(v) for v in self.inputs))
         lines.append("outputs: " + "; ".join(_value(v) for v in self.outputs))
         p = self.parameters
-        lines.append(f"nodes: {self.nodes}; parameters: {p['count']:,} ({_size(p['bytes'])} in {p['tensors']} tensors)")
+        lines.append(f"nodes: {self.nodes}; parameters: {p['count']:,} "
+                     f"({readable_size(p['bytes'])} in {p['tensors']} tensors)")
         lines.append(f"architecture: {a.kind or 'not recognised (no attention found)'}")
         if a.layers:
             heads = f"{a.heads} × {a.head_size}" if a.heads and a.head_size else _known(a.heads)
@@ -165,13 +165,6 @@ def _counts(counts: dict) -> str:
 
 def _value(v: dict) -> str:
     return f"{v['name']} {v['dtype']} [{', '.join(map(str, v['shape']))}]"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def inspect_model(model_or_path) -> Inspection:

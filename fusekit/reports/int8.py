@@ -1,10 +1,10 @@
 """Which MatMul / Gemm of a quantized model will run in INT8, and why the others won't.
 
 ``analyze(model, target)`` reads the graph only (onnx + numpy, no runtime) and returns
-one record per MatMul/Gemm: how each input is quantized (a QuantizeLinear→
-DequantizeLinear pair, a DequantizeLinear of stored integers, or OpenVINO's
-``FakeQuantize`` op, possibly through Reshape/Transpose/Squeeze/Unsqueeze/Flatten/
-Identity), whether the weight scale is a constant, whether the zero points suit the
+one record per MatMul/Gemm: how each input is quantized (one of the ``FORMS`` table:
+a QuantizeLinear→DequantizeLinear pair, a DequantizeLinear of stored integers, or
+OpenVINO's ``FakeQuantize`` op, possibly through the Reshape/Transpose/Squeeze/Unsqueeze/
+Flatten/Identity of ``MOVES``), whether the weight scale is a constant, whether the zero points suit the
 kernels, whether the output is re-quantized — and a verdict for each backend:
 
 - ``"ort"``: ONNX Runtime's CPU execution provider (QDQ selector/action transformer),
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -48,7 +49,6 @@ from onnx import numpy_helper
 from .dataflow import Dataflow, attribute, proto_constant
 from .int8_rules import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, TESTED_ORT, OrtRules, Site, Verdict, ort_verdict, ov_verdict
 
-PASS_THROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
 MATMULS = {"MatMul", "Gemm"}
 BACKENDS = ("ort", "openvino")
 LABEL = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -237,38 +237,70 @@ class Int8Graph(Dataflow):
 
 # --------------------------------------------------------------------------- quantization of an input
 
-def _trace(g: Int8Graph, tensor: str) -> Quant | None:
-    """The quantization feeding `tensor`, following data-movement ops upwards."""
-    via, perm_chain = [], []
-    name = tensor
-    for _ in range(8):
-        node = g.producer_node(name)
-        if node is None:
+@dataclass(frozen=True)
+class Form:
+    """One way a quantizer writes a quantized tensor: a row of ``FORMS``.
+
+    ``ops``: op types read upwards from the MatMul, each fed (input 0) by the next; the first
+    holds the parameters the MatMul's input is dequantized with, the last reads the data.
+    ``read``: what those parameters say, as a ``Quant``. ``stored``: the integer type where
+    no zero point gives it.
+    """
+
+    kind: str  # Quant.kind
+    ops: tuple[str, ...]
+    read: Callable[[Int8Graph, Chain], Quant]
+    stored: Callable[[Int8Graph, list[onnx.NodeProto]], np.dtype | None] = lambda g, ops: None
+
+
+@dataclass
+class Chain:
+    """One quantized MatMul input as found: a form's ops and the data-movement ops after them."""
+
+    form: Form
+    ops: list[onnx.NodeProto]  # the form's ops, MatMul side first
+    moves: list[onnx.NodeProto]  # the ops of MOVES between the form and the MatMul, MatMul side first
+
+    @property
+    def data(self) -> str:
+        """The tensor that is quantized."""
+        return self.ops[-1].input[0]
+
+    @property
+    def via(self) -> list[str]:
+        return [m.op_type for m in self.moves]
+
+    def parameters_constant(self, g: Int8Graph) -> bool:
+        """Every op's quantization parameters (its inputs after the data) fold to constants."""
+        return all(g.folds_to_constant(p) for op in self.ops for p in op.input[1:] if p)
+
+    def axis(self, axis: int | None, rank: int | None) -> int | None:
+        """Where channel axis ``axis`` of the quantized tensor (rank ``rank``) lands in what the MatMul reads."""
+        if axis is None or rank is None:
             return None
-        if node.op_type == "DequantizeLinear":
-            return _from_dq(g, node, via, perm_chain)
-        if node.op_type == "FakeQuantize":
-            return _from_fq(g, node, via, perm_chain)
-        if node.op_type in PASS_THROUGH and not node.domain:
-            via.append(node.op_type)
-            perm_chain.append(attribute(node, "perm") if node.op_type == "Transpose" else node.op_type)
-            name = node.input[0]
-            continue
-        return None
-    return None
+        axis %= rank
+        for move in reversed(self.moves):
+            axis = MOVES[move.op_type](move, axis)
+            if axis is None:
+                return None
+        return axis
 
 
-def _map_axis(axis: int | None, src_rank: int | None, perm_chain: list) -> int | None:
-    """Where a channel axis of the quantized tensor lands in the tensor the MatMul reads."""
-    if axis is None or src_rank is None:
-        return None
-    axis %= src_rank
-    for step in reversed(perm_chain):      # perm_chain is MatMul-side first
-        if isinstance(step, list):
-            axis = step.index(axis)
-        elif step != "Identity":
-            return None                    # a reshape-like op: the axis is not tracked
-    return axis
+def _transposed(node: onnx.NodeProto, axis: int) -> int | None:
+    perm = attribute(node, "perm")
+    return perm.index(axis) if perm is not None else None
+
+
+# The data-movement ops (default domain) a quantized tensor may pass on its way to the MatMul, and where each
+# puts a channel axis: None where the axis is not followed (a reshape may regroup the axes).
+MOVES: dict[str, Callable[[onnx.NodeProto, int], int | None]] = {
+    "Transpose": _transposed,
+    "Identity": lambda node, axis: axis,
+    "Reshape": lambda node, axis: None,
+    "Squeeze": lambda node, axis: None,
+    "Unsqueeze": lambda node, axis: None,
+    "Flatten": lambda node, axis: None,
+}
 
 
 def _uniform(scale: np.ndarray | None, zp: np.ndarray | None) -> bool:
@@ -279,51 +311,41 @@ def _uniform(scale: np.ndarray | None, zp: np.ndarray | None) -> bool:
     return bool(np.all(s == s[0]) and np.all(z == z[0]))
 
 
-def _from_dq(g: Int8Graph, dq: onnx.NodeProto, via, perm_chain) -> Quant:
-    src = dq.input[0]
-    q = g.producer_node(src)
-    pair = q is not None and q.op_type == "QuantizeLinear"
+def _linear(g: Int8Graph, c: Chain) -> Quant:
+    """A scale and a zero point, as the DequantizeLinear nearest the MatMul applies them."""
+    dq = c.ops[0]
     scale_name = dq.input[1]
-    zp_name = dq.input[2] if len(dq.input) > 2 and dq.input[2] else ""
+    zp_name = dq.input[2] if len(dq.input) > 2 else ""
     scale = g.value(scale_name)
     zp = g.value(zp_name) if zp_name else None
-    scale_constant = g.folds_to_constant(scale_name) and (not zp_name or g.folds_to_constant(zp_name))
-    if pair:
-        scale_constant = scale_constant and g.folds_to_constant(q.input[1]) and (
-            len(q.input) < 3 or not q.input[2] or g.folds_to_constant(q.input[2]))
-    dt = None
-    if zp is not None:
-        dt = zp.dtype
-    elif zp_name:
-        dt = g.dtype(zp_name)
-    if dt is None and not pair:
-        dt = g.dtype(src)
-    if dt is None and pair:
-        out_dt = attribute(q, "output_dtype")
-        dt = onnx.helper.tensor_dtype_to_np_dtype(out_dt) if out_dt else np.dtype(np.uint8)
+    scale_constant = c.parameters_constant(g)
+    dt = zp.dtype if zp is not None else g.dtype(zp_name) if zp_name else None
+    if dt is None:
+        dt = c.form.stored(g, c.ops)
     dt = np.dtype(dt) if dt is not None else np.dtype(np.uint8)
-    data = q.input[0] if pair else src
     scale_shape = list(np.shape(scale)) if scale is not None else (g.shape(scale_name) or [])
     n_scale = int(np.prod(scale_shape)) if scale_shape else 1
     per_channel = n_scale > 1
     uniform = per_channel and _uniform(scale, zp)
     axis = None
     if per_channel and not uniform:  # shapes (shape inference) only when needed
-        src_rank = g.rank(data) if g.rank(data) is not None else g.rank(dq.output[0])
-        axis = _map_axis(attribute(dq, "axis", 1), src_rank, perm_chain)
+        rank = g.rank(c.data)
+        axis = c.axis(attribute(dq, "axis", 1), rank if rank is not None else g.rank(dq.output[0]))
     zp_val = None if (zp_name and zp is None) else (0.0 if zp is None else float(np.abs(zp.astype(np.int64)).max()))
-    return Quant(kind="qdq" if pair else "dq", node=dq.name, dtype=dt.name, bits=NP_BITS.get(dt, dt.itemsize * 8),
-                 scale_constant=bool(scale_constant), scale_shape=[int(d) if isinstance(d, (int, np.integer)) else -1 for d in scale_shape],
+    return Quant(kind=c.form.kind, node=dq.name, dtype=dt.name, bits=NP_BITS.get(dt, dt.itemsize * 8),
+                 scale_constant=scale_constant,
+                 scale_shape=[int(d) if isinstance(d, (int, np.integer)) else -1 for d in scale_shape],
                  per_channel=per_channel, uniform=uniform, axis=axis, zero_point=zp_val,
                  symmetric=None if zp_val is None else zp_val == 0.0,
-                 data_constant=g.folds_to_constant(data), via=via)
+                 data_constant=g.folds_to_constant(c.data), via=c.via)
 
 
-def _from_fq(g: Int8Graph, fq: onnx.NodeProto, via, perm_chain) -> Quant:
+def _ranges(g: Int8Graph, c: Chain) -> Quant:
+    """FakeQuantize's input and output ranges, as OpenVINO's LPT reads them (the output range gives the zero point)."""
+    fq = c.ops[0]
     levels = int(attribute(fq, "levels", 256))
-    names = list(fq.input[1:5])
-    vals = [g.value(n) for n in names]
-    constant = all(g.folds_to_constant(n) for n in names)
+    vals = [g.value(n) for n in fq.input[1:5]]
+    constant = c.parameters_constant(g)
     ol, oh = vals[2], vals[3]
     bits = int(np.ceil(np.log2(levels))) if levels > 1 else 0
     dtype, zp_val, symmetric, per_channel, uniform, axis, shape = "uint8", None, None, False, False, None, []
@@ -347,13 +369,59 @@ def _from_fq(g: Int8Graph, fq: onnx.NodeProto, via, perm_chain) -> Quant:
             zp_val = 0.0
         uniform = per_channel and bool(np.all(ol == ol.ravel()[0]) and np.all(oh == oh.ravel()[0]))
         if per_channel and not uniform:
-            src_rank = max(g.rank(fq.input[0]) or len(shape), len(shape))
+            src_rank = max(g.rank(c.data) or len(shape), len(shape))
             big = [i for i, d in enumerate(shape) if d > 1]
             if len(big) == 1:  # ranges broadcast from the right against the data
-                axis = _map_axis(big[0] + src_rank - len(shape), src_rank, perm_chain)
-    return Quant(kind="fakequantize", node=fq.name, dtype=dtype, bits=bits, scale_constant=constant,
+                axis = c.axis(big[0] + src_rank - len(shape), src_rank)
+    return Quant(kind=c.form.kind, node=fq.name, dtype=dtype, bits=bits, scale_constant=constant,
                  scale_shape=shape, per_channel=per_channel, uniform=uniform, axis=axis, zero_point=zp_val,
-                 symmetric=symmetric, data_constant=g.folds_to_constant(fq.input[0]), via=via)
+                 symmetric=symmetric, data_constant=g.folds_to_constant(c.data), via=c.via)
+
+
+def _q_output_type(q: onnx.NodeProto) -> np.dtype:
+    out = attribute(q, "output_dtype")
+    return onnx.helper.tensor_dtype_to_np_dtype(out) if out else np.dtype(np.uint8)  # QuantizeLinear's default
+
+
+# The quantized forms recognised, the longer first where one begins with another (a Q→DQ pair is also a DQ).
+# A new quantizer form is a row here, with a reader of its parameters.
+FORMS = (
+    # QuantizeLinear → DequantizeLinear on a float tensor (ORT's quantizer on activations; QAT exports on
+    # weights too): the type Q quantizes to
+    Form("qdq", ("DequantizeLinear", "QuantizeLinear"), _linear, stored=lambda g, ops: _q_output_type(ops[1])),
+    # DequantizeLinear of stored integers (ORT's quantizer on weights): the type they are stored in
+    Form("dq", ("DequantizeLinear",), _linear, stored=lambda g, ops: g.dtype(ops[0].input[0])),
+    # OpenVINO's FakeQuantize op (domain org.openvinotoolkit): input and output ranges instead of a scale
+    Form("fakequantize", ("FakeQuantize",), _ranges),
+)
+
+
+def _trace(g: Int8Graph, tensor: str) -> Quant | None:
+    """The quantization feeding ``tensor``: a form of ``FORMS``, reached through at most seven ``MOVES``."""
+    moves: list[onnx.NodeProto] = []
+    node = g.producer_node(tensor)
+    while node is not None and len(moves) < 8:
+        for form in FORMS:
+            ops = _matching(g, node, form.ops)
+            if ops:
+                return form.read(g, Chain(form, ops, moves))
+        if node.op_type not in MOVES or node.domain:
+            return None
+        moves.append(node)
+        node = g.producer_node(node.input[0])
+    return None
+
+
+def _matching(g: Int8Graph, node: onnx.NodeProto, op_types: tuple[str, ...]) -> list[onnx.NodeProto] | None:
+    """``node`` and the producers above it if they are ``op_types``, each feeding the one before through its input 0."""
+    ops: list[onnx.NodeProto] = []
+    for op_type in op_types:
+        if ops:
+            node = g.producer_node(ops[-1].input[0])
+        if node is None or node.op_type != op_type:
+            return None
+        ops.append(node)
+    return ops
 
 
 # --------------------------------------------------------------------------- how the output is used

@@ -87,8 +87,12 @@ S = TypeVar("S")
 
 
 @dataclass(frozen=True)
-class Rule(Generic[S]):
-    """One reason a runtime keeps a node from INT8: ``refuses(site)`` says why, or returns None."""
+class RuntimeRule(Generic[S]):
+    """One rule of a runtime's table (not a canonicalization ``Rule``): why it keeps a node from INT8.
+
+    ``refuses(site)`` gives the reason, or None where the rule lets the node be; ``source``
+    names the runtime code the rule follows.
+    """
 
     refuses: Callable[[S], str | None]
     source: str
@@ -100,7 +104,7 @@ class Stage(Generic[S]):
 
     verdict: str  # "fp32" or "error"
     kernel: Callable[[S], str]  # what the runtime runs the node as when this stage refuses
-    rules: tuple[Rule[S], ...]
+    rules: tuple[RuntimeRule[S], ...]
 
 
 def judge(stages: list[Stage[S]], site: S, int8_kernel: str) -> Verdict:
@@ -346,40 +350,40 @@ def _op(o: OrtSite) -> str:
 
 ORT_RULES: list[Stage[OrtSite]] = [
     Stage("error", lambda o: "-", (
-        Rule(_uses_fakequantize, "onnxruntime/core/graph/model.cc (a domain with no registered ops fails to load)"),
+        RuntimeRule(_uses_fakequantize, "onnxruntime/core/graph/model.cc (a domain with no registered ops fails to load)"),
     )),
     # the QDQ MatMul rule needs a DequantizeLinear on both inputs, of 8-bit types
     Stage("fp32", _op, (
-        Rule(lambda o: R_NO_ACT if o.site.a is None else None, ORT_SELECTORS + ": two DQ inputs"),
-        Rule(lambda o: None if o.site.b else R_NO_WEIGHT if o.site.weight_constant else R_NO_SECOND,
+        RuntimeRule(lambda o: R_NO_ACT if o.site.a is None else None, ORT_SELECTORS + ": two DQ inputs"),
+        RuntimeRule(lambda o: None if o.site.b else R_NO_WEIGHT if o.site.weight_constant else R_NO_SECOND,
              ORT_SELECTORS + ": two DQ inputs"),
-        Rule(lambda o: _bits(o.site.a, "activation"), ORT_SELECTORS + ": 16-bit types not enabled on CPU"),
-        Rule(lambda o: _bits(o.site.b, o.site.second), ORT_SELECTORS + ": 16-bit types not enabled on CPU"),
+        RuntimeRule(lambda o: _bits(o.site.a, "activation"), ORT_SELECTORS + ": 16-bit types not enabled on CPU"),
+        RuntimeRule(lambda o: _bits(o.site.b, o.site.second), ORT_SELECTORS + ": 16-bit types not enabled on CPU"),
     )),
     # the node group the QDQ rules can form from how the output is used
     Stage("fp32", lambda o: "Gemm" if o.matmul_add is not None and o.kernel is None else _op(o), (
-        Rule(_int8_refused, ORT_INT8_ALLOWED),
-        Rule(lambda o: "the output feeds a QuantizeLinear and other nodes (or is a graph output): the QDQ rule "
+        RuntimeRule(_int8_refused, ORT_INT8_ALLOWED),
+        RuntimeRule(lambda o: "the output feeds a QuantizeLinear and other nodes (or is a graph output): the QDQ rule "
                        "needs the Q to be the only consumer" if o.output_q is not None and o.kernel is None else None,
              ORT_CHECK_QDQ),
-        Rule(lambda o: "Gemm with a float bias and no QuantizeLinear after it: the QDQ Gemm rule needs a Q on the "
+        RuntimeRule(lambda o: "Gemm with a float bias and no QuantizeLinear after it: the QDQ Gemm rule needs a Q on the "
                        "output (or a DequantizeLinear on the bias)"
                        if _op(o) == "Gemm" and o.output_q is None and o.kernel is None else None, ORT_GEMM_SELECTOR),
-        Rule(lambda o: "MatMul → Add(bias) with a static input shape and no QuantizeLinear after the Add: ONNX "
+        RuntimeRule(lambda o: "MatMul → Add(bias) with a static input shape and no QuantizeLinear after the Add: ONNX "
                        "Runtime's MatMulAddFusion makes it a Gemm before the QDQ rules run, and the Gemm stays FP32 "
                        "without a Q on its output" if o.matmul_add is not None and o.kernel is None else None,
              "matmul_add_fusion.cc, " + ORT_GEMM_SELECTOR),
-        Rule(_type_mismatch, ORT_SELECTORS + ": input and output of one type"),
+        RuntimeRule(_type_mismatch, ORT_SELECTORS + ": input and output of one type"),
     )),
     # quantization parameters the INT8 kernels cannot take: where the rule checks them, FP32 …
     Stage("fp32", lambda o: "Gemm" if o.kernel == "QGemm" else _op(o), (
-        Rule(_act_refused, ORT_SELECTORS + " (1.32), " + ORT_GEMM_SELECTOR),
-        Rule(_weight_refused, ORT_SELECTORS + " (1.32), " + ORT_GEMM_SELECTOR + ": per-tensor or axis 1 only"),
+        RuntimeRule(_act_refused, ORT_SELECTORS + " (1.32), " + ORT_GEMM_SELECTOR),
+        RuntimeRule(_weight_refused, ORT_SELECTORS + " (1.32), " + ORT_GEMM_SELECTOR + ": per-tensor or axis 1 only"),
     )),
     # … else the rule selects the node and the kernel fails at run time
     Stage("error", lambda o: o.kernel, (
-        Rule(_act_fails, ORT_KERNELS),
-        Rule(_weight_fails, ORT_KERNELS),
+        RuntimeRule(_act_fails, ORT_KERNELS),
+        RuntimeRule(_weight_fails, ORT_KERNELS),
     )),
 ]
 
@@ -439,32 +443,32 @@ def _when(condition: Callable[[Site], bool], reason: str) -> Callable[[Site], st
 
 OV_RULES: list[Stage[Site]] = [
     Stage("error", _ov_kernel, (
-        Rule(_act_along_k_dynamic, "CPU plugin FakeQuantize node (per-channel only along axis 1)"),
+        RuntimeRule(_act_along_k_dynamic, "CPU plugin FakeQuantize node (per-channel only along axis 1)"),
     )),
     Stage("fp32", _ov_kernel, (
-        Rule(_when(lambda s: s.a is None, R_NO_ACT), OV_LPT_MATMUL + ": a FakeQuantize on input 0"),
-        Rule(_when(lambda s: s.a is None and s.b is not None and s.weight_constant,
+        RuntimeRule(_when(lambda s: s.a is None, R_NO_ACT), OV_LPT_MATMUL + ": a FakeQuantize on input 0"),
+        RuntimeRule(_when(lambda s: s.a is None and s.b is not None and s.weight_constant,
                    "(OpenVINO keeps the quantized weight compressed and decompresses it to f32: weight-only, "
                    "FP32 compute)"), "CPU plugin weights compression (FullyConnected, f32 compute)"),
-        Rule(lambda s: None if s.b else R_NO_WEIGHT if s.weight_constant else R_NO_SECOND,
+        RuntimeRule(lambda s: None if s.b else R_NO_WEIGHT if s.weight_constant else R_NO_SECOND,
              OV_LPT_MATMUL + ": a dequantization on input 1"),
-        Rule(lambda s: f"the activation is {s.a.dtype}, not 8-bit" if s.a and s.a.bits != 8 else None,
+        RuntimeRule(lambda s: f"the activation is {s.a.dtype}, not 8-bit" if s.a and s.a.bits != 8 else None,
              OV_CPU_PRECISIONS),
-        Rule(_when(lambda s: s.a is not None and not s.a.scale_constant, "the activation scale is not a constant"),
+        RuntimeRule(_when(lambda s: s.a is not None and not s.a.scale_constant, "the activation scale is not a constant"),
              OV_LPT_FQ),
-        Rule(_when(_act_along_k, "the activation is quantized per channel along K (the reduction axis): LPT cannot "
+        RuntimeRule(_when(_act_along_k, "the activation is quantized per channel along K (the reduction axis): LPT cannot "
                                  "move such scales past the MatMul"), OV_LPT_MATMUL),
-        Rule(lambda s: f"the {s.second} is {s.b.dtype}, not 8-bit" if s.b and s.b.bits != 8 else None,
+        RuntimeRule(lambda s: f"the {s.second} is {s.b.dtype}, not 8-bit" if s.b and s.b.bits != 8 else None,
              OV_CPU_PRECISIONS),
-        Rule(lambda s: f"the {s.second} scale is not a constant" if s.b and not s.b.scale_constant else None,
+        RuntimeRule(lambda s: f"the {s.second} scale is not a constant" if s.b and not s.b.scale_constant else None,
              OV_LPT_FQ),
-        Rule(_weight_zero_point, OV_CPU_PRECISIONS + ", LPT quantization scheme"),
-        Rule(_ov_weight_per_row, OV_LPT_MATMUL),
-        Rule(_when(lambda s: s.b is not None and not s.weight_constant and s.a is not None and s.a.symmetric is False,
+        RuntimeRule(_weight_zero_point, OV_CPU_PRECISIONS + ", LPT quantization scheme"),
+        RuntimeRule(_ov_weight_per_row, OV_LPT_MATMUL),
+        RuntimeRule(_when(lambda s: s.b is not None and not s.weight_constant and s.a is not None and s.a.symmetric is False,
                    "the first input has a nonzero zero point and the second input is not a constant: LPT's MatMul "
                    "transformation refuses an asymmetric first input then"),
              OV_LPT_MATMUL + ": (!isConstantPath(input 1)) && dequantization1.subtract"),
-        Rule(_when(lambda s: s.b is not None and not s.weight_constant and s.b.symmetric is False,
+        RuntimeRule(_when(lambda s: s.b is not None and not s.weight_constant and s.b.symmetric is False,
                    "the second input has a nonzero zero point: LPT needs it to be 0"), OV_LPT_MATMUL),
     )),
 ]

@@ -67,10 +67,4 @@ def load(backend: str, path: str | os.PathLike, device: str = "cpu", threads: in
     return _module(backend).load(path, device, threads or default_threads(), precision)
 
 
-def first_line(e: Exception) -> str:
-    """A runtime's exception as one short line (they carry long C++ traces)."""
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
-__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Runner", "check", "default_threads", "first_line", "load"]
+__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Runner", "check", "default_threads", "load"]

@@ -7,8 +7,7 @@ import re
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import FusekitError
-from .backends import first_line
+from ..errors import FusekitError, first_line
 
 # fusekit's device names → the execution provider that runs them
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "gpu": "CUDAExecutionProvider",
