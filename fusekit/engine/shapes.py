@@ -17,6 +17,10 @@ Div(1, ·) → Cast → Sqrt``. Each fold is exact: integer arithmetic, and floa
 Div, Mul, Add, Sub, which numpy rounds as IEEE 754 requires, as every runtime does.
 Chains of constants that no ``Shape`` starts are left as written (an ε computed by a
 Cast stays a near miss: see the README's decisions).
+
+``entries`` reads a shape vector (a Reshape target) entry by entry, evaluated as ``fold`` evaluates.
+``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
+model's (batch, sequence) as their first two dimensions, following Reshape targets read so.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import DimOf, const_value, is_graph_output, producer
+from .graph import attr, const_value, is_graph_output, producer, rank
 from .rewrite import Fused
 from .state import IdentityMap, RunState
 
@@ -77,6 +81,16 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
 # ---------------------------------------------------------------------------------------- folding
 
 _INTEGER = (np.int32, np.int64)
+
+
+class DimOf:
+    """A shape entry read at run time: dimension ``index`` of ``tensor``."""
+
+    def __init__(self, tensor: gs.Tensor, index: int):
+        self.tensor, self.index = tensor, index
+
+    def __repr__(self):
+        return f"dim{self.index}({self.tensor.name})"
 
 
 class _Fact:
@@ -279,3 +293,109 @@ def _unique(state: RunState, base: str) -> str:
         name, i = f"{base}_{i}", i + 1
     state.names.add(name)
     return name
+
+
+# ----------------------------------------------------------------------------- batch and sequence
+
+# Ops whose output keeps the leading dimensions of their first input.
+_KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
+                  "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
+                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
+                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
+                  "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
+
+
+def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityMap | None = None,
+                             ids: gs.Tensor | None = None) -> bool:
+    """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence):
+    those every 2-D-or-more model input shares, or those of the model input ``ids`` (tf2onnx
+    names each input's dimensions apart, so only values computed from one input agree).
+
+    Shape inference loses these dimensions through Slice and broadcasting, so this
+    follows the value back to a 2-D model input through ops that keep leading
+    dimensions. A value that may broadcast over batch or sequence (the [1, S, H]
+    position term of an embedding sum) is not proven. ``memo`` holds the answers for one ``ids``.
+    """
+    memo = IdentityMap() if memo is None else memo
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = False  # cycles cannot prove anything
+
+    def spans(t):
+        return spans_batch_and_sequence(graph, t, memo, ids)
+
+    node = producer(tensor)
+    if node is None:
+        result = tensor is ids or _is_sequence_input(graph, tensor)
+    elif node.op in _ELEMENTWISE:
+        result = any(const_value(t) is None and spans(t) for t in node.inputs)
+    elif node.op in _KEEPS_LEADING:
+        weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
+        result = (weight is None or rank(weight) == 2) and spans(node.inputs[0])
+    elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
+        result = spans(node.inputs[1])
+    elif node.op == "GatherElements":  # the output has the indices' shape
+        result = spans(node.inputs[1])
+    elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
+        # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's
+        # shape, unless the constant has more axes than the target
+        target = entries(node.inputs[1])
+        fewer = node.op == "Expand" and target is not None and len(target) < rank(node.inputs[0])
+        result = target is not None and len(target) >= 2 and not fewer and all(
+            isinstance(e, DimOf) and e.index == i and spans(e.tensor) for i, e in enumerate(target[:2]))
+    else:
+        result = False
+    memo[tensor] = result
+    return result
+
+
+def _is_ones_constant(tensor: gs.Tensor) -> bool:
+    """A constant whose every dimension is 1 (a scalar fill value)."""
+    value = const_value(tensor)
+    return value is not None and all(d == 1 for d in value.shape)
+
+
+def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
+    """The value whose first two dimensions ``tensor`` provably has: followed back through ops that
+    keep the leading dimensions of their one computed input (a bias or scale vector broadcasts
+    into it, never over it). Two values with the same origin cannot broadcast against each
+    other in those dimensions, whatever they are."""
+    for _ in range(256):
+        node = producer(tensor)
+        if node is None or node.domain not in (None, "", "com.microsoft"):
+            return tensor
+        if node.op in _ELEMENTWISE:
+            computed = [t for t in node.inputs if not _is_vector_constant(t)]
+            if len(computed) != 1 or len(computed) == len(node.inputs):
+                return tensor
+            tensor = computed[0]
+        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "CumSum"):
+            tensor = node.inputs[0]
+        elif node.op == "MatMul" and rank(node.inputs[1]) == 2:
+            tensor = node.inputs[0]
+        elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
+            target = entries(node.inputs[1]) or []
+            if len(target) < 2 or not all(isinstance(e, DimOf) and e.index == i for i, e in enumerate(target[:2])) \
+                    or target[0].tensor is not target[1].tensor:
+                return tensor
+            tensor = target[0].tensor
+        else:
+            return tensor
+    return tensor
+
+
+def _is_vector_constant(tensor: gs.Tensor) -> bool:
+    """A constant of at most one dimension (reading its shape, not its values)."""
+    node = producer(tensor)
+    constant = isinstance(tensor, gs.Constant) or (node is not None and node.op == "Constant")
+    return constant and tensor.shape is not None and len(tensor.shape) <= 1
+
+
+def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    """A model input (ids [B, S], or hidden states [B, S, H]) whose first two dimensions
+    are those of every other such input."""
+    if not any(t is tensor for t in graph.inputs) or (rank(tensor) or 0) < 2:
+        return False
+    dims = {tuple(t.shape[:2]) for t in graph.inputs if (rank(t) or 0) >= 2}
+    return len(dims) == 1

@@ -66,11 +66,11 @@ import numpy as np
 from onnx import TensorProto
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import DimOf
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
                                   key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
+from fusekit.engine.shapes import DimOf
 from fusekit.engine.state import IdentitySet
 
 from .._common import c, last_dim
