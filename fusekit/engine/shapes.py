@@ -18,11 +18,14 @@ Div, Mul, Add, Sub, which numpy rounds as IEEE 754 requires, as every runtime do
 Chains of constants that no ``Shape`` starts are left as written (an ε computed by a
 Cast stays a near miss: see the README's decisions).
 
-``entries`` reads a shape vector (a Reshape target) entry by entry, evaluated as ``fold`` evaluates.
+``entries`` reads a shape vector (a Reshape target) entry by entry, evaluated as ``fold`` evaluates:
+one table of evaluators, one small function per op (``_EVALUATORS``).
 ``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
 model's (batch, sequence) as their first two dimensions, following Reshape targets read so.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -78,10 +81,7 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------- folding
-
-_INTEGER = (np.int32, np.int64)
-
+# ---------------------------------------------------------------------------------- shape entries
 
 class DimOf:
     """A shape entry read at run time: dimension ``index`` of ``tensor``."""
@@ -91,6 +91,21 @@ class DimOf:
 
     def __repr__(self):
         return f"dim{self.index}({self.tensor.name})"
+
+
+def entries(tensor: gs.Tensor) -> list | None:
+    """What a shape vector (a Reshape target) holds, entry by entry: an int, or a ``DimOf`` where a
+    dimension is read at run time; None when it is built some other way. Reads through the Casts,
+    Gathers, Slices and Concats exporters build it with."""
+    fact = _fact_of(tensor, IdentityMap(), 0)
+    if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
+        return None
+    return [e if isinstance(e, DimOf) else int(e) for e in fact.array]
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+_INTEGER = (np.int32, np.int64)
 
 
 class _Fact:
@@ -128,83 +143,137 @@ def _ints(fact: _Fact | None) -> list[int] | None:
     return [int(v) for v in np.atleast_1d(fact.value())]
 
 
-def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
-    """The fact ``node`` computes from its inputs' facts, or None where it cannot say exactly."""
-    op, a = node.op, args[0] if args else None
-    if op == "Shape":
-        fact = _shape_of(node.inputs[0])
-        if fact is None:
-            return None
-        start, end = node.attrs.get("start", 0), node.attrs.get("end")
-        return _Fact(fact.array[slice(start, end)], np.int64)
-    if a is None:
-        return None
-    if op == "Identity":
-        return a
-    if op == "Cast":
-        to = onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
-        if a.dtype in _INTEGER and to in _INTEGER:
-            return _Fact(a.array, to)  # shape sizes fit in either
-        if not a.full or (a.dtype.kind == "f" and to.kind != "f"):
-            return None  # float → int rounds as the runtime chooses
-        return _Fact(a.value().astype(to), to)
-    if op == "Gather":
-        index = _ints(args[1])
-        if index is None or (node.attrs.get("axis", 0) != 0) or a.array.ndim != 1:
-            return None
-        picked = [a.array[i] for i in index]
-        return _Fact(_objects(picked).reshape(np.shape(args[1].value())), a.dtype)
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = node.attrs.get("axes") or (_ints(args[1]) if len(args) > 1 else [0])
-        if a.array.ndim > 1 or (op == "Squeeze" and a.array.size != 1) or list(axes or []) not in ([0], [-1]):
-            return None
-        return _Fact(a.array.reshape(1 if op == "Unsqueeze" else ()), a.dtype)
-    if op == "Concat":
-        if any(x is None or x.array.ndim != 1 or x.dtype != a.dtype for x in args):
-            return None
-        return _Fact(np.concatenate([x.array for x in args]), a.dtype)
-    if op == "Slice":
-        bounds = [_ints(x) for x in args[1:]]
-        if a.array.ndim != 1 or any(b is None for b in bounds) or any(len(b) != 1 for b in bounds):
-            return None
-        start, end = bounds[0][0], bounds[1][0]
-        axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
-        if axes[0] not in (0, -1) or steps[0] != 1:  # shape slices step by 1; others are left computed
-            return None
-        return _Fact(a.array[start:end:steps[0]], a.dtype)
-    if any(x is None or not x.full for x in args):
+def _numbers(args: list[_Fact | None], count: int) -> list[np.ndarray] | None:
+    """The values of ``count`` facts that hold numbers throughout, all of one dtype."""
+    if len(args) != count or any(x is None or not x.full for x in args):
         return None
     values = [x.value() for x in args]
-    if any(v.dtype != values[0].dtype for v in values):
-        return None
-    kind = values[0].dtype.kind
-    if op == "ReduceProd" and kind in "iu" and len(values) == 1 and node.attrs.get("keepdims", 1) == 1 \
-            and values[0].ndim == 1 and "axes" not in node.attrs:
-        return _Fact(np.prod(values[0], keepdims=True), values[0].dtype)
-    if op in ("Add", "Sub", "Mul") and len(values) == 2:
-        result = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](*values)
-    elif op == "Div" and len(values) == 2:
-        if kind in "iu":
-            if (values[0] < 0).any() or (values[1] <= 0).any():
-                return None  # ONNX truncates where numpy floors
-            result = values[0] // values[1]
-        else:
-            result = np.divide(*values)
-    elif op in ("Sqrt", "Reciprocal") and kind == "f" and len(values) == 1:
-        result = np.sqrt(values[0]) if op == "Sqrt" else np.reciprocal(values[0])
-    else:
-        return None
-    return _Fact(np.asarray(result, dtype=values[0].dtype), values[0].dtype)
+    return None if any(v.dtype != values[0].dtype for v in values) else values
 
 
-def entries(tensor: gs.Tensor) -> list | None:
-    """What a shape vector (a Reshape target) holds, entry by entry: an int, or a ``DimOf`` where a
-    dimension is read at run time; None when it is built some other way. Reads through the Casts,
-    Gathers, Slices and Concats exporters build it with."""
-    fact = _fact_of(tensor, IdentityMap(), 0)
-    if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
+def _result(result, dtype: np.dtype) -> _Fact:
+    return _Fact(np.asarray(result, dtype=dtype), dtype)
+
+
+# One evaluator per op: the fact ``node`` computes from its inputs' facts ``args`` (the first is
+# never None, a Shape's aside), or None where it cannot say exactly.
+
+def _shape(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    fact = _shape_of(node.inputs[0])
+    if fact is None:
         return None
-    return [e if isinstance(e, DimOf) else int(e) for e in fact.array]
+    start, end = node.attrs.get("start", 0), node.attrs.get("end")
+    return _Fact(fact.array[slice(start, end)], np.int64)
+
+
+def _identity(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    return args[0]
+
+
+def _cast(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, to = args[0], onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
+    if a.dtype in _INTEGER and to in _INTEGER:
+        return _Fact(a.array, to)  # shape sizes fit in either
+    if not a.full or (a.dtype.kind == "f" and to.kind != "f"):
+        return None  # float → int rounds as the runtime chooses
+    return _Fact(a.value().astype(to), to)
+
+
+def _gather(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, index = args[0], _ints(args[1])
+    if index is None or (node.attrs.get("axis", 0) != 0) or a.array.ndim != 1:
+        return None
+    picked = [a.array[i] for i in index]
+    return _Fact(_objects(picked).reshape(np.shape(args[1].value())), a.dtype)
+
+
+def _unsqueeze_or_squeeze(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """A scalar made a 1-vector, or back."""
+    a = args[0]
+    axes = node.attrs.get("axes") or (_ints(args[1]) if len(args) > 1 else [0])
+    if a.array.ndim > 1 or (node.op == "Squeeze" and a.array.size != 1) or list(axes or []) not in ([0], [-1]):
+        return None
+    return _Fact(a.array.reshape(1 if node.op == "Unsqueeze" else ()), a.dtype)
+
+
+def _concat(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    if any(x is None or x.array.ndim != 1 or x.dtype != args[0].dtype for x in args):
+        return None
+    return _Fact(np.concatenate([x.array for x in args]), args[0].dtype)
+
+
+def _slice(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, bounds = args[0], [_ints(x) for x in args[1:]]
+    if a.array.ndim != 1 or any(b is None for b in bounds) or any(len(b) != 1 for b in bounds):
+        return None
+    start, end = bounds[0][0], bounds[1][0]
+    axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
+    if axes[0] not in (0, -1) or steps[0] != 1:  # shape slices step by 1; others are left computed
+        return None
+    return _Fact(a.array[start:end:steps[0]], a.dtype)
+
+
+def _reduce_prod(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """Over all axes, kept: the product of a shape vector's entries (tf2onnx's flattened batch)."""
+    a = args[0]
+    if len(args) != 1 or a.dtype.kind not in "iu" or a.array.ndim != 1 or node.attrs.get("keepdims", 1) != 1 \
+            or "axes" in node.attrs:
+        return None
+    return _Fact(np.prod(a.value(), keepdims=True), a.dtype) if a.full else None
+
+
+def _arithmetic(function: Callable) -> Callable:
+    """The evaluator of a two-input op that numpy computes as ONNX does."""
+    def evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+        values = _numbers(args, 2)
+        return None if values is None else _result(function(*values), values[0].dtype)
+    return evaluate
+
+
+def _div(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    if values is None:
+        return None
+    if values[0].dtype.kind in "iu":
+        if (values[0] < 0).any() or (values[1] <= 0).any():
+            return None  # ONNX truncates where numpy floors
+        return _result(values[0] // values[1], values[0].dtype)
+    return _result(np.divide(*values), values[0].dtype)
+
+
+def _float(function: Callable) -> Callable:
+    """The evaluator of a one-input float op that numpy rounds as IEEE 754 requires."""
+    def evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+        values = _numbers(args, 1)
+        return None if values is None or values[0].dtype.kind != "f" else _result(function(values[0]), values[0].dtype)
+    return evaluate
+
+
+_EVALUATORS: dict[str, Callable[[gs.Node, list[_Fact | None]], _Fact | None]] = {
+    "Shape": _shape,
+    "Identity": _identity,
+    "Cast": _cast,
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze_or_squeeze,
+    "Squeeze": _unsqueeze_or_squeeze,
+    "Concat": _concat,
+    "Slice": _slice,
+    "ReduceProd": _reduce_prod,
+    "Add": _arithmetic(np.add),
+    "Sub": _arithmetic(np.subtract),
+    "Mul": _arithmetic(np.multiply),
+    "Div": _div,
+    "Sqrt": _float(np.sqrt),
+    "Reciprocal": _float(np.reciprocal),
+}
+
+
+def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """The fact ``node`` computes from its inputs' facts, or None where it cannot say exactly."""
+    evaluator = _EVALUATORS.get(node.op)
+    if evaluator is None or (node.op != "Shape" and (not args or args[0] is None)):
+        return None  # a Shape reads its input's static shape, every other op its input's value
+    return evaluator(node, args)
 
 
 def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
@@ -215,7 +284,7 @@ def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
     node = producer(tensor)
     if value is not None:
         fact = _Fact(value, value.dtype)
-    elif node is None or node.op not in _FOLDS or node.domain or depth > 32 or not vector:
+    elif node is None or node.op not in _EVALUATORS or node.domain or depth > 32 or not vector:
         fact = None
     else:
         args = [] if node.op == "Shape" else [_fact_of(t, memo, depth + 1) if t.name else None for t in node.inputs]
@@ -227,9 +296,7 @@ def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
     return fact
 
 
-_FOLDS = {"Shape", "Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "ReduceProd", "Add",
-          "Sub", "Mul", "Div", "Sqrt", "Reciprocal"}
-
+# ---------------------------------------------------------------------------------------- folding
 
 def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     """Replace every value a ``Shape`` starts and the static dimensions fix by its constant.
@@ -241,7 +308,7 @@ def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     facts: IdentityMap[gs.Tensor, _Fact] = IdentityMap()
     chain: IdentityMap[gs.Tensor, list[gs.Node]] = IdentityMap()  # the nodes each known value comes from
     for node in graph.nodes:
-        if node.op not in _FOLDS or node.domain or len(node.outputs) != 1:
+        if node.op not in _EVALUATORS or node.domain or len(node.outputs) != 1:
             continue
         if node.op != "Shape" and not any(t in facts for t in node.inputs):
             continue  # no Shape starts it: constants stay as the exporter wrote them
