@@ -1,6 +1,5 @@
-"""Static shape facts: what the weights and reshape targets fix, read once and folded to constants.
-
-Two jobs, both done before any rule or fusion looks at the graph:
+"""Static shape facts: what the weights and reshape targets fix, read once and folded to constants,
+and what a shape vector holds where only the run time fixes it.
 
 ``infer`` gives every value the shape the model fixes. onnx's shape inference with
 data propagation (it follows ``Shape → Gather → Concat → Reshape``) does it for most
@@ -18,8 +17,15 @@ Div, Mul, Add, Sub, which numpy rounds as IEEE 754 requires, as every runtime do
 Chains of constants that no ``Shape`` starts are left as written (an ε computed by a
 Cast stays a near miss: see the README's decisions).
 
-``entries`` reads a shape vector (a Reshape target) entry by entry, evaluated as ``fold`` evaluates:
-one table of evaluators, one small function per op (``_EVALUATORS``).
+``entries`` reads a shape vector (a Reshape target) in symbolic terms, entry by entry: an
+int (a static size, or -1 and 0 as written), a ``DimOf`` (dimension k of tensor t, read at
+run time), or a ``Product`` or ``Maximum`` of such. Entries compare by value, so a check
+builds the vector it expects from ``dim``, ``product`` and ``maximum`` and compares once::
+
+    entries(target) == [product(dim(x, 0), dim(x, 1)), -1, dim(x, 4)]    # [b0·b1, -1, k]
+
+Folding and reading share one table of evaluators, one small function per op (``_EVALUATORS``).
+
 ``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
 model's (batch, sequence) as their first two dimensions, following Reshape targets read so.
 """
@@ -84,23 +90,115 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
 # ---------------------------------------------------------------------------------- shape entries
 
 class DimOf:
-    """A shape entry read at run time: dimension ``index`` of ``tensor``."""
+    """A shape entry read at run time: dimension ``index`` of ``tensor`` (the same tensor, not
+    one of the same name, makes two equal)."""
 
     def __init__(self, tensor: gs.Tensor, index: int):
         self.tensor, self.index = tensor, index
+
+    def __eq__(self, other):
+        return isinstance(other, DimOf) and other.tensor is self.tensor and other.index == self.index
+
+    def __hash__(self):
+        return hash((DimOf, self.index))
 
     def __repr__(self):
         return f"dim{self.index}({self.tensor.name})"
 
 
+class Product:
+    """Entries multiplied at run time (a ReduceProd or Mul of a shape): ``coefficient`` times the
+    run-time ``factors``, in any order. ``product`` builds one."""
+
+    def __init__(self, coefficient: int, factors: tuple):
+        self.coefficient, self.factors = coefficient, factors
+
+    def __eq__(self, other):
+        return isinstance(other, Product) and other.coefficient == self.coefficient \
+            and _same_terms(self.factors, other.factors)
+
+    def __hash__(self):
+        return hash((Product, self.coefficient, len(self.factors)))
+
+    def __repr__(self):
+        return "·".join(repr(f) for f in ([self.coefficient] if self.coefficient != 1 else []) + list(self.factors))
+
+
+class Maximum:
+    """The largest of entries at run time (a Max of shapes: tf2onnx's broadcast batch), in any
+    order, each once. ``maximum`` builds one."""
+
+    def __init__(self, terms: tuple):
+        self.terms = terms
+
+    def __eq__(self, other):
+        return isinstance(other, Maximum) and _same_terms(self.terms, other.terms)
+
+    def __hash__(self):
+        return hash((Maximum, len(self.terms)))
+
+    def __repr__(self):
+        return f"max({', '.join(map(repr, self.terms))})"
+
+
+_SYMBOLS = (DimOf, Product, Maximum)
+
+
+def _same_terms(a: tuple, b: tuple) -> bool:
+    """Whether ``a`` and ``b`` hold the same entries as often, in any order."""
+    rest = list(b)
+    for term in a:
+        if term not in rest:
+            return False
+        rest.remove(term)
+    return not rest
+
+
+def dim(tensor: gs.Tensor, axis: int) -> int | DimOf:
+    """Dimension ``axis`` (≥ 0) of ``tensor`` as a shape vector holds it: the static size where
+    the graph fixes one, else the dimension read at run time."""
+    size = tensor.shape[axis] if tensor.shape is not None and axis < len(tensor.shape) else None
+    return int(size) if isinstance(size, (int, np.integer)) and size >= 0 else DimOf(tensor, axis)
+
+
+def product(*terms) -> int | DimOf | Product | Maximum:
+    """The product of shape entries: an int where all are known, else a ``Product`` (or the one
+    run-time entry itself)."""
+    coefficient, factors = 1, []
+    for term in terms:
+        if isinstance(term, Product):
+            coefficient, factors = coefficient * term.coefficient, factors + list(term.factors)
+        elif isinstance(term, _SYMBOLS):
+            factors.append(term)
+        else:
+            coefficient *= int(term)
+    if not factors or coefficient == 0:
+        return coefficient
+    return factors[0] if coefficient == 1 and len(factors) == 1 else Product(coefficient, tuple(factors))
+
+
+def maximum(*terms) -> int | DimOf | Product | Maximum:
+    """The largest of shape entries: an int where all are known, else a ``Maximum`` (or the one
+    entry all of them are)."""
+    known, symbols = [], []
+    for term in terms:
+        for t in term.terms if isinstance(term, Maximum) else [term]:
+            if not isinstance(t, _SYMBOLS):
+                known.append(int(t))
+            elif t not in symbols:
+                symbols.append(t)
+    largest = symbols + ([max(known)] if known else [])
+    return largest[0] if len(largest) == 1 else Maximum(tuple(largest))
+
+
 def entries(tensor: gs.Tensor) -> list | None:
-    """What a shape vector (a Reshape target) holds, entry by entry: an int, or a ``DimOf`` where a
-    dimension is read at run time; None when it is built some other way. Reads through the Casts,
-    Gathers, Slices and Concats exporters build it with."""
+    """What a shape vector (a Reshape target) holds, entry by entry: an int, a ``DimOf``, or a
+    ``Product`` or ``Maximum`` of entries computed at run time; None when it is built some other
+    way. Reads through the Casts, Gathers, Slices, Concats, products and Max exporters build it with."""
     fact = _fact_of(tensor, IdentityMap(), 0)
     if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
         return None
-    return [e if isinstance(e, DimOf) else int(e) for e in fact.array]
+    return [e if isinstance(e, _SYMBOLS) else int(e) for e in fact.array]
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -109,15 +207,16 @@ _INTEGER = (np.int32, np.int64)
 
 
 class _Fact:
-    """What a value is known to hold: an array whose entries are numbers, or ``DimOf`` where a
-    dimension is only known at run time (a 1-D shape vector, or a scalar read from one)."""
+    """What a value is known to hold: an array whose entries are numbers, or symbolic entries
+    (``DimOf``, ``Product``, ``Maximum``) where only the run time fixes them (a 1-D shape
+    vector, or a scalar read from one)."""
 
     def __init__(self, array: np.ndarray, dtype: np.dtype):
         self.array, self.dtype = array, np.dtype(dtype)
 
     @property
     def full(self) -> bool:
-        return not any(isinstance(e, DimOf) for e in self.array.ravel())
+        return not any(isinstance(e, _SYMBOLS) for e in self.array.ravel())
 
     def value(self) -> np.ndarray:
         return np.asarray(self.array.astype(self.dtype))
@@ -126,12 +225,11 @@ class _Fact:
 def _shape_of(tensor: gs.Tensor) -> _Fact | None:
     if tensor.shape is None:
         return None
-    entries = [d if isinstance(d, (int, np.integer)) and d >= 0 else DimOf(tensor, i) for i, d in enumerate(tensor.shape)]
-    return _Fact(_objects(entries), np.int64)
+    return _Fact(_objects([dim(tensor, i) for i in range(len(tensor.shape))]), np.int64)
 
 
 def _objects(entries: list) -> np.ndarray:
-    """A 1-D object array of ``entries`` (numpy would look inside a DimOf otherwise)."""
+    """A 1-D object array of ``entries`` (numpy would look inside a symbolic entry otherwise)."""
     array = np.empty(len(entries), dtype=object)
     array[:] = entries
     return array
@@ -153,6 +251,17 @@ def _numbers(args: list[_Fact | None], count: int) -> list[np.ndarray] | None:
 
 def _result(result, dtype: np.dtype) -> _Fact:
     return _Fact(np.asarray(result, dtype=dtype), dtype)
+
+
+def _entrywise(combine: Callable, args: list[_Fact | None]) -> _Fact | None:
+    """``combine`` applied entry by entry (broadcasting) to two integer facts of one dtype,
+    where some entries are known only at run time."""
+    if len(args) != 2 or any(x is None for x in args) or args[0].dtype != args[1].dtype \
+            or args[0].dtype not in _INTEGER:
+        return None
+    left, right = np.broadcast_arrays(args[0].array, args[1].array)
+    combined = _objects([combine(a, b) for a, b in zip(left.ravel(), right.ravel())])
+    return _Fact(combined.reshape(left.shape), args[0].dtype)
 
 
 # One evaluator per op: the fact ``node`` computes from its inputs' facts ``args`` (the first is
@@ -219,7 +328,9 @@ def _reduce_prod(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
     if len(args) != 1 or a.dtype.kind not in "iu" or a.array.ndim != 1 or node.attrs.get("keepdims", 1) != 1 \
             or "axes" in node.attrs:
         return None
-    return _Fact(np.prod(a.value(), keepdims=True), a.dtype) if a.full else None
+    if a.full:
+        return _Fact(np.prod(a.value(), keepdims=True), a.dtype)
+    return _Fact(_objects([product(*a.array)]), a.dtype)
 
 
 def _arithmetic(function: Callable) -> Callable:
@@ -228,6 +339,18 @@ def _arithmetic(function: Callable) -> Callable:
         values = _numbers(args, 2)
         return None if values is None else _result(function(*values), values[0].dtype)
     return evaluate
+
+
+def _mul(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    return _entrywise(product, args) if values is None else _result(np.multiply(*values), values[0].dtype)
+
+
+def _max(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    if values is None:
+        return _entrywise(maximum, args)
+    return _result(np.maximum(*values), values[0].dtype) if values[0].dtype.kind in "iu" else None
 
 
 def _div(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
@@ -261,11 +384,15 @@ _EVALUATORS: dict[str, Callable[[gs.Node, list[_Fact | None]], _Fact | None]] = 
     "ReduceProd": _reduce_prod,
     "Add": _arithmetic(np.add),
     "Sub": _arithmetic(np.subtract),
-    "Mul": _arithmetic(np.multiply),
+    "Mul": _mul,
     "Div": _div,
+    "Max": _max,
     "Sqrt": _float(np.sqrt),
     "Reciprocal": _float(np.reciprocal),
 }
+# A Max of shapes is read, not folded: it is the broadcast batch of tf2onnx's flattened
+# einsums, which MatMulAsFlattenedBatch reads as written, static or not, and removes.
+_FOLDED = _EVALUATORS.keys() - {"Max"}
 
 
 def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
@@ -308,7 +435,7 @@ def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     facts: IdentityMap[gs.Tensor, _Fact] = IdentityMap()
     chain: IdentityMap[gs.Tensor, list[gs.Node]] = IdentityMap()  # the nodes each known value comes from
     for node in graph.nodes:
-        if node.op not in _EVALUATORS or node.domain or len(node.outputs) != 1:
+        if node.op not in _FOLDED or node.domain or len(node.outputs) != 1:
             continue
         if node.op != "Shape" and not any(t in facts for t in node.inputs):
             continue  # no Shape starts it: constants stay as the exporter wrote them
@@ -443,10 +570,10 @@ def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
             tensor = node.inputs[0]
         elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
             target = entries(node.inputs[1]) or []
-            if len(target) < 2 or not all(isinstance(e, DimOf) and e.index == i for i, e in enumerate(target[:2])) \
-                    or target[0].tensor is not target[1].tensor:
+            origin = target[0].tensor if target and isinstance(target[0], DimOf) else None
+            if origin is None or target[:2] != [DimOf(origin, 0), DimOf(origin, 1)]:
                 return tensor
-            tensor = target[0].tensor
+            tensor = origin
         else:
             return tensor
     return tensor
