@@ -65,6 +65,8 @@ def test_near_misses_do_not_read_as_the_expected_vector():
     assert entries(axes) != expected
     # a product that keeps no axis is a scalar, not a shape vector
     assert entries(_op(graph, "ReduceProd", [_dims(graph, x, [0, 1])], keepdims=0)) is None
+    # at opset 18, no axes and noop_with_empty_axes reduce nothing
+    assert entries(_op(graph, "ReduceProd", [_dims(graph, x, [0, 1])], keepdims=1, noop_with_empty_axes=1)) is None
 
 
 def test_the_integer_evaluators_say_nothing_they_cannot_say_exactly():

@@ -323,10 +323,11 @@ def _slice(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
 
 
 def _reduce_prod(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
-    """Over all axes, kept: the product of a shape vector's entries (tf2onnx's flattened batch)."""
+    """Over all axes, kept: the product of a shape vector's entries (tf2onnx's flattened batch).
+    With no axes, ``noop_with_empty_axes`` (opset 18) makes it an identity instead."""
     a = args[0]
     if len(args) != 1 or a.dtype.kind not in "iu" or a.array.ndim != 1 or node.attrs.get("keepdims", 1) != 1 \
-            or "axes" in node.attrs:
+            or "axes" in node.attrs or node.attrs.get("noop_with_empty_axes", 0):
         return None
     if a.full:
         return _Fact(np.prod(a.value(), keepdims=True), a.dtype)
