@@ -9,8 +9,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import DimOf, is_graph_output, rank
+from fusekit.engine.graph import is_graph_output, rank
 from fusekit.engine.pattern import Const, Pattern, either, op
+from fusekit.engine.shapes import DimOf
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -1,8 +1,8 @@
-"""engine.graph.spans_batch_and_sequence: which values provably have the model's (batch, sequence)."""
+"""engine.shapes.spans_batch_and_sequence: which values provably have the model's (batch, sequence)."""
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from fusekit.engine.graph import spans_batch_and_sequence
+from fusekit.engine.shapes import spans_batch_and_sequence
 
 
 def _graph():

@@ -1,6 +1,5 @@
-"""Static shape facts: what the weights and reshape targets fix, read once and folded to constants.
-
-Two jobs, both done before any rule or fusion looks at the graph:
+"""Static shape facts: what the weights and reshape targets fix, read once and folded to constants,
+and what a shape vector holds where only the run time fixes it.
 
 ``infer`` gives every value the shape the model fixes. onnx's shape inference with
 data propagation (it follows ``Shape → Gather → Concat → Reshape``) does it for most
@@ -17,14 +16,28 @@ Div(1, ·) → Cast → Sqrt``. Each fold is exact: integer arithmetic, and floa
 Div, Mul, Add, Sub, which numpy rounds as IEEE 754 requires, as every runtime does.
 Chains of constants that no ``Shape`` starts are left as written (an ε computed by a
 Cast stays a near miss: see the README's decisions).
+
+``entries`` reads a shape vector (a Reshape target) in symbolic terms, entry by entry: an
+int (a static size, or -1 and 0 as written), a ``DimOf`` (dimension k of tensor t, read at
+run time), or a ``Product`` or ``Maximum`` of such. Entries compare by value, so a check
+builds the vector it expects from ``dim``, ``product`` and ``maximum`` and compares once::
+
+    entries(target) == [product(dim(x, 0), dim(x, 1)), -1, dim(x, 4)]    # [b0·b1, -1, k]
+
+Folding and reading share one table of evaluators, one small function per op (``_EVALUATORS``).
+
+``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
+model's (batch, sequence) as their first two dimensions, following Reshape targets read so.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import DimOf, const_value, is_graph_output, producer
+from .graph import attr, const_value, is_graph_output, producer, rank
 from .rewrite import Fused
 from .state import IdentityMap, RunState
 
@@ -74,21 +87,136 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------- folding
+# ---------------------------------------------------------------------------------- shape entries
+
+class DimOf:
+    """A shape entry read at run time: dimension ``index`` of ``tensor`` (the same tensor, not
+    one of the same name, makes two equal)."""
+
+    def __init__(self, tensor: gs.Tensor, index: int):
+        self.tensor, self.index = tensor, index
+
+    def __eq__(self, other):
+        return isinstance(other, DimOf) and other.tensor is self.tensor and other.index == self.index
+
+    def __hash__(self):
+        return hash((DimOf, self.index))
+
+    def __repr__(self):
+        return f"dim{self.index}({self.tensor.name})"
+
+
+class Product:
+    """Entries multiplied at run time (a ReduceProd or Mul of a shape): ``coefficient`` times the
+    run-time ``factors``, in any order. ``product`` builds one."""
+
+    def __init__(self, coefficient: int, factors: tuple):
+        self.coefficient, self.factors = coefficient, factors
+
+    def __eq__(self, other):
+        return isinstance(other, Product) and other.coefficient == self.coefficient \
+            and _same_terms(self.factors, other.factors)
+
+    def __hash__(self):
+        return hash((Product, self.coefficient, len(self.factors)))
+
+    def __repr__(self):
+        return "·".join(repr(f) for f in ([self.coefficient] if self.coefficient != 1 else []) + list(self.factors))
+
+
+class Maximum:
+    """The largest of entries at run time (a Max of shapes: tf2onnx's broadcast batch), in any
+    order, each once. ``maximum`` builds one."""
+
+    def __init__(self, terms: tuple):
+        self.terms = terms
+
+    def __eq__(self, other):
+        return isinstance(other, Maximum) and _same_terms(self.terms, other.terms)
+
+    def __hash__(self):
+        return hash((Maximum, len(self.terms)))
+
+    def __repr__(self):
+        return f"max({', '.join(map(repr, self.terms))})"
+
+
+_SYMBOLS = (DimOf, Product, Maximum)
+
+
+def _same_terms(a: tuple, b: tuple) -> bool:
+    """Whether ``a`` and ``b`` hold the same entries as often, in any order."""
+    rest = list(b)
+    for term in a:
+        if term not in rest:
+            return False
+        rest.remove(term)
+    return not rest
+
+
+def dim(tensor: gs.Tensor, axis: int) -> int | DimOf:
+    """Dimension ``axis`` (≥ 0) of ``tensor`` as a shape vector holds it: the static size where
+    the graph fixes one, else the dimension read at run time."""
+    size = tensor.shape[axis] if tensor.shape is not None and axis < len(tensor.shape) else None
+    return int(size) if isinstance(size, (int, np.integer)) and size >= 0 else DimOf(tensor, axis)
+
+
+def product(*terms) -> int | DimOf | Product | Maximum:
+    """The product of shape entries: an int where all are known, else a ``Product`` (or the one
+    run-time entry itself)."""
+    coefficient, factors = 1, []
+    for term in terms:
+        if isinstance(term, Product):
+            coefficient, factors = coefficient * term.coefficient, factors + list(term.factors)
+        elif isinstance(term, _SYMBOLS):
+            factors.append(term)
+        else:
+            coefficient *= int(term)
+    if not factors or coefficient == 0:
+        return coefficient
+    return factors[0] if coefficient == 1 and len(factors) == 1 else Product(coefficient, tuple(factors))
+
+
+def maximum(*terms) -> int | DimOf | Product | Maximum:
+    """The largest of shape entries: an int where all are known, else a ``Maximum`` (or the one
+    entry all of them are)."""
+    known, symbols = [], []
+    for term in terms:
+        for t in term.terms if isinstance(term, Maximum) else [term]:
+            if not isinstance(t, _SYMBOLS):
+                known.append(int(t))
+            elif t not in symbols:
+                symbols.append(t)
+    largest = symbols + ([max(known)] if known else [])
+    return largest[0] if len(largest) == 1 else Maximum(tuple(largest))
+
+
+def entries(tensor: gs.Tensor) -> list | None:
+    """What a shape vector (a Reshape target) holds, entry by entry: an int, a ``DimOf``, or a
+    ``Product`` or ``Maximum`` of entries computed at run time; None when it is built some other
+    way. Reads through the Casts, Gathers, Slices, Concats, products and Max exporters build it with."""
+    fact = _fact_of(tensor, IdentityMap(), 0)
+    if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
+        return None
+    return [e if isinstance(e, _SYMBOLS) else int(e) for e in fact.array]
+
+
+# ------------------------------------------------------------------------------------- evaluation
 
 _INTEGER = (np.int32, np.int64)
 
 
 class _Fact:
-    """What a value is known to hold: an array whose entries are numbers, or ``DimOf`` where a
-    dimension is only known at run time (a 1-D shape vector, or a scalar read from one)."""
+    """What a value is known to hold: an array whose entries are numbers, or symbolic entries
+    (``DimOf``, ``Product``, ``Maximum``) where only the run time fixes them (a 1-D shape
+    vector, or a scalar read from one)."""
 
     def __init__(self, array: np.ndarray, dtype: np.dtype):
         self.array, self.dtype = array, np.dtype(dtype)
 
     @property
     def full(self) -> bool:
-        return not any(isinstance(e, DimOf) for e in self.array.ravel())
+        return not any(isinstance(e, _SYMBOLS) for e in self.array.ravel())
 
     def value(self) -> np.ndarray:
         return np.asarray(self.array.astype(self.dtype))
@@ -97,12 +225,11 @@ class _Fact:
 def _shape_of(tensor: gs.Tensor) -> _Fact | None:
     if tensor.shape is None:
         return None
-    entries = [d if isinstance(d, (int, np.integer)) and d >= 0 else DimOf(tensor, i) for i, d in enumerate(tensor.shape)]
-    return _Fact(_objects(entries), np.int64)
+    return _Fact(_objects([dim(tensor, i) for i in range(len(tensor.shape))]), np.int64)
 
 
 def _objects(entries: list) -> np.ndarray:
-    """A 1-D object array of ``entries`` (numpy would look inside a DimOf otherwise)."""
+    """A 1-D object array of ``entries`` (numpy would look inside a symbolic entry otherwise)."""
     array = np.empty(len(entries), dtype=object)
     array[:] = entries
     return array
@@ -114,83 +241,167 @@ def _ints(fact: _Fact | None) -> list[int] | None:
     return [int(v) for v in np.atleast_1d(fact.value())]
 
 
-def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
-    """The fact ``node`` computes from its inputs' facts, or None where it cannot say exactly."""
-    op, a = node.op, args[0] if args else None
-    if op == "Shape":
-        fact = _shape_of(node.inputs[0])
-        if fact is None:
-            return None
-        start, end = node.attrs.get("start", 0), node.attrs.get("end")
-        return _Fact(fact.array[slice(start, end)], np.int64)
-    if a is None:
-        return None
-    if op == "Identity":
-        return a
-    if op == "Cast":
-        to = onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
-        if a.dtype in _INTEGER and to in _INTEGER:
-            return _Fact(a.array, to)  # shape sizes fit in either
-        if not a.full or (a.dtype.kind == "f" and to.kind != "f"):
-            return None  # float → int rounds as the runtime chooses
-        return _Fact(a.value().astype(to), to)
-    if op == "Gather":
-        index = _ints(args[1])
-        if index is None or (node.attrs.get("axis", 0) != 0) or a.array.ndim != 1:
-            return None
-        picked = [a.array[i] for i in index]
-        return _Fact(_objects(picked).reshape(np.shape(args[1].value())), a.dtype)
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = node.attrs.get("axes") or (_ints(args[1]) if len(args) > 1 else [0])
-        if a.array.ndim > 1 or (op == "Squeeze" and a.array.size != 1) or list(axes or []) not in ([0], [-1]):
-            return None
-        return _Fact(a.array.reshape(1 if op == "Unsqueeze" else ()), a.dtype)
-    if op == "Concat":
-        if any(x is None or x.array.ndim != 1 or x.dtype != a.dtype for x in args):
-            return None
-        return _Fact(np.concatenate([x.array for x in args]), a.dtype)
-    if op == "Slice":
-        bounds = [_ints(x) for x in args[1:]]
-        if a.array.ndim != 1 or any(b is None for b in bounds) or any(len(b) != 1 for b in bounds):
-            return None
-        start, end = bounds[0][0], bounds[1][0]
-        axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
-        if axes[0] not in (0, -1) or steps[0] != 1:  # shape slices step by 1; others are left computed
-            return None
-        return _Fact(a.array[start:end:steps[0]], a.dtype)
-    if any(x is None or not x.full for x in args):
+def _numbers(args: list[_Fact | None], count: int) -> list[np.ndarray] | None:
+    """The values of ``count`` facts that hold numbers throughout, all of one dtype."""
+    if len(args) != count or any(x is None or not x.full for x in args):
         return None
     values = [x.value() for x in args]
-    if any(v.dtype != values[0].dtype for v in values):
-        return None
-    kind = values[0].dtype.kind
-    if op == "ReduceProd" and kind in "iu" and len(values) == 1 and node.attrs.get("keepdims", 1) == 1 \
-            and values[0].ndim == 1 and "axes" not in node.attrs:
-        return _Fact(np.prod(values[0], keepdims=True), values[0].dtype)
-    if op in ("Add", "Sub", "Mul") and len(values) == 2:
-        result = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](*values)
-    elif op == "Div" and len(values) == 2:
-        if kind in "iu":
-            if (values[0] < 0).any() or (values[1] <= 0).any():
-                return None  # ONNX truncates where numpy floors
-            result = values[0] // values[1]
-        else:
-            result = np.divide(*values)
-    elif op in ("Sqrt", "Reciprocal") and kind == "f" and len(values) == 1:
-        result = np.sqrt(values[0]) if op == "Sqrt" else np.reciprocal(values[0])
-    else:
-        return None
-    return _Fact(np.asarray(result, dtype=values[0].dtype), values[0].dtype)
+    return None if any(v.dtype != values[0].dtype for v in values) else values
 
 
-def entries(tensor: gs.Tensor) -> list | None:
-    """What a shape vector (a Reshape target) holds, entry by entry: an int, or a ``DimOf`` where a
-    dimension is read at run time; None when it is built some other way. Reads through the Casts,
-    Gathers, Slices and Concats exporters build it with."""
-    fact = _fact_of(tensor, IdentityMap(), 0)
-    if fact is None or fact.array.ndim != 1 or fact.dtype not in _INTEGER:
+def _result(result, dtype: np.dtype) -> _Fact:
+    return _Fact(np.asarray(result, dtype=dtype), dtype)
+
+
+def _entrywise(combine: Callable, args: list[_Fact | None]) -> _Fact | None:
+    """``combine`` applied entry by entry (broadcasting) to two integer facts of one dtype,
+    where some entries are known only at run time."""
+    if len(args) != 2 or any(x is None for x in args) or args[0].dtype != args[1].dtype \
+            or args[0].dtype not in _INTEGER:
         return None
-    return [e if isinstance(e, DimOf) else int(e) for e in fact.array]
+    left, right = np.broadcast_arrays(args[0].array, args[1].array)
+    combined = _objects([combine(a, b) for a, b in zip(left.ravel(), right.ravel())])
+    return _Fact(combined.reshape(left.shape), args[0].dtype)
+
+
+# One evaluator per op: the fact ``node`` computes from its inputs' facts ``args`` (the first is
+# never None, a Shape's aside), or None where it cannot say exactly.
+
+def _shape(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    fact = _shape_of(node.inputs[0])
+    if fact is None:
+        return None
+    start, end = node.attrs.get("start", 0), node.attrs.get("end")
+    return _Fact(fact.array[slice(start, end)], np.int64)
+
+
+def _identity(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    return args[0]
+
+
+def _cast(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, to = args[0], onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
+    if a.dtype in _INTEGER and to in _INTEGER:
+        return _Fact(a.array, to)  # shape sizes fit in either
+    if not a.full or (a.dtype.kind == "f" and to.kind != "f"):
+        return None  # float → int rounds as the runtime chooses
+    return _Fact(a.value().astype(to), to)
+
+
+def _gather(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, index = args[0], _ints(args[1])
+    if index is None or (node.attrs.get("axis", 0) != 0) or a.array.ndim != 1:
+        return None
+    picked = [a.array[i] for i in index]
+    return _Fact(_objects(picked).reshape(np.shape(args[1].value())), a.dtype)
+
+
+def _unsqueeze_or_squeeze(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """A scalar made a 1-vector, or back."""
+    a = args[0]
+    axes = node.attrs.get("axes") or (_ints(args[1]) if len(args) > 1 else [0])
+    if a.array.ndim > 1 or (node.op == "Squeeze" and a.array.size != 1) or list(axes or []) not in ([0], [-1]):
+        return None
+    return _Fact(a.array.reshape(1 if node.op == "Unsqueeze" else ()), a.dtype)
+
+
+def _concat(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    if any(x is None or x.array.ndim != 1 or x.dtype != args[0].dtype for x in args):
+        return None
+    return _Fact(np.concatenate([x.array for x in args]), args[0].dtype)
+
+
+def _slice(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    a, bounds = args[0], [_ints(x) for x in args[1:]]
+    if a.array.ndim != 1 or any(b is None for b in bounds) or any(len(b) != 1 for b in bounds):
+        return None
+    start, end = bounds[0][0], bounds[1][0]
+    axes, steps = (bounds[2] if len(bounds) > 2 else [0]), (bounds[3] if len(bounds) > 3 else [1])
+    if axes[0] not in (0, -1) or steps[0] != 1:  # shape slices step by 1; others are left computed
+        return None
+    return _Fact(a.array[start:end:steps[0]], a.dtype)
+
+
+def _reduce_prod(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """Over all axes, kept: the product of a shape vector's entries (tf2onnx's flattened batch).
+    With no axes, ``noop_with_empty_axes`` (opset 18) makes it an identity instead."""
+    a = args[0]
+    if len(args) != 1 or a.dtype.kind not in "iu" or a.array.ndim != 1 or node.attrs.get("keepdims", 1) != 1 \
+            or "axes" in node.attrs or node.attrs.get("noop_with_empty_axes", 0):
+        return None
+    if a.full:
+        return _Fact(np.prod(a.value(), keepdims=True), a.dtype)
+    return _Fact(_objects([product(*a.array)]), a.dtype)
+
+
+def _arithmetic(function: Callable) -> Callable:
+    """The evaluator of a two-input op that numpy computes as ONNX does."""
+    def evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+        values = _numbers(args, 2)
+        return None if values is None else _result(function(*values), values[0].dtype)
+    return evaluate
+
+
+def _mul(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    return _entrywise(product, args) if values is None else _result(np.multiply(*values), values[0].dtype)
+
+
+def _max(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    if values is None:
+        return _entrywise(maximum, args)
+    return _result(np.maximum(*values), values[0].dtype) if values[0].dtype.kind in "iu" else None
+
+
+def _div(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    values = _numbers(args, 2)
+    if values is None:
+        return None
+    if values[0].dtype.kind in "iu":
+        if (values[0] < 0).any() or (values[1] <= 0).any():
+            return None  # ONNX truncates where numpy floors
+        return _result(values[0] // values[1], values[0].dtype)
+    return _result(np.divide(*values), values[0].dtype)
+
+
+def _float(function: Callable) -> Callable:
+    """The evaluator of a one-input float op that numpy rounds as IEEE 754 requires."""
+    def evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+        values = _numbers(args, 1)
+        return None if values is None or values[0].dtype.kind != "f" else _result(function(values[0]), values[0].dtype)
+    return evaluate
+
+
+_EVALUATORS: dict[str, Callable[[gs.Node, list[_Fact | None]], _Fact | None]] = {
+    "Shape": _shape,
+    "Identity": _identity,
+    "Cast": _cast,
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze_or_squeeze,
+    "Squeeze": _unsqueeze_or_squeeze,
+    "Concat": _concat,
+    "Slice": _slice,
+    "ReduceProd": _reduce_prod,
+    "Add": _arithmetic(np.add),
+    "Sub": _arithmetic(np.subtract),
+    "Mul": _mul,
+    "Div": _div,
+    "Max": _max,
+    "Sqrt": _float(np.sqrt),
+    "Reciprocal": _float(np.reciprocal),
+}
+# A Max of shapes is read, not folded: it is the broadcast batch of tf2onnx's flattened
+# einsums, which MatMulAsFlattenedBatch reads as written, static or not, and removes.
+_FOLDED = _EVALUATORS.keys() - {"Max"}
+
+
+def _evaluate(node: gs.Node, args: list[_Fact | None]) -> _Fact | None:
+    """The fact ``node`` computes from its inputs' facts, or None where it cannot say exactly."""
+    evaluator = _EVALUATORS.get(node.op)
+    if evaluator is None or (node.op != "Shape" and (not args or args[0] is None)):
+        return None  # a Shape reads its input's static shape, every other op its input's value
+    return evaluator(node, args)
 
 
 def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
@@ -201,7 +412,7 @@ def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
     node = producer(tensor)
     if value is not None:
         fact = _Fact(value, value.dtype)
-    elif node is None or node.op not in _FOLDS or node.domain or depth > 32 or not vector:
+    elif node is None or node.op not in _EVALUATORS or node.domain or depth > 32 or not vector:
         fact = None
     else:
         args = [] if node.op == "Shape" else [_fact_of(t, memo, depth + 1) if t.name else None for t in node.inputs]
@@ -213,9 +424,7 @@ def _fact_of(tensor: gs.Tensor, memo: IdentityMap, depth: int) -> _Fact | None:
     return fact
 
 
-_FOLDS = {"Shape", "Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "ReduceProd", "Add",
-          "Sub", "Mul", "Div", "Sqrt", "Reciprocal"}
-
+# ---------------------------------------------------------------------------------------- folding
 
 def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     """Replace every value a ``Shape`` starts and the static dimensions fix by its constant.
@@ -227,7 +436,7 @@ def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     facts: IdentityMap[gs.Tensor, _Fact] = IdentityMap()
     chain: IdentityMap[gs.Tensor, list[gs.Node]] = IdentityMap()  # the nodes each known value comes from
     for node in graph.nodes:
-        if node.op not in _FOLDS or node.domain or len(node.outputs) != 1:
+        if node.op not in _FOLDED or node.domain or len(node.outputs) != 1:
             continue
         if node.op != "Shape" and not any(t in facts for t in node.inputs):
             continue  # no Shape starts it: constants stay as the exporter wrote them
@@ -279,3 +488,109 @@ def _unique(state: RunState, base: str) -> str:
         name, i = f"{base}_{i}", i + 1
     state.names.add(name)
     return name
+
+
+# ----------------------------------------------------------------------------- batch and sequence
+
+# Ops whose output keeps the leading dimensions of their first input.
+_KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
+                  "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
+                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
+                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
+                  "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
+
+
+def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityMap | None = None,
+                             ids: gs.Tensor | None = None) -> bool:
+    """Whether ``tensor``'s first two dimensions provably are the model's (batch, sequence):
+    those every 2-D-or-more model input shares, or those of the model input ``ids`` (tf2onnx
+    names each input's dimensions apart, so only values computed from one input agree).
+
+    Shape inference loses these dimensions through Slice and broadcasting, so this
+    follows the value back to a 2-D model input through ops that keep leading
+    dimensions. A value that may broadcast over batch or sequence (the [1, S, H]
+    position term of an embedding sum) is not proven. ``memo`` holds the answers for one ``ids``.
+    """
+    memo = IdentityMap() if memo is None else memo
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = False  # cycles cannot prove anything
+
+    def spans(t):
+        return spans_batch_and_sequence(graph, t, memo, ids)
+
+    node = producer(tensor)
+    if node is None:
+        result = tensor is ids or _is_sequence_input(graph, tensor)
+    elif node.op in _ELEMENTWISE:
+        result = any(const_value(t) is None and spans(t) for t in node.inputs)
+    elif node.op in _KEEPS_LEADING:
+        weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
+        result = (weight is None or rank(weight) == 2) and spans(node.inputs[0])
+    elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
+        result = spans(node.inputs[1])
+    elif node.op == "GatherElements":  # the output has the indices' shape
+        result = spans(node.inputs[1])
+    elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
+        # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's
+        # shape, unless the constant has more axes than the target
+        target = entries(node.inputs[1])
+        fewer = node.op == "Expand" and target is not None and len(target) < rank(node.inputs[0])
+        result = target is not None and len(target) >= 2 and not fewer and all(
+            isinstance(e, DimOf) and e.index == i and spans(e.tensor) for i, e in enumerate(target[:2]))
+    else:
+        result = False
+    memo[tensor] = result
+    return result
+
+
+def _is_ones_constant(tensor: gs.Tensor) -> bool:
+    """A constant whose every dimension is 1 (a scalar fill value)."""
+    value = const_value(tensor)
+    return value is not None and all(d == 1 for d in value.shape)
+
+
+def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
+    """The value whose first two dimensions ``tensor`` provably has: followed back through ops that
+    keep the leading dimensions of their one computed input (a bias or scale vector broadcasts
+    into it, never over it). Two values with the same origin cannot broadcast against each
+    other in those dimensions, whatever they are."""
+    for _ in range(256):
+        node = producer(tensor)
+        if node is None or node.domain not in (None, "", "com.microsoft"):
+            return tensor
+        if node.op in _ELEMENTWISE:
+            computed = [t for t in node.inputs if not _is_vector_constant(t)]
+            if len(computed) != 1 or len(computed) == len(node.inputs):
+                return tensor
+            tensor = computed[0]
+        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "CumSum"):
+            tensor = node.inputs[0]
+        elif node.op == "MatMul" and rank(node.inputs[1]) == 2:
+            tensor = node.inputs[0]
+        elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
+            target = entries(node.inputs[1]) or []
+            origin = target[0].tensor if target and isinstance(target[0], DimOf) else None
+            if origin is None or target[:2] != [DimOf(origin, 0), DimOf(origin, 1)]:
+                return tensor
+            tensor = origin
+        else:
+            return tensor
+    return tensor
+
+
+def _is_vector_constant(tensor: gs.Tensor) -> bool:
+    """A constant of at most one dimension (reading its shape, not its values)."""
+    node = producer(tensor)
+    constant = isinstance(tensor, gs.Constant) or (node is not None and node.op == "Constant")
+    return constant and tensor.shape is not None and len(tensor.shape) <= 1
+
+
+def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    """A model input (ids [B, S], or hidden states [B, S, H]) whose first two dimensions
+    are those of every other such input."""
+    if not any(t is tensor for t in graph.inputs) or (rank(tensor) or 0) < 2:
+        return False
+    dims = {tuple(t.shape[:2]) for t in graph.inputs if (rank(t) or 0) >= 2}
+    return len(dims) == 1

@@ -17,11 +17,9 @@ at (b, s). The Gemm needs N·h = K, and so does the ``[0, 0, K]`` Reshape.
 import numpy as np
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import attr, producer
+from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Rule, Var, Variant, op
-
-from .matmul_as_flattened_batch import _reads
-from .._common import is_dim
+from fusekit.engine.shapes import dim
 
 c = Var("c", "the per-head context")
 spread = op.Transpose(op.Unsqueeze(c, _bind="unsqueeze"), _bind="spread")
@@ -49,20 +47,10 @@ def check(m):
         return f"the weight is {list(w.shape)}, not [E, K]"
     e, k = w.shape
     spread_out = m.node("spread").outputs[0]
-    parts = producer(m["flat"])
-    prod = producer(parts.inputs[1]) if parts is not None and parts.op == "Concat" and len(parts.inputs) == 2 else None
-    flat = shapes.entries(m["flat"])
-    if not (flat == [-1, k] or (prod is not None and shapes.entries(parts.inputs[0]) == [-1] and prod.op == "ReduceProd"
-                                and attr(prod, "keepdims") in (None, 1) and attr(prod, "axes") is None
-                                and _reads(prod.inputs[0], spread_out, [3, 4]))):
+    heads_by_size = shapes.product(dim(spread_out, 3), dim(spread_out, 4))
+    if shapes.entries(m["flat"]) not in ([-1, k], [-1, heads_by_size]):
         return "the flatten is not (-1, the heads times the head size)"
-    parts = producer(m["unflat"])
-    static = shapes.entries(m["unflat"])
-    if static is not None and len(static) == 5 and all(is_dim(d, spread_out, i) for i, d in enumerate(static[:2])) \
-            and static[2:] == [e, 1, 1]:
-        pass  # folded to constants: the static batch and sequence
-    elif parts is None or parts.op != "Concat" or not _reads(parts.inputs[0], spread_out, [0, 1]) \
-            or [v for p in parts.inputs[1:] for v in (shapes.entries(p) or [None])] != [e, 1, 1]:
+    if shapes.entries(m["unflat"]) != [dim(spread_out, 0), dim(spread_out, 1), e, 1, 1]:
         return f"the unflatten is not (the batch and sequence, {e}, 1, 1)"
     m.facts["weight"] = np.ascontiguousarray(w.T)
     return None

@@ -13,16 +13,15 @@ tf2onnx writes Keras attention's einsums (the scores ``aecd,abcd->acbe``, the co
 Exact wherever the original runs: row (b0·B1 + b1, i) of the flattened X is X[b0, b1, i, 0, :]
 (row-major, the size-1 axis dropped), likewise for Y, so the 3-D MatMul computes, per
 (b0, b1), the same dot products over k as the 4-D one; the last Reshape puts each back at
-(b0, b1) and the Squeeze drops the 1. The shape vectors are read entry by entry: each must
-be the dimensions named above, of these very tensors (or, folded to constants, their static sizes).
+(b0, b1) and the Squeeze drops the 1. Each shape vector is read as a whole (``shapes.entries``) and
+must be the dimensions named above, of these very tensors, read at run time or static.
 """
 import numpy as np
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import attr, producer, rank
+from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Rule, Var, Variant, op
-
-from .._common import is_dim
+from fusekit.engine.shapes import dim
 
 X = Var("X", "the left operand")
 Y = Var("Y", "the right operand")
@@ -31,46 +30,9 @@ right = op.Transpose(op.Reshape(Y, Var("y_flat", "the right flatten", shape_only
 product = op.Squeeze(op.Reshape(op.MatMul(left, right), Var("unflat", "the unflatten", shape_only=True)), axes=[4])
 
 
-def _reads(vector, tensor, axes) -> bool:
-    """``vector`` holds dimensions ``axes`` of ``tensor``, read at run time or static."""
-    found = shapes.entries(vector)
-    return found is not None and len(found) == len(axes) and all(is_dim(e, tensor, a) for e, a in zip(found, axes))
-
-
-def _parts(vector, count: int):
-    node = producer(vector)
-    if node is None or node.op != "Concat" or len(node.inputs) != count:
-        return None
-    return node.inputs
-
-
-def _static(vector, expected) -> bool:
-    """A shape vector folded to constants (static dimensions) holds ``expected``."""
-    return None not in expected and shapes.entries(vector) == expected
-
-
-def _size(tensor, axis: int):
-    size = tensor.shape[axis]
-    return size if isinstance(size, int) and size > 0 else None
-
-
 def _flatten_reason(vector, tensor, what: str) -> str | None:
-    b0, b1 = _size(tensor, 0), _size(tensor, 1)
-    if _static(vector, [b0 * b1 if b0 and b1 else None, -1, _size(tensor, 4)]):
-        return None
-    parts = _parts(vector, 3)
-    prod = producer(parts[0]) if parts else None
-    if prod is None or prod.op != "ReduceProd" or attr(prod, "keepdims") not in (None, 1) \
-            or attr(prod, "axes") is not None or len(prod.inputs) != 1 or not _reads(prod.inputs[0], tensor, [0, 1]) \
-            or shapes.entries(parts[1]) != [-1] or not _reads(parts[2], tensor, [4]):
-        return f"{what} is not (its batch axes' product, -1, its last axis)"
-    return None
-
-
-def _batch_static(x, y):
-    """The broadcast batch axes where both operands' are static, else None."""
-    sizes = [_size(t, a) for t in (x, y) for a in (0, 1)]
-    return None if None in sizes else [max(sizes[0], sizes[2]), max(sizes[1], sizes[3])]
+    expected = [shapes.product(dim(tensor, 0), dim(tensor, 1)), -1, dim(tensor, 4)]
+    return None if shapes.entries(vector) == expected else f"{what} is not (its batch axes' product, -1, its last axis)"
 
 
 def check(m):
@@ -80,13 +42,8 @@ def check(m):
     reason = _flatten_reason(m["x_flat"], x, "the left flatten") or _flatten_reason(m["y_flat"], y, "the right flatten")
     if reason:
         return reason
-    if _batch_static(x, y) and _static(m["unflat"], [*_batch_static(x, y), _size(x, 2), _size(y, 3), 1]):
-        return None
-    parts = _parts(m["unflat"], 4)
-    batch = producer(parts[0]) if parts else None
-    if batch is None or batch.op != "Max" or len(batch.inputs) != 2 or not _reads(batch.inputs[0], x, [0, 1]) \
-            or not _reads(batch.inputs[1], y, [0, 1]) or not _reads(parts[1], x, [2]) \
-            or not _reads(parts[2], y, [3]) or shapes.entries(parts[3]) != [1]:
+    batch = [shapes.maximum(dim(x, a), dim(y, a)) for a in (0, 1)]
+    if shapes.entries(m["unflat"]) != [*batch, dim(x, 2), dim(y, 3), 1]:
         return "the unflatten is not (the broadcast batch axes, the left's m, the right's n, 1)"
     return None
 

@@ -66,11 +66,11 @@ import numpy as np
 from onnx import TensorProto
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import DimOf
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
                                   key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
+from fusekit.engine.shapes import DimOf
 from fusekit.engine.state import IdentitySet
 
 from .._common import c, last_dim
@@ -158,7 +158,7 @@ def heads_of(m, name: str, width: int) -> tuple[int, int] | str:
     if not _keeps_batch_and_sequence(entries, m.node(f"{name}_split").inputs[0]):
         return f"{what} {entries} does not keep batch and sequence in place"
     heads, size = entries[2], entries[3]
-    if isinstance(heads, DimOf) or isinstance(size, DimOf) or [entries[1], heads, size].count(-1) > 1:
+    if not isinstance(heads, int) or not isinstance(size, int) or [entries[1], heads, size].count(-1) > 1:
         return f"{what} {entries} does not state the number of heads or the head size"
     heads = width // size if heads == -1 and size > 0 else heads
     size = width // heads if size == -1 and heads > 0 else size

@@ -37,10 +37,11 @@ has the model's fixed sequence length; the LayerNorm normalizes the last axis. O
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import attr, const_value, rank, spans_batch_and_sequence
+from fusekit.engine.graph import attr, const_value, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.probe import position_rows
 from fusekit.engine.rewrite import MS
+from fusekit.engine.shapes import spans_batch_and_sequence
 from fusekit.engine.state import IdentityMap, IdentitySet
 
 from .._common import last_axis_attr, statistics_reason, vector_reason

@@ -21,9 +21,10 @@ embedding sum's [1, S, H] position term would); ε is the
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.engine.graph import attr, const_value, is_graph_output, leading_origin, rank, spans_batch_and_sequence
+from fusekit.engine.graph import attr, const_value, is_graph_output, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
+from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
 
 from .._common import last_axis_attr, last_dim, statistics_reason, vector_reason
 
