@@ -174,6 +174,16 @@ def test_keras_projection_with_its_bias_after_the_head_split(target):
 
 
 @pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("k_split", [(HEADS, -1), (-1, SIZE)])
+def test_head_split_may_leave_the_heads_or_the_size_to_reshape(k_split, target):
+    # [0, 0, 2, -1] or [0, 0, -1, 8]: the projection width gives the other
+    result = fuse(target, k_split=k_split)
+    node = fused_node(result, target, "self_attention")
+    assert attrs(node)["num_heads" if target == "ort" else "q_num_heads"] == HEADS
+    result.assert_equivalent()
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
 def test_static_batch_in_the_head_split_is_the_batch(target):
     # exported with a fixed batch of 2: the reshape targets hold 2 where the batch is
     model = attention("add", tf_shapes=True, opset=OPSET[target])
@@ -197,6 +207,7 @@ def test_static_batch_in_the_head_split_is_the_batch(target):
     ("where_reads_scores", "the mask reads the values of the scores (Greater "),
     ("remask_only", "the probabilities are masked by input 'attention_mask' after the Softmax, but the scores are "
                     "not masked by it before"),
+    ("mask_twice", "both terms added to the scores are a key padding mask"),
 ])
 def test_mask_near_miss(mask, reason):
     miss = refused(fuse(mask=mask))
@@ -224,6 +235,7 @@ def test_bias_shaped_for_another_length_is_refused():
     (dict(q_weight_input=True), "the Q weight is not a constant: it is the graph input 'q_weight'"),
     (dict(probs_output=True), "'probs' (from Softmax) is also a graph output"),  # like output_attentions=True
     (dict(k_split=(4, 4)), "the head count disagrees between Q, K and V: Q 2 heads of 8, K 4 heads of 4"),
+    (dict(k_split=(3, -1)), "the K head split gives 3 heads of 5, which does not make the projection width 16"),
     (dict(bias_shape=(1, SIZE)),  # a bias after the head split shared by every head
      "the Q/K/V biases have shapes [[1, 8], [1, 8], [1, 8]], expected [[2, 8], [2, 8], [2, 8]]"),
     (dict(k_transpose="3d_mixed"), "do not just swap the last two axes"),

@@ -16,7 +16,7 @@ HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
          "ones_computed", "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
-         "remask_only", "where_reads_scores", "bias_from_sep_ids", "causal")
+         "remask_only", "where_reads_scores", "bias_from_sep_ids", "causal", "mask_twice")
 SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul", "sqrt_qk", "q_mul", "none")
 K_TRANSPOSES = ("direct", "double", "3d", "3d_mixed")
 
@@ -139,6 +139,9 @@ def _masked(g, scores, mask):
         return g.op("Where", kept, g.const("fill", float(np.finfo(np.float32).min)), scores)
     if mask == "none":
         return scores
+    if mask == "mask_twice":  # the key padding mask added twice: no term is a position bias
+        padded = g.op("Mul", g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True)), g.const("fill", -10000.0))
+        return g.op("Add", g.op("Add", scores, padded), padded)
     if mask == "causal":  # the padding mask plus a causal triangle: it depends on the query position too
         padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
         seq = g.op("Slice", g.op("Shape", "attention_mask"), g.const("start_m1", [-1], np.int64),
