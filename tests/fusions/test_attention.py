@@ -61,7 +61,8 @@ def refused(result):
     ("none", "scores_mul", set(), "self_attention[no_mask]"),
     ("zero_constant", "scores_mul", set(), "self_attention"),  # every key attends: no mask input at all
     ("ones_computed", "scores_mul", set(), "self_attention"),
-    ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}, "self_attention[mask_and_bias,div_scale]"),  # MPNet
+    # MPNet: a relative position bias, then the mask
+    ("bias_and_mask", "scores_div", {"mask_index", "attention_bias"}, "self_attention[mask_and_bias,div_scale]"),
     ("constant_bias", "scores_mul", {"attention_bias"}, "self_attention"),  # a position bias alone
     ("keras_select", "scores_mul", {"mask_index"}, "self_attention[select]"),  # SelectV2 lowered to Mul and Add
     ("keras_remask", "scores_mul", {"mask_index"}, "self_attention[select,remasked]"),  # … probabilities masked again
@@ -141,7 +142,8 @@ def test_k_transpose_form(k_transpose, variant, target):
     (dict(nan_guard=True), "self_attention[nan_guard]"),
     (dict(noop_reshape="sdpa"), "self_attention[noop_reshape]"),
     # the whole sdpa layer, and dynamo's (its Kᵀ through a 3-D view, no no-op reshape)
-    (dict(scale="sqrt_qk", nan_guard=True, noop_reshape="sdpa"), "self_attention[nan_guard,noop_reshape,sqrt_scale_qk]"),
+    (dict(scale="sqrt_qk", nan_guard=True, noop_reshape="sdpa"),
+     "self_attention[nan_guard,noop_reshape,sqrt_scale_qk]"),
     (dict(scale="sqrt_qk", nan_guard=True, k_transpose="3d"), "self_attention[k_transpose_3d,nan_guard,sqrt_scale_qk]"),
 ])
 def test_sdpa_and_dynamo_pieces(form, variant, target):
