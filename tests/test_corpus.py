@@ -57,6 +57,15 @@ def test_onnx_target_uses_standard_ops_only(entry):
     assert report.verification.ok, report.verification.summary()
 
 
+@pytest.mark.parametrize("name", ["bert_ts14_eager.onnx", "bert_ts14_sdpa.onnx", "bert_dynamo18.onnx"])
+def test_left_padding_verifies_exactly(name):
+    # the fused op gets the raw 2-D mask, so left-padded rows stay exact (no mask index)
+    result = fusekit.verify(CORPUS / name, fusekit.optimize(CORPUS / name, verify=False)[0], trials=2, seed=5)
+    hidden = result.outputs[0]
+    assert result.ok and "left padding" in result.settings[1]
+    assert hidden.valid_max_abs <= 1e-5 * hidden.scale and hidden.padded_max_abs <= 1e-5 * hidden.scale
+
+
 def test_a_fused_model_can_be_the_reference():
     # its ids feed EmbedLayerNormalization, not a Gather: the vocabulary is still found
     fused, _ = fusekit.optimize(CORPUS / "bert_ts14_eager.onnx", verify=False)

@@ -12,7 +12,7 @@ from fusekit.cli import main
 from fusekit.errors import FusekitError
 from fusekit.reports.explain import explain
 from fusekit.reports.layers import assign
-from test_attention import LAYER0, helper_const, load, node, set_constant, toposorted
+from graphs.edits import LAYER0, helper_const, load, node, set_constant, toposorted
 from test_gelu import NEAR_MISSES as GELU_REASONS
 from test_layer_norm import NEAR_MISSES as LN_REASONS
 
@@ -73,7 +73,7 @@ def causal_mask(model):
     model.CopyFrom(onnx.shape_inference.infer_shapes(toposorted(model)))
 
 
-# the attention near misses of tests/test_attention.py, planted in layer 0 of a two-layer BERT
+# the attention near misses of tests/fusions/test_attention.py, planted in layer 0 of a two-layer BERT
 ATTENTION = {
     "scale_per_head": ("bert_ts14_eager.onnx", scale_per_head, "the attention scale is not a scalar"),
     "q_weight_input": ("bert_ts14_eager.onnx", q_weight_input, "the Q weight is not a constant: it is the graph input"),

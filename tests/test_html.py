@@ -17,7 +17,7 @@ import pytest
 import fusekit
 from conftest import TESTMODELS
 from fusekit.cli import main
-from test_attention import node, set_constant
+from graphs.edits import node, set_constant
 from test_diff import ort_optimized
 
 BERT_TINY = TESTMODELS / "bert_tiny_opset14.onnx"

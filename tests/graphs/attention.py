@@ -1,8 +1,9 @@
-"""One self-attention layer, written from elementary ONNX ops in the mask, bias and scale
-forms exporters emit. These are the inputs for the attention rule tests.
+"""One self-attention layer, written from elementary ONNX ops in the mask, bias, scale and
+Kᵀ forms exporters emit, and in the near misses the fusion must refuse. These are the inputs
+for the attention fusion tests (tests/fusions/test_attention.py).
 
-``attention(mask=…, scale=…)`` returns an ``onnx.ModelProto`` with inputs ``x``
-[batch, seq, 16] (float) and ``attention_mask`` [batch, seq] (int64, 1 = keep), plus
+``attention(mask=…, scale=…, k_transpose=…)`` returns an ``onnx.ModelProto`` with inputs
+``x`` [batch, seq, 16] (float) and ``attention_mask`` [batch, seq] (int64, 1 = keep), plus
 ``input_ids`` [batch, seq] when a form reads token values, and output ``y``
 [batch, seq, 16]: 2 heads of 8.
 """
@@ -15,20 +16,23 @@ HIDDEN, HEADS, SIZE = 16, 2, 8
 
 MASKS = ("add", "where", "where_small_fill", "where_keeps", "none", "zero_constant", "bias_and_mask",
          "ones_computed", "constant_bias", "bias_from_ids", "shifted", "keras_select", "keras_remask", "select_fill_at_kept_keys",
-         "remask_only", "where_reads_scores", "bias_from_sep_ids")
-SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul")
+         "remask_only", "where_reads_scores", "bias_from_sep_ids", "causal", "mask_twice")
+SCALES = ("scores_mul", "scores_div", "q_div", "q_head_mul", "sqrt_qk", "q_mul", "none")
+K_TRANSPOSES = ("direct", "double", "3d", "3d_mixed")
 
 
-def _heads(g, x, name, seed, tf, bias_shape=None):
+def _heads(g, x, name, seed, tf, bias_shape=None, split=(HEADS, SIZE), weight_input=False):
     """x·W + b split into heads [B, S, N, h]; with ``bias_shape`` the bias is added after the
-    split, as Keras' EinsumDense does once canonicalized (its bias is [N, h])."""
+    split, as Keras' EinsumDense does once canonicalized (its bias is [N, h]). ``split``: the
+    (heads, size) the head split states; ``weight_input``: W is a graph input, not a constant."""
     rng = np.random.default_rng(seed)
-    w = g.const(f"{name}_weight", rng.normal(0, 0.3, (HIDDEN, HIDDEN)))
+    weight = rng.normal(0, 0.3, (HIDDEN, HIDDEN))
+    w = g.input(f"{name}_weight", [HIDDEN, HIDDEN]) if weight_input else g.const(f"{name}_weight", weight)
     if bias_shape is None:
         b = g.const(f"{name}_bias", rng.normal(0, 0.1, HIDDEN))
-        return _split(g, g.op("Add", g.op("MatMul", x, w), b), tf)
+        return _split(g, g.op("Add", g.op("MatMul", x, w), b), tf, split)
     b = g.const(f"{name}_bias", rng.normal(0, 0.1, bias_shape))
-    return g.op("Add", _split(g, g.op("MatMul", x, w), tf), b)
+    return g.op("Add", _split(g, g.op("MatMul", x, w), tf, split), b)
 
 
 def _target(g, entries, tf):
@@ -43,8 +47,44 @@ def _target(g, entries, tf):
     return g.op("Cast", g.op("Concat", batch, rest, axis=0), to=TensorProto.INT64)
 
 
-def _split(g, t, tf=False):
-    return g.op("Reshape", t, _target(g, [0, HEADS, SIZE] if not tf else [-1, HEADS, SIZE], tf))
+def _split(g, t, tf=False, split=(HEADS, SIZE)):
+    return g.op("Reshape", t, _target(g, [0, *split] if not tf else [-1, *split], tf))
+
+
+def _dim(g, t, axis):
+    """Dimension ``axis`` of ``t`` read at run time, as a 1-element vector (TorchScript's
+    Shape → Gather → Unsqueeze)."""
+    size = g.op("Gather", g.op("Shape", t), g.const(f"axis_{axis}", axis, np.int64), axis=0)
+    return g.op("Unsqueeze", size, g.const("unsqueeze_axes0", [0], np.int64))
+
+
+def _k_transposed(g, k_split, form):
+    """Kᵀ [B, N, h, S] from the split K [B, S, N, h], as each exporter spells it."""
+    if form == "direct":  # TorchScript
+        return g.op("Transpose", k_split, perm=[0, 2, 3, 1])
+    k = g.op("Transpose", k_split, perm=[0, 2, 1, 3])
+    if form == "double":
+        return g.op("Transpose", k, perm=[0, 1, 3, 2])
+    # dynamo: swap the last two axes through a 3-D view, its shapes sliced off Shape(K)
+    shape = g.op("Shape", k)
+    size = g.op("Slice", shape, g.const("start_m1", [-1], np.int64), g.const("end_max", [2 ** 63 - 1], np.int64))
+    seq = g.op("Slice", shape, g.const("start_m2", [-2], np.int64), g.const("end_m1", [-1], np.int64))
+    lead = g.op("Slice", shape, g.const("start_min", [-2 ** 63], np.int64), g.const("end_m2", [-2], np.int64))
+    minus1 = g.const("minus1", [-1], np.int64)
+    # 3d_mixed reads the head size where the sequence belongs: a reshape, not a transpose
+    flat = g.op("Concat", minus1, *((seq, size) if form == "3d" else (size, seq)), axis=0)
+    swapped = g.op("Transpose", g.op("Reshape", k, flat), perm=[0, 2, 1])
+    return g.op("Reshape", swapped, g.op("Concat", lead, size, seq, axis=0))
+
+
+def _unsplit(g, context, q, v, form):
+    """sdpa's reshape after ·V: [B, -1, S, h] read off the tensors themselves, a no-op; or,
+    for ``not_noop``, a target that swaps the head count and the head size."""
+    batch, minus1 = _dim(g, context, 0), g.const("minus1", [-1], np.int64)
+    if form == "sdpa":
+        return g.op("Reshape", context, g.op("Concat", batch, minus1, _dim(g, q, 2), _dim(g, v, 3), axis=0))
+    return g.op("Reshape", context, g.op("Concat", batch, g.const("size", [SIZE], np.int64), minus1,
+                                         g.const("heads", [HEADS], np.int64), axis=0))
 
 
 def _key_mask(g, keep_value):
@@ -99,6 +139,18 @@ def _masked(g, scores, mask):
         return g.op("Where", kept, g.const("fill", float(np.finfo(np.float32).min)), scores)
     if mask == "none":
         return scores
+    if mask == "mask_twice":  # the key padding mask added twice: no term is a position bias
+        padded = g.op("Mul", g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True)), g.const("fill", -10000.0))
+        return g.op("Add", g.op("Add", scores, padded), padded)
+    if mask == "causal":  # the padding mask plus a causal triangle: it depends on the query position too
+        padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
+        seq = g.op("Slice", g.op("Shape", "attention_mask"), g.const("start_m1", [-1], np.int64),
+                   g.const("end_max", [2 ** 63 - 1], np.int64))
+        zero = g.const("start0_64", [0], np.int64)
+        triangle = g.const("causal", np.triu(np.full((64, 64), -1e9), k=1))
+        rows = g.op("Slice", triangle, zero, seq, g.const("slice_axis0", [0], np.int64))
+        causal = g.op("Slice", rows, zero, seq, g.const("slice_axis1", [1], np.int64))
+        return g.op("Add", scores, g.op("Add", g.op("Mul", padded, g.const("fill", -10000.0)), causal))
     if mask == "zero_constant":  # ONNX Runtime's test graphs: every key attends
         return g.op("Add", scores, g.const("mask", np.zeros((1, 1, 1, 1))))
     if mask == "ones_computed":  # … or a constant 0/1 mask of ones turned additive in the graph
@@ -127,9 +179,17 @@ def _masked(g, scores, mask):
     raise ValueError(mask)
 
 
-def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False, bias_shape=None):
+def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False, bias_shape=None, k_transpose="direct",
+              nan_guard=False, noop_reshape=None, scale_value=None, q_weight_input=False, probs_output=False,
+              k_split=(HEADS, SIZE), softmax_axis=-1):
     """``tf_shapes``: the head split and merge targets computed as tf2onnx writes them;
-    ``bias_shape``: the Q/K/V biases added after the head split, of that shape."""
+    ``bias_shape``: the Q/K/V biases added after the head split, of that shape;
+    ``k_transpose``: one of K_TRANSPOSES; ``nan_guard``: sdpa's Where(IsNaN(p), 0, p) after the
+    Softmax; ``noop_reshape``: "sdpa" for its reshape after ·V, "not_noop" for one that moves data;
+    ``scale_value``: what the scale multiplies by (1/√h by default; an array for one per head).
+    Near misses: ``q_weight_input`` (the Q weight a graph input), ``probs_output`` (the
+    probabilities a graph output ``probs``), ``k_split`` (the K head split's (heads, size)),
+    ``softmax_axis``."""
     g = Graph(f"attention_{mask}_{scale}", opset)
     seq = 6 if mask == "constant_bias" else "seq"
     x = g.input("x", ["batch", seq, HIDDEN])
@@ -138,23 +198,37 @@ def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False, bias_sh
     if mask in ("bias_from_ids", "bias_from_sep_ids"):
         g.input("input_ids", ["batch", seq], TensorProto.INT64)
     g.output("y", ["batch", seq, HIDDEN])
-    root = np.float32(1 / np.sqrt(SIZE))
-    q_split = _heads(g, x, "q", 0, tf_shapes, bias_shape)
+    if probs_output:  # like output_attentions=True
+        g.output("probs", ["batch", HEADS, seq, seq])
+    root = np.float32(1 / np.sqrt(SIZE)) if scale_value is None else np.asarray(scale_value, np.float32)
+    divisor = np.sqrt(SIZE) if scale_value is None else 1 / root
+    q_split = _heads(g, x, "q", 0, tf_shapes, bias_shape, weight_input=q_weight_input)
     if scale == "q_head_mul":  # HF-TF DistilBERT: Q scaled between the head split and the transpose
         q_split = g.op("Mul", q_split, g.const("q_scale", root))
     q = g.op("Transpose", q_split, perm=[0, 2, 1, 3])
-    k_t = g.op("Transpose", _heads(g, x, "k", 1, tf_shapes, bias_shape), perm=[0, 2, 3, 1])
+    k_t = _k_transposed(g, _heads(g, x, "k", 1, tf_shapes, bias_shape, split=k_split), k_transpose)
     v = g.op("Transpose", _heads(g, x, "v", 2, tf_shapes, bias_shape), perm=[0, 2, 1, 3])
+    q_heads = q
     if scale == "q_div":  # transformers 4 DistilBERT: Q divided by √h after its transpose
-        q = g.op("Div", q, g.const("q_divisor", np.sqrt(SIZE)))
+        q = g.op("Div", q, g.const("q_divisor", divisor))
+    elif scale == "q_mul":  # Q alone multiplied by the scale after its transpose
+        q = g.op("Mul", q, g.const("q_scale", root))
+    elif scale == "sqrt_qk":  # sdpa: √scale on Q and on Kᵀ each
+        q = g.op("Mul", q, g.const("sqrt_scale", np.sqrt(root)))
+        k_t = g.op("Mul", k_t, g.const("sqrt_scale", np.sqrt(root)))
     scores = g.op("MatMul", q, k_t)
     if scale == "scores_mul":
         scores = g.op("Mul", scores, g.const("scale", root))
     elif scale == "scores_div":
-        scores = g.op("Div", scores, g.const("divisor", np.sqrt(SIZE)))
-    probs = g.op("Softmax", _masked(g, scores, mask), axis=-1)
+        scores = g.op("Div", scores, g.const("divisor", divisor))
+    probs = g.op("Softmax", _masked(g, scores, mask), axis=softmax_axis, out="probs" if probs_output else None)
     if mask in ("keras_remask", "remask_only"):  # Keras 3: the probabilities masked once more
         probs = g.op("Mul", probs, g.op("Cast", _keras_keep(g, scores), to=TensorProto.FLOAT))
-    context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
+    if nan_guard:  # sdpa: a fully masked row's NaNs become 0
+        probs = g.op("Where", g.op("IsNaN", probs), g.const("nan_zero", 0.0), probs)
+    context = g.op("MatMul", probs, v)
+    if noop_reshape:
+        context = _unsplit(g, context, q_heads, v, noop_reshape)
+    context = g.op("Transpose", context, perm=[0, 2, 1, 3])
     g.op("Reshape", context, _target(g, [0, HIDDEN] if not tf_shapes else [-1, HIDDEN], tf_shapes), out="y")
     return g.model()

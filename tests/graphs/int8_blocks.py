@@ -7,47 +7,103 @@ write them: the inputs of the QuantizedLinear tests, variants and near misses.
 import numpy as np
 from onnx import TensorProto, helper
 
-from .variants import HIDDEN, Graph, _gelu_erf
+from .variants import HIDDEN, SQRT2, Graph, _gelu_erf
 
 N = 24  # output columns
+GELUS = (True, False, "ms", "onnx", "tanh")
+
+
+def _gelu_all_quantized(g, y, pair):
+    """The erf GELU as ONNX Runtime's quantizer writes it when every op type is quantized:
+    each constant and each inner op's output through its own Q→DQ pair (the last op's is the
+    block's output pair)."""
+    def const(name, value):  # a constant's pair has a step of its own, fine enough to keep it
+        scale, zero = g.const(f"{name}_scale", value / 255), g.const(f"{name}_zero_point", 0, np.uint8)
+        return g.op("DequantizeLinear", g.op("QuantizeLinear", g.const(name, value), scale, zero), scale, zero)
+    erf = pair(g.op("Erf", pair(g.op("Div", y, const("sqrt2", SQRT2)))))
+    gated = pair(g.op("Mul", y, pair(g.op("Add", erf, const("one", 1.0)))))
+    return g.op("Mul", gated, const("half", 0.5))
+
+
+def _per_column(scale, columns):
+    """A per-tensor quantization's scale and zero point repeated once per column (axis -1)."""
+    return np.full(columns, scale, np.float32), np.full(columns, 128, np.uint8)
 
 
 def block(gelu=True, requantize=True, quantize_output=True, weight_axis=None, bias_shape=(N,),
-          inner_output=False, x_dtype=np.uint8, fake_weight=False, name="block", opset=14, seed=0):
-    """``weight_axis``: None per tensor, 1 per output column, 0 per row (along K)."""
+          inner_output=False, x_dtype=np.uint8, fake_weight=False, name="block", opset=14, seed=0,
+          transposed=None, quantized_bias=False, all_ops=False, x_per_channel=False, y_per_channel=False):
+    """``weight_axis``: None per tensor, 1 per output column, 0 per row (along K).
+    ``gelu``: True the decomposed erf GELU, "ms" com.microsoft Gelu, "onnx" Gelu-20 (opset 20),
+    "tanh" Gelu-20's tanh approximation, False none. ``transposed``: the weight stored [out, in]
+    and transposed before the MatMul (by default only a QAT ``fake_weight`` is).
+    ``quantized_bias``: the bias an int32 constant through a DequantizeLinear. ``all_ops``: a
+    requantization pair on every op and constant of the GELU too. Near misses:
+    ``x_per_channel`` / ``y_per_channel`` quantize the input / output per channel."""
     rng = np.random.default_rng(seed)
+    transposed = fake_weight if transposed is None else transposed
     g = Graph(name, opset)
     g.output("y", shape=["batch", "seq", N])
     x = g.input("x")
     x_zero = 128 if x_dtype == np.uint8 else 0
-    xs, xz = g.const("x_scale", 0.03), g.const("x_zero_point", x_zero, x_dtype)
-    xq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, xs, xz), xs, xz)
+    if x_per_channel:
+        scales, zeros = _per_column(0.03, HIDDEN)
+        xs, xz = g.const("x_scale", scales), g.const("x_zero_point", zeros, np.uint8)
+        xq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, xs, xz, axis=-1), xs, xz, axis=-1)
+    else:
+        xs, xz = g.const("x_scale", 0.03), g.const("x_zero_point", x_zero, x_dtype)
+        xq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, xs, xz), xs, xz)
     w = rng.standard_normal((HIDDEN, N)).astype(np.float32) * 0.3
     if weight_axis is None:
         scale = np.float32(np.abs(w).max() / 127)
     else:
         scale = (np.abs(w).max(axis=1 - weight_axis) / 127).astype(np.float32)
-    axis = {} if weight_axis is None else {"axis": weight_axis}
     ws, wz = g.const("w_scale", scale), g.const("w_zero_point", np.zeros(np.shape(scale), np.int8), np.int8)
-    if fake_weight:  # QAT: the float weight [out, in] through its own pair, then Transpose
-        axis_t = {} if weight_axis is None else {"axis": 1 - weight_axis}
-        wq = g.op("DequantizeLinear", g.op("QuantizeLinear", g.const("w", w.T), ws, wz, **axis_t), ws, wz, **axis_t)
-        weight = g.op("Transpose", wq, perm=[1, 0])
+    # a weight stored [out, in] is quantized along the other axis
+    stored_axis = weight_axis if not transposed or weight_axis is None else 1 - weight_axis
+    axis = {} if stored_axis is None else {"axis": stored_axis}
+    stored = w.T if transposed else w
+    if fake_weight:  # QAT: the float weight through its own pair
+        weight = g.op("DequantizeLinear", g.op("QuantizeLinear", g.const("w", stored), ws, wz, **axis), ws, wz, **axis)
     else:
         b = scale if weight_axis is None else np.expand_dims(scale, 1 - weight_axis)
         w_q = np.clip(np.round(w / b), -127, 127).astype(np.int8)
-        weight = g.op("DequantizeLinear", g.const("w_q", w_q, np.int8), ws, wz, **axis)
+        weight = g.op("DequantizeLinear", g.const("w_q", w_q.T if transposed else w_q, np.int8), ws, wz, **axis)
+    if transposed:
+        weight = g.op("Transpose", weight, perm=[1, 0])
     y = g.op("MatMul", xq, weight)
     if inner_output:  # the MatMul's value is also a graph output: the block must not fuse
         g.outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, ["batch", "seq", N]))
-    if requantize:
+
+    def pair(t):
         ms, mz = g.const("mm_scale", 0.05), g.const("mm_zero_point", 128, np.uint8)
-        y = g.op("DequantizeLinear", g.op("QuantizeLinear", y, ms, mz), ms, mz)
-    y = g.op("Add", y, g.const("bias", rng.standard_normal(bias_shape) * 0.1))
-    if gelu:
+        return g.op("DequantizeLinear", g.op("QuantizeLinear", t, ms, mz), ms, mz)
+    if requantize:
+        y = pair(y)
+    bias = rng.standard_normal(bias_shape) * 0.1
+    if quantized_bias:  # int32 in steps of x_scale · w_scale, as the quantizer stores it
+        bias_scale = np.float32(0.03 * np.max(scale))
+        b_q = g.const("bias_q", np.round(bias / bias_scale), np.int32)
+        y = g.op("Add", y, g.op("DequantizeLinear", b_q, g.const("bias_scale", bias_scale)))
+    else:
+        y = g.op("Add", y, g.const("bias", bias))
+    if all_ops:
+        y = _gelu_all_quantized(g, pair(y), pair)
+    elif gelu is True:
         y = _gelu_erf(g, y, out=None)
+    elif gelu:
+        y = g.op("Gelu", y, domain="com.microsoft") if gelu == "ms" else \
+            g.op("Gelu", y, approximate="tanh" if gelu == "tanh" else "none")
     if quantize_output:
-        ys, yz = g.const("y_scale", 0.02), g.const("y_zero_point", 128, np.uint8)
-        y = g.op("DequantizeLinear", g.op("QuantizeLinear", y, ys, yz), ys, yz)
+        if y_per_channel:
+            scales, zeros = _per_column(0.02, N)
+            ys, yz = g.const("y_scale", scales), g.const("y_zero_point", zeros, np.uint8)
+            y = g.op("DequantizeLinear", g.op("QuantizeLinear", y, ys, yz, axis=-1), ys, yz, axis=-1)
+        else:
+            ys, yz = g.const("y_scale", 0.02), g.const("y_zero_point", 128, np.uint8)
+            y = g.op("DequantizeLinear", g.op("QuantizeLinear", y, ys, yz), ys, yz)
     g.op("Identity", y, out="y")
-    return g.model()
+    model = g.model()
+    if gelu == "ms":
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
