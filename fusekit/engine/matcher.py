@@ -100,7 +100,9 @@ class Match:
 
 
 @dataclass(frozen=True)
-class _State:
+class _Bindings:
+    """What one search has bound so far, down one path of its backtracking; extending it makes a new one."""
+
     values: dict = field(default_factory=dict)
     consts: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)  # tag -> index of the alternative taken
@@ -108,9 +110,9 @@ class _State:
     nodes: dict = field(default_factory=dict)  # pattern Op (hashed by identity) -> graph node
     named: dict = field(default_factory=dict)
 
-    def extend(self, **changes) -> "_State":
+    def extend(self, **changes) -> "_Bindings":
         merged = {k: {**getattr(self, k), **v} for k, v in changes.items()}
-        return _State(**{**self.__dict__, **merged})
+        return _Bindings(**{**self.__dict__, **merged})
 
     def graph_nodes(self) -> list[gs.Node]:
         """The graph nodes matched so far, each once (one graph node may match several pattern Ops)."""
@@ -122,10 +124,10 @@ class _Search:
 
     def __init__(self, graph: gs.Graph):
         self.graph = graph
-        self.best: tuple[_State, gs.Node | None, str, bool] | None = None
+        self.best: tuple[_Bindings, gs.Node | None, str, bool] | None = None
         self.best_key = (-1, -1, -1)
 
-    def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
+    def fail(self, s: _Bindings, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
         """Note a dead end at ``node``; the closest is kept, by the first two terms of
         ``Miss.closeness`` (complete, then nodes matched), then by whether ``node`` was the op
         expected (an attribute it failed says more than an optional Cast it lacks); the first
@@ -135,11 +137,11 @@ class _Search:
         refusal after the whole shape matched (a check, an outside use), which is closer
         than any structural dead end.
         """
-        key = (int(complete), len(state.graph_nodes()), int(reached))
+        key = (int(complete), len(s.graph_nodes()), int(reached))
         if key > self.best_key:
-            self.best, self.best_key = (state, node, reason, reached), key
+            self.best, self.best_key = (s, node, reason, reached), key
 
-    def match(self, p: Pattern, t: gs.Tensor, s: _State) -> Iterator[_State]:
+    def match(self, p: Pattern, t: gs.Tensor, s: _Bindings) -> Iterator[_Bindings]:
         if isinstance(p, Op):
             yield from self._op(p, t, s)
         elif isinstance(p, Var):
@@ -155,7 +157,7 @@ class _Search:
         else:
             raise TypeError(f"not a pattern: {p!r}")
 
-    def _var(self, p: Var, t: gs.Tensor, s: _State):
+    def _var(self, p: Var, t: gs.Tensor, s: _Bindings):
         bound = s.values.get(p.name)
         if bound is None:
             yield s.extend(values={p.name: t})
@@ -164,7 +166,7 @@ class _Search:
         else:
             self.fail(s, producer(t), f"{p.label or p.name} must be one value, but is both '{bound.name}' and '{t.name}'")
 
-    def _const(self, p: Const, t: gs.Tensor, s: _State):
+    def _const(self, p: Const, t: gs.Tensor, s: _Bindings):
         value = const_value(t)
         if value is None:
             self.fail(s, producer(t), f"{p.describe()} is not a constant: it is {describe_origin(t)}")
@@ -181,7 +183,7 @@ class _Search:
         else:
             yield s.extend(values={p.name: t}, consts={p.name: value})
 
-    def _op(self, p: Op, t: gs.Tensor, s: _State):
+    def _op(self, p: Op, t: gs.Tensor, s: _Bindings):
         node = producer(t)
         if node is None or node.op != p.op_type or (node.domain or "") != p.domain:
             found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
@@ -228,7 +230,7 @@ class _Search:
                 return f"{node.op} '{node.name}' has {name}={have}, expected {want}"
         return None
 
-    def _all(self, patterns, tensors, s: _State):
+    def _all(self, patterns, tensors, s: _Bindings):
         if not patterns:
             yield s
             return
@@ -286,7 +288,7 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     """
     state = RunState(target="", opset=0) if state is None else state
     search = _Search(graph)
-    for s in search.match(variant.pattern, anchor.outputs[0], _State()):
+    for s in search.match(variant.pattern, anchor.outputs[0], _Bindings()):
         nodes = _replaced(fusion, s)
         if any(state.made_by(fusion.name, n) for n in nodes):
             continue  # its own output: not a candidate, not a miss
@@ -302,13 +304,13 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     return _miss(fusion, variant, anchor, search)
 
 
-def _replaced(fusion: Fusion, s: _State) -> list[gs.Node]:
+def _replaced(fusion: Fusion, s: _Bindings) -> list[gs.Node]:
     """The matched graph nodes the rewrite replaces: all but those it reads through (``Fusion.reads``)."""
     through = IdentitySet(s.named[n] for n in fusion.reads if n in s.named)
     return [n for n in s.graph_nodes() if n not in through]
 
 
-def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node, s: _State,
+def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node, s: _Bindings,
                nodes: list[gs.Node]) -> tuple[gs.Node, str] | None:
     """Where the match's inner values are needed outside it, if anywhere; bound values the
     replacement reads (all but ``shape_only`` ones) stay alive for their other users."""
@@ -319,10 +321,10 @@ def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Nod
 
 def _miss(fusion: Fusion, variant: Variant, anchor: gs.Node, search: _Search) -> Miss:
     """The search's closest dead end as a :class:`Miss`."""
-    state, at, reason, reached = search.best or (_State(), anchor, "no alternative applies", False)
-    nodes = state.graph_nodes()
+    bindings, at, reason, reached = search.best or (_Bindings(), anchor, "no alternative applies", False)
+    nodes = bindings.graph_nodes()
     return Miss(fusion=fusion.name, variant=variant.name, anchor=anchor.name, anchor_op=anchor.op,
-                matched=len(nodes), total=variant.pattern.size(state.tags),
+                matched=len(nodes), total=variant.pattern.size(bindings.tags),
                 at=at.name if at is not None else None, reason=reason,
                 nodes=[n.name for n in nodes], ops=[n.op for n in nodes],
                 at_op=at.op if at is not None and reached else None, complete=search.best_key[0] == 1)
