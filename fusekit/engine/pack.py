@@ -217,7 +217,7 @@ def find_cores(graph: gs.Graph, state: RunState, attention: Fusion) -> list[Core
         if node.op == "Attention" and node.domain == MS:
             cores.append(_ms_core(graph, node))
         elif node.op == "Attention" and not node.domain:
-            cores.append(_onnx_core(graph, node, state.masks))
+            cores.append(_onnx_core(graph, node, state.probes))
     for node in reversed(list(graph.nodes)):
         if node.op != "Reshape" or node in taken:
             continue
@@ -315,7 +315,7 @@ def _bias_reason(graph: gs.Graph, core: Core, packed: IdentitySet, state: RunSta
         return None
     hidden = [ShapeOnly(t, "the hidden states", lambda batch, seq, width=width: (batch, seq, width))
               for t in packed if (width := _width(t))]
-    proof = position_bias(graph, core.bias, state.masks, core.heads, hidden)
+    proof = position_bias(graph, core.bias, state.probes, core.heads, hidden)
     return f"its bias '{core.bias.name}' is not a position bias ({proof})" if isinstance(proof, str) else None
 
 

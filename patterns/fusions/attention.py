@@ -221,10 +221,10 @@ def _scale(m) -> float | str:
 def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
     """What one term added to the scores is: a key padding mask or a position bias."""
     scores = m.node("scores").outputs[0]
-    mask = key_padding_mask(m.graph, value, m.state.masks, scores, heads)
+    mask = key_padding_mask(m.graph, value, m.state.probes, scores, heads)
     if not isinstance(mask, str):
         return mask
-    bias = position_bias(m.graph, value, m.state.masks, heads)
+    bias = position_bias(m.graph, value, m.state.probes, heads)
     if not isinstance(bias, str):
         return bias
     return f"'{value.name}' added to the scores is neither a key padding mask ({mask}) nor a position bias ({bias})"
@@ -232,7 +232,7 @@ def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
 
 def _selector(m, name: str, heads: int, what: str) -> KeyPattern | str:
     """``name`` read as 1 at the kept keys and 0 at the padded ones of a 2-D mask input."""
-    found = key_pattern(m.graph, m[name], m.state.masks, m.node("scores").outputs[0], heads)
+    found = key_pattern(m.graph, m[name], m.state.probes, m.node("scores").outputs[0], heads)
     if isinstance(found, str):
         return found
     if (found.kept, found.padded) != (1.0, 0.0):
@@ -245,7 +245,7 @@ def _selected(m, heads: int) -> KeyPaddingMask | str:
     added fill gives those keys the same probability 0 whenever a row keeps a key."""
     scores = m.node("scores").outputs[0]
     if "padded_keys" in m.values:  # masked_fill: the fill value where the condition holds
-        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, scores, heads)
+        found = key_pattern(m.graph, m["padded_keys"], m.state.probes, scores, heads)
         if isinstance(found, str):
             return found
         if (found.kept, found.padded) != (0.0, 1.0):
@@ -257,7 +257,7 @@ def _selected(m, heads: int) -> KeyPaddingMask | str:
     keep = _selector(m, "kept_keys", heads, "the selector of the scores")
     if isinstance(keep, str):
         return keep
-    fill = key_pattern(m.graph, m["padded_fill"], m.state.masks, scores, heads)
+    fill = key_pattern(m.graph, m["padded_fill"], m.state.probes, scores, heads)
     if isinstance(fill, str):
         return fill
     if fill.input is not keep.input or fill.kept != 0 or not fill.padded <= LARGE_NEGATIVE:

@@ -152,7 +152,7 @@ def _check_positions(m) -> str | None:
     if value is not None:
         table = _constant_rows(value, ids, width)
     else:
-        table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.positions)
+        table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.memo(__name__, dict))
     if isinstance(table, str):
         return table
     dtype = (table if isinstance(table, np.ndarray) else const_value(table)).dtype

@@ -42,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
+from fusekit.engine.state import IdentityMap
 
 from .._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
 from .gelu import erf_gelu
@@ -116,7 +117,7 @@ def _weight(m):
     """(W_q as [K, N], scale, zero point), the scale and zero point along N or per tensor;
     or why not."""
     dq = m.node("w_dq")
-    cache = m.state.int8_weights  # check, then rewrite: evaluate once
+    cache = m.state.memo(__name__, IdentityMap)  # by the weight's DequantizeLinear: every variant, then rewrite, evaluate once
     if dq in cache:
         return cache[dq]
     scale = np.asarray(m.const("w_scale"))
