@@ -89,6 +89,39 @@ def test_alternatives_record_their_tag_and_must_agree():
     assert isinstance(miss, Miss)
 
 
+def test_alternatives_are_asked_by_label_whatever_their_order():
+    x = Var("x")
+    g = graph([helper.make_node("Neg", ["a"], ["t"], name="neg"), helper.make_node("Relu", ["t"], ["y"], name="r")],
+              inputs=("a",))
+    for alternatives, labels in [((op.Neg(x), op.Abs(x)), ("neg", "abs")), ((op.Abs(x), op.Neg(x)), ("abs", "neg"))]:
+        m = run(op.Relu(either(*alternatives, tag="sign", labels=labels)), g)
+        assert m.took("neg") and not m.took("abs") and m.label == "v[neg]"
+        with pytest.raises(LookupError, match="no alternative labelled 'negated'"):
+            m.took("negated")  # a renamed label is an error, never a silent False
+        with pytest.raises(LookupError, match="no optional piece tagged 'sign'"):
+            m.has("sign")  # an either's alternatives are asked by label
+
+
+def test_a_label_several_tags_share_is_asked_with_its_tag():
+    x, y = Var("x"), Var("y")
+    g = graph([helper.make_node("Neg", ["a"], ["n"], name="neg"), helper.make_node("Add", ["n", "b"], ["y"], name="add")])
+
+    def negated(v, tag):
+        return either(op.Neg(v), v, tag=tag, labels=("negated", ""))
+
+    m = run(op.Add(negated(x, "left"), negated(y, "right")), g)
+    assert m.took("negated", tag="left") and not m.took("negated", tag="right")
+    with pytest.raises(LookupError, match="under the tags left, right"):
+        m.took("negated")
+
+
+def test_a_tag_used_twice_offers_the_same_labels():
+    x = Var("x")
+    with pytest.raises(ValueError, match="the tag 't' is used by two different choices"):
+        Variant("v", op.Mul(either(op.Neg(x), x, tag="t", labels=("neg", "")),
+                            either(x, op.Neg(x), tag="t", labels=("", "neg"))))
+
+
 def test_shared_pattern_node_is_one_graph_node_but_copies_may_differ():
     x = Var("x")
     nodes = [helper.make_node("Relu", ["a"], ["r1"], name="r1"), helper.make_node("Relu", ["a"], ["r2"], name="r2"),

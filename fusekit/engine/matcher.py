@@ -71,8 +71,8 @@ class Match:
     anchor: gs.Node
     values: dict[str, gs.Tensor]
     consts: dict[str, np.ndarray]
-    tags: dict[str, int]
-    labels: dict[str, str]
+    labels: dict[str, str]  # tag -> the label of the alternative it took
+    pieces: frozenset[str]  # the tags of the optional pieces present
     nodes: list[gs.Node]
     named: dict[str, gs.Node]
     graph: gs.Graph
@@ -89,8 +89,21 @@ class Match:
         return self.named[name]
 
     def has(self, tag: str) -> bool:
-        """Whether the optional piece ``tag`` (see ``maybe``) is present."""
-        return self.tags.get(tag) == 0
+        """Whether the optional piece ``tag`` (see ``maybe``) is present; a tag no variant of the
+        fusion gives an optional piece is an error."""
+        if not any(tag in v.optional for v in self.fusion.variants):
+            raise LookupError(f"{self.fusion.name} has no optional piece tagged '{tag}'")
+        return tag in self.pieces
+
+    def took(self, label: str, tag: str | None = None) -> bool:
+        """Whether the match took the alternative labelled ``label`` (of ``tag``, where several
+        tags share the label). A label no variant of the fusion has is an error, so a check never
+        asks for an alternative that was renamed or reordered away."""
+        owner = self.variant.choice(label, tag) if label else None
+        if owner is None and not (label and any(v.choice(label, tag) for v in self.fusion.variants)):
+            under = f" under the tag '{tag}'" if tag else ""
+            raise LookupError(f"{self.fusion.name} has no alternative labelled '{label}'{under}")
+        return owner is not None and self.labels.get(owner) == label
 
     @property
     def label(self) -> str:
@@ -294,7 +307,8 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
             continue  # its own output: not a candidate, not a miss
         refusal = _escape_of(graph, fusion, variant, anchor, s, nodes)
         if refusal is None:
-            m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
+            pieces = frozenset(t for t in variant.optional if s.tags.get(t) == 0)
+            m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.labels), pieces, nodes,
                       dict(s.named), graph, state)
             reason = fusion.check(m) if fusion.check else None
             if not reason:

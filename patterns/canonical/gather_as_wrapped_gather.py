@@ -17,12 +17,12 @@ be known.
 import numpy as np
 
 from fusekit.engine.graph import attr
-from fusekit.engine.pattern import Const, Rule, Var, Variant, either, op
+from fusekit.engine.pattern import Const, Rule, Var, Variant, either, maybe, op
 
 from .._common import is_float
 
 ids = Var("ids", "the indices")
-negative = op.Less(either(op.Cast(ids, _bind="sign_cast"), ids, tag="compared"), Const(value=0))
+negative = op.Less(maybe(lambda v: op.Cast(v, _bind="sign_cast"), ids, tag="compared"), Const(value=0))
 wrapped = op.Add(ids, Const("n", label="the wrap length"))
 lookup = op.Gather(Var("table", "the table"),
                    either(op.Where(negative, wrapped, ids),

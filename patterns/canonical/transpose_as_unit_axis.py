@@ -34,7 +34,7 @@ def check(m):
     b = _one_axis(m.anchor, size) if size else None
     if a is None or b is None:
         return "the Unsqueeze and the Squeeze do not each move one axis of a known rank"
-    perm = list(attr(m.node("transpose"), "perm") or []) if m.tags.get("moved") == 0 else list(range(size))
+    perm = list(attr(m.node("transpose"), "perm") or []) if m.took("transposed") else list(range(size))
     if sorted(perm) != list(range(size)) or perm[b] != a:
         return f"the Squeeze removes axis {b}, not the inserted axis {a} (perm {perm})"
     rest = [p - (p > a) for p in perm if p != a]

@@ -314,11 +314,11 @@ def check(m):
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads, size = split["q"]
-    expected = [(heads, size) if m.tags.get(f"{n}_bias") == 1 else (width,) for n in "qkv"]
+    expected = [(heads, size) if m.took("bias_after_split", tag=f"{n}_bias") else (width,) for n in "qkv"]
     if [b.shape for b in biases] != expected:
         return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"
     reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
-        or (m.tags.get("k_transpose") == 2 and _k_transpose_reason(m, heads, size)) or None
+        or (m.took("k_transpose_3d") and _k_transpose_reason(m, heads, size)) or None
     if reason:
         return reason
     scale = _scale(m)

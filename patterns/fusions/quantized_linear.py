@@ -132,7 +132,7 @@ def _weight(m):
         w_q = evaluate([helper.make_node("QuantizeLinear", list(values), ["w_q"], **q.attrs)], values, "w_q",
                        _dtype(m, "wq_zero_point", np.uint8), m.state.opset)
     zero = np.asarray(m.const("w_zero_point")) if "w_zero_point" in m.consts else np.zeros((), w_q.dtype)
-    if w_q.ndim == 2 and m.labels.get("weight", "").endswith("transposed"):
+    if w_q.ndim == 2 and (m.took("transposed") or m.took("fake_quantized_transposed")):
         w_q, axis = w_q.T, 1 - axis % 2
     result = f"the weight is {w_q.dtype}{list(w_q.shape)}, not a 2-D matrix"
     if w_q.ndim == 2 and scale.size > 1 and axis % 2 == 0:
