@@ -3,8 +3,11 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
+from dataclasses import dataclass
+
 from fusekit.engine.matcher import Match, Miss, closest, match_variant
 from fusekit.engine.passes import order
+from fusekit.engine.rewrite import apply
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.state import IdentityMap, IdentitySet
 
@@ -18,7 +21,7 @@ def graph(nodes, inputs=("a", "b"), outputs=("y",), inits=()):
 
 
 def fusion(pattern, check=None):
-    return Fusion("F", [Variant("v", pattern)], rewrite=lambda m, e: None, check=check)
+    return Fusion("F", [Variant("v", pattern)], rewrite=lambda m, facts, emit: None, check=check)
 
 
 def run(pattern, g, check=None, anchor=-1):
@@ -122,6 +125,25 @@ def test_a_tag_used_twice_offers_the_same_labels():
                             either(x, op.Neg(x), tag="t", labels=("", "neg"))))
 
 
+def test_what_check_proves_is_what_rewrite_receives():
+    @dataclass(frozen=True)
+    class Proven:
+        scale: float
+
+    received = []
+
+    def rewrite(m, facts, emit):
+        received.append(facts)
+        return emit.Neg(m["x"])
+
+    g = graph([helper.make_node("Relu", ["a"], ["y"], name="relu")], inputs=("a",))
+    f = Fusion("F", [Variant("v", op.Relu(Var("x")))], rewrite=rewrite, check=lambda m: Proven(2.0))
+    m = match_variant(g, f, f.variants[0], g.nodes[0])
+    assert isinstance(m, Match) and m.proven == Proven(2.0)
+    apply(m)
+    assert received == [Proven(2.0)]
+
+
 def test_shared_pattern_node_is_one_graph_node_but_copies_may_differ():
     x = Var("x")
     nodes = [helper.make_node("Relu", ["a"], ["r1"], name="r1"), helper.make_node("Relu", ["a"], ["r2"], name="r2"),
@@ -153,7 +175,7 @@ def test_size_counts_sub_expressions_written_twice_once():
 
 def test_fusions_run_after_the_ones_they_name_list_order_otherwise():
     def named(name, after=()):
-        return Fusion(name, [], rewrite=lambda m, e: None, after=after)
+        return Fusion(name, [], rewrite=lambda m, facts, emit: None, after=after)
 
     a, b, c, d = named("A", after=("C",)), named("B"), named("C"), named("D", after=("A", "Absent"))
     assert [f.name for f in order([a, b, c, d])] == ["B", "C", "A", "D"]  # a name not present is no constraint

@@ -9,7 +9,7 @@ may be a graph output or feed a node outside the match.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -77,7 +77,7 @@ class Match:
     named: dict[str, gs.Node]
     graph: gs.Graph
     state: RunState  # shared by every match of one run: target, opset, caches
-    facts: dict = field(default_factory=dict)  # what check worked out, for rewrite
+    proven: Any = None  # what check returned on accepting it (its facts, or None); apply hands it to rewrite
 
     def __getitem__(self, name: str) -> gs.Tensor:
         return self.values[name]
@@ -296,7 +296,8 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     Each structural match the search yields (``_Search``) then goes through three
     decisions in turn: a match made of the fusion's own output is skipped (neither a
     candidate nor a miss); one whose inner values escape the match is refused
-    (``_escape``); and ``fusion.check`` has the last word. Every refusal is a dead end
+    (``_escape``); and ``fusion.check`` has the last word: a reason refuses, anything else
+    is what it proved, kept as ``Match.proven`` for the rewrite. Every refusal is a dead end
     of the search, so the closest of them becomes the miss.
     """
     state = RunState(target="", opset=0) if state is None else state
@@ -310,10 +311,11 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
             pieces = frozenset(t for t in variant.optional if s.tags.get(t) == 0)
             m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.labels), pieces, nodes,
                       dict(s.named), graph, state)
-            reason = fusion.check(m) if fusion.check else None
-            if not reason:
+            proven = fusion.check(m) if fusion.check else None
+            if not isinstance(proven, str):
+                m.proven = proven
                 return m
-            refusal = anchor, reason
+            refusal = anchor, proven
         search.fail(s, *refusal, complete=True)
     return _miss(fusion, variant, anchor, search)
 

@@ -48,6 +48,7 @@ MultiHeadAttention gives 0.53×).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -59,6 +60,9 @@ from .pattern import Fusion
 from .probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
 from .rewrite import MS, Emitter, Fused
 from .state import IdentityMap, IdentitySet, RunState
+
+if TYPE_CHECKING:  # what the Attention pattern proves; the engine imports no pattern
+    from ..patterns.fusions.attention import AttentionFacts
 
 FUSION = "Pack"
 
@@ -204,7 +208,8 @@ def _unfused_core(match: Match) -> Core:
         projections.update([add, *(producer(t) for t in add.inputs if producer(t) is not None)])
         inputs.append(add.outputs[0])
     nodes = IdentitySet(n for n in match.nodes if n not in projections)
-    mask = match.facts.get("mask")
+    facts: AttentionFacts = match.proven
+    mask = facts.mask
     return Core(match.anchor.name, "attention (unfused)", nodes, inputs, match.anchor.outputs[0],
                 mask.input if mask is not None else None)
 

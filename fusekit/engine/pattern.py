@@ -40,6 +40,9 @@ no optional piece is an error too.
 A :class:`Variant` is one pattern with the exporters that emit it; a :class:`Fusion`
 collects the variants of one fusion with the ``check`` and ``rewrite`` that decide and
 build it, the fusions it runs ``after``, and the nodes it ``exports`` or ``reads`` through.
+``check(match)`` returns what it proved, a small frozen dataclass declared beside it (None
+when it has nothing to hand on), or the reason it refuses, a string; ``rewrite(match, facts,
+emit)`` receives what ``check`` returned.
 
 A :class:`Rule` is a Fusion that canonicalizes (``engine.canonicalize``): it rewrites one
 spelling into the form the fusions read and builds no fused op. Neither touches a graph.
@@ -268,9 +271,11 @@ class Variant:
 class Fusion:
     """One fusion: its variants, the check that decides and the rewrite that builds.
 
-    ``check(match)`` returns ``None`` to accept or a reason string to refuse.
-    ``rewrite(match, emit)`` builds the replacement with ``emit`` and returns the
-    value that replaces the anchor's output (or a list of ``(old_value, new_value)`` pairs).
+    ``check(match)`` returns what it proved (a frozen dataclass of its own, or None when it
+    has nothing to hand on) to accept, or a reason string to refuse.
+    ``rewrite(match, facts, emit)`` receives what ``check`` returned (None without a check),
+    builds the replacement with ``emit`` and returns the value that replaces the anchor's
+    output (or a list of ``(old_value, new_value)`` pairs).
     ``targets`` lists the targets the fusion applies to; ``min_opset`` the default-domain
     opset each target's emitted form needs.
     """

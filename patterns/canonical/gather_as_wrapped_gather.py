@@ -31,7 +31,7 @@ lookup = op.Gather(Var("table", "the table"),
                           tag="select", labels=("where", "tf2onnx")))
 
 
-def check(m):
+def check(m) -> str | None:
     if m["ids"].dtype is None or not np.issubdtype(np.dtype(m["ids"].dtype), np.integer):
         return f"the indices '{m['ids'].name}' are not integers"
     if m.has("compared") and not is_float(m.node("sign_cast").outputs[0]):
@@ -47,7 +47,7 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.Gather(m["table"], m["ids"], axis=attr(m.anchor, "axis") or 0)
 
 

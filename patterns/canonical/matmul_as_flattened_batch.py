@@ -73,7 +73,7 @@ def _batch_static(x, y):
     return None if None in sizes else [max(sizes[0], sizes[2]), max(sizes[1], sizes[3])]
 
 
-def check(m):
+def check(m) -> str | None:
     x, y = m["X"], m["Y"]
     if rank(x) != 5 or rank(y) != 5 or x.shape[3] != 1 or y.shape[2] != 1:
         return f"the operands are not known to be [b0, b1, m, 1, k] and [b0, b1, 1, n, k] ({x.shape}, {y.shape})"
@@ -97,7 +97,7 @@ def _squeeze(emit, value, axis: int):
     return emit.Squeeze(value, axes=[axis])
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.MatMul(_squeeze(emit, m["X"], 3), emit.Transpose(_squeeze(emit, m["Y"], 2), perm=[0, 1, 3, 2]))
 
 

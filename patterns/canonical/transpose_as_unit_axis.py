@@ -14,7 +14,7 @@ must not be a graph output (its name would go).
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, either, op
 
-from .._common import as_transpose
+from .._common import Permutation, as_transpose
 
 x = Var("x", "the input")
 raised = op.Unsqueeze(x, _bind="unsqueeze")
@@ -27,7 +27,7 @@ def _one_axis(node, size: int):
     return None if axes is None or len(axes) != 1 else axes[0] % size
 
 
-def check(m):
+def check(m) -> Permutation | str:
     inserted = m.node("unsqueeze")
     size = len(inserted.outputs[0].shape) if inserted.outputs[0].shape is not None else None
     a = _one_axis(inserted, size) if size else None
@@ -40,8 +40,7 @@ def check(m):
     rest = [p - (p > a) for p in perm if p != a]
     if rest == sorted(rest) and is_graph_output(m.graph, m.anchor.outputs[0]):
         return f"its output '{m.anchor.outputs[0].name}' is a graph output"
-    m.facts["perm"] = rest
-    return None
+    return Permutation(tuple(rest))
 
 
 RULE = Rule(

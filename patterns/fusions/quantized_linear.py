@@ -82,7 +82,7 @@ def _input_type(m):
     return _dtype(m, "x_zero_point", m["x_q"].dtype)
 
 
-def check(m):
+def check(m) -> str | None:
     if m.state.opset < 13:
         return f"opset {m.state.opset}: per-channel DequantizeLinear needs opset 13"
     if m.const("x_scale").size != 1 or ("x_zero_point" in m.consts and m.const("x_zero_point").size != 1):
@@ -185,7 +185,7 @@ def _gelu_form(m, target: str, opset: int) -> str | None:
     return "onnx" if opset >= 20 else "erf"
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     requantizations = sum(n.op == "QuantizeLinear" for n in m.nodes) - ("y_q" in m.named) - ("w_q_node" in m.named)
     if requantizations:
         emit.note("QuantizedLinear dropped {count} requantization pairs inside fused blocks: one rounding each "
