@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -135,10 +136,17 @@ def is_dim(entry, tensor, index: int) -> bool:
     return isinstance(size, int) and entry == size
 
 
-def as_transpose(m, emit):
-    """The rewrite of a rule whose check leaves a permutation of ``x`` in ``m.facts["perm"]``:
-    that Transpose, or ``x`` itself for the identity."""
-    perm = m.facts["perm"]
+@dataclass(frozen=True)
+class Permutation:
+    """What a rule that moves axes proved: its chain is one Transpose of ``x`` by ``perm``."""
+
+    perm: tuple[int, ...]
+
+
+def as_transpose(m, facts: Permutation, emit):
+    """The rewrite of a rule whose check proves a :class:`Permutation` of ``x``: that Transpose,
+    or ``x`` itself for the identity."""
+    perm = list(facts.perm)
     return m["x"] if perm == sorted(perm) else emit.Transpose(m["x"], perm=perm)
 
 

@@ -3,8 +3,11 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
+from dataclasses import dataclass
+
 from fusekit.engine.matcher import Match, Miss, closest, match_variant
 from fusekit.engine.passes import order
+from fusekit.engine.rewrite import apply
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.state import IdentityMap, IdentitySet
 
@@ -18,7 +21,7 @@ def graph(nodes, inputs=("a", "b"), outputs=("y",), inits=()):
 
 
 def fusion(pattern, check=None):
-    return Fusion("F", [Variant("v", pattern)], rewrite=lambda m, e: None, check=check)
+    return Fusion("F", [Variant("v", pattern)], rewrite=lambda m, facts, emit: None, check=check)
 
 
 def run(pattern, g, check=None, anchor=-1):
@@ -89,6 +92,58 @@ def test_alternatives_record_their_tag_and_must_agree():
     assert isinstance(miss, Miss)
 
 
+def test_alternatives_are_asked_by_label_whatever_their_order():
+    x = Var("x")
+    g = graph([helper.make_node("Neg", ["a"], ["t"], name="neg"), helper.make_node("Relu", ["t"], ["y"], name="r")],
+              inputs=("a",))
+    for alternatives, labels in [((op.Neg(x), op.Abs(x)), ("neg", "abs")), ((op.Abs(x), op.Neg(x)), ("abs", "neg"))]:
+        m = run(op.Relu(either(*alternatives, tag="sign", labels=labels)), g)
+        assert m.took("neg") and not m.took("abs") and m.label == "v[neg]"
+        with pytest.raises(LookupError, match="no alternative labelled 'negated'"):
+            m.took("negated")  # a renamed label is an error, never a silent False
+        with pytest.raises(LookupError, match="no optional piece tagged 'sign'"):
+            m.has("sign")  # an either's alternatives are asked by label
+
+
+def test_a_label_several_tags_share_is_asked_with_its_tag():
+    x, y = Var("x"), Var("y")
+    g = graph([helper.make_node("Neg", ["a"], ["n"], name="neg"), helper.make_node("Add", ["n", "b"], ["y"], name="add")])
+
+    def negated(v, tag):
+        return either(op.Neg(v), v, tag=tag, labels=("negated", ""))
+
+    m = run(op.Add(negated(x, "left"), negated(y, "right")), g)
+    assert m.took("negated", tag="left") and not m.took("negated", tag="right")
+    with pytest.raises(LookupError, match="under the tags left, right"):
+        m.took("negated")
+
+
+def test_a_tag_used_twice_offers_the_same_labels():
+    x = Var("x")
+    with pytest.raises(ValueError, match="the tag 't' is used by two different choices"):
+        Variant("v", op.Mul(either(op.Neg(x), x, tag="t", labels=("neg", "")),
+                            either(x, op.Neg(x), tag="t", labels=("", "neg"))))
+
+
+def test_what_check_proves_is_what_rewrite_receives():
+    @dataclass(frozen=True)
+    class Proven:
+        scale: float
+
+    received = []
+
+    def rewrite(m, facts, emit):
+        received.append(facts)
+        return emit.Neg(m["x"])
+
+    g = graph([helper.make_node("Relu", ["a"], ["y"], name="relu")], inputs=("a",))
+    f = Fusion("F", [Variant("v", op.Relu(Var("x")))], rewrite=rewrite, check=lambda m: Proven(2.0))
+    m = match_variant(g, f, f.variants[0], g.nodes[0])
+    assert isinstance(m, Match) and m.proven == Proven(2.0)
+    apply(m)
+    assert received == [Proven(2.0)]
+
+
 def test_shared_pattern_node_is_one_graph_node_but_copies_may_differ():
     x = Var("x")
     nodes = [helper.make_node("Relu", ["a"], ["r1"], name="r1"), helper.make_node("Relu", ["a"], ["r2"], name="r2"),
@@ -120,7 +175,7 @@ def test_size_counts_sub_expressions_written_twice_once():
 
 def test_fusions_run_after_the_ones_they_name_list_order_otherwise():
     def named(name, after=()):
-        return Fusion(name, [], rewrite=lambda m, e: None, after=after)
+        return Fusion(name, [], rewrite=lambda m, facts, emit: None, after=after)
 
     a, b, c, d = named("A", after=("C",)), named("B"), named("C"), named("D", after=("A", "Absent"))
     assert [f.name for f in order([a, b, c, d])] == ["B", "C", "A", "D"]  # a name not present is no constraint

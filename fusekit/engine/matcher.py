@@ -9,7 +9,7 @@ may be a graph output or feed a node outside the match.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -71,13 +71,13 @@ class Match:
     anchor: gs.Node
     values: dict[str, gs.Tensor]
     consts: dict[str, np.ndarray]
-    tags: dict[str, int]
-    labels: dict[str, str]
+    labels: dict[str, str]  # tag -> the label of the alternative it took
+    pieces: frozenset[str]  # the tags of the optional pieces present
     nodes: list[gs.Node]
     named: dict[str, gs.Node]
     graph: gs.Graph
     state: RunState  # shared by every match of one run: target, opset, caches
-    facts: dict = field(default_factory=dict)  # what check worked out, for rewrite
+    proven: Any = None  # what check returned on accepting it (its facts, or None); apply hands it to rewrite
 
     def __getitem__(self, name: str) -> gs.Tensor:
         return self.values[name]
@@ -89,8 +89,21 @@ class Match:
         return self.named[name]
 
     def has(self, tag: str) -> bool:
-        """Whether the optional piece ``tag`` (see ``maybe``) is present."""
-        return self.tags.get(tag) == 0
+        """Whether the optional piece ``tag`` (see ``maybe``) is present; a tag no variant of the
+        fusion gives an optional piece is an error."""
+        if not any(tag in v.optional for v in self.fusion.variants):
+            raise LookupError(f"{self.fusion.name} has no optional piece tagged '{tag}'")
+        return tag in self.pieces
+
+    def took(self, label: str, tag: str | None = None) -> bool:
+        """Whether the match took the alternative labelled ``label`` (of ``tag``, where several
+        tags share the label). A label no variant of the fusion has is an error, so a check never
+        asks for an alternative that was renamed or reordered away."""
+        owner = self.variant.choice(label, tag) if label else None
+        if owner is None and not (label and any(v.choice(label, tag) for v in self.fusion.variants)):
+            under = f" under the tag '{tag}'" if tag else ""
+            raise LookupError(f"{self.fusion.name} has no alternative labelled '{label}'{under}")
+        return owner is not None and self.labels.get(owner) == label
 
     @property
     def label(self) -> str:
@@ -100,7 +113,9 @@ class Match:
 
 
 @dataclass(frozen=True)
-class _State:
+class _Bindings:
+    """What one search has bound so far, down one path of its backtracking; extending it makes a new one."""
+
     values: dict = field(default_factory=dict)
     consts: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)  # tag -> index of the alternative taken
@@ -108,9 +123,9 @@ class _State:
     nodes: dict = field(default_factory=dict)  # pattern Op (hashed by identity) -> graph node
     named: dict = field(default_factory=dict)
 
-    def extend(self, **changes) -> "_State":
+    def extend(self, **changes) -> "_Bindings":
         merged = {k: {**getattr(self, k), **v} for k, v in changes.items()}
-        return _State(**{**self.__dict__, **merged})
+        return _Bindings(**{**self.__dict__, **merged})
 
     def graph_nodes(self) -> list[gs.Node]:
         """The graph nodes matched so far, each once (one graph node may match several pattern Ops)."""
@@ -122,10 +137,10 @@ class _Search:
 
     def __init__(self, graph: gs.Graph):
         self.graph = graph
-        self.best: tuple[_State, gs.Node | None, str, bool] | None = None
+        self.best: tuple[_Bindings, gs.Node | None, str, bool] | None = None
         self.best_key = (-1, -1, -1)
 
-    def fail(self, state: _State, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
+    def fail(self, s: _Bindings, node: gs.Node | None, reason: str, reached: bool = True, complete: bool = False):
         """Note a dead end at ``node``; the closest is kept, by the first two terms of
         ``Miss.closeness`` (complete, then nodes matched), then by whether ``node`` was the op
         expected (an attribute it failed says more than an optional Cast it lacks); the first
@@ -135,11 +150,11 @@ class _Search:
         refusal after the whole shape matched (a check, an outside use), which is closer
         than any structural dead end.
         """
-        key = (int(complete), len(state.graph_nodes()), int(reached))
+        key = (int(complete), len(s.graph_nodes()), int(reached))
         if key > self.best_key:
-            self.best, self.best_key = (state, node, reason, reached), key
+            self.best, self.best_key = (s, node, reason, reached), key
 
-    def match(self, p: Pattern, t: gs.Tensor, s: _State) -> Iterator[_State]:
+    def match(self, p: Pattern, t: gs.Tensor, s: _Bindings) -> Iterator[_Bindings]:
         if isinstance(p, Op):
             yield from self._op(p, t, s)
         elif isinstance(p, Var):
@@ -155,7 +170,7 @@ class _Search:
         else:
             raise TypeError(f"not a pattern: {p!r}")
 
-    def _var(self, p: Var, t: gs.Tensor, s: _State):
+    def _var(self, p: Var, t: gs.Tensor, s: _Bindings):
         bound = s.values.get(p.name)
         if bound is None:
             yield s.extend(values={p.name: t})
@@ -164,7 +179,7 @@ class _Search:
         else:
             self.fail(s, producer(t), f"{p.label or p.name} must be one value, but is both '{bound.name}' and '{t.name}'")
 
-    def _const(self, p: Const, t: gs.Tensor, s: _State):
+    def _const(self, p: Const, t: gs.Tensor, s: _Bindings):
         value = const_value(t)
         if value is None:
             self.fail(s, producer(t), f"{p.describe()} is not a constant: it is {describe_origin(t)}")
@@ -181,7 +196,7 @@ class _Search:
         else:
             yield s.extend(values={p.name: t}, consts={p.name: value})
 
-    def _op(self, p: Op, t: gs.Tensor, s: _State):
+    def _op(self, p: Op, t: gs.Tensor, s: _Bindings):
         node = producer(t)
         if node is None or node.op != p.op_type or (node.domain or "") != p.domain:
             found = describe_origin(t) if node is None else f"{node.op} '{node.name}'"
@@ -228,7 +243,7 @@ class _Search:
                 return f"{node.op} '{node.name}' has {name}={have}, expected {want}"
         return None
 
-    def _all(self, patterns, tensors, s: _State):
+    def _all(self, patterns, tensors, s: _Bindings):
         if not patterns:
             yield s
             return
@@ -281,34 +296,37 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     Each structural match the search yields (``_Search``) then goes through three
     decisions in turn: a match made of the fusion's own output is skipped (neither a
     candidate nor a miss); one whose inner values escape the match is refused
-    (``_escape``); and ``fusion.check`` has the last word. Every refusal is a dead end
+    (``_escape``); and ``fusion.check`` has the last word: a reason refuses, anything else
+    is what it proved, kept as ``Match.proven`` for the rewrite. Every refusal is a dead end
     of the search, so the closest of them becomes the miss.
     """
     state = RunState(target="", opset=0) if state is None else state
     search = _Search(graph)
-    for s in search.match(variant.pattern, anchor.outputs[0], _State()):
+    for s in search.match(variant.pattern, anchor.outputs[0], _Bindings()):
         nodes = _replaced(fusion, s)
         if any(state.made_by(fusion.name, n) for n in nodes):
             continue  # its own output: not a candidate, not a miss
         refusal = _escape_of(graph, fusion, variant, anchor, s, nodes)
         if refusal is None:
-            m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.tags), dict(s.labels), nodes,
+            pieces = frozenset(t for t in variant.optional if s.tags.get(t) == 0)
+            m = Match(fusion, variant, anchor, dict(s.values), dict(s.consts), dict(s.labels), pieces, nodes,
                       dict(s.named), graph, state)
-            reason = fusion.check(m) if fusion.check else None
-            if not reason:
+            proven = fusion.check(m) if fusion.check else None
+            if not isinstance(proven, str):
+                m.proven = proven
                 return m
-            refusal = anchor, reason
+            refusal = anchor, proven
         search.fail(s, *refusal, complete=True)
     return _miss(fusion, variant, anchor, search)
 
 
-def _replaced(fusion: Fusion, s: _State) -> list[gs.Node]:
+def _replaced(fusion: Fusion, s: _Bindings) -> list[gs.Node]:
     """The matched graph nodes the rewrite replaces: all but those it reads through (``Fusion.reads``)."""
     through = IdentitySet(s.named[n] for n in fusion.reads if n in s.named)
     return [n for n in s.graph_nodes() if n not in through]
 
 
-def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node, s: _State,
+def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Node, s: _Bindings,
                nodes: list[gs.Node]) -> tuple[gs.Node, str] | None:
     """Where the match's inner values are needed outside it, if anywhere; bound values the
     replacement reads (all but ``shape_only`` ones) stay alive for their other users."""
@@ -319,10 +337,10 @@ def _escape_of(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.Nod
 
 def _miss(fusion: Fusion, variant: Variant, anchor: gs.Node, search: _Search) -> Miss:
     """The search's closest dead end as a :class:`Miss`."""
-    state, at, reason, reached = search.best or (_State(), anchor, "no alternative applies", False)
-    nodes = state.graph_nodes()
+    bindings, at, reason, reached = search.best or (_Bindings(), anchor, "no alternative applies", False)
+    nodes = bindings.graph_nodes()
     return Miss(fusion=fusion.name, variant=variant.name, anchor=anchor.name, anchor_op=anchor.op,
-                matched=len(nodes), total=variant.pattern.size(state.tags),
+                matched=len(nodes), total=variant.pattern.size(bindings.tags),
                 at=at.name if at is not None else None, reason=reason,
                 nodes=[n.name for n in nodes], ops=[n.op for n in nodes],
                 at_op=at.op if at is not None and reached else None, complete=search.best_key[0] == 1)

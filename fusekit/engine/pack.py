@@ -48,6 +48,7 @@ MultiHeadAttention gives 0.53×).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -59,6 +60,9 @@ from .pattern import Fusion
 from .probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
 from .rewrite import MS, Emitter, Fused
 from .state import IdentityMap, IdentitySet, RunState
+
+if TYPE_CHECKING:  # what the Attention pattern proves; the engine imports no pattern
+    from ..patterns.fusions.attention import AttentionFacts
 
 FUSION = "Pack"
 
@@ -204,7 +208,8 @@ def _unfused_core(match: Match) -> Core:
         projections.update([add, *(producer(t) for t in add.inputs if producer(t) is not None)])
         inputs.append(add.outputs[0])
     nodes = IdentitySet(n for n in match.nodes if n not in projections)
-    mask = match.facts.get("mask")
+    facts: AttentionFacts = match.proven
+    mask = facts.mask
     return Core(match.anchor.name, "attention (unfused)", nodes, inputs, match.anchor.outputs[0],
                 mask.input if mask is not None else None)
 
@@ -217,7 +222,7 @@ def find_cores(graph: gs.Graph, state: RunState, attention: Fusion) -> list[Core
         if node.op == "Attention" and node.domain == MS:
             cores.append(_ms_core(graph, node))
         elif node.op == "Attention" and not node.domain:
-            cores.append(_onnx_core(graph, node, state.masks))
+            cores.append(_onnx_core(graph, node, state.probes))
     for node in reversed(list(graph.nodes)):
         if node.op != "Reshape" or node in taken:
             continue
@@ -315,7 +320,7 @@ def _bias_reason(graph: gs.Graph, core: Core, packed: IdentitySet, state: RunSta
         return None
     hidden = [ShapeOnly(t, "the hidden states", lambda batch, seq, width=width: (batch, seq, width))
               for t in packed if (width := _width(t))]
-    proof = position_bias(graph, core.bias, state.masks, core.heads, hidden)
+    proof = position_bias(graph, core.bias, state.probes, core.heads, hidden)
     return f"its bias '{core.bias.name}' is not a position bias ({proof})" if isinstance(proof, str) else None
 
 

@@ -16,9 +16,11 @@ A pattern is a small expression tree. Everything the language has:
                                        absent ones read as the defaults ``graph.ATTRIBUTE_DEFAULTS`` lists
     op.Gelu(v, _domain="com.microsoft")  the node's domain (default: the ONNX domain)
     op.MatMul(a, b, _bind="matmul")    names the node, for ``match.node("matmul")``
-    either(a, b, tag="t", labels=…)    the first alternative that matches; ``tag`` records which
-                                       (``match.tags``), a tag used twice takes the same branch
-                                       everywhere, and labels name the variant in reports
+    either(a, b, tag="t", labels=…)    the first alternative that matches; ``tag`` records which,
+                                       a tag used twice takes the same branch everywhere (and must
+                                       offer the same labels), and labels name the variant in
+                                       reports; ``match.took("label")`` tells whether the match took
+                                       that alternative
     maybe(wrap, x, tag, present, absent)
                                        ``wrap(x)`` or just ``x``; ``match.has(tag)`` tells which
 
@@ -27,9 +29,21 @@ domain) match their inputs in either order. The same pattern object used twice m
 the same graph node (a shared sub-expression); two separate objects may match two nodes
 that compute the same thing (an exporter that emitted ``x - mean`` twice).
 
+Checks ask which alternative matched by its label, never by its place in the ``either``:
+``took`` of a label no variant of the fusion has is an error, and a label that several tags of
+one variant share (Q, K and V each have a ``bias_after_split``) is asked with its tag,
+``match.took("bias_after_split", tag="q_bias")``. Reordering the alternatives, or adding one,
+cannot change what a check reads. An optional piece (``maybe``) is asked by its tag,
+``match.has("remask")``: there is nothing else to ask about it, and ``has`` of a tag that is
+no optional piece is an error too.
+
 A :class:`Variant` is one pattern with the exporters that emit it; a :class:`Fusion`
 collects the variants of one fusion with the ``check`` and ``rewrite`` that decide and
 build it, the fusions it runs ``after``, and the nodes it ``exports`` or ``reads`` through.
+``check(match)`` returns what it proved, a small frozen dataclass declared beside it (None
+when it has nothing to hand on), or the reason it refuses, a string; ``rewrite(match, facts,
+emit)`` receives what ``check`` returned.
+
 A :class:`Rule` is a Fusion that canonicalizes (``engine.canonicalize``): it rewrites one
 spelling into the form the fusions read and builds no fused op. Neither touches a graph.
 """
@@ -160,6 +174,7 @@ class Or(Pattern):
     alternatives: tuple[Pattern, ...]
     labels: tuple[str, ...]
     tag: str | None = None
+    optional: bool = False  # made by ``maybe``: a piece, then its absence; asked by ``has``, not by label
 
     def __repr__(self):
         return " | ".join(map(repr, self.alternatives))
@@ -187,7 +202,7 @@ def either(*alternatives: Pattern, tag: str | None = None, labels: tuple[str, ..
 def maybe(wrap: Callable[[Pattern], Pattern], inner: Pattern, tag: str, present: str = "", absent: str = "") -> Or:
     """``wrap(inner)`` or just ``inner``; ``match.has(tag)`` tells which. The labels
     (empty: not shown) name the variant in reports, e.g. ``absent="no_beta"``."""
-    return Or((wrap(inner), inner), (present, absent), tag)
+    return Or((wrap(inner), inner), (present, absent), tag, optional=True)
 
 
 class _OpBuilder:
@@ -208,6 +223,23 @@ class _OpBuilder:
 op = _OpBuilder()
 
 
+def choices(p: Pattern, found: dict | None = None, seen: set | None = None) -> dict[str, Or]:
+    """Every tagged alternative in a pattern, by tag. A tag used twice takes the same branch
+    everywhere, so both uses must offer the same labels, and both be ``maybe`` or ``either``."""
+    found = {} if found is None else found
+    seen = set() if seen is None else seen
+    if p in seen:
+        return found
+    seen.add(p)
+    if isinstance(p, Or) and p.tag:
+        first = found.setdefault(p.tag, p)
+        if (first.labels, first.optional) != (p.labels, p.optional):
+            raise ValueError(f"the tag '{p.tag}' is used by two different choices: {first.labels} and {p.labels}")
+    for child in getattr(p, "inputs", ()) or getattr(p, "alternatives", ()):
+        choices(child, found, seen)
+    return found
+
+
 @dataclass
 class Variant:
     """One graph shape a fusion recognises, and the exporters that emit it."""
@@ -215,15 +247,35 @@ class Variant:
     name: str
     pattern: Pattern
     exporters: str = ""
+    choices: dict[str, Or] = field(init=False, repr=False)  # its tagged alternatives, by tag (checked consistent)
+
+    def __post_init__(self):
+        self.choices = choices(self.pattern)
+
+    @property
+    def optional(self) -> set[str]:
+        """The tags of its optional pieces (``maybe``)."""
+        return {tag for tag, o in self.choices.items() if o.optional}
+
+    def choice(self, label: str, tag: str | None = None) -> str | None:
+        """The tag whose alternative ``label`` is (among ``tag``'s, where given); None where none is.
+        A label several tags share, asked without its tag, is an error: it would ask for any of them."""
+        tags = [t for t, o in self.choices.items() if not o.optional and label in o.labels and tag in (None, t)]
+        if len(tags) > 1:
+            raise LookupError(f"the variant '{self.name}' has an alternative labelled '{label}' under the tags "
+                              f"{', '.join(tags)}: ask with one of them")
+        return tags[0] if tags else None
 
 
 @dataclass
 class Fusion:
     """One fusion: its variants, the check that decides and the rewrite that builds.
 
-    ``check(match)`` returns ``None`` to accept or a reason string to refuse.
-    ``rewrite(match, emit)`` builds the replacement with ``emit`` and returns the
-    value that replaces the anchor's output (or a list of ``(old_value, new_value)`` pairs).
+    ``check(match)`` returns what it proved (a frozen dataclass of its own, or None when it
+    has nothing to hand on) to accept, or a reason string to refuse.
+    ``rewrite(match, facts, emit)`` receives what ``check`` returned (None without a check),
+    builds the replacement with ``emit`` and returns the value that replaces the anchor's
+    output (or a list of ``(old_value, new_value)`` pairs).
     ``targets`` lists the targets the fusion applies to; ``min_opset`` the default-domain
     opset each target's emitted form needs.
     """

@@ -200,7 +200,7 @@ def _bypass(old: gs.Tensor, new: gs.Tensor):
 def apply(match: Match) -> Fused:
     emit = Emitter(match.graph, match.state, match.anchor.name or match.fusion.name, match.nodes)
     replaced = [(n.name, n.op) for n in match.nodes]
-    result = match.fusion.rewrite(match, emit)
+    result = match.fusion.rewrite(match, match.proven, emit)
     # what a fusion built is never its own candidate again (a lowered form that reads as the pattern)
     match.state.record(match.fusion.name, emit.made)
     replacements = result if isinstance(result, list) else [(match.anchor.outputs[0], result)]

@@ -8,7 +8,7 @@ stays theirs for as long as it is there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, Iterable, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -97,10 +97,17 @@ class RunState:
     constants: dict[tuple, gs.Constant] = field(default_factory=dict)  # small constants, one per value (Emitter.small)
     functions: dict[tuple[str, str], onnx.FunctionProto] = field(default_factory=dict)  # called functions (Emitter.call)
     # caches of facts the patterns work out once per run
-    masks: dict[str, object] = field(default_factory=dict)  # mask value name -> what it computes (patterns/attention)
-    positions: dict[tuple, object] = field(default_factory=dict)  # position terms proven to be table rows (patterns/embed_layer_norm)
+    probes: dict[tuple, object] = field(default_factory=dict)  # what probing found a mask or bias computes (engine.probe)
     spans: IdentityMap[gs.Tensor, bool] = field(default_factory=IdentityMap)  # batch×sequence proofs (graph.spans_batch_and_sequence)
-    int8_weights: IdentityMap[gs.Node, object] = field(default_factory=IdentityMap)  # weights evaluated by check (patterns/quantized_linear)
+    memos: dict[str, object] = field(default_factory=dict)  # each pattern's own caches, by the module that owns it (memo)
+
+    def memo(self, owner: str, make: Callable[[], V]) -> V:
+        """The cache ``owner`` (a pattern's module, by ``__name__``) keeps for this run, made by
+        ``make`` on first use: what its check works out once for several matches (a weight
+        evaluated for every variant that reads it)."""
+        if owner not in self.memos:
+            self.memos[owner] = make()
+        return self.memos[owner]
 
     def made_by(self, fusion: str, node: gs.Node) -> bool:
         """Whether ``fusion``'s rewrites built ``node``."""

@@ -24,7 +24,7 @@ dense = op.Reshape(op.MatMul(flat, Const("weight", label="the weight")), Var("sh
 
 
 
-def check(m):
+def check(m) -> str | None:
     found = flattened_dense(m, "KN")
     if isinstance(found, str):
         return found
@@ -35,7 +35,7 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.MatMul(m["x"], m["weight"])
 
 

@@ -17,12 +17,12 @@ be known.
 import numpy as np
 
 from fusekit.engine.graph import attr
-from fusekit.engine.pattern import Const, Rule, Var, Variant, either, op
+from fusekit.engine.pattern import Const, Rule, Var, Variant, either, maybe, op
 
 from .._common import is_float
 
 ids = Var("ids", "the indices")
-negative = op.Less(either(op.Cast(ids, _bind="sign_cast"), ids, tag="compared"), Const(value=0))
+negative = op.Less(maybe(lambda v: op.Cast(v, _bind="sign_cast"), ids, tag="compared"), Const(value=0))
 wrapped = op.Add(ids, Const("n", label="the wrap length"))
 lookup = op.Gather(Var("table", "the table"),
                    either(op.Where(negative, wrapped, ids),
@@ -31,7 +31,7 @@ lookup = op.Gather(Var("table", "the table"),
                           tag="select", labels=("where", "tf2onnx")))
 
 
-def check(m):
+def check(m) -> str | None:
     if m["ids"].dtype is None or not np.issubdtype(np.dtype(m["ids"].dtype), np.integer):
         return f"the indices '{m['ids'].name}' are not integers"
     if m.has("compared") and not is_float(m.node("sign_cast").outputs[0]):
@@ -47,7 +47,7 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.Gather(m["table"], m["ids"], axis=attr(m.anchor, "axis") or 0)
 
 

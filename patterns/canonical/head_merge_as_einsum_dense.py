@@ -14,6 +14,8 @@ make row (b, s) the [N·h] vector c[b, :, s, :] read row-major; Gemm with transB
 and no C multiplies each row by Wᵀ as MatMul does; the unflatten puts row (b, s) back
 at (b, s). The Gemm needs N·h = K, and so does the ``[0, 0, K]`` Reshape.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from fusekit.engine import shapes
@@ -28,7 +30,14 @@ product = op.Gemm(op.Reshape(spread, Var("flat", "the flatten", shape_only=True)
 merged = op.Squeeze(op.Reshape(product, Var("unflat", "the unflatten", shape_only=True)), axes=[3, 4])
 
 
-def check(m):
+@dataclass(frozen=True)
+class HeadMergeAsEinsumDenseFacts:
+    """What check proved, for rewrite."""
+
+    weight: np.ndarray  # Wᵀ, [K, E]: what the MatMul multiplies by
+
+
+def check(m) -> HeadMergeAsEinsumDenseFacts | str:
     gemm = m.node("gemm")
     if attr(gemm, "alpha") not in (None, 1.0) or attr(gemm, "transA") not in (None, 0) or len(gemm.inputs) > 2:
         return "the Gemm scales, transposes its input or adds a C"
@@ -52,15 +61,14 @@ def check(m):
         return "the flatten is not (-1, the heads times the head size)"
     if shapes.entries(m["unflat"]) != [dim(spread_out, 0), dim(spread_out, 1), e, 1, 1]:
         return f"the unflatten is not (the batch and sequence, {e}, 1, 1)"
-    m.facts["weight"] = np.ascontiguousarray(w.T)
-    return None
+    return HeadMergeAsEinsumDenseFacts(np.ascontiguousarray(w.T))
 
 
-def rewrite(m, emit):
-    k = m.facts["weight"].shape[0]
+def rewrite(m, facts: HeadMergeAsEinsumDenseFacts, emit):
+    k = facts.weight.shape[0]
     heads = emit.Transpose(m["c"], perm=[0, 2, 1, 3])
     return emit.MatMul(emit.Reshape(heads, emit.small(np.array([0, 0, k], np.int64))),
-                       emit.const("weight", m.facts["weight"]))
+                       emit.const("weight", facts.weight))
 
 
 RULE = Rule(

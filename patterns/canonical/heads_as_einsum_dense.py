@@ -14,6 +14,8 @@ with transB and α = 1 multiplies each by Wᵀ as MatMul does; the unflatten put
 (b, s), and a Reshape to ``[0, 0, heads, size]`` (0 copies the dimension) is the unflatten
 and the Squeeze in one.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from fusekit.engine.graph import attr
@@ -41,7 +43,14 @@ product = op.Gemm(flat, Const("weight", label="the weight"), transB=1, alpha=_pl
 heads = op.Squeeze(op.Reshape(product, Var("shape", "the unflatten's shape", shape_only=True)), _bind="squeeze")
 
 
-def check(m):
+@dataclass(frozen=True)
+class HeadsAsEinsumDenseFacts:
+    """What check proved, for rewrite."""
+
+    sizes: tuple[int, ...]  # the head split's sizes after batch and sequence, the squeezed 1s left out
+
+
+def check(m) -> HeadsAsEinsumDenseFacts | str:
     found = flattened_dense(m, "NK")
     if isinstance(found, str):
         return found
@@ -53,13 +62,12 @@ def check(m):
     squeezed = sorted(a % len(shape) for a in attr(m.node("squeeze"), "axes") or [])
     if not squeezed or any(a < 2 or shape[a] != 1 for a in squeezed):
         return f"the Squeeze removes axes {squeezed}, not only size-1 axes after batch and sequence"
-    m.facts["sizes"] = [e for i, e in enumerate(shape) if i >= 2 and i not in squeezed]
-    return None
+    return HeadsAsEinsumDenseFacts(tuple(e for i, e in enumerate(shape) if i >= 2 and i not in squeezed))
 
 
-def rewrite(m, emit):
+def rewrite(m, facts: HeadsAsEinsumDenseFacts, emit):
     weight = emit.const("weight", np.ascontiguousarray(m.const("weight").T))
-    return emit.Reshape(emit.MatMul(m["x"], weight), emit.small(np.array([0, 0, *m.facts["sizes"]], np.int64)))
+    return emit.Reshape(emit.MatMul(m["x"], weight), emit.small(np.array([0, 0, *facts.sizes], np.int64)))
 
 
 RULE = Rule(

@@ -12,6 +12,8 @@ Any equation ``P C, C e -> P e`` is read (P kept letters, C contracted letters a
 end of x and the start of W, in one order, e one output letter); with one contracted
 letter no Reshape is needed. x's rank must be known to be |P| + |C|.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from fusekit.engine.graph import rank
@@ -42,7 +44,14 @@ def _projection(equation, node):
 projection = op.Einsum(Var("x", "the input"), Const("weight", label="the weight"), equation=_projection)
 
 
-def check(m):
+@dataclass(frozen=True)
+class MatMulAsEinsumFacts:
+    """What check proved, for rewrite."""
+
+    kept: int  # how many leading axes of x the product keeps (|P|)
+
+
+def check(m) -> MatMulAsEinsumFacts | str:
     equation = m.anchor.attrs["equation"]
     kept, contracted, _ = split(equation if isinstance(equation, str) else equation.decode())
     weight = m.const("weight")
@@ -53,16 +62,15 @@ def check(m):
     dims = list(m["x"].shape)[len(kept):]
     if any(isinstance(d, int) and d != w for d, w in zip(dims, weight.shape)):
         return f"the input's contracted axes {dims} do not match the weight's {list(weight.shape[:-1])}"
-    m.facts["kept"] = len(kept)
-    return None
+    return MatMulAsEinsumFacts(len(kept))
 
 
-def rewrite(m, emit):
+def rewrite(m, facts: MatMulAsEinsumFacts, emit):
     weight = m.const("weight")
     width = int(np.prod(weight.shape[:-1]))
     x = m["x"]
     if weight.ndim > 2:
-        x = emit.Reshape(x, emit.small(np.array([0] * m.facts["kept"] + [width], np.int64)))
+        x = emit.Reshape(x, emit.small(np.array([0] * facts.kept + [width], np.int64)))
     return emit.MatMul(x, emit.const("weight", np.ascontiguousarray(weight.reshape(width, weight.shape[-1]))))
 
 

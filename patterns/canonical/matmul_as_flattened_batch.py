@@ -35,7 +35,7 @@ def _flatten_reason(vector, tensor, what: str) -> str | None:
     return None if shapes.entries(vector) == expected else f"{what} is not (its batch axes' product, -1, its last axis)"
 
 
-def check(m):
+def check(m) -> str | None:
     x, y = m["X"], m["Y"]
     if rank(x) != 5 or rank(y) != 5 or x.shape[3] != 1 or y.shape[2] != 1:
         return f"the operands are not known to be [b0, b1, m, 1, k] and [b0, b1, 1, n, k] ({x.shape}, {y.shape})"
@@ -54,7 +54,7 @@ def _squeeze(emit, value, axis: int):
     return emit.Squeeze(value, axes=[axis])
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.MatMul(_squeeze(emit, m["X"], 3), emit.Transpose(_squeeze(emit, m["Y"], 2), perm=[0, 1, 3, 2]))
 
 

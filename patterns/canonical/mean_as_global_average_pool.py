@@ -19,7 +19,7 @@ from fusekit.engine.pattern import Rule, Var, Variant, op
 from .._common import is_float
 
 
-def check(m):
+def check(m) -> str | None:
     r = rank(m["x"])
     if r is None:
         return "the input's rank is unknown, so the axes it averages over are unknown"
@@ -30,7 +30,7 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     if emit.opset >= 18:  # ReduceMean's axes became an input
         return emit.ReduceMean(m["x"], emit.small(np.array([-1], np.int64)), keepdims=1)
     return emit.ReduceMean(m["x"], axes=[-1], keepdims=1)

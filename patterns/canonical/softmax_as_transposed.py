@@ -25,7 +25,7 @@ normalized = op.Softmax(either(op.Add(product, Var("m", "the added mask")), prod
 transposed = op.Transpose(normalized, perm=SWAP)
 
 
-def check(m):
+def check(m) -> str | None:
     axis = attr(m.node("softmax"), "axis")
     if m.state.opset < 13:
         return f"below opset 13 Softmax normalizes over all axes from {axis}, not one"
@@ -46,7 +46,7 @@ def _swapped(emit, value):
     return before.inputs[0] if perm == sorted(perm) else emit.Transpose(before.inputs[0], perm=perm)
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     scores = emit.MatMul(_swapped(emit, m["b"]), _swapped(emit, m["a"]))
     if "m" in m.values:
         scores = emit.Add(scores, _swapped(emit, m["m"]))

@@ -16,13 +16,13 @@ from .._common import is_float
 negated = op.Add(op.Mul(op.Neg(Var("m", "the negated value")), Var("g", "the factor")), Var("b", "the addend"))
 
 
-def check(m):
+def check(m) -> str | None:
     if not is_float(m["m"]):
         return f"the negated value has type {m['m'].dtype}, not a floating type (−x·g + b wraps otherwise)"
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.Sub(m["b"], emit.Mul(m["m"], m["g"]))
 
 

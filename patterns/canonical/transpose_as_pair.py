@@ -9,20 +9,19 @@ stays for any other reader.
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
 
-from .._common import as_transpose
+from .._common import Permutation, as_transpose
 
 pair = op.Transpose(op.Transpose(Var("x", "the input"), _bind="first"))
 
 
-def check(m):
+def check(m) -> Permutation | str:
     p, q = attr(m.node("first"), "perm"), attr(m.anchor, "perm")
     if p is None or q is None or len(p) != len(q):
         return "a Transpose without an explicit permutation of the same rank"
     composed = [p[i] for i in q]
     if composed == sorted(composed) and is_graph_output(m.graph, m.anchor.outputs[0]):
         return f"its output '{m.anchor.outputs[0].name}' is a graph output"
-    m.facts["perm"] = composed
-    return None
+    return Permutation(tuple(composed))
 
 
 RULE = Rule(

@@ -14,7 +14,7 @@ must not be a graph output (its name would go).
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, either, op
 
-from .._common import as_transpose
+from .._common import Permutation, as_transpose
 
 x = Var("x", "the input")
 raised = op.Unsqueeze(x, _bind="unsqueeze")
@@ -27,21 +27,20 @@ def _one_axis(node, size: int):
     return None if axes is None or len(axes) != 1 else axes[0] % size
 
 
-def check(m):
+def check(m) -> Permutation | str:
     inserted = m.node("unsqueeze")
     size = len(inserted.outputs[0].shape) if inserted.outputs[0].shape is not None else None
     a = _one_axis(inserted, size) if size else None
     b = _one_axis(m.anchor, size) if size else None
     if a is None or b is None:
         return "the Unsqueeze and the Squeeze do not each move one axis of a known rank"
-    perm = list(attr(m.node("transpose"), "perm") or []) if m.tags.get("moved") == 0 else list(range(size))
+    perm = list(attr(m.node("transpose"), "perm") or []) if m.took("transposed") else list(range(size))
     if sorted(perm) != list(range(size)) or perm[b] != a:
         return f"the Squeeze removes axis {b}, not the inserted axis {a} (perm {perm})"
     rest = [p - (p > a) for p in perm if p != a]
     if rest == sorted(rest) and is_graph_output(m.graph, m.anchor.outputs[0]):
         return f"its output '{m.anchor.outputs[0].name}' is a graph output"
-    m.facts["perm"] = rest
-    return None
+    return Permutation(tuple(rest))
 
 
 RULE = Rule(

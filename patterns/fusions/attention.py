@@ -62,6 +62,8 @@ bias as ``attention_bias`` (0.58–0.88× the unfused time on ORT CPU); ``onnx``
 Attention (opset 23) on one packed projection, the bias added to its float mask;
 ``openvino`` none: its CPU plugin fuses the unfused chain itself.
 """
+from dataclasses import dataclass
+
 import numpy as np
 from onnx import TensorProto
 
@@ -221,10 +223,10 @@ def _scale(m) -> float | str:
 def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
     """What one term added to the scores is: a key padding mask or a position bias."""
     scores = m.node("scores").outputs[0]
-    mask = key_padding_mask(m.graph, value, m.state.masks, scores, heads)
+    mask = key_padding_mask(m.graph, value, m.state.probes, scores, heads)
     if not isinstance(mask, str):
         return mask
-    bias = position_bias(m.graph, value, m.state.masks, heads)
+    bias = position_bias(m.graph, value, m.state.probes, heads)
     if not isinstance(bias, str):
         return bias
     return f"'{value.name}' added to the scores is neither a key padding mask ({mask}) nor a position bias ({bias})"
@@ -232,7 +234,7 @@ def _term(m, value, heads: int) -> KeyPaddingMask | PositionBias | str:
 
 def _selector(m, name: str, heads: int, what: str) -> KeyPattern | str:
     """``name`` read as 1 at the kept keys and 0 at the padded ones of a 2-D mask input."""
-    found = key_pattern(m.graph, m[name], m.state.masks, m.node("scores").outputs[0], heads)
+    found = key_pattern(m.graph, m[name], m.state.probes, m.node("scores").outputs[0], heads)
     if isinstance(found, str):
         return found
     if (found.kept, found.padded) != (1.0, 0.0):
@@ -245,7 +247,7 @@ def _selected(m, heads: int) -> KeyPaddingMask | str:
     added fill gives those keys the same probability 0 whenever a row keeps a key."""
     scores = m.node("scores").outputs[0]
     if "padded_keys" in m.values:  # masked_fill: the fill value where the condition holds
-        found = key_pattern(m.graph, m["padded_keys"], m.state.masks, scores, heads)
+        found = key_pattern(m.graph, m["padded_keys"], m.state.probes, scores, heads)
         if isinstance(found, str):
             return found
         if (found.kept, found.padded) != (0.0, 1.0):
@@ -257,7 +259,7 @@ def _selected(m, heads: int) -> KeyPaddingMask | str:
     keep = _selector(m, "kept_keys", heads, "the selector of the scores")
     if isinstance(keep, str):
         return keep
-    fill = key_pattern(m.graph, m["padded_fill"], m.state.masks, scores, heads)
+    fill = key_pattern(m.graph, m["padded_fill"], m.state.probes, scores, heads)
     if isinstance(fill, str):
         return fill
     if fill.input is not keep.input or fill.kept != 0 or not fill.padded <= LARGE_NEGATIVE:
@@ -266,36 +268,48 @@ def _selected(m, heads: int) -> KeyPaddingMask | str:
     return KeyPaddingMask(keep.input, fill.padded)
 
 
-def _masking(m, heads: int) -> dict | str:
+@dataclass(frozen=True)
+class AttentionFacts:
+    """What check proved, for rewrite (and for packing, which reads the mask)."""
+
+    heads: int
+    size: int  # of each head
+    scale: float  # the product of every scale the match found
+    mask: KeyPaddingMask | None = None  # the key padding mask, where the scores have one
+    bias: PositionBias | None = None  # a position bias the scores get, where it is not all zeros
+
+
+def _masking(m, heads: int) -> tuple[KeyPaddingMask | None, PositionBias | None] | str:
     """The key padding mask and position bias the fused op carries, proven by probing."""
-    facts = {}
+    mask = bias = None
     if "padded_keys" in m.values or "kept_keys" in m.values:
         mask = _selected(m, heads)
         if isinstance(mask, str):
             return mask
-        facts["mask"] = mask
     for name in ("mask", "bias"):
         if name not in m.values:
             continue
         term = _term(m, m[name], heads)
         if isinstance(term, str):
             return term
-        kind = "mask" if isinstance(term, KeyPaddingMask) else "bias"
-        if kind in facts:
-            return f"both terms added to the scores are a {'key padding mask' if kind == 'mask' else 'position bias'}"
-        if kind == "mask" or not term.zero:  # a bias of zeros (a constant mask where every key attends) is dropped
-            facts[kind] = term
+        is_mask = isinstance(term, KeyPaddingMask)
+        if (mask if is_mask else bias) is not None:
+            return f"both terms added to the scores are a {'key padding mask' if is_mask else 'position bias'}"
+        if is_mask:
+            mask = term
+        elif not term.zero:  # a bias of zeros (a constant mask where every key attends) is dropped
+            bias = term
     if m.has("remask"):  # p·keep changes nothing where the mask already gave padded keys probability 0
         keep = _selector(m, "kept_probs", heads, "the mask on the probabilities")
         if isinstance(keep, str):
             return keep
-        if "mask" not in facts or facts["mask"].input is not keep.input:
+        if mask is None or mask.input is not keep.input:
             return f"the probabilities are masked by input '{keep.input.name}' after the Softmax, " \
                    f"but the scores are not masked by it before"
-    return facts
+    return mask, bias
 
 
-def check(m):
+def check(m) -> AttentionFacts | str:
     weights = [m.const(f"w_{n}") for n in "qkv"]
     biases = [m.const(f"b_{n}") for n in "qkv"]
     hidden_in = last_dim(m["x"])
@@ -314,11 +328,11 @@ def check(m):
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads, size = split["q"]
-    expected = [(heads, size) if m.tags.get(f"{n}_bias") == 1 else (width,) for n in "qkv"]
+    expected = [(heads, size) if m.took("bias_after_split", tag=f"{n}_bias") else (width,) for n in "qkv"]
     if [b.shape for b in biases] != expected:
         return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"
     reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
-        or (m.tags.get("k_transpose") == 2 and _k_transpose_reason(m, heads, size)) or None
+        or (m.took("k_transpose_3d") and _k_transpose_reason(m, heads, size)) or None
     if reason:
         return reason
     scale = _scale(m)
@@ -327,8 +341,8 @@ def check(m):
     masking = _masking(m, heads)
     if isinstance(masking, str):
         return masking
-    m.facts.update(heads=heads, size=size, scale=scale, **masking)
-    return None
+    mask, bias = masking
+    return AttentionFacts(heads, size, scale, mask, bias)
 
 
 def _additive_mask(emit, mask):
@@ -348,32 +362,30 @@ def _additive_mask(emit, mask):
     return emit.shared("Expand", added, full)
 
 
-def _onnx_attention(m, emit):
+def _onnx_attention(m, facts: AttentionFacts, emit):
     """ONNX Attention (opset 23) on the packed projection, split into Q, K and V."""
-    facts = m.facts
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
     b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     qkv = emit.Add(emit.MatMul(m["x"], emit.const("qkv_weight", w)), emit.const("qkv_bias", b))
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
-    added = [_additive_mask(emit, facts["mask"])] if "mask" in facts else []
-    if "bias" in facts:
-        bias = facts["bias"].value
+    added = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
+    if facts.bias is not None:
+        bias = facts.bias.value
         if added and bias.dtype is not None and np.dtype(bias.dtype) != np.float32:
             bias = emit.Cast(bias, to=TensorProto.FLOAT)  # the key padding mask above is float32; exact
         added.append(bias)
     inputs = [q, k, v] + ([emit.Add(*added)] if len(added) == 2 else added)
-    return emit.Attention(*inputs, q_num_heads=facts["heads"], kv_num_heads=facts["heads"], scale=facts["scale"])
+    return emit.Attention(*inputs, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
 
 
-def rewrite(m, emit):
+def rewrite(m, facts: AttentionFacts, emit):
     if emit.target != "ort":
-        return _onnx_attention(m, emit)
-    facts = m.facts
+        return _onnx_attention(m, facts, emit)
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
     b = np.concatenate([m.const(f"b_{n}").reshape(-1) for n in "qkv"])  # [N, h] biases in head order
     inputs = [m["x"], emit.const("qkv_weight", w), emit.const("qkv_bias", b)]
-    attrs = {"num_heads": facts["heads"], "scale": facts["scale"]}
-    mask = facts.get("mask")
+    attrs = {"num_heads": facts.heads, "scale": facts.scale}
+    mask = facts.mask
     if mask is not None:
         mask_input = mask.input
         if np.dtype(mask_input.dtype) != np.int32:
@@ -382,8 +394,8 @@ def rewrite(m, emit):
         # -inf cannot be a filter value (0 · -inf is NaN); the lowest float gives the same
         # probabilities whenever a row keeps at least one key
         attrs["mask_filter_value"] = max(mask.fill, LOWEST)
-    if "bias" in facts:  # attention_bias, added to the scaled scores
-        inputs += [None] * (5 - len(inputs)) + [facts["bias"].value]
+    if facts.bias is not None:  # attention_bias, added to the scaled scores
+        inputs += [None] * (5 - len(inputs)) + [facts.bias.value]
     return emit.Attention(*inputs, _domain=MS, **attrs)
 
 

@@ -12,6 +12,10 @@ The bias is whichever addend is a vector of the last dimension's size, which is 
 both com.microsoft ops broadcast: a constant, or any other value (a graph input) whose
 declared shape says so. Only ``ort`` has these ops.
 """
+from dataclasses import dataclass
+
+import onnx_graphsurgeon as gs
+
 from fusekit.engine.graph import const_value
 from fusekit.engine.pattern import Fusion, Var, Variant, op
 from fusekit.engine.rewrite import MS
@@ -20,6 +24,14 @@ from .._common import last_dim
 
 x = Var("x", "the input")
 b = Var("bias", "the bias")
+
+
+@dataclass(frozen=True)
+class BiasGeluFacts:
+    """Which addend is the input and which the bias, for rewrite."""
+
+    input: gs.Tensor
+    bias: gs.Tensor
 
 
 def _roles(m):
@@ -32,7 +44,7 @@ def _roles(m):
     return first, second
 
 
-def check(m):
+def check(m) -> BiasGeluFacts | str:
     x_, bias = _roles(m)
     size = last_dim(x_)
     value = const_value(bias)
@@ -44,14 +56,13 @@ def check(m):
         return f"{what} cannot be checked: the last dimension of the input '{x_.name}' is unknown"
     if list(shape) != [size]:
         return f"{what} has shape {list(shape)}, expected [{size}]"
-    m.facts["x"], m.facts["bias"] = x_, bias
-    return None
+    return BiasGeluFacts(x_, bias)
 
 
-def rewrite(m, emit):
+def rewrite(m, facts: BiasGeluFacts, emit):
     if m.variant.name in ("gelu", "onnx_gelu"):
-        return emit.BiasGelu(m.facts["x"], m.facts["bias"], _domain=MS)
-    return emit.FastGelu(m.facts["x"], m.facts["bias"], _domain=MS)
+        return emit.BiasGelu(facts.input, facts.bias, _domain=MS)
+    return emit.FastGelu(facts.input, facts.bias, _domain=MS)
 
 
 FUSION = Fusion(

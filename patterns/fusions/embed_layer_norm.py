@@ -34,7 +34,10 @@ shape and a position index at most broadcasts over batch; a constant position te
 has the model's fixed sequence length; the LayerNorm normalizes the last axis. Only
 ``ort`` has this op.
 """
+from dataclasses import dataclass
+
 import numpy as np
+import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
 from fusekit.engine.graph import attr, const_value, rank
@@ -61,8 +64,18 @@ def normalized(total):
     return op.LayerNormalization(total, gamma, beta, axis=last_axis_attr)
 
 
-def _roles(m) -> dict[str, str] | str:
-    """Which term is the word, segment and position lookup."""
+@dataclass(frozen=True)
+class EmbedLayerNormFacts:
+    """What check proved, for rewrite."""
+
+    roles: dict[str, str]  # "word", "segment", "position" -> the term ("a", "b", "c") that is that lookup
+    expand_segment: bool = False  # the segment ids are a model input of their own shape, expanded to the words'
+    # the positions variant: rows 0..S-1 of this table are the position term (no position lookup in roles)
+    position_table: np.ndarray | gs.Tensor | None = None
+
+
+def _roles(m) -> tuple[dict[str, str], bool] | str:
+    """Which term is the word, segment and position lookup, and whether the segment ids are expanded."""
     terms = [t for t in TERMS if f"{t}_table" in m.consts]
     inputs = IdentitySet(m.graph.inputs)
     words = [t for t in terms if m[f"{t}_ids"] in inputs and rank(m[f"{t}_ids"]) == 2]
@@ -71,16 +84,16 @@ def _roles(m) -> dict[str, str] | str:
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])  # the vocabulary is the largest table
     rest = [t for t in terms if t != word]
     full = [t for t in rest if _segment_form(m, t, word)]
-    roles = {"word": word}
+    roles, expand = {"word": word}, False
     if len(rest) == 2:
         if not full:
             return "neither the segment nor the position ids are provably (batch, sequence) or a model input"
         segment = min(full, key=lambda t: m.const(f"{t}_table").shape[0])  # token types: the smallest table
         roles["segment"] = segment
-        m.facts["expand_segment"] = _segment_form(m, segment, word) == "expand"
+        expand = _segment_form(m, segment, word) == "expand"
         rest = [t for t in rest if t != segment]
     roles["position"] = rest[0]
-    return roles
+    return roles, expand
 
 
 def _segment_form(m, term: str, word: str) -> str | None:
@@ -115,23 +128,23 @@ def _lookups_reason(m) -> str | None:
     return None
 
 
-def check(m):
+def check(m) -> EmbedLayerNormFacts | str:
     reason = _lookups_reason(m)
     if reason:
         return reason
     if "positions" in m.values:
         return _check_positions(m)
-    roles = _roles(m)
-    if isinstance(roles, str):
-        return roles
+    found = _roles(m)
+    if isinstance(found, str):
+        return found
+    roles, expand = found
     position = m[f"{roles['position']}_ids"]
     if rank(position) != 2:
         return f"the position ids '{position.name}' are not 2-D"
-    m.facts["roles"] = roles
-    return None
+    return EmbedLayerNormFacts(roles, expand)
 
 
-def _check_positions(m) -> str | None:
+def _check_positions(m) -> EmbedLayerNormFacts | str:
     """The positions variant: word (and segment) lookups, and a position term proven to be table rows."""
     terms = [t for t in TERMS if f"{t}_table" in m.consts]
     inputs = IdentitySet(m.graph.inputs)
@@ -139,28 +152,27 @@ def _check_positions(m) -> str | None:
     if not words:
         return "no lookup is indexed by a 2-D model input (the token ids)"
     word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])
-    roles = {"word": word}
+    roles, expand = {"word": word}, False
     for t in terms:
         if t != word:
             form = _segment_form(m, t, word)
             if form is None:
                 return f"the segment ids '{m[f'{t}_ids'].name}' are neither provably (batch, sequence) nor a model input"
             roles["segment"] = t
-            m.facts["expand_segment"] = form == "expand"
+            expand = form == "expand"
     ids, vocabulary = m[f"{word}_ids"], m.const(f"{word}_table").shape[0]
     width = m.const(f"{word}_table").shape[1]
     value = const_value(m["positions"])
     if value is not None:
         table = _constant_rows(value, ids, width)
     else:
-        table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.positions)
+        table = position_rows(m.graph, m["positions"], ids, vocabulary, width, m.state.memo(__name__, dict))
     if isinstance(table, str):
         return table
     dtype = (table if isinstance(table, np.ndarray) else const_value(table)).dtype
     if dtype != m.const(f"{word}_table").dtype:
         return f"the position table is {dtype}, the word table {m.const(f'{word}_table').dtype}"
-    m.facts["roles"], m.facts["position_table"] = roles, table
-    return None
+    return EmbedLayerNormFacts(roles, expand, table)
 
 
 def _constant_rows(value: np.ndarray, ids, width: int) -> np.ndarray | str:
@@ -179,13 +191,13 @@ def _constant_rows(value: np.ndarray, ids, width: int) -> np.ndarray | str:
     return value
 
 
-def rewrite(m, emit):
-    roles = m.facts["roles"]
+def rewrite(m, facts: EmbedLayerNormFacts, emit):
+    roles = facts.roles
 
     def ids(role):
         t = m[f"{roles[role]}_ids"]
         t = t if np.dtype(t.dtype) == np.int32 else emit.shared("Cast", t, to=TensorProto.INT32)
-        if role == "segment" and m.facts.get("expand_segment"):
+        if role == "segment" and facts.expand_segment:
             # exact wherever the sum broadcasts the segment term over the words; where it would
             # instead broadcast the words (more token types than tokens) the op refuses to run
             t = emit.Expand(t, emit.shared("Shape", m[f"{roles['word']}_ids"]))
@@ -198,7 +210,7 @@ def rewrite(m, emit):
     if "position" in roles:
         position_table, position_ids = table("position"), ids("position")
     else:  # proven rows 0..S-1: the op counts the positions itself
-        position_table, position_ids = m.facts["position_table"], None
+        position_table, position_ids = facts.position_table, None
         if isinstance(position_table, np.ndarray):
             position_table = emit.const("position_table", position_table)
     eps = attr(m.anchor, "epsilon")

@@ -53,7 +53,7 @@ def _grid(m):
     return scale, np.round(zero), levels
 
 
-def check(m):
+def check(m) -> str | None:
     grid = _grid(m)
     if isinstance(grid, str):
         return grid
@@ -73,7 +73,7 @@ def _per_axis(values: np.ndarray, shape) -> tuple[np.ndarray, dict]:
     return values.reshape(-1), {"axis": axis}
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     scale, zero, levels = _grid(m)
     shape = scale.shape
     step, axis = _per_axis(scale.astype(np.float32), shape)

@@ -40,11 +40,11 @@ def _tanh_gelu(inner):
                   labels=("half_first", "half_after", "half_inner"))
 
 
-def check(m):
+def check(m) -> str | None:
     return None if is_float(m["x"]) else f"the input has type {m['x'].dtype}, not a floating type"
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     if emit.target == "ort":
         return emit.FastGelu(m["x"], _domain=MS)
     return emit.Gelu(m["x"], approximate="tanh")

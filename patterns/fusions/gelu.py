@@ -37,11 +37,11 @@ def erf_gelu(x, step=lambda p: p):
     return either(*product3(x, half, one_plus_erf, step), tag="order", labels=("half_first", "half_after", "half_inner"))
 
 
-def check(m):
+def check(m) -> str | None:
     return None if is_float(m["x"]) else f"the input has type {m['x'].dtype}, not a floating type"
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     if emit.target == "ort":
         return emit.Gelu(m["x"], _domain=MS)
     return emit.Gelu(m["x"])

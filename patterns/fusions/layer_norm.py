@@ -73,7 +73,7 @@ def _keras():
     return op.Add(op.Mul(x, g), op.Sub(beta, op.Mul(mu, g)))
 
 
-def check(m):
+def check(m) -> str | None:
     h = last_dim(m["x"])
     if not is_float(m["x"]):
         return f"the input has type {m['x'].dtype}, not a floating type"
@@ -137,7 +137,7 @@ def _vector(m, emit, name, dtype):
     return emit.const(name, value.reshape(-1).astype(dtype))
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     x_ = m["x"]
     h = last_dim(x_)
     run, out = _types(m)

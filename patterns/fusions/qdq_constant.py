@@ -29,7 +29,7 @@ def _pair(q_zero_point: bool, dq_zero_point: bool):
     return op.DequantizeLinear(op.QuantizeLinear(*q_inputs, _bind="q"), *dq_inputs, _bind="dq")
 
 
-def check(m):
+def check(m) -> str | None:
     return None if m.const("c").size == 1 else "the constant is not a scalar (a weight keeps its pair)"
 
 
@@ -43,7 +43,7 @@ def _evaluate(m) -> np.ndarray:
     return evaluate(nodes, values, "y", np.asarray(m.const("dq_scale")).dtype, m.state.opset)
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.Identity(emit.const("folded", _evaluate(m)))
 
 

@@ -42,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
+from fusekit.engine.state import IdentityMap
 
 from .._common import SQRT2, dequantize, evaluate, last_dim, quantize, requantized, vector_reason
 from .gelu import erf_gelu
@@ -81,7 +82,7 @@ def _input_type(m):
     return _dtype(m, "x_zero_point", m["x_q"].dtype)
 
 
-def check(m):
+def check(m) -> str | None:
     if m.state.opset < 13:
         return f"opset {m.state.opset}: per-channel DequantizeLinear needs opset 13"
     if m.const("x_scale").size != 1 or ("x_zero_point" in m.consts and m.const("x_zero_point").size != 1):
@@ -116,7 +117,7 @@ def _weight(m):
     """(W_q as [K, N], scale, zero point), the scale and zero point along N or per tensor;
     or why not."""
     dq = m.node("w_dq")
-    cache = m.state.int8_weights  # check, then rewrite: evaluate once
+    cache = m.state.memo(__name__, IdentityMap)  # by the weight's DequantizeLinear: every variant, then rewrite, evaluate once
     if dq in cache:
         return cache[dq]
     scale = np.asarray(m.const("w_scale"))
@@ -131,7 +132,7 @@ def _weight(m):
         w_q = evaluate([helper.make_node("QuantizeLinear", list(values), ["w_q"], **q.attrs)], values, "w_q",
                        _dtype(m, "wq_zero_point", np.uint8), m.state.opset)
     zero = np.asarray(m.const("w_zero_point")) if "w_zero_point" in m.consts else np.zeros((), w_q.dtype)
-    if w_q.ndim == 2 and m.labels.get("weight", "").endswith("transposed"):
+    if w_q.ndim == 2 and (m.took("transposed") or m.took("fake_quantized_transposed")):
         w_q, axis = w_q.T, 1 - axis % 2
     result = f"the weight is {w_q.dtype}{list(w_q.shape)}, not a 2-D matrix"
     if w_q.ndim == 2 and scale.size > 1 and axis % 2 == 0:
@@ -184,7 +185,7 @@ def _gelu_form(m, target: str, opset: int) -> str | None:
     return "onnx" if opset >= 20 else "erf"
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     requantizations = sum(n.op == "QuantizeLinear" for n in m.nodes) - ("y_q" in m.named) - ("w_q_node" in m.named)
     if requantizations:
         emit.note("QuantizedLinear dropped {count} requantization pairs inside fused blocks: one rounding each "

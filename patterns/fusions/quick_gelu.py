@@ -16,14 +16,14 @@ from .._common import is_float
 x = Var("x", "the input")
 
 
-def check(m):
+def check(m) -> str | None:
     if not is_float(m["x"]):
         return f"the input has type {m['x'].dtype}, not a floating type"
     alpha = m.const("alpha")
     return None if alpha.size == 1 else f"α must be a scalar, but has shape {list(alpha.shape)}"
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     return emit.QuickGelu(m["x"], alpha=float(m.const("alpha").item()), _domain=MS)
 
 

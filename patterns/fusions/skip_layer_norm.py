@@ -40,7 +40,7 @@ def residual(inner):
     return op.Add(inner, Var("skip", "the residual"), _bind="sum")
 
 
-def check(m):
+def check(m) -> str | None:
     reason = statistics_reason(m.graph, m.anchor)
     if reason:
         return reason
@@ -63,7 +63,7 @@ def check(m):
     return None
 
 
-def rewrite(m, emit):
+def rewrite(m, _, emit):
     ln = m.anchor
     eps = attr(ln, "epsilon")
     inputs = [m["input"], m["skip"], m["gamma"], m["beta"], m["bias"] if "bias" in m.values else None]
