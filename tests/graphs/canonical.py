@@ -26,15 +26,6 @@ def ln_global_average_pool(opset=13):
     return g.model()
 
 
-def global_average_pool_rank4(opset=13):
-    """Near miss: on a rank-4 input GlobalAveragePool averages over two axes."""
-    g = Graph("gap", opset)
-    x = g.input("x", shape=["batch", "seq", 4, 4])
-    g.output("y", shape=["batch", "seq", 1, 1])
-    g.op("GlobalAveragePool", x, out="y")
-    return g.model()
-
-
 def global_average_pool_rank_unknown(opset=13):
     """Near miss: nothing says the input's rank."""
     g, x = _io("gap", opset)
@@ -106,16 +97,6 @@ def ln_keras3(opset=18):
     s = g.op("Mul", r, g.const("gamma", gamma.reshape(1, 1, -1)))
     shift = g.op("Add", g.op("Mul", g.op("Neg", mean), s), g.const("beta", beta.reshape(1, 1, -1)))
     g.op("Add", g.op("Mul", x, s), shift, out="y")
-    return g.model()
-
-
-def negated_integer(opset=14):
-    """Near miss: (−m)·g + b on integers, where the rule is not asked to hold."""
-    g = Graph("neg", opset)
-    m = g.input("m", shape=[4], elem=TensorProto.INT64)
-    g.output("y", shape=[4], elem=TensorProto.INT64)
-    g.op("Add", g.op("Mul", g.op("Neg", m), g.const("g", [2, 3, 4, 5], np.int64)), g.const("b", [1, 1, 1, 1], np.int64),
-         out="y")
     return g.model()
 
 
