@@ -26,25 +26,6 @@ def test_global_average_pool_layer_norm_fuses_with_provenance():
     assert {n.name for n in model.graph.node} >= {name for name, _ in record.replaced}
 
 
-def test_tensordot_becomes_one_matmul_on_the_3d_input():
-    model = C.tensordot()
-    fused, report = rule_only(model, "DenseAsTensordot")
-    assert report.canonical == {"DenseAsTensordot": 2}
-    assert ops(fused) == {"MatMul", "Add"}  # the shared flatten and the shape chain died with them
-    matmuls = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    assert all(n.input[0] == "x" for n in matmuls)
-    records = [f for f in report.rewrites if f.rules == ["DenseAsTensordot"]]
-    assert {op for f in records for _, op in f.replaced} == {"MatMul", "Reshape"}
-    assert fusekit.verify(model, fused).ok
-
-
-def test_tensordot_near_miss_when_the_unflatten_reads_another_value():
-    fused, report = fusekit.optimize(C.tensordot(unflatten_batch_from_x=False), target="ort", verify=False)
-    assert not report.canonical.get("DenseAsTensordot")
-    misses = [m for m in report.misses if m.fusion == "DenseAsTensordot"]
-    assert misses and "is not the input's batch and sequence" in misses[0].reason, misses
-
-
 def test_keras3_layer_norm_shift_and_gamma_shape_fuse():
     model = C.ln_keras3()
     fused, report = fusekit.optimize(model, target="onnx")
@@ -80,24 +61,6 @@ def test_tf2onnx_keras3_model_fuses_its_layer_norms_gelus_and_ffn_residuals():
     assert report.verification.ok
 
 
-def test_einsum_dense_becomes_a_matmul_and_a_head_split():
-    model = C.einsum_dense()
-    fused, report = rule_only(model, "HeadsAsEinsumDense")
-    assert report.canonical == {"HeadsAsEinsumDense": 1}
-    assert ops(fused) == {"MatMul", "Reshape", "Add"}, ops(fused)
-    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
-    assert matmul.input[0] == "x" and list(weight.dims) == [16, 8]  # Wᵀ
-    assert fusekit.verify(model, fused).ok
-
-
-def test_einsum_dense_near_miss_when_the_unflatten_reads_another_value():
-    fused, report = fusekit.optimize(C.einsum_dense(unflatten_from_x=False), target="ort", verify=False)
-    assert "Gemm" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "HeadsAsEinsumDense"]
-    assert "is not the input's batch and sequence" in miss.reason, miss
-
-
 def test_explain_names_the_rules_a_fused_node_went_through():
     explanation = fusekit.explain(C.ln_global_average_pool(), target="ort")
     (candidate,) = [c for c in explanation.candidates if c.fusion == "LayerNorm"]
@@ -112,25 +75,6 @@ def test_a_rule_can_be_disabled():
     fused, report = fusekit.optimize(C.ln_global_average_pool(), target="ort", verify=False,
                                      disable=["MeanAsGlobalAveragePool"])
     assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
-
-
-def test_einsum_projection_becomes_a_flatten_and_a_matmul():
-    model = C.einsum_projection()
-    fused, report = rule_only(model, "MatMulAsEinsum")
-    assert report.canonical == {"MatMulAsEinsum": 1}
-    assert ops(fused) == {"Reshape", "MatMul"}, ops(fused)
-    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
-    assert list(weight.dims) == [8, 16]  # [N·h, E]
-    result = fusekit.verify(model, fused)
-    assert result.ok, result.summary()
-
-
-def test_einsum_projection_near_miss_when_the_weight_contracts_in_another_order():
-    fused, report = fusekit.optimize(C.einsum_projection(equation="abcd,dce->abe"), target="ort", verify=False)
-    assert "Einsum" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsEinsum"]
-    assert "is not x[P C]·W[C e] → [P e]" in miss.reason, miss
 
 
 @pytest.mark.parametrize("fixed", [False, True])  # static sizes fold the shape vectors to constants

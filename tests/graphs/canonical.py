@@ -67,25 +67,6 @@ def epsilon_cast(opset=14):
     return g.model()
 
 
-def tensordot(opset=13, unflatten_batch_from_x=True):
-    """Keras Dense on a 3-D input as tf2onnx writes it: Reshape([-1, K]) → MatMul(W [K, 24]) →
-    Reshape(Cast(Concat(Gather(Cast(Shape(x), int32), [0, 1]), [24]), int64)), then a bias and
-    the residual's LayerNorm-free sum with x's own projection (so the flatten is shared)."""
-    g, x = _io("dense", opset)
-    g.outputs.clear()
-    g.output("y", shape=["batch", "seq", 24])
-    rng = np.random.RandomState(1)
-    flat = g.op("Reshape", x, g.const("flat", [-1, 16], np.int64))
-    source = x if unflatten_batch_from_x else g.input("other", shape=["batch", "seq", 16])
-    shape = g.op("Cast", g.op("Shape", source), to=TensorProto.INT32)
-    leading = g.op("Gather", shape, g.const("free", [0, 1], np.int32), axis=0)
-    target = g.op("Cast", g.op("Concat", leading, g.const("n", [24], np.int32), axis=0), to=TensorProto.INT64)
-    one = g.op("Reshape", g.op("MatMul", flat, g.const("w1", rng.randn(16, 24))), target)
-    two = g.op("Reshape", g.op("MatMul", flat, g.const("w2", rng.randn(16, 24))), target)
-    g.op("Add", one, two, out="y")
-    return g.model()
-
-
 def ln_keras3(opset=18):
     """Keras 3 / keras-hub LayerNorm: y = x·g + (−mean·g + β), γ and β stored as [1, 1, H]."""
     g, x = _io("ln", opset)
@@ -167,38 +148,6 @@ def ln_fp16_stats_fp32_affine(opset=14):
     var = g.mean(g.op("Pow", d, g.const("two", 2.0, np.float16)))
     std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
     _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F32), out_type=F32)
-    return g.model()
-
-
-def einsum_dense(opset=13, unflatten_from_x=True):
-    """Keras EinsumDense into 2 heads of 4, as tf2onnx decomposes it: Unsqueeze(axes [2, 3]) →
-    Reshape([-1, 16]) → Gemm(W [8, 16], transB=1) → Reshape([dim0, dim1 of the Unsqueeze, 2, 4, 1])
-    → Squeeze([4]) → Add(bias [2, 4]); y [batch, seq, 2, 4]."""
-    g, x = _io("einsum", opset)
-    g.outputs.clear()
-    g.output("y", shape=["batch", "seq", 2, 4])
-    rng = np.random.RandomState(2)
-    raised = g.op("Unsqueeze", x, g.const("axes", [2, 3], np.int64))
-    flat = g.op("Reshape", raised, g.const("flat", [-1, 16], np.int64))
-    product = g.op("Gemm", flat, g.const("w", rng.randn(8, 16)), transB=1, alpha=1.0, beta=0.0)
-    source = raised if unflatten_from_x else g.op("Unsqueeze", g.input("other", shape=["batch", "seq", 16]),
-                                                   g.const("axes", [2, 3], np.int64))
-    leading = g.op("Gather", g.op("Shape", source), g.const("free", [0, 1], np.int64))
-    target = g.op("Concat", leading, g.const("heads", [2, 4], np.int64), g.const("one", [1], np.int64), axis=0)
-    heads = g.op("Squeeze", g.op("Reshape", product, target), g.const("last", [4], np.int64))
-    g.op("Add", heads, g.const("bias", rng.randn(2, 4)), out="y")
-    return g.model()
-
-
-def einsum_projection(opset=13, equation="abcd,cde->abe"):
-    """Keras attention's output projection as tf2onnx leaves it at opset 13: the merged heads
-    x [batch, seq, 2, 4] → Einsum("abcd,cde->abe", W [2, 4, 16]) → y [batch, seq, 16]. With
-    ``equation="abcd,dce->abe"`` (W's head and size axes swapped) it is a near miss's shape."""
-    g = Graph("einsum_projection", opset)
-    x = g.input("x", shape=["batch", "seq", 2, 4])
-    g.output("y", shape=["batch", "seq", 16])
-    weight = np.random.RandomState(3).randn(*((2, 4, 16) if equation.startswith("abcd,c") else (4, 2, 16)))
-    g.op("Einsum", x, g.const("w", weight), equation=equation, out="y")
     return g.model()
 
 
