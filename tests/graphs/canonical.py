@@ -210,27 +210,6 @@ def head_merge(opset=13, perm=(0, 3, 1, 2, 4)):
     return g.model()
 
 
-def unit_axis_elsewhere(opset=13):
-    """Near miss: Unsqueeze([0]) then Squeeze([3]) removes x's own size-1 axis, not the inserted one;
-    x [batch, seq, 1, 4] → y [1, batch, seq, 4]."""
-    g = Graph("unit", opset)
-    x = g.input("x", shape=["batch", "seq", 1, 4])
-    g.output("y", shape=[1, "batch", "seq", 4])
-    raised = g.op("Transpose", g.op("Unsqueeze", x, g.const("zero", [0], np.int64)), perm=[0, 1, 2, 3, 4])
-    g.op("Squeeze", raised, g.const("three", [3], np.int64), out="y")
-    return g.model()
-
-
-def transpose_pair(opset=13, second=(0, 1, 3, 2)):
-    """x [batch, seq, 2, 4] → Transpose(0, 2, 1, 3) → Transpose(second) → y. With ``second``
-    (0, 2, 1, 3) the pair is the identity and its output the graph output: a near miss."""
-    g = Graph("pair", opset)
-    x = g.input("x", shape=["batch", "seq", 2, 4])
-    g.output("y", shape=None)
-    g.op("Transpose", g.op("Transpose", x, perm=[0, 2, 1, 3]), perm=list(second), out="y")
-    return g.model()
-
-
 def transposed_scores(opset=13, axis=2):
     """Scores computed transposed, as tf_keras' MultiHeadAttention through tf2onnx: x [batch, seq, 2, 4],
     s = Transpose(x, 0,2,1,3) · Transpose(x, 0,2,3,1) + bias [batch, 1, seq, 1], Softmax(axis),
