@@ -1,7 +1,6 @@
 """HeadsAsEinsumDense (patterns/canonical/heads_as_einsum_dense.py): Keras EinsumDense into heads, as
 tf2onnx decomposes it around a Gemm, is a MatMul and a head split."""
 import numpy as np
-import pytest
 
 from graphs.variants import Graph
 from one_rule import apply

@@ -1,7 +1,9 @@
-"""Small graphs in the spellings the canonicalization rules rewrite (patterns/canonical/) and
-the shape facts fold, each beside a near miss that must not fire, and the float16 Cast
-placements of LayerNorm. Built with ``variants.Graph``; each builder returns an
-``onnx.ModelProto`` reading ``x`` [batch, seq, 16] (most) and writing ``y``.
+"""Small graphs that more than one test file reads: exporter spellings the canonicalization rules
+rewrite before a fusion takes them (tests/test_canonical.py, and each rule's own test in
+tests/canonical/), the ones the shape facts fold (tests/test_shape_facts.py), and the float16
+Cast placements of LayerNorm. A graph only one rule's test reads lives in that test's file.
+Built with ``variants.Graph``; each builder returns an ``onnx.ModelProto`` reading ``x``
+[batch, seq, 16] (most) and writing ``y``.
 """
 import numpy as np
 from onnx import TensorProto
@@ -189,61 +191,3 @@ def batched_matmul(opset=13, proven=True):
                   axes([1]), axis=0)
     g.op("Squeeze", g.op("Reshape", product, target), axes([4]), out="y")
     return g.model()
-
-
-def head_merge(opset=13, perm=(0, 3, 1, 2, 4)):
-    """Keras attention's output projection as tf2onnx decomposes it: the context c [batch, 2, seq, 4]
-    → Unsqueeze([1]) → Transpose(perm) → Reshape([-1, 2·4]) → Gemm(Reshape(W, [-1, 8]), transB=1)
-    → Reshape(Shape(·)[0, 1] ++ [16, 1, 1]) → Squeeze([3, 4]); y [batch, seq, 16]. Another
-    ``perm`` flattens the heads in another order: a near miss."""
-    g = Graph("merge", opset)
-    x = g.input("x", shape=["batch", 2, "seq", 4])
-    g.output("y", shape=["batch", "seq", 16])
-    spread = g.op("Transpose", g.op("Unsqueeze", x, g.const("one", [1], np.int64)), perm=list(perm))
-    flat = g.op("Concat", g.const("minus_one", [-1], np.int64),
-                g.op("ReduceProd", _dims(g, spread, [3, 4]), keepdims=1), axis=0)
-    weight = g.op("Reshape", g.const("w", np.random.RandomState(4).randn(1, 1, 16, 2, 4)),
-                  g.const("w_shape", [-1, 8], np.int64))
-    product = g.op("Gemm", g.op("Reshape", spread, flat), weight, transB=1, alpha=1.0, beta=0.0)
-    target = g.op("Concat", _dims(g, spread, [0, 1]), g.const("width", [16, 1, 1], np.int64), axis=0)
-    g.op("Squeeze", g.op("Reshape", product, target), g.const("units", [3, 4], np.int64), out="y")
-    return g.model()
-
-
-def transposed_scores(opset=13, axis=2):
-    """Scores computed transposed, as tf_keras' MultiHeadAttention through tf2onnx: x [batch, seq, 2, 4],
-    s = Transpose(x, 0,2,1,3) · Transpose(x, 0,2,3,1) + bias [batch, 1, seq, 1], Softmax(axis),
-    Transpose(0, 1, 3, 2); y [batch, 2, seq, seq]. With ``axis=3`` it normalizes over the
-    queries, not the keys: a near miss."""
-    g = Graph("transposed", opset)
-    x = g.input("x", shape=["batch", "seq", 2, 4])
-    bias = g.input("bias", shape=["batch", 1, "seq", 1])
-    g.output("y", shape=["batch", 2, "seq", "seq"])
-    scores = g.op("MatMul", g.op("Transpose", x, perm=[0, 2, 1, 3]), g.op("Transpose", x, perm=[0, 2, 3, 1]))
-    g.op("Transpose", g.op("Softmax", g.op("Add", scores, bias), axis=axis), perm=[0, 1, 3, 2], out="y")
-    return g.model()
-
-
-def wrapped_lookup(form="tf2onnx", wrap=10, sign=TensorProto.FLOAT, opset=13):
-    """A lookup in a [10, 16] table that wraps negative int32 ids first, as Keras 3 does:
-    y = table[ids < 0 ? ids + wrap : ids], the select as tf2onnx writes it on integers
-    (c·(ids + wrap) + (1 − c)·ids) or as ``Where``; the sign tested on ids cast to ``sign``.
-    ``wrap`` other than 10, or an integer ``sign``, make near misses."""
-    g = Graph("wrap", opset)
-    ids = g.input("ids", shape=["batch", "seq"], elem=TensorProto.INT32)
-    g.output("y", shape=["batch", "seq", 16])
-    table = g.const("table", np.random.default_rng(3).standard_normal((10, 16)))
-    negative = g.op("Less", g.op("Cast", ids, to=sign), g.const("zero", 0, _np_type(sign)))
-    wrapped = g.op("Add", ids, g.const("n", wrap, np.int32))
-    if form == "where":
-        chosen = g.op("Where", negative, wrapped, ids)
-    else:
-        chosen = g.op("Add", g.op("Mul", g.op("Cast", negative, to=TensorProto.INT32), wrapped),
-                      g.op("Mul", ids, g.op("Cast", g.op("Not", negative), to=TensorProto.INT32)))
-    g.op("Gather", table, chosen, axis=0, out="y")
-    return g.model()
-
-
-def _np_type(elem):
-    from onnx import helper
-    return helper.tensor_dtype_to_np_dtype(elem)
