@@ -1,24 +1,11 @@
-"""Canonicalization rules: each rewrites its spelling exactly, and refuses a near miss with the reason."""
-import numpy as np
+"""Canonicalization in the pipeline: what rules rewrite, fusions then take, with provenance through
+both; rules applied in turn; a rule switched off; exporter models. Each rule alone, on its own
+graphs and near misses, is tested in tests/canonical/."""
 import pytest
-from onnx import TensorProto
 
 import fusekit
 from conftest import fuse_only, ops
 from graphs import canonical as C
-
-
-def rule_only(model, *names, target="ort"):
-    fused, report = fuse_only(model, *names, target=target)
-    return fused, report
-
-
-def test_global_average_pool_becomes_the_last_axis_mean():
-    fused, report = rule_only(C.ln_global_average_pool(), "MeanAsGlobalAveragePool")
-    assert report.canonical == {"MeanAsGlobalAveragePool": 2}
-    assert not report.counts  # a rule fuses nothing
-    assert "GlobalAveragePool" not in ops(fused) and "ReduceMean" in ops(fused)
-    assert fusekit.verify(C.ln_global_average_pool(), fused).ok
 
 
 def test_global_average_pool_layer_norm_fuses_with_provenance():
@@ -34,41 +21,6 @@ def test_global_average_pool_layer_norm_fuses_with_provenance():
     assert {n.name for n in model.graph.node} >= {name for name, _ in record.replaced}
 
 
-def test_global_average_pool_at_opset_18_reads_axes_as_input():
-    fused, report = rule_only(C.ln_global_average_pool(opset=18), "MeanAsGlobalAveragePool")
-    means = [n for n in fused.graph.node if n.op_type == "ReduceMean"]
-    assert len(means) == 2 and all(len(n.input) == 2 for n in means)
-    assert fusekit.verify(C.ln_global_average_pool(opset=18), fused).ok
-
-
-def test_global_average_pool_near_misses():
-    for model, reason in ((C.global_average_pool_rank4(), "rank 4: it averages over axes 2…3"),
-                          (C.global_average_pool_rank_unknown(), "rank is unknown")):
-        fused, report = fusekit.optimize(model, target="ort", verify=False)  # nothing changed to verify
-        assert "GlobalAveragePool" in ops(fused) and not report.canonical
-        (miss,) = report.misses
-        assert miss.fusion == "MeanAsGlobalAveragePool" and reason in miss.reason, miss
-
-
-def test_tensordot_becomes_one_matmul_on_the_3d_input():
-    model = C.tensordot()
-    fused, report = rule_only(model, "DenseAsTensordot")
-    assert report.canonical == {"DenseAsTensordot": 2}
-    assert ops(fused) == {"MatMul", "Add"}  # the shared flatten and the shape chain died with them
-    matmuls = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    assert all(n.input[0] == "x" for n in matmuls)
-    records = [f for f in report.rewrites if f.rules == ["DenseAsTensordot"]]
-    assert {op for f in records for _, op in f.replaced} == {"MatMul", "Reshape"}
-    assert fusekit.verify(model, fused).ok
-
-
-def test_tensordot_near_miss_when_the_unflatten_reads_another_value():
-    fused, report = fusekit.optimize(C.tensordot(unflatten_batch_from_x=False), target="ort", verify=False)
-    assert not report.canonical.get("DenseAsTensordot")
-    misses = [m for m in report.misses if m.fusion == "DenseAsTensordot"]
-    assert misses and "is not the input's batch and sequence" in misses[0].reason, misses
-
-
 def test_keras3_layer_norm_shift_and_gamma_shape_fuse():
     model = C.ln_keras3()
     fused, report = fusekit.optimize(model, target="onnx")
@@ -77,21 +29,6 @@ def test_keras3_layer_norm_shift_and_gamma_shape_fuse():
     (node,) = fused.graph.node
     gamma = next(t for t in fused.graph.initializer if t.name == node.input[1])
     assert list(gamma.dims) == [16]
-
-
-def test_negated_product_rewrites_exactly():
-    model = C.ln_keras3()
-    fused, report = rule_only(model, "SubAsNegatedProduct")
-    assert "Neg" not in ops(fused) and "Sub" in ops(fused)
-    result = fusekit.verify(model, fused, atol=0.0, rtol=0.0)
-    assert result.ok, result.summary()  # bit for bit
-
-
-def test_negated_product_near_miss_on_integers():
-    fused, report = fusekit.optimize(C.negated_integer(), target="ort", verify=False)
-    assert "Neg" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "SubAsNegatedProduct"]
-    assert "not a floating type" in miss.reason
 
 
 def test_noop_casts_are_bypassed_and_the_gelu_fuses():
@@ -119,24 +56,6 @@ def test_tf2onnx_keras3_model_fuses_its_layer_norms_gelus_and_ffn_residuals():
     assert report.verification.ok
 
 
-def test_einsum_dense_becomes_a_matmul_and_a_head_split():
-    model = C.einsum_dense()
-    fused, report = rule_only(model, "HeadsAsEinsumDense")
-    assert report.canonical == {"HeadsAsEinsumDense": 1}
-    assert ops(fused) == {"MatMul", "Reshape", "Add"}, ops(fused)
-    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
-    assert matmul.input[0] == "x" and list(weight.dims) == [16, 8]  # Wᵀ
-    assert fusekit.verify(model, fused).ok
-
-
-def test_einsum_dense_near_miss_when_the_unflatten_reads_another_value():
-    fused, report = fusekit.optimize(C.einsum_dense(unflatten_from_x=False), target="ort", verify=False)
-    assert "Gemm" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "HeadsAsEinsumDense"]
-    assert "is not the input's batch and sequence" in miss.reason, miss
-
-
 def test_explain_names_the_rules_a_fused_node_went_through():
     explanation = fusekit.explain(C.ln_global_average_pool(), target="ort")
     (candidate,) = [c for c in explanation.candidates if c.fusion == "LayerNorm"]
@@ -153,128 +72,16 @@ def test_a_rule_can_be_disabled():
     assert "GlobalAveragePool" in ops(fused) and not report.counts and not report.canonical
 
 
-def test_einsum_projection_becomes_a_flatten_and_a_matmul():
-    model = C.einsum_projection()
-    fused, report = rule_only(model, "MatMulAsEinsum")
-    assert report.canonical == {"MatMulAsEinsum": 1}
-    assert ops(fused) == {"Reshape", "MatMul"}, ops(fused)
-    (matmul,) = [n for n in fused.graph.node if n.op_type == "MatMul"]
-    weight = next(t for t in fused.graph.initializer if t.name == matmul.input[1])
-    assert list(weight.dims) == [8, 16]  # [N·h, E]
-    result = fusekit.verify(model, fused)
-    assert result.ok, result.summary()
-
-
-def test_einsum_projection_near_miss_when_the_weight_contracts_in_another_order():
-    fused, report = fusekit.optimize(C.einsum_projection(equation="abcd,dce->abe"), target="ort", verify=False)
-    assert "Einsum" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsEinsum"]
-    assert "is not x[P C]·W[C e] → [P e]" in miss.reason, miss
-
-
 @pytest.mark.parametrize("fixed", [False, True])  # static sizes fold the shape vectors to constants
-def test_flattened_batch_becomes_a_4d_matmul_of_head_transposes(fixed):
+def test_einsum_rules_in_turn_leave_a_4d_matmul_of_head_transposes(fixed):
     model = C.static(C.batched_matmul(), batch=2, seq=5) if fixed else C.batched_matmul()
-    fused, report = rule_only(model, "MatMulAsFlattenedBatch", "TransposeAsUnitAxis", "TransposeAsPair")
+    fused, report = fuse_only(model, "MatMulAsFlattenedBatch", "TransposeAsUnitAxis", "TransposeAsPair")
     assert report.canonical == {"MatMulAsFlattenedBatch": 1, "TransposeAsUnitAxis": 2, "TransposeAsPair": 1}
     assert ops(fused) == {"MatMul", "Transpose"}, ops(fused)
     perms = sorted(list(n.attribute[0].ints) for n in fused.graph.node if n.op_type == "Transpose")
     assert perms == [[0, 2, 1, 3], [0, 2, 3, 1]]  # Q and Kᵀ as the attention pattern reads them
     result = fusekit.verify(model, fused, atol=0.0, rtol=0.0)
     assert result.ok, result.summary()  # the same dot products
-
-
-def test_flattened_batch_near_miss_when_the_unflatten_reads_the_wrong_operand():
-    fused, report = fusekit.optimize(C.batched_matmul(proven=False), target="ort", verify=False)
-    assert "ReduceProd" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "MatMulAsFlattenedBatch"]
-    assert "the unflatten is not (the broadcast batch axes, the left's m, the right's n, 1)" in miss.reason, miss
-
-
-def test_unit_axis_near_miss_when_the_squeeze_removes_another_axis():
-    fused, report = fusekit.optimize(C.unit_axis_elsewhere(), target="ort", verify=False)
-    assert {"Unsqueeze", "Squeeze"} <= ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "TransposeAsUnitAxis"]
-    assert "removes axis 3, not the inserted axis 0" in miss.reason, miss
-
-
-def test_transpose_pair_becomes_one_transpose():
-    model = C.transpose_pair()
-    fused, report = rule_only(model, "TransposeAsPair")
-    (node,) = fused.graph.node
-    assert node.op_type == "Transpose" and list(node.attribute[0].ints) == [0, 2, 3, 1] and node.output[0] == "y"
-    assert fusekit.verify(model, fused, atol=0.0, rtol=0.0).ok
-
-
-def test_transpose_pair_near_miss_when_the_identity_writes_a_graph_output():
-    fused, report = fusekit.optimize(C.transpose_pair(second=(0, 2, 1, 3)), target="ort", verify=False)
-    assert [n.op_type for n in fused.graph.node] == ["Transpose", "Transpose"]
-    (miss,) = [m for m in report.misses if m.fusion == "TransposeAsPair"]
-    assert "its output 'y' is a graph output" in miss.reason, miss
-
-
-@pytest.mark.parametrize("fixed", [False, True])
-def test_head_merge_becomes_a_transpose_a_reshape_and_a_matmul(fixed):
-    model = C.static(C.head_merge(), batch=2, seq=5) if fixed else C.head_merge()
-    fused, report = rule_only(model, "HeadMergeAsEinsumDense")
-    assert report.canonical == {"HeadMergeAsEinsumDense": 1}
-    assert ops(fused) == {"Transpose", "Reshape", "MatMul"}, ops(fused)
-    result = fusekit.verify(model, fused)
-    assert result.ok, result.summary()
-
-
-def test_head_merge_near_miss_when_the_heads_flatten_in_another_order():
-    fused, report = fusekit.optimize(C.head_merge(perm=(0, 3, 1, 4, 2)), target="ort", verify=False)
-    assert "Gemm" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "HeadMergeAsEinsumDense"]
-    assert "is not [B, S, 1, N, h] from [B, N, S, h]" in miss.reason, miss
-
-
-def test_transposed_scores_become_scores_normalized_over_the_last_axis():
-    model = C.transposed_scores()
-    fused, report = rule_only(model, "SoftmaxAsTransposed")
-    assert report.canonical == {"SoftmaxAsTransposed": 1}
-    (softmax,) = [n for n in fused.graph.node if n.op_type == "Softmax"]
-    assert softmax.attribute[0].i == -1 and fused.graph.node[-1].op_type == "Softmax"
-    perms = sorted(list(n.attribute[0].ints) for n in fused.graph.node if n.op_type == "Transpose")
-    assert perms == [[0, 1, 3, 2], [0, 2, 1, 3], [0, 2, 3, 1]]  # Q, Kᵀ and the bias as a row
-    result = fusekit.verify(model, fused)
-    assert result.ok, result.summary()
-
-
-def test_transposed_scores_near_miss_when_the_softmax_normalizes_the_queries():
-    fused, report = fusekit.optimize(C.transposed_scores(axis=3), target="ort", verify=False)
-    assert fused.graph.node[-1].op_type == "Transpose"
-    (miss,) = [m for m in report.misses if m.fusion == "SoftmaxAsTransposed"]
-    assert "normalizes over axis 3, not the second last" in miss.reason, miss
-
-
-def _lookup(model, ids):
-    import onnxruntime as ort
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
-
-
-@pytest.mark.parametrize("form", ["tf2onnx", "where"])
-def test_wrapped_lookup_reads_as_a_plain_gather(form):
-    model = C.wrapped_lookup(form)
-    fused, report = rule_only(model, "GatherAsWrappedGather")
-    assert report.canonical == {"GatherAsWrappedGather": 1}, report.summary()
-    (gather,) = fused.graph.node
-    assert gather.op_type == "Gather" and gather.input[1] == "ids"
-    # every index Gather takes, negative ones included, reads the same row bit for bit
-    ids = np.arange(-10, 10, dtype=np.int32).reshape(2, 10)
-    np.testing.assert_array_equal(_lookup(fused, ids), _lookup(model, ids))
-
-
-@pytest.mark.parametrize("kwargs, reason", [
-    (dict(wrap=9), "the wrap adds [9], but the table has 10 entries along axis 0"),
-    (dict(sign=TensorProto.INT8), "cast to an integer type, which may wrap"),
-])
-def test_wrapped_lookup_near_misses(kwargs, reason):
-    fused, report = fusekit.optimize(C.wrapped_lookup(**kwargs), target="ort", verify=False)
-    assert not report.canonical and "Less" in ops(fused)
-    (miss,) = [m for m in report.misses if m.fusion == "GatherAsWrappedGather"]
-    assert reason in miss.reason, miss
 
 
 def test_keras_hub_embeddings_fuse_once_the_wraps_are_gone():
