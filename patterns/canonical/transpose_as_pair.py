@@ -3,8 +3,8 @@
 tf2onnx's einsum decompositions leave V as ``Transpose(0, 2, 3, 1)`` then
 ``Transpose(0, 1, 3, 2)``, which is the head transpose ``(0, 2, 1, 3)`` the attention
 pattern reads. Exact: output axis i of the pair is input axis p[q[i]]; where that is the
-identity the pair is bypassed (unless its output is a graph output). The first Transpose
-stays for any other reader.
+identity the pair is bypassed (unless its output is a graph output). A first Transpose
+that another node also reads is a near miss: both would stay, so nothing is simplified.
 """
 from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Rule, Var, Variant, op
