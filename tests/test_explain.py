@@ -14,7 +14,7 @@ from fusekit.reports.explain import explain
 from fusekit.reports.layers import assign
 from test_attention import LAYER0, helper_const, load, node, set_constant, toposorted
 from test_gelu import NEAR_MISSES as GELU_REASONS
-from test_layer_norm import NEAR_MISSES as LN_REASONS
+from fusions.test_layer_norm import NEAR_MISSES as LN_REASONS
 
 REASONS = {**{k: ("LayerNorm", v) for k, v in LN_REASONS.items()}, **GELU_REASONS}
 

@@ -1,0 +1,1 @@
+"""One-rule tests of the fusions in patterns/fusions/, one file per fusion."""
