@@ -114,7 +114,7 @@ def bias_gelu_graph_input(swapped=True, bias_width=None, width=32):
     return _model(nodes, inputs, [_io("C", F32, width)], inits)
 
 
-def layer_norm_with_cast(placement: str, width=4):
+def layer_norm_with_cast(placement: str, width=4, opset=14):
     """LayerNorm with the Casts of ORT's layer_norm_with_cast tests.
 
     ``"pow_exponent"``: float16 throughout, the exponent 2 a float32 constant Cast to float16
@@ -145,4 +145,4 @@ def layer_norm_with_cast(placement: str, width=4):
     inits["two_f32" if fp16_stats else "two"] = np.float32(2)
     x_type = F16 if fp16_stats else F32
     return _model(nodes, [helper.make_tensor_value_info("A", x_type, [16, 32, width])],
-                  [helper.make_tensor_value_info("C", F16, [16, 32, width])], inits, opset=14)
+                  [helper.make_tensor_value_info("C", F16, [16, 32, width])], inits, opset=opset)
