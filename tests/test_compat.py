@@ -52,6 +52,14 @@ def test_opset_10_is_converted_and_verified(tmp_path):
     assert report.counts == {"LayerNorm": 1} and report.verification.ok
 
 
+def test_opset_18_is_kept():
+    """An opset that LayerNormalization needs no conversion for stays as it is (its ReduceMean
+    reads its axes as an input)."""
+    fused, report = fusekit.optimize(V.ln_pytorch_opset18(), target="ort")
+    assert report.opset_before == report.opset_after == 18
+    assert report.counts["LayerNorm"] == 1
+
+
 def test_an_opset_that_cannot_be_converted_is_one_line(tmp_path):
     g = V.Graph("old", opset=9)
     g.output("y")

@@ -13,9 +13,16 @@ from fusekit.errors import FusekitError
 from fusekit.reports.explain import explain
 from fusekit.reports.layers import assign
 from graphs.edits import LAYER0, helper_const, load, node, set_constant, toposorted
-from test_gelu import NEAR_MISSES as GELU_REASONS
-from test_layer_norm import NEAR_MISSES as LN_REASONS
+from fusions.test_fast_gelu import NEAR_MISSES as FAST_GELU_MISSES
+from fusions.test_gelu import NEAR_MISSES as GELU_MISSES
+from fusions.test_layer_norm import NEAR_MISSES as LN_REASONS
+from fusions.test_quick_gelu import NEAR_MISSES as QUICK_GELU_MISSES
 
+# the reasons the fusions' own tests assert, for the near misses planted in graphs/variants.py
+GELU_REASONS = {name: (fusion, miss[-1])
+                for fusion, misses in (("Gelu", GELU_MISSES), ("FastGelu", FAST_GELU_MISSES),
+                                       ("QuickGelu", QUICK_GELU_MISSES))
+                for name, miss in misses.items() if name in V.NEAR_MISSES}
 REASONS = {**{k: ("LayerNorm", v) for k, v in LN_REASONS.items()}, **GELU_REASONS}
 
 

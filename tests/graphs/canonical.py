@@ -1,7 +1,7 @@
 """Small graphs that more than one test file reads: exporter spellings the canonicalization rules
 rewrite before a fusion takes them (tests/test_canonical.py, and each rule's own test in
-tests/canonical/), the ones the shape facts fold (tests/test_shape_facts.py), and the float16
-Cast placements of LayerNorm. A graph only one rule's test reads lives in that test's file.
+tests/canonical/) and the ones the shape facts fold (tests/test_shape_facts.py). A graph only one
+rule's test reads lives in that test's file.
 Built with ``variants.Graph``; each builder returns an ``onnx.ModelProto`` reading ``x``
 [batch, seq, 16] (most) and writing ``y``.
 """
@@ -95,61 +95,6 @@ def noop_casts(opset=14):
     gelu = g.op("Mul", g.op("Mul", v, g.const("half", 0.5)), g.op("Add", erf, g.const("one", 1.0)))
     g.op("Cast", gelu, to=TensorProto.FLOAT, out="y")
     g.op("Cast", x, to=TensorProto.FLOAT16, out="half")
-    return g.model()
-
-
-# ---------------------------------------------------------------- LayerNorm Cast placements (float16)
-# The forms of ONNX Runtime's fusion tests (layer_norm_fp16, layer_norm_with_cast_2 and _3), with
-# random γ and β.
-
-def _fp16_tail(g, n, out_type=F16):
-    gamma, beta = _gamma_beta(np.float16 if out_type == F16 else np.float32)
-    g.op("Add", g.op("Mul", n, g.const("gamma", gamma, gamma.dtype)), g.const("beta", beta, beta.dtype), out="y")
-
-
-def ln_fp16_cast_centered(opset=14):
-    """Mean and x − mean in float16, Cast to float32 after the Sub, statistics in float32,
-    Cast back to float16 after the Div, γ and β in float16."""
-    g, x = _io("ln", opset, elem=F16)
-    d = g.op("Cast", g.op("Sub", x, g.mean(x)), to=F32)
-    var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
-    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-12)))
-    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F16))
-    return g.model()
-
-
-def ln_fp32_stats_fp16_affine(opset=14):
-    """A float32 input and statistics, Cast to float16 after the Div, float16 γ and β and output."""
-    g = Graph("ln", opset)
-    g.output("y", elem=F16)
-    x = g.input("x")
-    d = g.op("Sub", x, g.mean(x))
-    var = g.mean(g.op("Pow", d, g.const("two", 2.0)))
-    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-12)))
-    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F16))
-    return g.model()
-
-
-def ln_fp16_cast_exponent(opset=14):
-    """All in float16, the Pow exponent a float32 2 cast to float16."""
-    g, x = _io("ln", opset, elem=F16)
-    d = g.op("Sub", x, g.mean(x))
-    var = g.mean(g.op("Pow", d, g.op("Cast", g.const("two", 2.0), to=F16)))
-    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
-    _fp16_tail(g, g.op("Div", d, std))
-    return g.model()
-
-
-def ln_fp16_stats_fp32_affine(opset=14):
-    """Near miss: statistics in float16, then a Cast up to float32 γ and β: one LayerNormalization
-    would have to round γ and β to float16, or compute the statistics in float32."""
-    g, x = _io("ln", opset, elem=F16)
-    g.outputs.clear()
-    g.output("y")
-    d = g.op("Sub", x, g.mean(x))
-    var = g.mean(g.op("Pow", d, g.const("two", 2.0, np.float16)))
-    std = g.op("Sqrt", g.op("Add", var, g.const("eps", 1e-5, np.float16)))
-    _fp16_tail(g, g.op("Cast", g.op("Div", d, std), to=F32), out_type=F32)
     return g.model()
 
 

@@ -1,10 +1,11 @@
-"""EmbedLayerNorm: the embedding lookups, their sum and the LayerNorm as one op, on small hand-built graphs."""
+"""EmbedLayerNorm alone (patterns/fusions/embed_layer_norm.py) on small graphs in the form it reads,
+the LayerNormalization already there (opset 17): the embedding lookups, their sum and the
+LayerNorm as one op, for each position scheme exporters write, and the near misses."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import fuse_only
-from fusekit.verify import verify
+from one_rule import apply
 
 VOCAB, POSITIONS, TYPES, WIDTH = 30, 16, 2, 8
 MS = "com.microsoft"
@@ -121,12 +122,13 @@ def embed_node(model):
 @pytest.mark.parametrize("segment, label", [(True, "positions"), (False, "positions[no_segment]")])
 def test_lookups_fuse_and_verify(segment, label):
     model = embeddings(segment=segment)
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1} and report.fused[0].variant == label
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1 and applied.records[0].variant == label
     node = embed_node(fused)
     assert node.domain == MS and node.input[2] == "word_table" and node.input[3] == "position_table"
     assert (node.input[4] == "segment_table") == segment
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
 
 
 @pytest.mark.parametrize("form", ["slice_buffer", "word_shape", "range_expand", "keras_slice"])
@@ -135,14 +137,15 @@ def test_positions_proven_to_count_up_are_dropped(form, seq):
     """Position ids proven to be 0..S-1 by running their chain: the op counts them itself,
     and the chain is gone (as ONNX Runtime's own EmbedLayerNorm tests assert)."""
     model = embeddings(positions=form, seq=seq)
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
-    assert report.fused[0].variant == "positions"
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1, applied.misses
+    assert applied.records[0].variant == "positions"
     node = embed_node(fused)
     assert node.input[3] == "position_table" and (len(node.input) < 9 or not node.input[8])
     assert {n.op_type for n in fused.graph.node} == {"Cast", "EmbedLayerNormalization"}  # the ids to int32
     assert all(n.input[0] in ("input_ids", "token_type_ids") for n in fused.graph.node if n.op_type == "Cast")
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
 
 
 def _run(model, **feeds):
@@ -155,11 +158,12 @@ def test_segment_ids_with_dimensions_of_their_own_are_expanded_to_the_ids():
     shape, as the embedding sum broadcasts them, so types given per row or per position
     still compute what the model does."""
     model = embeddings(own_dims=True)
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1} and report.fused[0].variant == "positions", report.summary()
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1 and applied.records[0].variant == "positions", applied.misses
     (expand,) = [n for n in fused.graph.node if n.op_type == "Expand"]
     assert embed_node(fused).input[1] == expand.output[0]
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
     ids = np.random.default_rng(2).integers(0, VOCAB, (3, 5))
     for types in (np.array([[1], [0], [1]]), np.array([[0, 1, 1, 0, 1]]), np.ones((3, 5), np.int64)):
         np.testing.assert_allclose(_run(fused, input_ids=ids, token_type_ids=types),
@@ -171,38 +175,42 @@ def test_segment_ids_with_dimensions_of_their_own_are_expanded_to_the_ids():
 def test_segment_ids_computed_from_the_ids_shape_need_no_expand():
     """HF-TF's token types when none are given: zeros of the ids' shape, proven to be it."""
     model = embeddings(own_dims=True, segment_ids="zeros")
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1, applied.misses
     assert [n.name for n in fused.graph.node if n.op_type == "Expand"] == ["zeros"]  # the model's own, no other
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
 
 
 def test_segment_ids_neither_proven_nor_an_input_are_a_near_miss():
-    fused, report = fuse_only(embeddings(own_dims=True, segment_ids="sliced"), "EmbedLayerNorm")
-    assert "EmbedLayerNorm" not in report.counts
-    (miss,) = report.misses
+    applied = apply("EmbedLayerNorm", embeddings(own_dims=True, segment_ids="sliced"))
+    assert not applied.rewrote and not applied.made
+    (miss,) = applied.misses
     assert "provably (batch, sequence)" in miss.reason and "a model input" in miss.reason, miss
 
 
 def test_a_constant_position_term_is_the_table():
     """ONNX Runtime's format5: the looked-up position rows are a constant [B, S, H] at a fixed length."""
     model = embeddings(positions="constant", seq=3)
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1}, report.summary()
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1, applied.misses
     node = embed_node(fused)
     (table,) = [t for t in fused.graph.initializer if t.name == node.input[3]]
     assert list(table.dims) == [3, WIDTH] and (len(node.input) < 9 or not node.input[8])
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
 
 
-def test_positions_that_do_not_count_from_zero_are_handed_on():
+@pytest.mark.parametrize("segment, label", [(True, "lookups"), (False, "lookups[no_segment]")])
+def test_positions_that_do_not_count_from_zero_are_handed_on(segment, label):
     """Slice(buffer, 1, S + 1): not 0..S-1, so the ids are given to the op as computed."""
-    model = embeddings(positions="start_at_one")
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert report.counts == {"EmbedLayerNorm": 1} and report.fused[0].variant == "lookups"
+    model = embeddings(positions="start_at_one", segment=segment)
+    applied = apply("EmbedLayerNorm", model)
+    fused = applied.model
+    assert applied.rewrote == 1 and applied.records[0].variant == label
     (cast,) = [n for n in fused.graph.node if n.output[0] == embed_node(fused).input[8]]
     assert cast.op_type == "Cast" and cast.input[0] == "position_ids"
-    assert verify(model, fused).ok
+    applied.assert_equivalent()
 
 
 def test_word_shape_positions_that_do_not_count_from_zero_are_a_near_miss():
@@ -210,9 +218,9 @@ def test_word_shape_positions_that_do_not_count_from_zero_are_a_near_miss():
     must be handed on, and the Shape on the word lookup then keeps that lookup alive."""
     model = embeddings(positions="word_shape", segment=False)
     model.graph.node[next(i for i, n in enumerate(model.graph.node) if n.name == "positions")].input[1] = "one_1d"
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert "EmbedLayerNorm" not in report.counts
-    (miss,) = report.misses
+    applied = apply("EmbedLayerNorm", model)
+    assert not applied.rewrote and not applied.made
+    (miss,) = applied.misses
     assert miss.variant == "lookups" and "'word_rows' (from Gather) is also used by Shape 'shape'" in miss.reason, miss
 
 
@@ -230,17 +238,19 @@ def test_constant_position_term_near_miss(change, reason):
         value = numpy_helper.to_array(rows).copy()
         value[1] += 1
         rows.CopyFrom(numpy_helper.from_array(value, "position_rows"))
-    fused, report = fuse_only(model, "EmbedLayerNorm")
-    assert "EmbedLayerNorm" not in report.counts
-    (miss,) = report.misses
+    applied = apply("EmbedLayerNorm", model)
+    assert not applied.rewrote and not applied.made
+    (miss,) = applied.misses
     assert reason in miss.reason, miss
 
 
 def test_roles_come_from_the_inputs_not_the_order():
     """The segment lookup first (as in TF graphs): the word table is still the one the ids index."""
-    fused, report = fuse_only(embeddings(order=("segment", "position", "word")), "EmbedLayerNorm")
-    node = embed_node(fused)
+    applied = apply("EmbedLayerNorm", embeddings(order=("segment", "position", "word")))
+    node = embed_node(applied.model)
     assert (node.input[2], node.input[3], node.input[4]) == ("word_table", "position_table", "segment_table")
+    assert applied.rewrote == 1 and applied.records[0].variant == "positions"
+    applied.assert_equivalent()
 
 
 @pytest.mark.parametrize("kwargs, reason", [
@@ -249,13 +259,14 @@ def test_roles_come_from_the_inputs_not_the_order():
     (dict(gamma_width=WIDTH + 1), "γ"),
 ])
 def test_near_miss(kwargs, reason):
-    fused, report = fuse_only(embeddings(**kwargs), "EmbedLayerNorm")
-    assert "EmbedLayerNorm" not in report.counts
+    applied = apply("EmbedLayerNorm", embeddings(**kwargs))
+    fused = applied.model
+    assert not applied.rewrote and not applied.made
     assert [n for n in fused.graph.node if n.op_type == "LayerNormalization"]
-    (miss,) = [m for m in report.misses if m.fusion == "EmbedLayerNorm"]
+    miss = applied.miss()
     assert reason in miss.reason, miss
 
 
 def test_only_for_ort():
-    _, report = fuse_only(embeddings(), "EmbedLayerNorm", target="openvino")
-    assert report.counts == {}
+    with pytest.raises(AssertionError, match="EmbedLayerNorm does not run for target openvino"):
+        apply("EmbedLayerNorm", embeddings(), target="openvino")

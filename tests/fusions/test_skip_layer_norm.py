@@ -1,0 +1,118 @@
+"""SkipLayerNorm alone (patterns/fusions/skip_layer_norm.py) on small graphs in the form it reads,
+the LayerNormalization already there (opset 17): the residual sum, with or without a bias Add,
+folded into it; the sum handed on when used later; refusals with their reasons."""
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from one_rule import apply
+
+H = 16
+RNG = np.random.RandomState(0)
+
+
+def block(sum_used_later: bool, skip_shape=("batch", "seq", H), bias=True, statistics_used=False):
+    """x·W (+ b) + skip → LayerNormalization, optionally reusing the sum (pre-LN style) or
+    handing on the normalization's mean as a second output."""
+    inits = [numpy_helper.from_array(RNG.randn(H, H).astype(np.float32), "W"),
+             numpy_helper.from_array(RNG.randn(H).astype(np.float32), "b"),
+             numpy_helper.from_array((1 + 0.1 * RNG.randn(H)).astype(np.float32), "gamma"),
+             numpy_helper.from_array((0.1 * RNG.randn(H)).astype(np.float32), "beta")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="dense/MatMul")]
+    if bias:
+        nodes.append(helper.make_node("Add", ["b", "h"], ["hb"], name="dense/Add"))
+    else:
+        inits.pop(1)
+    nodes += [helper.make_node("Add", ["hb" if bias else "h", "skip"], ["sum"], name="residual/Add"),
+              helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["ln", "mean"] if statistics_used else ["ln"],
+                               name="ln", epsilon=1e-12)]
+    if sum_used_later:
+        nodes.append(helper.make_node("Add", ["sum", "ln"], ["y"], name="reuse/Add"))
+    else:
+        nodes.append(helper.make_node("Identity", ["ln"], ["y"], name="out"))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", H])]
+    if statistics_used:
+        outputs.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch", "seq", 1]))
+    graph = helper.make_graph(nodes, "skip", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("skip", TensorProto.FLOAT, list(skip_shape))], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def skip_node(model):
+    (node,) = [n for n in model.graph.node if n.op_type == "SkipLayerNormalization"]
+    assert node.domain == "com.microsoft"
+    return node
+
+
+def test_bias_and_residual_fold_into_the_layer_norm():
+    applied = apply("SkipLayerNorm", block(sum_used_later=False))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -2}
+    node = skip_node(applied.model)
+    assert list(node.input) == ["h", "skip", "gamma", "beta", "b"] and applied.records[0].variant == "bias"
+    assert next(a.f for a in node.attribute if a.name == "epsilon") == np.float32(1e-12)
+    applied.assert_equivalent()
+
+
+def test_a_residual_without_bias_folds_plain():
+    applied = apply("SkipLayerNorm", block(sum_used_later=False, bias=False))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -1}
+    assert list(skip_node(applied.model).input) == ["h", "skip", "gamma", "beta"]
+    assert applied.rewrote == 1 and applied.records[0].variant == "plain"
+    applied.assert_equivalent()
+
+
+def test_sum_used_later_becomes_the_fourth_output():
+    applied = apply("SkipLayerNorm", block(sum_used_later=True))
+    fused = applied.model
+    node = skip_node(fused)
+    assert len(node.output) == 4 and node.output[3] == "sum" and not node.output[1] and not node.output[2]
+    assert any("sum" in n.input for n in fused.graph.node if n.name == "reuse/Add")
+    assert applied.rewrote == 1
+    applied.assert_equivalent()
+
+
+def residual_of_one_value(input_from_other: bool):
+    """a = LayerNorm(t); a·W + b + a → LayerNormalization, with a second model input whose
+    dimensions are named apart (as tf2onnx names every input's), so that no input is provably
+    (batch, sequence). With ``input_from_other`` the sublayer reads that input instead of a."""
+    inits = [numpy_helper.from_array(RNG.randn(H, H).astype(np.float32), "W"),
+             numpy_helper.from_array(RNG.randn(H).astype(np.float32), "b"),
+             numpy_helper.from_array((1 + 0.1 * RNG.randn(H)).astype(np.float32), "gamma"),
+             numpy_helper.from_array((0.1 * RNG.randn(H)).astype(np.float32), "beta")]
+    nodes = [helper.make_node("LayerNormalization", ["t", "gamma", "beta"], ["a"], name="ln0", epsilon=1e-12),
+             helper.make_node("MatMul", ["p" if input_from_other else "a", "W"], ["h"], name="dense/MatMul"),
+             helper.make_node("Add", ["h", "b"], ["hb"], name="dense/Add"),
+             helper.make_node("Add", ["hb", "a"], ["sum"], name="residual/Add"),
+             helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], name="ln1", epsilon=1e-12)]
+    graph = helper.make_graph(nodes, "skip", [
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["b1", "s1", H]),
+        helper.make_tensor_value_info("p", TensorProto.FLOAT, ["b2", "s2", H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b1", "s1", H])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_addends_computed_from_one_value_cannot_broadcast_against_each_other():
+    applied = apply("SkipLayerNorm", residual_of_one_value(input_from_other=False))
+    assert applied.rewrote == 1 and applied.made["SkipLayerNormalization"] == 1, applied.misses
+    assert applied.records[0].variant == "bias"
+    applied.assert_equivalent()
+
+
+@pytest.mark.parametrize("build, reason", [
+    (lambda: block(sum_used_later=False, skip_shape=(1, "seq", H)), "may broadcast over batch or sequence"),
+    (lambda: residual_of_one_value(input_from_other=True), "may broadcast over batch or sequence"),
+    (lambda: block(sum_used_later=False, statistics_used=True),
+     "the LayerNormalization's statistics output 'mean' is used"),
+])
+def test_near_miss_refused_with_reason(build, reason):
+    applied = apply("SkipLayerNorm", build())
+    assert not applied.rewrote and not applied.made
+    miss = applied.miss()
+    assert reason in miss.reason and miss.variant == "bias", miss
+    applied.assert_equivalent()
+
+
+def test_only_for_ort():
+    with pytest.raises(AssertionError, match="SkipLayerNorm does not run for target onnx"):
+        apply("SkipLayerNorm", block(sum_used_later=False), target="onnx")
