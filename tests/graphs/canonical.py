@@ -8,7 +8,7 @@ Built with ``variants.Graph``; each builder returns an ``onnx.ModelProto`` readi
 import numpy as np
 from onnx import TensorProto
 
-from .variants import F16, F32, KERAS_EPS, Graph, _gamma_beta, _io
+from .variants import KERAS_EPS, Graph, _gamma_beta, _io
 
 
 def _keras_ln_tail(g, x, mean, var):
