@@ -13,7 +13,7 @@ from onnx import version_converter
 from . import patterns
 
 from .compat import prepare
-from .engine import canonicalize, pack as packing, passes, shapes
+from .engine import canonicalize, passes, shapes
 from .errors import FusekitError
 from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
@@ -22,6 +22,7 @@ from .engine.pattern import Fusion, Rule, root_ops
 from .engine.rewrite import compose
 from .engine.state import RunState
 from .report import Report
+from .stages import pack as packing
 from .verify import verify as verify_models
 
 TARGETS = ("ort", "onnx", "openvino")
@@ -277,7 +278,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     whether it proved equivalent. Raises FusekitError on bad input.
 
     ``pack=True`` then runs the token-wise part of the model on the batch's valid tokens
-    alone (``fusekit.engine.pack``), or says in a near miss why that would not be exact.
+    alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact.
     """
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -49,7 +49,7 @@ from pathlib import Path
 import onnx
 
 from .. import patterns
-from ..engine import pack
+from ..stages import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
 from ..pipeline import PROVENANCE_KEY, optimize

@@ -53,12 +53,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
-from .graph import attr, producer
-from .matcher import Match, Miss, match_variant
-from .pattern import Fusion
-from .probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
-from .rewrite import MS, Emitter, Fused
-from .state import IdentityMap, IdentitySet, RunState
+from ..engine.graph import attr, producer
+from ..engine.matcher import Match, Miss, match_variant
+from ..engine.pattern import Fusion
+from ..engine.probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
+from ..engine.rewrite import MS, Emitter, Fused
+from ..engine.state import IdentityMap, IdentitySet, RunState
 
 FUSION = "Pack"
 
