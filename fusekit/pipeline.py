@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections import Counter
 
@@ -10,7 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from . import patterns
+from . import patterns, provenance
 
 from .compat import prepare
 from .engine import canonicalize, passes, shapes
@@ -26,8 +25,6 @@ from .stages import pack as packing
 from .verify import verify as verify_models
 
 TARGETS = ("ort", "onnx", "openvino")
-PROVENANCE_KEY = "fusekit.provenance"
-PACK_KEY = "fusekit.pack"  # which outputs a packed model computes at valid tokens only (read by verify)
 
 
 def fusions_for(target: str, disable=()) -> list[Fusion]:
@@ -196,13 +193,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: 
         onnx.checker.check_model(skel)
     except onnx.checker.ValidationError as e:
         raise FusekitError(f"internal error, please report: the fused model is invalid: {str(e).splitlines()[0]}")
-    known = json.loads(next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), "{}"))
-    props = {p.key: p.value for p in original.metadata_props}
+    props = provenance.metadata(original, report.fused + report.rewrites, target, report.packed)
     model = _assemble(skel, weights, original, in_place)
-    known.update({f.node: f.to_dict() for f in report.fused + report.rewrites if f.node})  # a bypass leaves no node
-    props.update({PROVENANCE_KEY: json.dumps(known), "fusekit.target": target})
-    if report.packed:
-        props[PACK_KEY] = json.dumps(report.packed)
     onnx.helper.set_model_props(model, props)
     return model
 

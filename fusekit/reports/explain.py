@@ -41,7 +41,6 @@ a fusion when it has a fused candidate and no miss of that fusion.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,8 @@ from .. import patterns
 from ..stages import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
-from ..pipeline import PROVENANCE_KEY, optimize
+from ..pipeline import optimize
+from ..provenance import records
 from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
 
@@ -276,11 +276,9 @@ def _considered(flow: Dataflow, misses, target: str, where: dict) -> list[Candid
 
 def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Candidate]:
     """Nodes an earlier fusekit run fused, from the provenance the input carries."""
-    text = next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), None)
-    records = json.loads(text) if text else {}
     return [Candidate(r["fusion"], "earlier", name, r["op"], where.get(name), r["variant"], r.get("steps", []),
                       [(e["name"], e["op"]) for e in r["replaced"]], r.get("constants", {}))
-            for name, r in records.items() if name in flow.index]
+            for name, r in records(original).items() if name in flow.index]
 
 
 __all__ = ["SCHEMA", "Candidate", "Explanation", "explain"]

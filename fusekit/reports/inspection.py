@@ -58,7 +58,8 @@ from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter
 from ..errors import FusekitError
 from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
-from ..pipeline import PROVENANCE_KEY, input_warnings, optimize
+from ..pipeline import input_warnings, optimize
+from ..provenance import PROVENANCE_KEY, TARGET_KEY
 from ..engine.rewrite import Fused
 
 SCHEMA = "fusekit.inspect/1"
@@ -408,8 +409,8 @@ def rewritten_by(model: onnx.ModelProto, flow: Dataflow) -> list[dict]:
     found = []
     props = {p.key: p.value for p in model.metadata_props}
     if PROVENANCE_KEY in props:
-        target = props.get("fusekit.target", "?")
-        found.append({"name": "fusekit", "evidence": f"fusekit.provenance metadata, target {target}"})
+        target = props.get(TARGET_KEY, "?")
+        found.append({"name": "fusekit", "evidence": f"{PROVENANCE_KEY} metadata, target {target}"})
     if model.producer_name == "onnxruntime.transformers":
         found.append({"name": "onnxruntime.transformers optimizer",
                       "evidence": f"producer, new nodes like {_ort_example(flow)}"})
