@@ -14,9 +14,9 @@ from . import patterns, provenance
 from .compat import prepare
 from .engine import canonicalize, passes, shapes
 from .errors import FusekitError
-from .engine.graph import default_names
 from .engine.matcher import Match, match_variant
-from .modelio import default_opset, is_heavy, read, skeleton
+from .graphio import export, import_graph
+from .modelio import default_opset, read, skeleton
 from .engine.pattern import Fusion, Rule, root_ops
 from .engine.rewrite import compose
 from .engine.state import RunState
@@ -41,30 +41,6 @@ def rules_for(target: str, disable=()) -> list[Rule]:
 
 def _canonicalize(graph: gs.Graph, rules: list[Rule], target: str, opset: int) -> canonicalize.Canonical:
     return canonicalize.run(graph, rules, target, opset, fold=shapes.fold)
-
-
-def _import(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
-    """The graph of a skeleton, with the shapes the model fixes and the weights of ``weights`` attached.
-
-    The weights stay the original TensorProtos (read lazily), so nothing is copied.
-    """
-    graph = gs.import_onnx(shapes.infer(skel))
-    tensors = graph.tensors()
-    declared = {i.name for i in weights.graph.input}
-    for proto in weights.graph.initializer:
-        placeholder = tensors.get(proto.name)
-        if not is_heavy(proto) or placeholder is None:
-            continue
-        weight = gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
-        for node in list(placeholder.outputs):
-            for i, t in enumerate(node.inputs):
-                if t is placeholder:
-                    node.inputs[i] = weight
-        if proto.name not in declared:
-            graph.inputs = [t for t in graph.inputs if t is not placeholder]
-    for node, name in zip(graph.nodes, default_names([n.op for n in graph.nodes], [n.name for n in graph.nodes])):
-        node.name = name
-    return graph
 
 
 def _has_match(graph: gs.Graph, fusion: Fusion, target: str, opset: int) -> bool:
@@ -111,92 +87,8 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
     if canonical is not None:
         del graph, canonical
         gc.collect()  # the first graph's node/tensor cycles hold what its matches loaded until collected
-    graph = _import(converted, weights)  # the converted model's own canonical form
+    graph = import_graph(converted, weights)  # the converted model's own canonical form
     return converted, graph, _canonicalize(graph, rules, target, opset), fusions
-
-
-# constants of more elements than this leave the skeleton with the weights
-SKELETON_CONSTANT = 1024
-
-
-def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The fused graph without its weights, and the weight protos it uses: the original ones as
-    read (never copied) and the large ones rewrites made (a packed QKV weight), converted once.
-    The skeleton stays small, so checking and assembling it costs next to nothing."""
-    inputs = {t.name: t for t in graph.inputs}
-    weights = []
-    for tensor in list(graph.tensors().values()):
-        if not isinstance(tensor, gs.Constant):
-            continue
-        if isinstance(tensor._values, gs.ir.tensor.LazyValues):
-            weights.append(tensor._values.tensor)
-        elif tensor.values.size > SKELETON_CONSTANT and tensor.values.dtype.kind in "fiub":
-            weights.append(onnx.numpy_helper.from_array(tensor.values, tensor.name))
-        else:
-            continue
-        placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
-        for node in list(tensor.outputs):
-            for i, t in enumerate(node.inputs):
-                if t is tensor:
-                    node.inputs[i] = placeholder
-        if tensor.name not in inputs:
-            graph.inputs.append(placeholder)
-    return gs.export_onnx(graph), weights
-
-
-def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: onnx.ModelProto,
-              in_place: bool) -> onnx.ModelProto:
-    """The skeleton with its weights put back. ``in_place`` rebuilds ``original`` itself,
-    so the weights (most of a model's bytes) are never copied."""
-    used = {t.name for t in weights}
-    declared = {i.name for i in original.graph.input}
-    if in_place:
-        model = original
-        kept = set()
-        for i in reversed(range(len(model.graph.initializer))):
-            if model.graph.initializer[i].name not in used:
-                del model.graph.initializer[i]
-            else:
-                kept.add(model.graph.initializer[i].name)
-        # a weight with an original's name is that original (rewrites never change a constant's
-        # values, and name what they make afresh): only the ones rewrites made are added
-        model.graph.initializer.extend(w for w in weights if w.name not in kept)
-        for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
-                         model.opset_import):
-            del repeated[:]
-    else:
-        model = onnx.ModelProto()
-        for field_name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
-            setattr(model, field_name, getattr(original, field_name))
-        model.metadata_props.extend(original.metadata_props)
-        model.functions.extend(original.functions)
-        model.graph.name = original.graph.name
-        model.graph.initializer.extend(weights)
-    model.graph.node.extend(skel.graph.node)
-    model.graph.input.extend(i for i in skel.graph.input if i.name not in used or i.name in declared)
-    model.graph.output.extend(skel.graph.output)
-    model.graph.value_info.extend(skel.graph.value_info)
-    model.graph.initializer.extend(skel.graph.initializer)
-    model.opset_import.extend(skel.opset_import)
-    model.functions.extend(f for f in skel.functions if f not in model.functions)
-    model.ir_version = max(skel.ir_version, original.ir_version)
-    return model
-
-
-def _export(graph: gs.Graph, original: onnx.ModelProto, report: Report, target: str,
-            in_place: bool, functions=()) -> onnx.ModelProto:
-    skel, weights = _export_skeleton(graph)
-    skel.ir_version = max(skel.ir_version, original.ir_version)
-    known = {(f.domain, f.name) for f in original.functions}
-    skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)
-    try:
-        onnx.checker.check_model(skel)
-    except onnx.checker.ValidationError as e:
-        raise FusekitError(f"internal error, please report: the fused model is invalid: {str(e).splitlines()[0]}")
-    props = provenance.metadata(original, report.fused + report.rewrites, target, report.packed)
-    model = _assemble(skel, weights, original, in_place)
-    onnx.helper.set_model_props(model, props)
-    return model
 
 
 MS = "com.microsoft"
@@ -285,7 +177,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     report.warnings = input_warnings(original)
     fusions, rules = fusions_for(target, disable), rules_for(target, disable)
     skel = skeleton(original)
-    graph = _import(skel, original)
+    graph = import_graph(skel, original)
     skel, graph, canonical, fusions = _raise_opset(skel, graph, original, fusions, rules, target, report)
     result = passes.run(graph, fusions, target, default_opset(skel), canonical=canonical)
     del canonical
@@ -298,7 +190,8 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
         _pack(graph, target, default_opset(skel), report)
     if in_place and verify and isinstance(model_or_path, onnx.ModelProto):
         raise FusekitError("in_place=True leaves no original to verify against: pass a path, or verify=False")
-    fused = _export(graph, original, report, target, in_place or original is not model_or_path, result.functions)
+    metadata = provenance.metadata(original, report.fused + report.rewrites, target, report.packed)
+    fused = export(graph, original, metadata, in_place or original is not model_or_path, result.functions)
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
