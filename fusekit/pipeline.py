@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import Counter
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -11,7 +10,7 @@ from onnx import version_converter
 
 from . import patterns, provenance
 
-from .compat import prepare
+from .compat import input_warnings, pass_through_notes, prepare
 from .engine import canonicalize, passes, shapes
 from .errors import FusekitError
 from .engine.matcher import Match, match_variant
@@ -91,48 +90,6 @@ def _raise_opset(skel: onnx.ModelProto, graph: gs.Graph, weights: onnx.ModelProt
     return converted, graph, _canonicalize(graph, rules, target, opset), fusions
 
 
-MS = "com.microsoft"
-
-
-def input_warnings(model: onnx.ModelProto) -> list[str]:
-    """What an input already holds that fusekit keeps as it is, but that computes wrongly on some inputs.
-
-    ONNX Runtime's transformers optimizer (and Optimum's --optimize, which runs it) turns
-    the attention mask into a mask index, one valid length per row (EmbedLayerNormalization's
-    second output, or ReduceSum over the mask): it assumes every row is padded on the right.
-    """
-    producers = {o: n for n in model.graph.node for o in n.output}
-    rank_one = {v.name for v in [*model.graph.input, *model.graph.value_info]
-                if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) == 1}
-
-    def is_mask_index(value: str) -> bool:
-        node = producers.get(value)
-        while node is not None and node.op_type == "Cast":
-            value, node = node.input[0], producers.get(node.input[0])
-        if node is None:
-            return value in rank_one
-        return node.op_type == "ReduceSum" or (node.op_type == "EmbedLayerNormalization" and
-                                                len(node.output) > 1 and node.output[1] == value)
-
-    indexed = [n for n in model.graph.node if n.domain == MS and n.op_type == "Attention"
-               and len(n.input) > 3 and n.input[3] and is_mask_index(n.input[3])]
-    if not indexed:
-        return []
-    return [f"the input holds {len(indexed)} com.microsoft Attention with a mask index (ONNX Runtime's transformers "
-            f"optimizer, e.g. '{indexed[0].name}'): its attention assumes right padding, and rows padded on "
-            "the left compute wrong values; fuse the original export instead"]
-
-
-def _pass_through_note(model: onnx.ModelProto, target: str) -> list[str]:
-    """A note when a standard-ONNX target's output still holds com.microsoft ops from the input."""
-    kept = Counter(n.op_type for n in model.graph.node if n.domain == MS)
-    if target == "ort" or not kept:
-        return []
-    ops = ", ".join(f"{op} {k}" for op, k in sorted(kept.items()))
-    return [f"the output is not standard ONNX: the input's com.microsoft ops pass through unchanged ({ops}); "
-            f"only runtimes that implement ONNX Runtime's contrib ops run them"]
-
-
 def _pack(graph: gs.Graph, target: str, opset: int, report: Report):
     state = RunState(target=target, opset=opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
     result = packing.run(graph, state, patterns.BY_NAME["Attention"])
@@ -195,7 +152,7 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     del graph, result
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
-    report.notes += _pass_through_note(fused, target)
+    report.notes += pass_through_notes(fused, target)
     if verify:
         t = time.perf_counter()
         # the model as given: verification covers what reading it changed
@@ -206,4 +163,4 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     return fused, report
 
 
-__all__ = ["optimize", "input_warnings", "TARGETS"]
+__all__ = ["optimize", "TARGETS"]

@@ -54,11 +54,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..compat import input_warnings
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, stored_bytes
 from ..errors import FusekitError
 from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
-from ..pipeline import input_warnings, optimize
+from ..pipeline import optimize
 from ..provenance import PROVENANCE_KEY, TARGET_KEY
 from ..engine.rewrite import Fused
 
