@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import onnx
 
@@ -51,8 +52,8 @@ from .. import patterns
 from ..stages import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
-from ..pipeline import optimize
 from ..provenance import records
+from ..report import Report
 from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
 
@@ -205,8 +206,10 @@ class Explanation:
 
 
 def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer: int | None = None,
-            pack: bool = False) -> Explanation:
-    """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
+            pack: bool = False, *, optimize: Callable[..., tuple[onnx.ModelProto, Report]]) -> Explanation:
+    """Fuse in memory with ``optimize`` (the pipeline's, which ``fusekit.explain`` passes in: a
+    report never imports the pipeline) and explain every candidate; raises FusekitError on bad
+    input or filters."""
     if fusion is not None and fusion not in FUSIONS:
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
     original, notes = load_to_read(model_or_path)

@@ -50,6 +50,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -59,8 +60,8 @@ from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter
 from ..errors import FusekitError
 from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
-from ..pipeline import optimize
 from ..provenance import PROVENANCE_KEY, TARGET_KEY
+from ..report import Report
 from ..engine.rewrite import Fused
 
 SCHEMA = "fusekit.inspect/1"
@@ -176,8 +177,10 @@ def _size(n: int) -> str:
         n /= 1024
 
 
-def inspect_model(model_or_path) -> Inspection:
-    """Describe a model (a path or a ModelProto); raises FusekitError on bad input."""
+def inspect_model(model_or_path, *, optimize: Callable[..., tuple[onnx.ModelProto, Report]]) -> Inspection:
+    """Describe a model (a path or a ModelProto), what ``optimize`` would fuse in it included (the
+    pipeline's, which ``fusekit.inspect_model`` passes in: a report never imports the pipeline);
+    raises FusekitError on bad input."""
     model, notes = load_to_read(model_or_path)
     path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     flow = Dataflow(model.graph)
