@@ -51,14 +51,17 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact.
 
     The stages, one call each: read the model; import it as a graph (its weights attached,
-    never copied); choose the opset the fused forms need, converting the model to it;
+    never copied); choose the opset the fused forms need and convert the model to it;
     canonicalize; fuse; pack (``pack=True``); export the fused model with its provenance;
-    verify it against the model as given. The opset is chosen before canonicalization although
-    the choice may have to look at the canonical form: a conversion replaces the graph, so the
-    canonical form of the graph it replaces would be work thrown away. The choice looks at the
-    graph as read and canonicalizes it only where a fusion it wants is not found there; the
-    canonicalization stage then keeps that work where no conversion followed, and otherwise
-    canonicalizes the converted graph. Either way a graph is canonicalized at most once.
+    verify it against the model as given.
+
+    The opset is chosen before canonicalizing because a conversion replaces the graph, and
+    the canonical form of the graph it replaces would be work thrown away. Yet the choice may
+    have to look at the canonical form (tf2onnx's LayerNorm is one only once canonicalized):
+    it canonicalizes the graph as read only where a fusion that needs a newer opset is not
+    found as read (``fusekit.stages.opset``). Canonicalization runs once per graph, so the
+    canonicalization stage keeps that work where no conversion followed, and canonicalizes
+    the converted graph where one did: no graph is canonicalized twice.
     """
     if target not in TARGETS:
         raise FusekitError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

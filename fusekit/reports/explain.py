@@ -48,11 +48,10 @@ from typing import Callable
 
 import onnx
 
-from .. import patterns
+from .. import patterns, provenance
 from ..stages import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
-from ..provenance import records
 from ..report import Report
 from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
@@ -281,7 +280,7 @@ def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Can
     """Nodes an earlier fusekit run fused, from the provenance the input carries."""
     return [Candidate(r["fusion"], "earlier", name, r["op"], where.get(name), r["variant"], r.get("steps", []),
                       [(e["name"], e["op"]) for e in r["replaced"]], r.get("constants", {}))
-            for name, r in records(original).items() if name in flow.index]
+            for name, r in provenance.records(original).items() if name in flow.index]
 
 
 __all__ = ["SCHEMA", "Candidate", "Explanation", "explain"]

@@ -37,13 +37,14 @@ class Imported:
 
 
 def import_model(model: onnx.ModelProto, target: str) -> Imported:
+    """``model`` as the stages work on it: its skeleton, and its graph with the weights attached."""
     skel = skeleton(model)
     return Imported(skel, import_graph(skel, model), model, target)
 
 
-def canonicalize(model: Imported, rules: list[Rule]) -> Canonical:
-    """Rewrite ``model``'s graph into its canonical form, once: where the opset choice has already
-    canonicalized this graph to look at it, what that did is returned as it is."""
+def canonicalize(model: Imported, rules: list[Rule]):
+    """Rewrite ``model``'s graph into its canonical form, once (``model.canonical`` says what
+    that did): where the opset choice has canonicalized this graph already, to look at it,
+    there is nothing left to do."""
     if model.canonical is None:
         model.canonical = canonicalization.run(model.graph, rules, model.target, model.opset, fold=shapes.fold)
-    return model.canonical

@@ -5,11 +5,12 @@ ONNX's LayerNormalization is opset 17 and its Attention opset 23, so a model exp
 converter, on its skeleton) to the newest opset that a fusion it holds needs; a fusion it does
 not hold raises nothing. Where the conversion fails, those fusions are kept unfused, with a note.
 
-A fusion is looked for in the graph as read and, where it is not found there, in its canonical
-form (tf2onnx's LayerNorm is one only once canonicalized). The choice comes before the
-canonicalization stage because a conversion replaces the graph: the converted model is imported
-afresh and canonicalized then, so a graph is canonicalized here only where a fusion must be
-looked for in canonical form, and that work is kept where the opset stays as it is.
+Each fusion that needs a newer opset is looked for in the graph as read; where one is not
+found there, the graph is canonicalized and all are looked for in its canonical form (tf2onnx's
+LayerNorm is one only once canonicalized). The choice comes before the canonicalization stage
+because a conversion replaces the graph: the converted model is imported afresh and
+canonicalized then. So a graph is canonicalized here only where it must be looked at in
+canonical form, and that work is kept (``stages.canonicalize``) where the opset stays as it is.
 """
 from __future__ import annotations
 
