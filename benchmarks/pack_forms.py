@@ -2,7 +2,7 @@
 """Which spelling of the packing points does each CPU runtime run fastest?
 
 `fusekit optimize --pack` gathers a batch's valid tokens after the embeddings and scatters
-them back around each attention core. The spellings compared here (``fusekit.engine.pack.Forms``):
+them back around each attention core. The spellings compared here (``fusekit.stages.pack.Forms``):
 
   unpack first     an attention core's inputs Gather(x, index), padded positions reading the
                    stream's first row (never weighed); other values as "pad" (fusekit's form)
@@ -53,7 +53,7 @@ RUNTIMES = {"ort": [("ort", "f32")], "openvino": [("openvino", "f32")]}
 
 def build(source: Path, target: str, label: str, forms, folder: Path) -> Path:
     import fusekit
-    from fusekit.engine import pack
+    from fusekit.stages import pack
     from fusekit.modelio import write
     saved = dict(pack.FORMS)
     if forms is not None:

@@ -168,8 +168,8 @@ def _report(result, args, render_html, protect: tuple) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from . import inspect_model
     from .reports.htmlreport import inspect_page
-    from .reports.inspection import inspect_model
     if args.html:
         check_destination(args.html, protect=(args.model,))
     _report(inspect_model(args.model), args, inspect_page, (args.model,))
@@ -177,7 +177,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .reports.explain import explain
+    from . import explain
     from .reports.htmlreport import explain_page
     if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
         from .reports.int8 import analyze

@@ -14,10 +14,15 @@ the file as it is on disk) covers it:
   (Y, Mean, InvStdDev) as opset 17's, so the model is converted to opset 17 and
   the node becomes the standard op;
 - opsets below 11 are converted to 11 with onnx's version converter.
+
+What an input holds that fusekit keeps as it is is said too: a warning where it computes
+wrongly on some inputs (``input_warnings``), a note where a standard-ONNX target's output
+still holds ONNX Runtime's contrib ops (``pass_through_notes``).
 """
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 
 import onnx
 from onnx import version_converter
@@ -67,6 +72,45 @@ def prepare(model: onnx.ModelProto, what: str, copy: bool = False) -> tuple[onnx
                else f"fusekit reads opset {MIN_OPSET} and newer")
         notes.append(f"converted the model from opset {opset} to {target} ({why})")
     return model, notes
+
+
+def input_warnings(model: onnx.ModelProto) -> list[str]:
+    """What an input already holds that fusekit keeps as it is, but that computes wrongly on some inputs.
+
+    ONNX Runtime's transformers optimizer (and Optimum's --optimize, which runs it) turns
+    the attention mask into a mask index, one valid length per row (EmbedLayerNormalization's
+    second output, or ReduceSum over the mask): it assumes every row is padded on the right.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    rank_one = {v.name for v in [*model.graph.input, *model.graph.value_info]
+                if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) == 1}
+
+    def is_mask_index(value: str) -> bool:
+        node = producers.get(value)
+        while node is not None and node.op_type == "Cast":
+            value, node = node.input[0], producers.get(node.input[0])
+        if node is None:
+            return value in rank_one
+        return node.op_type == "ReduceSum" or (node.op_type == "EmbedLayerNormalization" and
+                                                len(node.output) > 1 and node.output[1] == value)
+
+    indexed = [n for n in model.graph.node if n.domain == MS and n.op_type == "Attention"
+               and len(n.input) > 3 and n.input[3] and is_mask_index(n.input[3])]
+    if not indexed:
+        return []
+    return [f"the input holds {len(indexed)} com.microsoft Attention with a mask index (ONNX Runtime's transformers "
+            f"optimizer, e.g. '{indexed[0].name}'): its attention assumes right padding, and rows padded on "
+            "the left compute wrong values; fuse the original export instead"]
+
+
+def pass_through_notes(model: onnx.ModelProto, target: str) -> list[str]:
+    """A note when a standard-ONNX target's output still holds com.microsoft ops from the input."""
+    kept = Counter(n.op_type for n in model.graph.node if n.domain == MS)
+    if target == "ort" or not kept:
+        return []
+    ops = ", ".join(f"{op} {k}" for op, k in sorted(kept.items()))
+    return [f"the output is not standard ONNX: the input's com.microsoft ops pass through unchanged ({ops}); "
+            f"only runtimes that implement ONNX Runtime's contrib ops run them"]
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -30,6 +30,7 @@ import onnxruntime as ort
 from .errors import FusekitError, InputsNeeded
 from .modelio import TWO_GB, load, write
 from .inputs import SETTINGS, Setting, describe, make_inputs, valid_positions
+from .provenance import PACK_KEY
 
 # Relative to the output's scale; float32 sums in another order differ by ~1e-6.
 DEFAULT_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 1e-2}
@@ -378,7 +379,7 @@ def packed_outputs(sess) -> dict[str, str]:
     are computed from the unpacked hidden states, so a row whose value is read from a padded
     position differs."""
     meta = sess.get_modelmeta().custom_metadata_map if hasattr(sess, "get_modelmeta") else {}
-    text = meta.get("fusekit.pack")
+    text = meta.get(PACK_KEY)
     return json.loads(text).get("outputs", {}) if text else {}
 
 

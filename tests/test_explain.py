@@ -10,7 +10,7 @@ import graphs.variants as V
 from conftest import TESTMODELS
 from fusekit.cli import main
 from fusekit.errors import FusekitError
-from fusekit.reports.explain import explain
+from fusekit import explain
 from fusekit.reports.layers import assign
 from graphs.edits import LAYER0, helper_const, load, node, set_constant, toposorted
 from fusions.test_fast_gelu import NEAR_MISSES as FAST_GELU_MISSES

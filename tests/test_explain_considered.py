@@ -2,7 +2,7 @@
 import pytest
 from onnx import TensorProto, helper
 
-from fusekit.reports.explain import explain
+from fusekit import explain
 from fusekit.reports.htmlreport import explain_page
 from graphs import forms as F
 from graphs import variants as V

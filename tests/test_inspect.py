@@ -7,7 +7,7 @@ import pytest
 import fusekit
 from conftest import TESTMODELS
 from fusekit.cli import main
-from fusekit.reports.inspection import inspect_model
+from fusekit import inspect_model
 
 CORPUS = TESTMODELS / "corpus"
 MODELS = json.loads((CORPUS / "manifest.json").read_text())["models"]

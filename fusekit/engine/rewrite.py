@@ -91,7 +91,8 @@ class Emitter:
     def opset(self) -> int:
         return self.state.opset
 
-    def _unique(self, base: str) -> str:
+    def unique_name(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2`` …: the first name nothing in the run has yet, taken from now on."""
         taken = self.state.names
         name, i = base, 1
         while name in taken:
@@ -100,7 +101,7 @@ class Emitter:
         return name
 
     def const(self, name: str, value: np.ndarray) -> gs.Constant:
-        return gs.Constant(self._unique(f"{self.prefix}/{name}"), np.ascontiguousarray(value))
+        return gs.Constant(self.unique_name(f"{self.prefix}/{name}"), np.ascontiguousarray(value))
 
     def small(self, value) -> gs.Constant:
         """A small constant (axes, a fill value), one per value for the whole run, so that
@@ -109,7 +110,7 @@ class Emitter:
         key = (value.dtype.str, value.shape, value.tobytes())
         constants = self.state.constants
         if key not in constants:
-            constants[key] = gs.Constant(self._unique("fusekit/const"), value)
+            constants[key] = gs.Constant(self.unique_name("fusekit/const"), value)
         return constants[key]
 
     def shared(self, op_type: str, *inputs: gs.Tensor, _domain: str = "", **attrs) -> gs.Variable:
@@ -153,8 +154,8 @@ class Emitter:
 
         def make(*inputs: gs.Tensor | None, _domain: str = "", _outputs=(0,), **attrs):
             """One output by default; ``_outputs=(0, 3)`` returns outputs 0 and 3 (1 and 2 omitted)."""
-            name = self._unique(f"{self.prefix}/{op_type}")
-            outs = [gs.Variable(self._unique(f"{name}_output_{i}")) if i in _outputs else gs.Variable.empty()
+            name = self.unique_name(f"{self.prefix}/{op_type}")
+            outs = [gs.Variable(self.unique_name(f"{name}_output_{i}")) if i in _outputs else gs.Variable.empty()
                     for i in range(max(_outputs) + 1)]
             ins = [gs.Variable.empty() if t is None else t for t in inputs]  # None: an omitted optional input
             node = gs.Node(op_type, name, attrs, ins, outs, domain=_domain or None)
@@ -174,7 +175,7 @@ def _result_type(op_type: str, inputs: list):
     return None if tensor is None else tensor.dtype
 
 
-def _take_over(old: gs.Tensor, new: gs.Tensor):
+def take_over(old: gs.Tensor, new: gs.Tensor):
     """Make ``new``'s producer write ``old`` instead, keeping old's name and users."""
     node = new.inputs[0]
     index = next(i for i, t in enumerate(node.outputs) if t is new)
@@ -212,7 +213,7 @@ def apply(match: Match) -> Fused:
         node.inputs.clear()
     for old, new in replacements:
         if new.inputs and new.inputs[0] in emit.made:
-            _take_over(old, new)
+            take_over(old, new)
     for node in match.nodes:
         node.outputs.clear()
     first = replacements[0][0]

@@ -24,7 +24,7 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Tens
 
 
 def name_unnamed(nodes) -> list[str]:
-    """Every node's name, unnamed ones named as fusekit's pipeline names them."""
+    """Every node's name, unnamed ones named as fusekit's import names them (``graphio.import_graph``)."""
     return default_names([n.op_type for n in nodes], [n.name for n in nodes])
 
 

@@ -58,7 +58,6 @@ Op names carry their domain when it is not the default (``com.microsoft.Attentio
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -67,7 +66,7 @@ from pathlib import Path
 import networkx as nx
 import onnx
 
-from ..pipeline import PROVENANCE_KEY
+from .. import provenance
 from . import layers as layers_
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, readable_size, stored_bytes
 
@@ -325,11 +324,6 @@ def align_kept(o: Dataflow, f: Dataflow, fused_names=frozenset()) -> dict[int, i
     return kept
 
 
-def _provenance(model: onnx.ModelProto) -> dict:
-    text = next((p.value for p in model.metadata_props if p.key == PROVENANCE_KEY), None)
-    return json.loads(text) if text else {}
-
-
 def _helpers(o: Dataflow, f: Dataflow, new: list[int]) -> dict[int, str]:
     """New nodes that only convert one original value (an int32 Cast of the mask): node -> that value."""
     known = o.value_names
@@ -436,7 +430,7 @@ def diff(original, fused, use_provenance: bool = True) -> Diff:
                   notes=[f"original: {n}" for n in o_notes] + [f"fused: {n}" for n in f_notes])
     if not isinstance(original, onnx.ModelProto) and not isinstance(fused, onnx.ModelProto):
         result.file_bytes = (stored_bytes(original, o_model), stored_bytes(fused, f_model))
-    records = _provenance(f_model) if use_provenance else {}
+    records = provenance.records(f_model) if use_provenance else {}
     result.kept = align_kept(o, f, set(records))
     kept_f = set(result.kept.values())
     new = [j for j in range(len(f.nodes)) if j not in kept_f]

@@ -41,18 +41,18 @@ a fusion when it has a fused candidate and no miss of that fusion.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import onnx
 
-from .. import patterns
-from ..engine import pack
+from .. import patterns, provenance
+from ..stages import pack
 from ..engine.matcher import Miss
 from ..errors import FusekitError
-from ..pipeline import PROVENANCE_KEY, optimize
+from ..report import Report
 from .dataflow import Dataflow, load_to_read
 from .layers import Layers, assign
 
@@ -205,8 +205,10 @@ class Explanation:
 
 
 def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer: int | None = None,
-            pack: bool = False) -> Explanation:
-    """Fuse in memory and explain every candidate; raises FusekitError on bad input or filters."""
+            pack: bool = False, *, optimize: Callable[..., tuple[onnx.ModelProto, Report]]) -> Explanation:
+    """Fuse in memory with ``optimize`` (the pipeline's, which ``fusekit.explain`` passes in: a
+    report never imports the pipeline) and explain every candidate; raises FusekitError on bad
+    input or filters."""
     if fusion is not None and fusion not in FUSIONS:
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
     original, notes = load_to_read(model_or_path)
@@ -276,11 +278,9 @@ def _considered(flow: Dataflow, misses, target: str, where: dict) -> list[Candid
 
 def _earlier(original: onnx.ModelProto, flow: Dataflow, where: dict) -> list[Candidate]:
     """Nodes an earlier fusekit run fused, from the provenance the input carries."""
-    text = next((p.value for p in original.metadata_props if p.key == PROVENANCE_KEY), None)
-    records = json.loads(text) if text else {}
     return [Candidate(r["fusion"], "earlier", name, r["op"], where.get(name), r["variant"], r.get("steps", []),
                       [(e["name"], e["op"]) for e in r["replaced"]], r.get("constants", {}))
-            for name, r in records.items() if name in flow.index]
+            for name, r in provenance.records(original).items() if name in flow.index]
 
 
 __all__ = ["SCHEMA", "Candidate", "Explanation", "explain"]

@@ -50,15 +50,18 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 
+from ..compat import input_warnings
 from .dataflow import Dataflow, attribute, load_to_read, op_histogram, parameter_count, readable_size, stored_bytes
 from ..errors import FusekitError
 from ..inputs import PASS_THROUGH, input_role
 from .layers import assign
-from ..pipeline import PROVENANCE_KEY, input_warnings, optimize
+from ..provenance import PROVENANCE_KEY, TARGET_KEY
+from ..report import Report
 from ..engine.rewrite import MS, Fused
 
 SCHEMA = "fusekit.inspect/1"
@@ -167,8 +170,10 @@ def _value(v: dict) -> str:
     return f"{v['name']} {v['dtype']} [{', '.join(map(str, v['shape']))}]"
 
 
-def inspect_model(model_or_path) -> Inspection:
-    """Describe a model (a path or a ModelProto); raises FusekitError on bad input."""
+def inspect_model(model_or_path, *, optimize: Callable[..., tuple[onnx.ModelProto, Report]]) -> Inspection:
+    """Describe a model (a path or a ModelProto), what ``optimize`` would fuse in it included (the
+    pipeline's, which ``fusekit.inspect_model`` passes in: a report never imports the pipeline);
+    raises FusekitError on bad input."""
     model, notes = load_to_read(model_or_path)
     path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     flow = Dataflow(model.graph)
@@ -401,8 +406,8 @@ def rewritten_by(model: onnx.ModelProto, flow: Dataflow) -> list[dict]:
     found = []
     props = {p.key: p.value for p in model.metadata_props}
     if PROVENANCE_KEY in props:
-        target = props.get("fusekit.target", "?")
-        found.append({"name": "fusekit", "evidence": f"fusekit.provenance metadata, target {target}"})
+        target = props.get(TARGET_KEY, "?")
+        found.append({"name": "fusekit", "evidence": f"{PROVENANCE_KEY} metadata, target {target}"})
     if model.producer_name == "onnxruntime.transformers":
         found.append({"name": "onnxruntime.transformers optimizer",
                       "evidence": f"producer, new nodes like {_ort_example(flow)}"})

@@ -54,12 +54,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
-from .graph import attr, producer
-from .matcher import Match, Miss, match_variant
-from .pattern import Fusion
-from .probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
-from .rewrite import MS, Emitter, Fused
-from .state import IdentityMap, IdentitySet, RunState
+from ..engine.graph import attr, producer
+from ..engine.matcher import Match, Miss, match_variant
+from ..engine.pattern import Fusion
+from ..engine.probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
+from ..engine.rewrite import MS, Emitter, Fused, take_over
+from ..engine.state import IdentityMap, IdentitySet, RunState
 
 if TYPE_CHECKING:  # what the Attention pattern proves; the engine imports no pattern
     from ..patterns.fusions.attention import AttentionFacts
@@ -504,13 +504,6 @@ def _retarget(node: gs.Node, old: gs.Tensor, new: gs.Tensor):
             node.inputs[i] = new
 
 
-def _take_over(old: gs.Tensor, new: gs.Tensor):
-    """``new``'s producer writes ``old`` (its name, its readers, its place among the outputs)."""
-    node = producer(new)
-    old.inputs.clear()
-    node.outputs[node.outputs.index(new)] = old
-
-
 def _apply_fixes(plan: Plan, emit: Emitter):
     for kind, node, what in plan.fixes:
         if kind == "axis":
@@ -535,7 +528,7 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     x, w, b = node.inputs[:3]
     if points.forms.ms_core == "attention":
         _retarget(node, x, points.unpack(x, w.shape[0], zeros=False))
-        _take_over(core.output, points.pack(_fresh_output(node, emit)))
+        take_over(core.output, points.pack(_fresh_output(node, emit)))
         return node
     qkv = points.unpack(emit.Add(emit.MatMul(x, w), b), w.shape[1], zeros=False)
     q, k, v = emit.Split(qkv, emit.small(np.full(3, w.shape[1] // 3, np.int64)), axis=-1, _outputs=(0, 1, 2))
@@ -547,7 +540,7 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
     bias = [core.bias] if core.bias is not None else []  # attention_bias: the position bias, [1|B, N, S, S]
     out = emit.MultiHeadAttention(q, k, v, None, mask, *bias, _domain=MS, **attrs)
     packed = points.pack(out)
-    _take_over(core.output, packed)
+    take_over(core.output, packed)
     node.inputs.clear()
     node.outputs.clear()
     return producer(out)
@@ -555,7 +548,7 @@ def _ms_attention(core: Core, points: _Points, emit: Emitter) -> gs.Node:
 
 def _fresh_output(node: gs.Node, emit: Emitter) -> gs.Variable:
     """Give ``node`` a new first output (its old one is about to be taken over) and return it."""
-    out = gs.Variable(emit._unique(f"{node.outputs[0].name}/unpacked"), node.outputs[0].dtype)
+    out = gs.Variable(emit.unique_name(f"{node.outputs[0].name}/unpacked"), node.outputs[0].dtype)
     node.outputs[0] = out
     return out
 
@@ -578,7 +571,7 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
     def as_output(value: gs.Tensor, unpacked: gs.Tensor, suffix: str):
         """``unpacked`` replaces the output ``value``, keeping its name and its [B, S, ·] shape."""
         name = value.name
-        value.name = emit._unique(f"{name}/{suffix}")
+        value.name = emit.unique_name(f"{name}/{suffix}")
         unpacked.name, unpacked.dtype, unpacked.shape = name, value.dtype, value.shape
         graph.outputs[graph.outputs.index(value)] = unpacked
         result.outputs[name] = "tokens"
@@ -607,7 +600,7 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
         outside = [n for n in off_stream.get(value, ()) if n.inputs]
         shapes = [n for n in outside if n.op == "Shape" and not n.attrs.get("start") and n.attrs.get("end") is None]
         for n in shapes:
-            _take_over(n.outputs[0], points.shape_of(value))
+            take_over(n.outputs[0], points.shape_of(value))
             n.inputs.clear()
             n.outputs.clear()
         outside = [n for n in outside if n.op != "Shape" or n.inputs]

@@ -1,0 +1,129 @@
+"""A model as the graph the stages rewrite, and back: the proto surgery around fusing.
+
+``import_graph`` turns a model's skeleton (``modelio.skeleton``: the model without its large
+weights, what the checker, shape inference and the opset converter are handed) into an
+onnx-graphsurgeon graph with the original weights attached, read lazily. ``export`` does the
+reverse: the rewritten graph's skeleton is checked, then its weights are put back, the original
+protos wherever a rewrite left a weight as it was.
+
+Beside ``modelio`` rather than in it: ``modelio`` reads and writes files as ModelProtos for every
+command, the reports included; this module speaks the compiler's graph (onnx-graphsurgeon, the
+engine's shape facts and node names) and only ``optimize`` needs it.
+"""
+from __future__ import annotations
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .engine import shapes
+from .engine.graph import default_names
+from .errors import FusekitError
+from .modelio import HEAVY, is_heavy
+
+
+def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
+    """The graph of a skeleton, with the shapes the model fixes and the weights of ``weights`` attached.
+
+    The weights stay the original TensorProtos (read lazily), so nothing is copied.
+    """
+    graph = gs.import_onnx(shapes.infer(skel))
+    tensors = graph.tensors()
+    declared = {i.name for i in weights.graph.input}
+    for proto in weights.graph.initializer:
+        placeholder = tensors.get(proto.name)
+        if not is_heavy(proto) or placeholder is None:
+            continue
+        weight = gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
+        for node in list(placeholder.outputs):
+            for i, t in enumerate(node.inputs):
+                if t is placeholder:
+                    node.inputs[i] = weight
+        if proto.name not in declared:
+            graph.inputs = [t for t in graph.inputs if t is not placeholder]
+    for node, name in zip(graph.nodes, default_names([n.op for n in graph.nodes], [n.name for n in graph.nodes])):
+        node.name = name
+    return graph
+
+
+def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The fused graph without its weights, and the weight protos it uses: the original ones as
+    read (never copied) and the large ones rewrites made (a packed QKV weight), converted once.
+    The skeleton stays small, so checking and assembling it costs next to nothing."""
+    inputs = {t.name: t for t in graph.inputs}
+    weights = []
+    for tensor in list(graph.tensors().values()):
+        if not isinstance(tensor, gs.Constant):
+            continue
+        if isinstance(tensor._values, gs.ir.tensor.LazyValues):
+            weights.append(tensor._values.tensor)
+        elif tensor.values.size > HEAVY and tensor.values.dtype.kind in "fiub":
+            weights.append(onnx.numpy_helper.from_array(tensor.values, tensor.name))
+        else:
+            continue
+        placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
+        for node in list(tensor.outputs):
+            for i, t in enumerate(node.inputs):
+                if t is tensor:
+                    node.inputs[i] = placeholder
+        if tensor.name not in inputs:
+            graph.inputs.append(placeholder)
+    return gs.export_onnx(graph), weights
+
+
+def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: onnx.ModelProto,
+              in_place: bool) -> onnx.ModelProto:
+    """The skeleton with its weights put back. ``in_place`` rebuilds ``original`` itself,
+    so the weights (most of a model's bytes) are never copied."""
+    used = {t.name for t in weights}
+    declared = {i.name for i in original.graph.input}
+    if in_place:
+        model = original
+        kept = set()
+        for i in reversed(range(len(model.graph.initializer))):
+            if model.graph.initializer[i].name not in used:
+                del model.graph.initializer[i]
+            else:
+                kept.add(model.graph.initializer[i].name)
+        # a weight with an original's name is that original (rewrites never change a constant's
+        # values, and name what they make afresh): only the ones rewrites made are added
+        model.graph.initializer.extend(w for w in weights if w.name not in kept)
+        for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
+                         model.opset_import):
+            del repeated[:]
+    else:
+        model = onnx.ModelProto()
+        for field_name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+            setattr(model, field_name, getattr(original, field_name))
+        model.metadata_props.extend(original.metadata_props)
+        model.functions.extend(original.functions)
+        model.graph.name = original.graph.name
+        model.graph.initializer.extend(weights)
+    model.graph.node.extend(skel.graph.node)
+    model.graph.input.extend(i for i in skel.graph.input if i.name not in used or i.name in declared)
+    model.graph.output.extend(skel.graph.output)
+    model.graph.value_info.extend(skel.graph.value_info)
+    model.graph.initializer.extend(skel.graph.initializer)
+    model.opset_import.extend(skel.opset_import)
+    model.functions.extend(f for f in skel.functions if f not in model.functions)
+    model.ir_version = max(skel.ir_version, original.ir_version)
+    return model
+
+
+def export(graph: gs.Graph, original: onnx.ModelProto, metadata: dict[str, str], in_place: bool,
+           functions=()) -> onnx.ModelProto:
+    """The model of ``graph``: its weights put back, the model-local ``functions`` its nodes call
+    added, ``metadata`` its metadata_props. ``in_place`` rebuilds ``original`` itself (see ``_assemble``).
+
+    The skeleton is checked first: a fused graph the checker refuses is fusekit's error, not the input's.
+    """
+    skel, weights = _export_skeleton(graph)
+    skel.ir_version = max(skel.ir_version, original.ir_version)
+    known = {(f.domain, f.name) for f in original.functions}
+    skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)
+    try:
+        onnx.checker.check_model(skel)
+    except onnx.checker.ValidationError as e:
+        raise FusekitError(f"internal error, please report: the fused model is invalid: {str(e).splitlines()[0]}")
+    model = _assemble(skel, weights, original, in_place)
+    onnx.helper.set_model_props(model, metadata)
+    return model
