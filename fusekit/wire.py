@@ -9,12 +9,14 @@ and GraphProto.initializer); every other field goes through protobuf as usual.
 """
 from __future__ import annotations
 
+import math
 from typing import BinaryIO
 
 import onnx
 
 MODEL_GRAPH = 7  # ModelProto.graph
 GRAPH_INITIALIZER = 5  # GraphProto.initializer
+RAW_DATA = 9  # TensorProto.raw_data
 LENGTH_DELIMITED = 2
 
 
@@ -95,23 +97,65 @@ def _read_graph(f: BinaryIO, end: int, graph: onnx.GraphProto):
 
 
 def write_model(model: onnx.ModelProto, f: BinaryIO):
-    """Write ``model`` (the graph last), one weight at a time."""
+    """Write ``model`` (the graph last), one weight at a time, each serialized once.
+
+    The graph's length comes before its weights, so their sizes are needed first. protobuf
+    measures a message by encoding it, so each weight's size is computed from its shape
+    instead, and checked against what it serializes to; a weight whose bytes do not fill its
+    shape is only measured right by encoding, so on a mismatch the graph is written again that way.
+    """
     header = onnx.ModelProto()
     _copy_except(model, header, "graph")
     f.write(header.SerializeToString())
     if not model.HasField("graph"):
         return
-    graph = model.graph
+    start = f.tell()
+    if not _write_graph(model.graph, f, _expected_size):
+        f.seek(start)
+        f.truncate()
+        _write_graph(model.graph, f, lambda tensor: tensor.ByteSize())
+
+
+def _write_graph(graph: onnx.GraphProto, f: BinaryIO, size_of) -> bool:
+    """Write ``graph`` as ModelProto.graph, its initializers taken to be ``size_of`` them; False
+    as soon as one serializes to another size."""
     rest = onnx.GraphProto()
     _copy_except(graph, rest, "initializer")
     rest_bytes = rest.SerializeToString()
     key = _varint(GRAPH_INITIALIZER << 3 | LENGTH_DELIMITED)
-    sizes = [t.ByteSize() for t in graph.initializer]
+    sizes = [size_of(t) for t in graph.initializer]
     total = len(rest_bytes) + sum(len(key) + len(_varint(s)) + s for s in sizes)
     f.write(_varint(MODEL_GRAPH << 3 | LENGTH_DELIMITED) + _varint(total) + rest_bytes)
     for tensor, s in zip(graph.initializer, sizes):
+        data = tensor.SerializeToString()
+        if len(data) != s:
+            return False
         f.write(key + _varint(s))
-        f.write(tensor.SerializeToString())
+        f.write(data)
+    return True
+
+
+def _expected_size(tensor: onnx.TensorProto) -> int:
+    """The serialized size of ``tensor`` if its raw_data holds exactly what its shape needs."""
+    if not tensor.HasField("raw_data"):
+        return tensor.ByteSize()  # nothing large to copy: its values, if any, are in typed fields
+    try:
+        width = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        width = 0  # an unknown type: its raw_data has no expected length, and the check rewrites it
+    length = width * math.prod(tensor.dims)
+    rest = onnx.TensorProto()
+    for field in tensor.DESCRIPTOR.fields:  # every field but raw_data, which reading would copy
+        if field.name == "raw_data":
+            continue
+        if field.is_repeated:
+            getattr(rest, field.name).extend(getattr(tensor, field.name))
+        elif tensor.HasField(field.name):
+            if field.message_type is not None:
+                getattr(rest, field.name).CopyFrom(getattr(tensor, field.name))
+            else:
+                setattr(rest, field.name, getattr(tensor, field.name))
+    return rest.ByteSize() + len(_varint(RAW_DATA << 3 | LENGTH_DELIMITED)) + len(_varint(length)) + length
 
 
 def _copy_except(source, target, skipped: str):
