@@ -45,10 +45,14 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
-def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+def _export_skeleton(graph: gs.Graph, kept: dict[str, onnx.TensorProto]) -> tuple[onnx.ModelProto,
+                                                                                  list[onnx.TensorProto]]:
     """The fused graph without its weights, and the weight protos it uses: the original ones as
     read (never copied) and the large ones rewrites made (a packed QKV weight), converted once.
-    The skeleton stays small, so checking and assembling it costs next to nothing."""
+    The skeleton stays small, so checking and assembling it costs next to nothing.
+
+    ``kept`` are the original weights the assembly keeps by name: one whose values a check
+    loaded (an embedding table) is that proto, not converted back only to be dropped."""
     inputs = {t.name: t for t in graph.inputs}
     weights = []
     for tensor in list(graph.tensors().values()):
@@ -56,6 +60,8 @@ def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.Tensor
             continue
         if isinstance(tensor._values, gs.ir.tensor.LazyValues):
             weights.append(tensor._values.tensor)
+        elif tensor.name in kept:
+            weights.append(kept[tensor.name])
         elif tensor.values.size > HEAVY and tensor.values.dtype.kind in "fiub":
             weights.append(onnx.numpy_helper.from_array(tensor.values, tensor.name))
         else:
@@ -116,7 +122,9 @@ def export(graph: gs.Graph, original: onnx.ModelProto, metadata: dict[str, str],
 
     The skeleton is checked first: a fused graph the checker refuses is fusekit's error, not the input's.
     """
-    skel, weights = _export_skeleton(graph)
+    # in place, the assembly keeps each original weight under its name (see ``_assemble``)
+    kept = {t.name: t for t in original.graph.initializer if is_heavy(t)} if in_place else {}
+    skel, weights = _export_skeleton(graph, kept)
     skel.ir_version = max(skel.ir_version, original.ir_version)
     known = {(f.domain, f.name) for f in original.functions}
     skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)
