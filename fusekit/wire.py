@@ -68,32 +68,77 @@ def _fields(f: BinaryIO, end: int):
         yield number, wire, start, f.tell(), key
 
 
-def read_model(f: BinaryIO, size: int) -> onnx.ModelProto:
-    """Parse a model from ``f`` keeping at most one weight's bytes in memory besides the model."""
-    model, rest = onnx.ModelProto(), bytearray()
+def read_model(f: BinaryIO, size: int) -> tuple[onnx.ModelProto, list[int | None]]:
+    """Parse a model from ``f`` keeping at most one weight's bytes in memory besides the model.
+
+    Also returns, for each of the graph's initializers, the length of the raw_data it stores
+    (None: none, or a field this reader does not walk), read off the wire: asking protobuf
+    for it would copy the bytes."""
+    model, rest, raw_lengths = onnx.ModelProto(), bytearray(), []
     for number, wire, start, stop, key in _fields(f, size):
         if number == MODEL_GRAPH and wire == LENGTH_DELIMITED:
             f.seek(start)
-            _read_graph(f, stop, model.graph)
+            _read_graph(f, stop, model.graph, raw_lengths)
         else:
             f.seek(start)
             rest += _varint(key) + (_varint(stop - start) if wire == LENGTH_DELIMITED else b"") + f.read(stop - start)
         f.seek(stop)
     model.MergeFromString(bytes(rest))
-    return model
+    return model, raw_lengths
 
 
-def _read_graph(f: BinaryIO, end: int, graph: onnx.GraphProto):
-    rest = bytearray()
+def _read_graph(f: BinaryIO, end: int, graph: onnx.GraphProto, raw_lengths: list[int | None]):
+    rest, buffer = bytearray(), bytearray()
     for number, wire, start, stop, key in _fields(f, end):
         f.seek(start)
-        payload = f.read(stop - start)
         if number == GRAPH_INITIALIZER and wire == LENGTH_DELIMITED:
+            # one buffer for every weight: a fresh one each would be new pages to fault in
+            if len(buffer) < stop - start:
+                buffer = bytearray(stop - start)
+            payload = memoryview(buffer)[:stop - start]
+            if f.readinto(payload) != len(payload):
+                raise ValueError("the file ends inside a field")
             graph.initializer.add().ParseFromString(payload)
+            raw_lengths.append(_raw_data_length(payload))
         else:
+            payload = f.read(stop - start)
             rest += _varint(key) + (_varint(len(payload)) if wire == LENGTH_DELIMITED else b"") + payload
         f.seek(stop)
     graph.MergeFromString(bytes(rest))
+
+
+def _raw_data_length(tensor: memoryview) -> int | None:
+    """The length of the raw_data a serialized TensorProto holds (its last, which protobuf keeps)."""
+    pos, length = 0, None
+    while pos < len(tensor):
+        key, pos = _varint_at(tensor, pos)
+        wire = key & 7
+        if wire == 0:
+            pos = _varint_at(tensor, pos)[1]
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == LENGTH_DELIMITED:
+            n, pos = _varint_at(tensor, pos)
+            if key >> 3 == RAW_DATA:
+                length = n
+            pos += n
+        else:
+            return None  # a group: protobuf parsed it; leave the length to it
+    return length
+
+
+def _varint_at(data: memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` in a payload protobuf has parsed (so it is well formed), and the position after it."""
+    shift = result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
 
 
 def write_model(model: onnx.ModelProto, f: BinaryIO):

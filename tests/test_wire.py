@@ -58,4 +58,6 @@ def test_written_model_reads_back_as_itself(kind):
     parsed = onnx.ModelProto.FromString(f.getvalue())  # protobuf's own reader: the length prefixes hold
     assert parsed == model
     f.seek(0)
-    assert read_model(f, len(f.getvalue())) == model
+    read, raw_lengths = read_model(f, len(f.getvalue()))
+    assert read == model
+    assert raw_lengths == [len(t.raw_data) if t.HasField("raw_data") else None for t in model.graph.initializer]
