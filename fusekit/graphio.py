@@ -21,6 +21,16 @@ from .errors import FusekitError
 from .modelio import HEAVY, is_heavy
 
 
+class _Weight(gs.ir.tensor.LazyValues):
+    """An original weight's values, loaded as the view onnx gives of the bytes protobuf hands out:
+    one copy of a large table, where onnx-graphsurgeon copies that view again to make it writable.
+    Weights are only read (a rewrite that needs other values makes a new constant); a weight
+    stored as raw bytes is read-only besides."""
+
+    def load(self):
+        return onnx.numpy_helper.to_array(self.tensor)
+
+
 def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     """The graph of a skeleton, with the shapes the model fixes and the weights of ``weights`` attached.
 
@@ -33,7 +43,7 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
         placeholder = tensors.get(proto.name)
         if not is_heavy(proto) or placeholder is None:
             continue
-        weight = gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
+        weight = gs.Constant(proto.name, _Weight(proto))
         for node in list(placeholder.outputs):
             for i, t in enumerate(node.inputs):
                 if t is placeholder:
