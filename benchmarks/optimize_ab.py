@@ -4,7 +4,8 @@
 
 Each run is a fresh process (``python -m fusekit.cli optimize MODEL -o … --no-verify`` plus any
 ``--extra`` arguments), A and B alternating, so both see the same machine noise; the peak is the
-child's own maximum resident set. Prints every run, then the median and range per side and
+child's own maximum resident set, and "in command" the time the command prints (load → optimize →
+save: the process less its start-up). Prints every run, then the median and range per side and
 B's medians as ratios to A's. Nothing is asserted: a refactor's "no slower, no more memory"
 is read off the ratios and ranges.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -20,16 +22,21 @@ import time
 from pathlib import Path
 
 
-def run_once(python: str, model: Path, out: Path, extra: list[str]) -> tuple[float, float]:
-    """(seconds, peak GiB) of one optimize in a fresh process."""
+def run_once(python: str, model: Path, out: Path, extra: list[str]) -> tuple[float, float, float]:
+    """(seconds, peak GiB, seconds the command prints) of one optimize in a fresh process."""
     cmd = [python, "-m", "fusekit.cli", "optimize", str(model), "-o", str(out), "--no-verify", *extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{python} failed on {model}: {proc.stderr.read().decode(errors='replace').strip()[-300:]}")
-    return seconds, usage.ru_maxrss / 2**20  # KiB on Linux
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, cwd=tempfile.gettempdir())
+        printed = proc.stdout.read().decode(errors="replace")  # the summary: read to the end, then reaped
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            sys.exit(f"{python} failed on {model}: {errors.read().decode(errors='replace').strip()[-300:]}")
+    proc.stdout.close()
+    own = re.search(r"^time: ([0-9.]+) s", printed, re.MULTILINE)
+    return seconds, usage.ru_maxrss / 2**20, float(own.group(1)) if own else float("nan")  # KiB on Linux
 
 
 def main(argv=None) -> int:
@@ -40,20 +47,22 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more optimize arguments")
     args = parser.parse_args(argv)
-    runs: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for side, python in (("A", args.a), ("B", args.b)) if r % 2 == 0 else (("B", args.b), ("A", args.a)):
-                seconds, gib = run_once(python, args.model.resolve(), Path(tmp) / f"{side}.onnx", args.extra)
-                runs[side].append((seconds, gib))
-                print(f"round {r + 1} {side}: {seconds:.2f} s, peak {gib:.2f} GiB", flush=True)
+                seconds, gib, own = run_once(python, args.model.resolve(), Path(tmp) / f"{side}.onnx", args.extra)
+                runs[side].append((seconds, gib, own))
+                print(f"round {r + 1} {side}: {seconds:.2f} s, peak {gib:.2f} GiB, in command {own:.2f} s", flush=True)
     medians = {}
     for side, values in runs.items():
-        secs, gibs = [v[0] for v in values], [v[1] for v in values]
-        medians[side] = statistics.median(secs), statistics.median(gibs)
+        secs, gibs, owns = ([v[i] for v in values] for i in range(3))
+        medians[side] = statistics.median(secs), statistics.median(gibs), statistics.median(owns)
         print(f"{side}: median {medians[side][0]:.2f} s ({min(secs):.2f}–{max(secs):.2f}), "
-              f"peak {medians[side][1]:.2f} GiB ({min(gibs):.2f}–{max(gibs):.2f})")
-    print(f"B/A: time {medians['B'][0] / medians['A'][0]:.2f}×, peak {medians['B'][1] / medians['A'][1]:.2f}×")
+              f"peak {medians[side][1]:.2f} GiB ({min(gibs):.2f}–{max(gibs):.2f}), "
+              f"in command {medians[side][2]:.2f} s ({min(owns):.2f}–{max(owns):.2f})")
+    print(f"B/A: time {medians['B'][0] / medians['A'][0]:.2f}×, peak {medians['B'][1] / medians['A'][1]:.2f}×, "
+          f"in command {medians['B'][2] / medians['A'][2]:.2f}×")
     return 0
 
 
