@@ -28,6 +28,7 @@ from pathlib import Path
 def run_once(python: str, model: Path, out: Path, extra: list[str]) -> tuple[float, float, float]:
     """(seconds, peak GiB, seconds the command prints) of one optimize in a fresh process."""
     cmd = [python, "-m", "fusekit.cli", "optimize", str(model), "-o", str(out), "--no-verify", *extra]
+    out.unlink(missing_ok=True)  # a new file each run, as benchmarks/file_io.py writes: no old one to free
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, cwd=tempfile.gettempdir())
