@@ -68,7 +68,7 @@ def cmd_optimize(args) -> int:
     start = time.perf_counter()
     loaded = read(args.model)
     feeds = None if args.no_verify else _given_feeds(args, loaded.model)
-    inputs_from = skeleton(loaded.model)
+    inputs_from = None if args.no_verify else skeleton(loaded.model)  # what verify builds its inputs from
     # in place: the loaded model becomes the fused one, so a large model's weights exist once
     fused, report = optimize(loaded.model, target=args.target, verify=False, disable=args.disable, in_place=True,
                              pack=args.pack)

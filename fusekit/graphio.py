@@ -12,6 +12,9 @@ engine's shape facts and node names) and only ``optimize`` needs it.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -19,6 +22,16 @@ from .engine import shapes
 from .engine.graph import default_names
 from .errors import FusekitError
 from .modelio import HEAVY, is_heavy
+
+
+class _Weight(gs.ir.tensor.LazyValues):
+    """An original weight's values, loaded as the view onnx gives of the bytes protobuf hands out:
+    one copy of a large table, where onnx-graphsurgeon copies that view again to make it writable.
+    Weights are only read (a rewrite that needs other values makes a new constant); a weight
+    stored as raw bytes is read-only besides."""
+
+    def load(self):
+        return onnx.numpy_helper.to_array(self.tensor)
 
 
 def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
@@ -33,7 +46,7 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
         placeholder = tensors.get(proto.name)
         if not is_heavy(proto) or placeholder is None:
             continue
-        weight = gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
+        weight = gs.Constant(proto.name, _Weight(proto))
         for node in list(placeholder.outputs):
             for i, t in enumerate(node.inputs):
                 if t is placeholder:
@@ -45,10 +58,21 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
-def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The fused graph without its weights, and the weight protos it uses: the original ones as
-    read (never copied) and the large ones rewrites made (a packed QKV weight), converted once.
-    The skeleton stays small, so checking and assembling it costs next to nothing."""
+class _Made(NamedTuple):
+    """A large weight a rewrite made (a packed QKV weight): converted to a proto where it lands."""
+
+    name: str
+    values: np.ndarray
+
+
+def _export_skeleton(graph: gs.Graph, kept: dict[str, onnx.TensorProto]) -> tuple[onnx.ModelProto,
+                                                                                  list[onnx.TensorProto | _Made]]:
+    """The fused graph without its weights, and the weights it uses: the original protos as read
+    (never copied) and the large ones rewrites made (a packed QKV weight), converted once by the
+    assembly. The skeleton stays small, so checking and assembling it costs next to nothing.
+
+    ``kept`` are the original weights the assembly keeps by name: one whose values a check
+    loaded (an embedding table) is that proto, not converted back only to be dropped."""
     inputs = {t.name: t for t in graph.inputs}
     weights = []
     for tensor in list(graph.tensors().values()):
@@ -56,8 +80,10 @@ def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.Tensor
             continue
         if isinstance(tensor._values, gs.ir.tensor.LazyValues):
             weights.append(tensor._values.tensor)
+        elif tensor.name in kept:
+            weights.append(kept[tensor.name])
         elif tensor.values.size > HEAVY and tensor.values.dtype.kind in "fiub":
-            weights.append(onnx.numpy_helper.from_array(tensor.values, tensor.name))
+            weights.append(_Made(tensor.name, tensor.values))
         else:
             continue
         placeholder = inputs.get(tensor.name) or gs.Variable(tensor.name, tensor.dtype, tensor.shape)
@@ -70,7 +96,7 @@ def _export_skeleton(graph: gs.Graph) -> tuple[onnx.ModelProto, list[onnx.Tensor
     return gs.export_onnx(graph), weights
 
 
-def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: onnx.ModelProto,
+def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto | _Made], original: onnx.ModelProto,
               in_place: bool) -> onnx.ModelProto:
     """The skeleton with its weights put back. ``in_place`` rebuilds ``original`` itself,
     so the weights (most of a model's bytes) are never copied."""
@@ -86,7 +112,7 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
                 kept.add(model.graph.initializer[i].name)
         # a weight with an original's name is that original (rewrites never change a constant's
         # values, and name what they make afresh): only the ones rewrites made are added
-        model.graph.initializer.extend(w for w in weights if w.name not in kept)
+        _put(model.graph.initializer, [w for w in weights if w.name not in kept])
         for repeated in (model.graph.node, model.graph.input, model.graph.output, model.graph.value_info,
                          model.opset_import):
             del repeated[:]
@@ -97,7 +123,7 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
         model.metadata_props.extend(original.metadata_props)
         model.functions.extend(original.functions)
         model.graph.name = original.graph.name
-        model.graph.initializer.extend(weights)
+        _put(model.graph.initializer, weights)
     model.graph.node.extend(skel.graph.node)
     model.graph.input.extend(i for i in skel.graph.input if i.name not in used or i.name in declared)
     model.graph.output.extend(skel.graph.output)
@@ -109,6 +135,21 @@ def _assemble(skel: onnx.ModelProto, weights: list[onnx.TensorProto], original: 
     return model
 
 
+def _put(initializers, weights: list[onnx.TensorProto | _Made]):
+    """Append ``weights`` to ``initializers``: a proto is copied in; a made weight is converted in
+    its place, as numpy_helper.from_array converts a numpy dtype, since a converted proto would
+    be copied once more on the way in (bert-base's packed QKV weights: 85 MB)."""
+    for weight in weights:
+        if isinstance(weight, _Made):
+            tensor = initializers.add()
+            tensor.dims.extend(weight.values.shape)
+            tensor.name = weight.name
+            tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(weight.values.dtype)
+            tensor.raw_data = onnx.numpy_helper.tobytes_little_endian(weight.values)
+        else:
+            initializers.append(weight)
+
+
 def export(graph: gs.Graph, original: onnx.ModelProto, metadata: dict[str, str], in_place: bool,
            functions=()) -> onnx.ModelProto:
     """The model of ``graph``: its weights put back, the model-local ``functions`` its nodes call
@@ -116,7 +157,9 @@ def export(graph: gs.Graph, original: onnx.ModelProto, metadata: dict[str, str],
 
     The skeleton is checked first: a fused graph the checker refuses is fusekit's error, not the input's.
     """
-    skel, weights = _export_skeleton(graph)
+    # in place, the assembly keeps each original weight under its name (see ``_assemble``)
+    kept = {t.name: t for t in original.graph.initializer if is_heavy(t)} if in_place else {}
+    skel, weights = _export_skeleton(graph, kept)
     skel.ir_version = max(skel.ir_version, original.ir_version)
     known = {(f.domain, f.name) for f in original.functions}
     skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)

@@ -74,7 +74,7 @@ def read(path: str | os.PathLike) -> Loaded:
         raise FusekitError(f"{p}: file is empty")
     try:
         with open(p, "rb") as f:
-            model = read_model(f, p.stat().st_size)
+            model, raw_lengths = read_model(f, p.stat().st_size)
     except OSError as e:
         raise FusekitError(f"{p}: cannot read: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - whatever the parser makes of the bytes, the file is at fault
@@ -94,7 +94,7 @@ def read(path: str | os.PathLike) -> Loaded:
     external = uses_external_data(model)
     if external:
         load_external_data(model, p)
-    check_weights(model, str(p))
+    check_weights(model, str(p), () if external else raw_lengths)  # external weights were not on the wire
     model, notes = prepare(model, str(p))
     check(model, str(p), str(p))
     return Loaded(model, external, opset, notes)
@@ -145,16 +145,21 @@ def undecodable_text(message) -> str | None:
     return None
 
 
-def check_weights(model: onnx.ModelProto, what: str):
-    """Refuse initializers whose stored values do not fill their shape (a corrupted file)."""
-    for t in model.graph.initializer:
+def check_weights(model: onnx.ModelProto, what: str, raw_lengths: list[int | None] = ()):
+    """Refuse initializers whose stored values do not fill their shape (a corrupted file).
+
+    ``raw_lengths`` are the raw_data lengths the reader saw (``wire.read_model``), where it saw
+    them: reading raw_data from protobuf to measure it would copy every weight."""
+    for i, t in enumerate(model.graph.initializer):
         if any(d < 0 for d in t.dims):
             raise FusekitError(f"{what}: invalid ONNX model: tensor {t.name} has a negative dimension {list(t.dims)}")
         if t.data_type not in FIXED_SIZE:
             continue
         count = math.prod(t.dims)
         if t.HasField("raw_data"):
-            held, need, unit = len(t.raw_data), count * FIXED_SIZE[t.data_type], "bytes"
+            seen = raw_lengths[i] if i < len(raw_lengths) else None
+            held = len(t.raw_data) if seen is None else seen
+            need, unit = count * FIXED_SIZE[t.data_type], "bytes"
         else:
             held, need, unit = len(getattr(t, onnx.helper.tensor_dtype_to_field(t.data_type))), count, "values"
         if held != need:

@@ -154,10 +154,11 @@ def _cut_tables(nodes, inputs):
         if isinstance(table, gs.Constant) and table.shape and table.shape[0] > PROBE_ROWS and all(
                 u.op == "Gather" and u.attrs.get("axis", 0) == 0 and u.inputs[0] is table and u.inputs[1] in fed
                 for u in readers):
-            cut.append((table, table._values))
+            # its values loaded once and kept: the probe's row count, and the matches, read them again
+            cut.append((table, table.values))
     try:
         for table, values in cut:
-            table._values = np.ascontiguousarray(table.values[:PROBE_ROWS])
+            table._values = np.ascontiguousarray(values[:PROBE_ROWS])
         yield
     finally:
         for table, values in cut:
