@@ -18,9 +18,7 @@ from .modelio import default_opset, read
 from .report import Report
 from .stages import Imported, canonicalize, import_model, pack as packing
 from .stages.opset import choose_opset
-from .verify import verify as verify_models
-
-TARGETS = ("ort", "onnx", "openvino")
+from .targets import TARGETS
 
 
 def fusions_for(target: str, disable=()) -> list[Fusion]:
@@ -139,6 +137,7 @@ def _export(model: Imported, functions: list[onnx.FunctionProto], report: Report
 
 
 def _verify(model_or_path, fused: onnx.ModelProto, report: Report, **settings):
+    from .verify import verify as verify_models  # ONNX Runtime: only when verifying
     t = time.perf_counter()
     # the model as given: verification covers what reading it changed
     report.verification = verify_models(model_or_path, fused, **settings)
