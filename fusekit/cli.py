@@ -9,6 +9,7 @@ option choices, so ``fusekit --help`` starts at once and ``optimize`` loads no r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -65,6 +66,9 @@ def cmd_optimize(args) -> int:
     from .inputs import parse_shapes
     from .modelio import check_destination, read, skeleton, staged, write
     from .pipeline import optimize
+    # what is imported lives as long as the process: the collections that free a large model's
+    # replaced weights (pipeline.optimize) need not walk it each time
+    gc.freeze()
     out = Path(args.output) if args.output else _default_output(args.model)
     check_destination(out, protect=(args.model,))
     if args.json and args.json != "-":

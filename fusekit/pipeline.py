@@ -16,7 +16,7 @@ from .errors import FusekitError
 from .graphio import export
 from .modelio import default_opset, read
 from .report import Report
-from .stages import Imported, canonicalize, import_model, pack as packing
+from .stages import Imported, canonicalize, import_model
 from .stages.opset import choose_opset
 from .targets import TARGETS
 
@@ -111,6 +111,7 @@ def _fuse(model: Imported, fusions: list[Fusion], report: Report) -> list[onnx.F
 
 
 def _pack(model: Imported, report: Report):
+    from .stages import pack as packing  # only with --pack
     graph = model.graph
     state = RunState(target=model.target, opset=model.opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
     result = packing.run(graph, state, patterns.BY_NAME["Attention"])
