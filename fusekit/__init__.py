@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import FusekitError
 from .targets import TARGETS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the names __getattr__ provides, as type checkers should see them
     from .pipeline import optimize
     from .reports import explain as _explain, inspection as _inspection
     from .reports.diff import diff
