@@ -7,11 +7,14 @@ case costs what a user waits for: the interpreter, the imports and the work. Wit
 checkout that Python imports is timed against ``--b``'s in alternating order, so both see the
 same machine noise; each case runs once per side untimed first. With PYTHONDONTWRITEBYTECODE
 set, a checkout that is not installed compiles its own modules in every run; ``--pycache DIR``
-keeps their bytecode in DIR instead (PYTHONPYCACHEPREFIX), as an installed package has it. Two reference rows time the interpreter alone and ``import onnx`` alone: any
-command that reads a model pays the second. Prints the median and range per case and side, and
-B's median as a ratio to A's. ``--importtime CASE`` then prints where B's imports spend their time
-for that case (``python -X importtime``): the slowest modules by their own time, and the total per
-top-level package. Nothing is asserted.
+keeps their bytecode in DIR instead (PYTHONPYCACHEPREFIX), as an installed package has it.
+
+Two reference rows time the interpreter alone and ``import onnx`` alone: any command that reads a
+model pays the second. Prints the median and range per case and side, and B's median as a ratio
+to A's, for the wall time and for the CPU time (user and system; on a shared machine it moves
+less). ``--importtime CASE`` then prints where B's imports spend their time for that case
+(``python -X importtime``): the slowest modules by their own time, and the total per top-level
+package. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -43,14 +46,16 @@ def cases(out: Path) -> dict[str, list[str]]:
             "fusekit inspect tiny": [*cli, "inspect", str(TINY)]}
 
 
-def run_once(python: str, args: list[str], env: dict) -> float:
+def run_once(python: str, args: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run; on a shared machine the CPU time varies less."""
     start = time.perf_counter()
-    proc = subprocess.run([python, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          cwd=tempfile.gettempdir(), env=env)
+    proc = subprocess.Popen([python, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=tempfile.gettempdir(), env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{python} {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
-    return seconds
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{python} {' '.join(args)} failed: {proc.stderr.read().decode(errors='replace').strip()[-300:]}")
+    return seconds, usage.ru_utime + usage.ru_stime
 
 
 def importtime(python: str, args: list[str], top: int, env: dict) -> str:
@@ -95,20 +100,25 @@ def main(argv=None) -> int:
         timed = {name: todo[name] for name in (args.only or todo)}
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; bytecode {bytecode}; "
               + ", ".join(f"{side} = {python}" for side, python in sides.items()), flush=True)
-        header = f"{'case':36}" + "".join(f"{side + ' median (range) s':>24}" for side in sides)
-        print(header + (f"{'B/A':>8}" if args.a else ""))
+        header = f"{'case':36}" + "".join(f"{side + ' wall: median (range) s':>30}{side + ' CPU s':>9}" for side in sides)
+        print(header + (f"{'B/A wall':>10}{'B/A CPU':>9}" if args.a else ""))
         for name, case in timed.items():
-            samples: dict[str, list[float]] = {side: [] for side in sides}
+            samples: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
             for python in sides.values():  # untimed: compiles what is compiled once, fills the file cache
                 run_once(python, case, env)
             for r in range(args.runs):
                 order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]
                 for side, python in order:
                     samples[side].append(run_once(python, case, env))
-            medians = {side: statistics.median(s) for side, s in samples.items()}
-            row = f"{name:36}" + "".join(f"{f'{medians[s]:.2f} ({min(v):.2f}–{max(v):.2f})':>24}"
-                                         for s, v in samples.items())
-            print(row + (f"{medians['B'] / medians['A']:>7.2f}×" if args.a else ""), flush=True)
+            wall = {side: [w for w, _ in s] for side, s in samples.items()}
+            cpu = {side: statistics.median(c for _, c in s) for side, s in samples.items()}
+            row = f"{name:36}" + "".join(
+                f"{f'{statistics.median(w):.2f} ({min(w):.2f}–{max(w):.2f})':>30}{cpu[side]:>9.2f}"
+                for side, w in wall.items())
+            if args.a:
+                row += (f"{statistics.median(wall['B']) / statistics.median(wall['A']):>9.2f}×"
+                        f"{cpu['B'] / cpu['A']:>8.2f}×")
+            print(row, flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
         if args.importtime:
             print(importtime(args.b, todo[args.importtime], args.top, env))
