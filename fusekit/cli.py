@@ -1,11 +1,15 @@
 """The ``fusekit`` command.
 
 Exit codes: 0 success; 1 the models are not equivalent (verification failed);
-2 bad input or usage; 3 an internal error (a bug: please report it).
+2 bad input or usage, or a dependency that cannot be imported; 3 an internal error (a bug: please report it).
+
+A command imports what it runs when it runs: the parser needs nothing beyond argparse and the
+option choices, so ``fusekit --help`` starts at once and ``optimize`` loads no report.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -13,12 +17,9 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .errors import FusekitError, InputsNeeded, first_line
 from .runtime.backends import BACKENDS, DEVICES, PRECISIONS
-from .errors import FusekitError, InputsNeeded
-from .inputs import check_feeds, check_shapes, load_feeds, parse_shapes
-from .modelio import check_destination, load, read, skeleton, staged, write
-from .pipeline import TARGETS, optimize
-from .verify import verify
+from .targets import TARGETS
 
 
 def _default_output(model: str) -> Path:
@@ -28,6 +29,7 @@ def _default_output(model: str) -> Path:
 
 
 def _write_json(data: dict, dest: str):
+    from .modelio import staged
     text = json.dumps(data, indent=2, default=str)
     if dest == "-":
         print(text)
@@ -49,6 +51,7 @@ REMEDIES = {
 def _given_feeds(args, model) -> dict | None:
     """The --inputs arrays, or None after checking the --shape sizes, each against ``model``
     (the full one: a skeleton declares its weights as inputs), before any work is done."""
+    from .inputs import check_feeds, check_shapes, load_feeds, parse_shapes
     if not args.inputs:
         check_shapes(model, parse_shapes(args.shape))
         return None
@@ -60,6 +63,12 @@ def _given_feeds(args, model) -> dict | None:
 
 
 def cmd_optimize(args) -> int:
+    from .inputs import parse_shapes
+    from .modelio import check_destination, read, skeleton, staged, write
+    from .pipeline import optimize
+    # what is imported lives as long as the process: the collections that free a large model's
+    # replaced weights (pipeline.optimize) need not walk it each time
+    gc.freeze()
     out = Path(args.output) if args.output else _default_output(args.model)
     check_destination(out, protect=(args.model,))
     if args.json and args.json != "-":
@@ -81,6 +90,7 @@ def cmd_optimize(args) -> int:
         write(fused, onnx_path, external)
         del fused
         if not args.no_verify:  # verify the very file that will land, against the input on disk
+            from .verify import verify
             t = time.perf_counter()
             report.verification = verify(args.model, onnx_path, trials=args.trials, seed=args.seed,
                                          shapes=parse_shapes(args.shape), inputs_from=inputs_from, feeds=feeds)
@@ -106,6 +116,9 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from .inputs import parse_shapes
+    from .modelio import load, skeleton
+    from .verify import verify
     feeds, inputs_from = None, None
     if args.inputs:
         model = load(args.original)
@@ -122,6 +135,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .inputs import parse_shapes
+    from .modelio import check_destination
     from .runtime.run import run_model, save_outputs
     if args.save:
         check_destination(args.save, protect=(args.model,))
@@ -135,6 +150,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from .modelio import check_destination
     from .runtime import bench
     for dest in (args.json, args.plot):
         if dest and dest != "-":
@@ -154,31 +170,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _report(result, args, render_html, protect: tuple) -> None:
-    """Print ``result`` (its summary, or its JSON with --json) and write its --html page."""
+def _report(result, args, page: str, protect: tuple) -> None:
+    """Print ``result`` (its summary, or its JSON with --json) and write its --html page, drawn by
+    ``page`` of ``fusekit.reports.htmlreport``."""
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
         print(result.summary())
     if args.html:
+        from .modelio import staged
+        from .reports import htmlreport
         with staged(args.html, protect=protect) as path:
-            path.write_text(render_html(result), encoding="utf-8")
+            path.write_text(getattr(htmlreport, page)(result), encoding="utf-8")
         if not args.json:
             print(f"html: {args.html}")
 
 
 def cmd_inspect(args) -> int:
     from . import inspect_model
-    from .reports.htmlreport import inspect_page
+    from .modelio import check_destination
     if args.html:
         check_destination(args.html, protect=(args.model,))
-    _report(inspect_model(args.model), args, inspect_page, (args.model,))
+    _report(inspect_model(args.model), args, "inspect_page", (args.model,))
     return 0
 
 
 def cmd_explain(args) -> int:
     from . import explain
-    from .reports.htmlreport import explain_page
+    from .modelio import check_destination, load
     if args.int8:  # which MatMuls will run in INT8 on each runtime, and why the others will not
         from .reports.int8 import analyze
         if args.html:
@@ -188,19 +207,19 @@ def cmd_explain(args) -> int:
         return 0
     if args.html:
         check_destination(args.html, protect=(args.model,))
-    _report(explain(args.model, args.target, args.fusion, args.layer, pack=args.pack), args, explain_page,
+    _report(explain(args.model, args.target, args.fusion, args.layer, pack=args.pack), args, "explain_page",
             (args.model,))
     return 0
 
 
 def cmd_diff(args) -> int:
+    from .modelio import check_destination
     from .reports.diff import diff
-    from .reports.htmlreport import diff_page
     models = (args.original, args.fused)
     if args.html:
         check_destination(args.html, protect=models)
     result = diff(args.original, args.fused, use_provenance=not args.structural)
-    _report(result, args, diff_page, models)
+    _report(result, args, "diff_page", models)
     return 0 if result.ok else 1
 
 
@@ -311,6 +330,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dependency(e: Exception) -> str | None:
+    """The package an ImportError could not import, where it is not fusekit's own (that is a bug)."""
+    if not isinstance(e, ImportError) or not e.name:
+        return None
+    package = e.name.partition(".")[0]
+    return None if package == "fusekit" else package
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -333,6 +360,11 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug: one line for users, the traceback on request
         if os.environ.get("FUSEKIT_DEBUG"):
             raise
+        missing = _dependency(e)
+        if missing:
+            print(f"fusekit: error: {args.command} needs {missing}, which cannot be imported: {first_line(e)} "
+                  "(pip install fusekit installs its dependencies)", file=sys.stderr)
+            return 2
         print(f"fusekit: internal error: {type(e).__name__}: {e} (set FUSEKIT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
 

@@ -16,11 +16,9 @@ from .errors import FusekitError
 from .graphio import export
 from .modelio import default_opset, read
 from .report import Report
-from .stages import Imported, canonicalize, import_model, pack as packing
+from .stages import Imported, canonicalize, import_model
 from .stages.opset import choose_opset
-from .verify import verify as verify_models
-
-TARGETS = ("ort", "onnx", "openvino")
+from .targets import TARGETS
 
 
 def fusions_for(target: str, disable=()) -> list[Fusion]:
@@ -113,6 +111,7 @@ def _fuse(model: Imported, fusions: list[Fusion], report: Report) -> list[onnx.F
 
 
 def _pack(model: Imported, report: Report):
+    from .stages import pack as packing  # only with --pack
     graph = model.graph
     state = RunState(target=model.target, opset=model.opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
     result = packing.run(graph, state, patterns.BY_NAME["Attention"])
@@ -139,6 +138,7 @@ def _export(model: Imported, functions: list[onnx.FunctionProto], report: Report
 
 
 def _verify(model_or_path, fused: onnx.ModelProto, report: Report, **settings):
+    from .verify import verify as verify_models  # ONNX Runtime: only when verifying
     t = time.perf_counter()
     # the model as given: verification covers what reading it changed
     report.verification = verify_models(model_or_path, fused, **settings)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from .engine.matcher import Miss
 from .engine.rewrite import Fused
-from .verify import VerifyResult
+
+if TYPE_CHECKING:  # verify imports ONNX Runtime, which a report that was not verified does not need
+    from .verify import VerifyResult
 
 
 @dataclass

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from fusekit.engine import shapes
@@ -53,6 +52,7 @@ def evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], output:
              opset: int) -> np.ndarray:
     """Run a few nodes on named constants in ONNX Runtime (graph optimizations off), so that
     a folded QuantizeLinear rounds exactly as the model's own would."""
+    import onnxruntime as ort  # only when a fold runs: fusing a model without one needs no runtime
     out = helper.make_tensor_value_info(output, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None)
     graph = helper.make_graph(nodes, "fold", [], [out],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()])

@@ -39,15 +39,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 
 from .graph import const_value, producer
 from .state import IdentityMap, IdentitySet
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 PROBE_SHAPES = [(2, 6), (3, 9), (1, 5)]
 # probe token ids stay below this; a vocabulary only they index is cut to it (_cut_tables)
@@ -129,6 +131,7 @@ def _ancestry(graph: gs.Graph, value: gs.Tensor, given: Sequence[ShapeOnly] = ()
 
 
 def _session(graph: gs.Graph, nodes, inputs, value) -> ort.InferenceSession:
+    import onnxruntime as ort  # only where a probe runs: fusing a model without one needs no runtime
     sub = gs.Graph(nodes=nodes, inputs=inputs, outputs=[value], opset=graph.opset)
     with _cut_tables(nodes, inputs):
         model = gs.export_onnx(sub, do_type_check=False)

@@ -7,11 +7,12 @@ runtime's device, set its options explicitly and say what they set.
 from __future__ import annotations
 
 import os
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import FusekitError
+
+if TYPE_CHECKING:  # the command line reads the choices below without loading numpy
+    import numpy as np
 
 BACKENDS = ("ort", "openvino")
 DEVICES = ("cpu", "gpu", "cuda", "openvino")
