@@ -122,6 +122,16 @@ def test_attention_pending_models_fuse_what_they_fuse_today_and_verify_on_every_
     assert all(report.counts[fusion] >= n for fusion, n in floor.items()), report.summary()
 
 
+@pytest.mark.parametrize("file", [f for f in ATTENTION_PENDING if "com.microsoft.SkipLayerNormalization" not in
+                                  next(e for e in MODELS if e["file"] == f)["expected"]["pending"]])
+def test_no_residual_add_feeds_a_plain_layer_norm(file):
+    """For ort every residual sum, with or without β, is a SkipLayerNormalization's."""
+    fused, _ = fusekit.optimize(EXPORTERS / file, target="ort")
+    producers = {o: n for n in fused.graph.node for o in n.output}
+    fed = [producers.get(n.input[0]) for n in fused.graph.node if n.op_type == "LayerNormalization"]
+    assert [p.name for p in fed if p is not None and p.op_type == "Add"] == []
+
+
 def test_every_model_of_the_corpus_is_held_to_attention_in_every_layer_or_pending():
     assert sorted(ATTENTION_EVERY_LAYER + ATTENTION_PENDING) == sorted(e["file"] for e in MODELS)
     assert sorted(ATTENTION_PENDING) == sorted(e["file"] for e in MODELS if e["expected"].get("pending"))

@@ -532,6 +532,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans(node.inputs[1])
+    elif node.op in ("Split", "Slice"):  # every output keeps the dimensions of the axes it does not cut
+        result = _cuts_only_inner_axes(node) and spans(node.inputs[0])
     elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
         # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's
         # shape, unless the constant has more axes than the target
@@ -543,6 +545,22 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = False
     memo[tensor] = result
     return result
+
+
+def _cuts_only_inner_axes(node: gs.Node) -> bool:
+    """Whether a Split or Slice provably cuts no axis before the third (GeGLU's chunk of its
+    projection in two along the last axis)."""
+    if node.op == "Split":
+        axes = [attr(node, "axis") or 0]
+    elif len(node.inputs) > 3 and node.inputs[3].name:
+        axes = const_value(node.inputs[3])
+        axes = None if axes is None else [int(a) for a in np.ravel(axes)]
+    else:
+        axes = [0]  # no axes: the starts count from the first axis
+    r = rank(node.inputs[0])
+    if axes is None or (r is None and any(a < 0 for a in axes)):
+        return False
+    return all((a + r if a < 0 else a) >= 2 for a in axes)
 
 
 def _is_ones_constant(tensor: gs.Tensor) -> bool:

@@ -116,3 +116,62 @@ def test_near_miss_refused_with_reason(build, reason):
 def test_only_for_ort():
     with pytest.raises(AssertionError, match="SkipLayerNorm does not run for target onnx"):
         apply("SkipLayerNorm", block(sum_used_later=False), target="onnx")
+
+
+def pre_ln_residual(cut: str, beta: bool):
+    """ModernBERT's MLP residual: x + Wo·(GELU(a)·g), a and g the two halves of x·Wi cut along
+    the last axis (``cut``: "split", or "sequence", which first slices one position off the
+    sequence axis, so the sum broadcasts over it), then a LayerNormalization with or without β."""
+    F = 2 * H
+    inits = [numpy_helper.from_array(RNG.randn(H, 2 * F).astype(np.float32), "Wi"),
+             numpy_helper.from_array(RNG.randn(F, H).astype(np.float32), "Wo"),
+             numpy_helper.from_array((1 + 0.1 * RNG.randn(H)).astype(np.float32), "gamma"),
+             numpy_helper.from_array((0.1 * RNG.randn(H)).astype(np.float32), "beta"),
+             numpy_helper.from_array(np.array([0]), "zero"), numpy_helper.from_array(np.array([1]), "one")]
+    nodes = [helper.make_node("MatMul", ["x", "Wi"], ["wi"], name="mlp/Wi")]
+    if cut == "sequence":
+        nodes.append(helper.make_node("Slice", ["wi", "zero", "one", "one"], ["first"], name="mlp/first"))
+    nodes += [helper.make_node("Split", ["first" if cut == "sequence" else "wi"], ["a", "g"], name="mlp/chunk",
+                               axis=-1, num_outputs=2),
+              helper.make_node("Gelu", ["a"], ["act"], name="mlp/act"),
+              helper.make_node("Mul", ["act", "g"], ["glu"], name="mlp/glu"),
+              helper.make_node("MatMul", ["glu", "Wo"], ["mlp"], name="mlp/Wo"),
+              helper.make_node("Add", ["x", "mlp"], ["sum"], name="residual/Add"),
+              helper.make_node("LayerNormalization", ["sum", "gamma", "beta"] if beta else ["sum", "gamma"], ["y"],
+                               name="ln", epsilon=1e-5)]
+    graph = helper.make_graph(nodes, "skip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", H])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", H])],
+                              inits if beta else [i for i in inits if i.name != "beta"])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+
+
+@pytest.mark.parametrize("beta", [True, False])
+def test_a_residual_through_a_chunked_projection_folds(beta):
+    """The halves of a Split along the last axis keep (batch, sequence), so the MLP output cannot
+    broadcast against the residual; without β the SkipLayerNormalization omits it too."""
+    applied = apply("SkipLayerNorm", pre_ln_residual("split", beta))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -1}, applied.misses
+    node = skip_node(applied.model)
+    assert list(node.input) == (["x", "mlp", "gamma", "beta"] if beta else ["x", "mlp", "gamma"])
+    assert applied.records[0].variant == ("plain" if beta else "plain[no_beta]")
+    applied.assert_equivalent()
+
+
+def test_without_beta_the_bias_follows_an_omitted_beta():
+    model = block(sum_used_later=False)
+    ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    del ln.input[2]
+    applied = apply("SkipLayerNorm", model)
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -2}
+    assert list(skip_node(applied.model).input) == ["h", "skip", "gamma", "", "b"]
+    assert applied.records[0].variant == "bias[no_beta]"
+    applied.assert_equivalent()
+
+
+def test_a_projection_sliced_on_the_sequence_axis_is_refused():
+    applied = apply("SkipLayerNorm", pre_ln_residual("sequence", beta=False))
+    assert not applied.rewrote and not applied.made
+    miss = applied.miss()
+    assert "the skip 'mlp' may broadcast over batch or sequence" in miss.reason, miss
+    assert miss.variant == "plain", miss
+    applied.assert_equivalent()
