@@ -47,9 +47,6 @@ UNFUSED = ("Softmax", "Erf", "Tanh", "ReduceMean", "GlobalAveragePool", "Pow", "
 # a position term (no EmbedLayerNormalization), and DeBERTa's norm of its relative position table.
 ATTENTION_PENDING = {"modernbert": (["Softmax"], {"LayerNormalization": 1}),
                      "debertav3": (["Softmax", "Sqrt"], {"LayerNormalization": 2})}
-# DeBERTa's TorchScript attention output is read back from heads folded into the batch, which
-# the shape facts do not yet prove (batch, sequence): its attention residuals stay unfused too.
-RESIDUAL_PENDING = {"debertav3_ts17_eager.onnx"}
 
 
 def expected(entry: dict) -> dict:
@@ -60,8 +57,7 @@ def expected(entry: dict) -> dict:
         return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
                         f"{MS}.EmbedLayerNormalization": 0, f"{MS}.{gelu}": layers},
                 "unfused_left": {op: 0 for op in UNFUSED} | ATTENTION_PENDING[entry["family"]][1],
-                "pending": [f"{MS}.Attention", *ATTENTION_PENDING[entry["family"]][0]]
-                + ([f"{MS}.SkipLayerNormalization", "LayerNormalization"] if entry["file"] in RESIDUAL_PENDING else [])}
+                "pending": [f"{MS}.Attention", *ATTENTION_PENDING[entry["family"]][0]]}
     gelu = "FastGelu" if entry["family"] == "albert" or entry["route"].startswith("kerashub") else "BiasGelu"
     return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
                     f"{MS}.EmbedLayerNormalization": 1, f"{MS}.{gelu}": layers},

@@ -1,8 +1,11 @@
 """engine.shapes.spans_batch_and_sequence: which values provably have the model's (batch, sequence)."""
 import numpy as np
 import onnx_graphsurgeon as gs
+import pytest
 
-from fusekit.engine.shapes import spans_batch_and_sequence
+from fusekit.engine.shapes import infer, spans_batch_and_sequence
+from graphs.attention import folded_heads
+from graphs.variants import Graph
 
 
 def _graph():
@@ -84,3 +87,25 @@ def test_a_split_or_slice_that_may_cut_batch_or_sequence_does_not_prove():
     assert not any(spans_batch_and_sequence(graph, half, ids=ids) for half in rows)
     dense.shape = None  # the last axis of a value of unknown rank may be the sequence
     assert not spans_batch_and_sequence(graph, _slice(graph, dense, -1, "unranked"), ids=ids)
+
+
+def _heads_graph(**form):
+    g = Graph("heads", 17)
+    folded_heads(g, g.input("x", shape=["batch", "seq", 8]), out="y", **form)
+    g.output("y", shape=None)
+    graph = gs.import_onnx(infer(g.model()))
+    return graph, graph.tensors()["y"]
+
+
+def test_heads_folded_into_the_batch_and_unfolded_keep_batch_and_sequence():
+    graph, y = _heads_graph()
+    assert spans_batch_and_sequence(graph, y)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _heads_graph(unfold_heads=2),  # [4B, S, 2] read as [2B, 2, S, 2]: the batch doubled
+    lambda: _heads_graph(cut_end=3),  # the sequence cut to 3 by the Slice: [B, min(S, 3), 8]
+])
+def test_heads_unfolded_other_than_they_were_folded_do_not_prove(build):
+    graph, y = build()
+    assert not spans_batch_and_sequence(graph, y)

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from graphs.attention import folded_heads
+from graphs.variants import Graph
 from one_rule import apply
 
 H = 16
@@ -175,3 +177,34 @@ def test_a_projection_sliced_on_the_sequence_axis_is_refused():
     assert "the skip 'mlp' may broadcast over batch or sequence" in miss.reason, miss
     assert miss.variant == "plain", miss
     applied.assert_equivalent()
+
+
+def attention_residual(unfold_heads: int):
+    """x + (attention output)·W + b → LayerNormalization, the attention's heads folded into the
+    batch and unfolded by ``[-1, unfold_heads, S, 2]`` (4: as they were folded; DeBERTa's
+    TorchScript form)."""
+    g = Graph("skip", 17)
+    x = g.input("x", shape=["batch", "seq", 8])
+    context = folded_heads(g, x, unfold_heads=unfold_heads)
+    width = 8 if unfold_heads == 4 else 4
+    dense = g.op("MatMul", context, g.const("W", RNG.randn(width, 8)))
+    total = g.op("Add", g.op("Add", dense, g.const("b", RNG.randn(8))), x)
+    g.op("LayerNormalization", total, g.const("gamma", 1 + 0.1 * RNG.randn(8)), g.const("beta", 0.1 * RNG.randn(8)),
+         epsilon=1e-7, out="y")
+    g.output("y", shape=["batch", "seq", 8])
+    return g.model()
+
+
+def test_an_attention_output_read_back_from_heads_folded_into_the_batch_folds():
+    applied = apply("SkipLayerNorm", attention_residual(unfold_heads=4))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -2}, applied.misses
+    assert applied.records[0].variant == "bias"
+    applied.assert_equivalent()
+
+
+def test_heads_unfolded_into_another_batch_are_refused():
+    """[4B, S, 2] read as [2B, 2, S, 2]: the dense output is [2B, S, 8], which broadcasts over x
+    only where B is 1."""
+    applied = apply("SkipLayerNorm", attention_residual(unfold_heads=2))
+    assert not applied.rewrote and not applied.made
+    assert "may broadcast over batch or sequence" in applied.miss().reason, applied.miss()
