@@ -141,9 +141,8 @@ def pre_ln_residual(cut: str, beta: bool):
               helper.make_node("Add", ["x", "mlp"], ["sum"], name="residual/Add"),
               helper.make_node("LayerNormalization", ["sum", "gamma", "beta"] if beta else ["sum", "gamma"], ["y"],
                                name="ln", epsilon=1e-5)]
-    graph = helper.make_graph(nodes, "skip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", H])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", H])],
-                              inits if beta else [i for i in inits if i.name != "beta"])
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "seq", H]) for name in ("x", "y")]
+    graph = helper.make_graph(nodes, "skip", io[:1], io[1:], inits if beta else [i for i in inits if i.name != "beta"])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
 
 
