@@ -1,8 +1,11 @@
 """engine.shapes.spans_batch_and_sequence: which values provably have the model's (batch, sequence)."""
 import numpy as np
 import onnx_graphsurgeon as gs
+import pytest
 
-from fusekit.engine.shapes import spans_batch_and_sequence
+from fusekit.engine.shapes import infer, spans_batch_and_sequence
+from graphs.attention import folded_heads
+from graphs.variants import Graph
 
 
 def _graph():
@@ -45,3 +48,64 @@ def test_a_reshape_from_more_axes_keeps_the_leading_ones():
     four.shape = ["b1", "s1", 1, 1]
     back = graph.layer(op="Reshape", inputs=[four, shape], outputs=["back"])[0]
     assert spans_batch_and_sequence(graph, back, ids=ids)
+
+
+def _projection(graph, ids, width=8):
+    """Embedded ids through a dense projection: [B, S, 4] → [B, S, width]."""
+    table = gs.Constant("table", np.ones((16, 4), np.float32))
+    hidden = graph.layer(op="Gather", inputs=[table, ids], outputs=["hidden"])[0]
+    hidden.shape = ["b1", "s1", 4]
+    dense = graph.layer(op="MatMul", inputs=[hidden, gs.Constant("W", np.ones((4, width), np.float32))],
+                        outputs=["dense"])[0]
+    dense.shape = ["b1", "s1", width]
+    return dense
+
+
+def _slice(graph, data, axes, name):
+    bounds = [gs.Constant(f"{name}_starts", np.array([0])), gs.Constant(f"{name}_ends", np.array([2]))]
+    if axes is not None:
+        bounds.append(gs.Constant(f"{name}_axes", np.array([axes])))
+    return graph.layer(op="Slice", inputs=[data, *bounds], outputs=[name])[0]
+
+
+def test_a_split_or_slice_of_the_hidden_axis_keeps_batch_and_sequence():
+    """GeGLU's projection chunked in two along the last axis (a Split, or two Slices)."""
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    halves = graph.layer(op="Split", inputs=[dense], outputs=["input", "gate"], attrs={"axis": -1, "num_outputs": 2})
+    assert all(spans_batch_and_sequence(graph, half, ids=ids) for half in halves)
+    assert spans_batch_and_sequence(graph, _slice(graph, dense, -1, "last"), ids=ids)
+    assert spans_batch_and_sequence(graph, _slice(graph, dense, 2, "third"), ids=ids)
+
+
+def test_a_split_or_slice_that_may_cut_batch_or_sequence_does_not_prove():
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    assert not spans_batch_and_sequence(graph, _slice(graph, dense, 1, "sequence"), ids=ids)
+    assert not spans_batch_and_sequence(graph, _slice(graph, dense, None, "first"), ids=ids)  # axes default to 0
+    rows = graph.layer(op="Split", inputs=[dense], outputs=["top", "bottom"], attrs={"num_outputs": 2})  # axis 0
+    assert not any(spans_batch_and_sequence(graph, half, ids=ids) for half in rows)
+    dense.shape = None  # the last axis of a value of unknown rank may be the sequence
+    assert not spans_batch_and_sequence(graph, _slice(graph, dense, -1, "unranked"), ids=ids)
+
+
+def _heads_graph(**form):
+    g = Graph("heads", 17)
+    folded_heads(g, g.input("x", shape=["batch", "seq", 8]), out="y", **form)
+    g.output("y", shape=None)
+    graph = gs.import_onnx(infer(g.model()))
+    return graph, graph.tensors()["y"]
+
+
+def test_heads_folded_into_the_batch_and_unfolded_keep_batch_and_sequence():
+    graph, y = _heads_graph()
+    assert spans_batch_and_sequence(graph, y)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _heads_graph(unfold_heads=2),  # [4B, S, 2] read as [2B, 2, S, 2]: the batch doubled
+    lambda: _heads_graph(cut_end=3),  # the sequence cut to 3 by the Slice: [B, min(S, 3), 8]
+])
+def test_heads_unfolded_other_than_they_were_folded_do_not_prove(build):
+    graph, y = build()
+    assert not spans_batch_and_sequence(graph, y)

@@ -40,13 +40,28 @@ def test_corpus_packs_and_verifies_for_ort(entry):
     assert report.packed["outputs"]["last_hidden_state"] == "tokens"
 
 
-@pytest.mark.parametrize("path", sorted((TESTMODELS / "exporters").glob("*.onnx")), ids=lambda p: p.name)
+EXPORTERS = TESTMODELS / "exporters"
+# ModernBERT and DeBERTa-v3, whose attention does not fuse yet (issue #21)
+ATTENTION_PENDING = sorted(e["file"] for e in json.loads((EXPORTERS / "manifest.json").read_text())["models"]
+                           if e["expected"].get("pending"))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in EXPORTERS.glob("*.onnx") if p.name not in ATTENTION_PENDING),
+                         ids=lambda p: p.name)
 def test_exporter_corpus_packs_and_verifies_for_ort(path):
     """tf2onnx, Optimum, float16 converters, MPNet: wherever attention fuses, --pack is exact."""
     model, report = packed(path, trials=3)
     assert report.verification.ok, report.verification.summary()
     assert [s.split(", ")[-1] for s in report.verification.settings] == ["right padding", "left padding", "no padding"]
     assert report.packed["outputs"]
+
+
+@pytest.mark.parametrize("name", ATTENTION_PENDING)
+def test_exporters_without_a_fused_attention_are_left_unpacked_with_the_reason(name):
+    _, report = fusekit.optimize(EXPORTERS / name, target="ort", pack=True, trials=3)
+    assert not report.packed and report.verification.ok, report.summary()
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert "no attention core fusekit recognises" in miss.reason, miss
 
 
 @pytest.mark.parametrize("target", ["onnx", "openvino"])

@@ -27,11 +27,13 @@ builds the vector it expects from ``dim``, ``product`` and ``maximum`` and compa
 Folding and reading share one table of evaluators, one small function per op (``_EVALUATORS``).
 
 ``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
-model's (batch, sequence) as their first two dimensions, following Reshape targets read so.
+model's (batch, sequence) as their first two dimensions, following Reshape targets read so;
+``dimension`` reads one dimension of a value in terms of the model inputs' dimensions, for the
+Reshape targets that name (batch, sequence) only through others (heads folded into the batch).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import onnx
@@ -532,6 +534,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans(node.inputs[1])
+    elif node.op in ("Split", "Slice"):  # every output keeps the dimensions of the axes it does not cut
+        result = _cuts_only_inner_axes(node) and spans(node.inputs[0])
     elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
         # a target [dim0(t), dim1(t), …]; an Expand of a constant of size 1 takes the target's
         # shape, unless the constant has more axes than the target
@@ -539,10 +543,251 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         fewer = node.op == "Expand" and target is not None and len(target) < rank(node.inputs[0])
         result = target is not None and len(target) >= 2 and not fewer and all(
             isinstance(e, DimOf) and e.index == i and spans(e.tensor) for i, e in enumerate(target[:2]))
+        if not result and node.op == "Reshape" and target is not None and len(target) >= 2:
+            # a target that names the dimensions another way: heads unfolded from the batch
+            # ([B·N, S, h] → [B, N, S, h] → [B, S, N, h] → [B, S, N·h], DeBERTa's attention output)
+            leading, sizes = _leading(graph, ids), IdentityMap()
+            result = leading is not None and all(
+                isinstance(e, DimOf) and dimension(e.tensor, e.index, leading, sizes) == leading.dims[i]
+                for i, e in enumerate(target[:2]))
     else:
         result = False
     memo[tensor] = result
     return result
+
+
+class Leading(NamedTuple):
+    """The model's (batch, sequence) as ``dimension`` names them (``dims``: those of the first of
+    ``inputs``), and the model inputs whose first two dimensions they are."""
+    dims: tuple[DimOf, DimOf]
+    inputs: tuple[gs.Tensor, ...]
+
+
+def _leading(graph: gs.Graph, ids: gs.Tensor | None) -> Leading | None:
+    """``ids`` alone (tf2onnx names each input's dimensions apart), or every model input that
+    shares them with every other (see ``_is_sequence_input``)."""
+    inputs = (ids,) if ids is not None else tuple(t for t in graph.inputs if _is_sequence_input(graph, t))
+    return Leading((DimOf(inputs[0], 0), DimOf(inputs[0], 1)), inputs) if inputs else None
+
+
+# Ops whose output has the shape of their first input, and ops that broadcast all their inputs.
+_SAME_SHAPE = {"Cast", "Not", "Neg", "Abs", "Sign", "Log", "Exp", "Ceil", "Floor", "Erf", "Tanh", "Sigmoid", "Relu",
+               "Sqrt", "Reciprocal", "Identity", "Softmax", "Clip", "Dropout", "LayerNormalization",
+               "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization"}  # and the fused ones
+_BROADCASTS = _ELEMENTWISE | {"LessOrEqual", "GreaterOrEqual", "Xor", "Mod"}
+
+
+def dimension(tensor: gs.Tensor, axis: int, leading: Leading, memo: IdentityMap):
+    """Dimension ``axis`` (≥ 0) of ``tensor`` as an entry of the model inputs' dimensions: an int
+    the graph fixes, a ``DimOf`` of a model input (the model's batch and sequence read as the
+    ``leading`` pair), or a ``Product`` of such; None where the graph does not fix it exactly.
+
+    Followed back through the ops an attention block reshapes with: Reshape (an inferred -1 is
+    the input's size divided by the other entries, an exact division of products), Transpose,
+    MatMul, broadcasting elementwise ops, Expand, Gather and GatherElements, Unsqueeze and
+    Squeeze, a Slice (of an axis it cuts only from 0 to its end), and a Range from 0 by 1. A
+    broadcast proves a dimension only where every input's is known and all that are not 1 agree.
+    ``memo`` holds the answers per tensor, by axis.
+    """
+    size = tensor.shape[axis] if tensor.shape is not None and axis < len(tensor.shape) else None
+    if isinstance(size, (int, np.integer)) and size >= 0:
+        return int(size)
+    known = memo.setdefault(tensor, {})
+    if axis not in known:
+        known[axis] = None  # cycles cannot prove anything
+        try:
+            known[axis] = _dimension(tensor, axis, leading, memo)
+        except (ValueError, IndexError, TypeError):
+            known[axis] = None
+    return known[axis]
+
+
+def _dimension(tensor: gs.Tensor, axis: int, leading: Leading, memo: IdentityMap):
+    def dim_of(t, k):
+        return dimension(t, k, leading, memo)
+
+    node = producer(tensor)
+    if node is None:  # a model input (a constant's dimensions are all static)
+        if axis < 2 and any(t is tensor for t in leading.inputs):
+            return leading.dims[axis]
+        return DimOf(tensor, axis) if tensor.shape is not None else None
+    if node.domain not in (None, "", "com.microsoft") or tensor is not node.outputs[0] or rank(tensor) is None:
+        return None
+    r = rank(tensor)
+    if node.op in _SAME_SHAPE:
+        return dim_of(node.inputs[0], axis)
+    if node.op == "Transpose":
+        perm = node.attrs.get("perm") or list(range(r))[::-1]
+        return dim_of(node.inputs[0], perm[axis])
+    if node.op == "GatherElements":  # the output has the indices' shape
+        return dim_of(node.inputs[1], axis)
+    if node.op == "Gather" and not node.attrs.get("axis", 0):  # the indices' shape, then the data's rows
+        indices = rank(node.inputs[1])
+        return None if indices is None else dim_of(node.inputs[1], axis) if axis < indices else \
+            dim_of(node.inputs[0], axis - indices + 1)
+    if node.op in _BROADCASTS:
+        return _broadcast([_aligned(t, axis, r, dim_of) for t in node.inputs])
+    if node.op == "MatMul":
+        a, b = node.inputs
+        if rank(a) is None or rank(b) is None or rank(a) < 2 or rank(b) < 2:
+            return None
+        if axis == r - 1:
+            return dim_of(b, rank(b) - 1)
+        if axis == r - 2:
+            return dim_of(a, rank(a) - 2)
+        return _broadcast([_aligned(t, axis, r, dim_of) for t in (a, b)])  # the batch axes broadcast
+    if node.op == "Expand":
+        target = _expand_target(node.inputs[1])
+        shift = None if target is None else r - len(target)
+        if shift is None or shift < 0:
+            return None
+        return _broadcast([_aligned(node.inputs[0], axis, r, dim_of),
+                           _resolve(target[axis - shift], dim_of) if axis >= shift else 1])
+    if node.op == "Reshape":
+        target, data = entries(node.inputs[1]), node.inputs[0]
+        if target is None or len(target) != r:
+            return None
+        if target[axis] == 0 and not node.attrs.get("allowzero", 0):
+            return dim_of(data, axis)
+        if target[axis] != -1:
+            return _resolve(target[axis], dim_of)
+        if rank(data) is None or 0 in target:
+            return None  # the size -1 stands for: the input's, divided by the other entries'
+        others = [_resolve(e, dim_of) for i, e in enumerate(target) if i != axis]
+        return _quotient(product(*[dim_of(data, i) for i in range(rank(data))]), others)
+    if node.op in ("Unsqueeze", "Squeeze"):
+        axes = node.attrs.get("axes") if "axes" in node.attrs else (
+            const_value(node.inputs[1]) if len(node.inputs) > 1 else None)
+        if axes is None:
+            return None
+        if node.op == "Unsqueeze":
+            axes = sorted(int(a) + r if a < 0 else int(a) for a in np.ravel(axes))
+            return 1 if axis in axes else dim_of(node.inputs[0], axis - sum(a < axis for a in axes))
+        ri = rank(node.inputs[0])
+        kept = [i for i in range(ri) if i not in {int(a) + ri if a < 0 else int(a) for a in np.ravel(axes)}]
+        return dim_of(node.inputs[0], kept[axis])
+    if node.op == "Slice":  # an axis it cuts keeps its size only when cut from 0 to its end by 1
+        data, bounds = node.inputs[0], [entries(t) if t.name else None for t in node.inputs[1:]]
+        axes = bounds[2] if len(bounds) > 2 and bounds[2] is not None else list(range(len(bounds[0] or [])))
+        axes = [a + r if isinstance(a, int) and a < 0 else a for a in axes]
+        if axis not in axes:
+            return dim_of(data, axis) if all(isinstance(a, int) for a in axes) and bounds[0] else None
+        k, whole = axes.index(axis), dim_of(data, axis)
+        step = bounds[3][k] if len(bounds) > 3 and bounds[3] is not None else 1
+        end = bounds[1][k] if bounds[1] is not None else None
+        reaches = isinstance(end, int) and end >= 2**31 - 1 or (
+            end is not None and not isinstance(end, int) and _resolve(end, dim_of) == whole)
+        return whole if bounds[0][k] == 0 and step == 1 and reaches and whole is not None else None
+    if node.op == "Range":  # start 0, step 1: as many entries as the limit says
+        start, limit, delta = (_fact_of(t, IdentityMap(), 0) for t in node.inputs)
+        if _ints(start) != [0] or _ints(delta) != [1] or limit is None or limit.array.size != 1:
+            return None
+        return _resolve(limit.array.ravel()[0], dim_of)
+    return None
+
+
+def _expand_target(tensor: gs.Tensor) -> list | None:
+    """An Expand's target as ``entries`` reads it, or as TorchScript writes ``expand(sizes)``:
+    ``Where(v == -1, ones, v)`` with ``v = Reshape(sizes, [-1])``, each -1 of the sizes (keep that
+    dimension) made 1, which an Expand broadcasts alike. A run-time size is never -1, so only
+    written -1s are replaced."""
+    target = entries(tensor)
+    node = producer(tensor)
+    if target is not None or node is None or node.op != "Where" or node.domain:
+        return target
+    condition, ones, v = producer(node.inputs[0]), node.inputs[1], node.inputs[2]
+    flat = producer(v)  # TorchScript flattens the sizes first: Reshape(sizes, [-1]) of a vector
+    if flat is not None and flat.op == "Reshape" and const_value(flat.inputs[1]) is not None \
+            and const_value(flat.inputs[1]).tolist() == [-1]:
+        read = entries(flat.inputs[0])
+    else:
+        read = entries(v)
+    if read is None or condition is None or condition.op != "Equal" or condition.inputs[0] is not v \
+            or not _is_filled(ones, v, 1):
+        return None
+    minus = producer(condition.inputs[1])
+    if minus is None or minus.op != "Mul" or not _is_filled(minus.inputs[0], v, 1) \
+            or const_value(minus.inputs[1]) is None or const_value(minus.inputs[1]).tolist() != -1:
+        return None
+    return [1 if e == -1 else e for e in read]
+
+
+def _is_filled(tensor: gs.Tensor, like: gs.Tensor, fill: int) -> bool:
+    """``tensor`` is ``ConstantOfShape(Shape(like))`` filled with ``fill`` (the Shape folded to
+    the constant it is, or not)."""
+    node = producer(tensor)
+    if node is None or node.op != "ConstantOfShape" or node.domain:
+        return False
+    value, size = node.attrs.get("value"), node.inputs[0]
+    shape, written = producer(size), const_value(size)
+    same = (shape is not None and shape.op == "Shape" and shape.inputs[0] is like and not shape.attrs) or (
+        written is not None and like.shape is not None and written.tolist() == list(like.shape))
+    return same and value is not None and np.asarray(value.values).ravel().tolist() == [fill]
+
+
+def _aligned(tensor: gs.Tensor, axis: int, out_rank: int, dim_of):
+    """``tensor``'s dimension at output ``axis`` of a broadcast to rank ``out_rank``: 1 where it has
+    fewer axes, None where its rank is unknown."""
+    r = rank(tensor)
+    if r is None:
+        return None
+    k = axis - (out_rank - r)
+    return 1 if k < 0 else dim_of(tensor, k)
+
+
+def _broadcast(dims: list):
+    """The broadcast of dimensions: None unless every one is known and all that are not 1 agree."""
+    if any(d is None for d in dims):
+        return None
+    rest = [d for d in dims if not (isinstance(d, int) and d == 1)]
+    return 1 if not rest else rest[0] if all(d == rest[0] for d in rest) else None
+
+
+def _resolve(entry, dim_of):
+    """A shape entry in terms of the model inputs' dimensions (``dim_of`` reads a ``DimOf``)."""
+    if isinstance(entry, DimOf):
+        return dim_of(entry.tensor, entry.index)
+    if isinstance(entry, Product):
+        factors = [_resolve(f, dim_of) for f in entry.factors]
+        return None if any(f is None for f in factors) else product(entry.coefficient, *factors)
+    if isinstance(entry, Maximum):
+        return None
+    return int(entry) if int(entry) >= 0 else None
+
+
+def _quotient(total, others: list):
+    """``total`` divided by the product of ``others``, where that division is exact as products of
+    the same run-time entries (a -1 in a Reshape target); None otherwise."""
+    if total is None or any(o is None for o in others):
+        return None
+    divisor = product(*others)
+    t_coefficient, t_factors = (total.coefficient, list(total.factors)) if isinstance(total, Product) else \
+        (total, []) if isinstance(total, int) else (1, [total])
+    d_coefficient, d_factors = (divisor.coefficient, list(divisor.factors)) if isinstance(divisor, Product) else \
+        (divisor, []) if isinstance(divisor, int) else (1, [divisor])
+    for factor in d_factors:
+        if factor not in t_factors:
+            return None
+        t_factors.remove(factor)
+    if d_coefficient == 0 or t_coefficient % d_coefficient:
+        return None
+    return product(t_coefficient // d_coefficient, *t_factors)
+
+
+def _cuts_only_inner_axes(node: gs.Node) -> bool:
+    """Whether a Split or Slice provably cuts no axis before the third (GeGLU's chunk of its
+    projection in two along the last axis)."""
+    if node.op == "Split":
+        axes = [attr(node, "axis") or 0]
+    elif len(node.inputs) > 3 and node.inputs[3].name:
+        axes = const_value(node.inputs[3])
+        axes = None if axes is None else [int(a) for a in np.ravel(axes)]
+    else:
+        axes = [0]  # no axes: the starts count from the first axis
+    r = rank(node.inputs[0])
+    if axes is None or (r is None and any(a < 0 for a in axes)):
+        return False
+    return all((a + r if a < 0 else a) >= 2 for a in axes)
 
 
 def _is_ones_constant(tensor: gs.Tensor) -> bool:

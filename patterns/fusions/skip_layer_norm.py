@@ -13,7 +13,13 @@ plain — a residual without a bias to fold::
 Where the sum input + bias + skip is also used later (pre-LayerNorm models), it
 becomes the op's fourth output instead of blocking the fusion.
 
-Checks: the LayerNorm normalizes the last axis; γ, β and the bias are constant [H]
+Either variant takes a LayerNormalization without β (``no_beta``: ModernBERT's
+``LayerNorm(bias=False)`` as the dynamo exporter writes it, two inputs; the TorchScript
+exporter writes a zero β constant instead, which is a β like any other)::
+
+    input ─► Add(skip) ─► LayerNormalization(γ) ─► y
+
+Checks: the LayerNorm normalizes the last axis; γ, β (if any) and the bias are constant [H]
 vectors; input and skip are computed values whose batch and sequence dimensions
 are one value's (the residual stream each was computed from, read back through ops
 that keep them) or trace back to the model's inputs (so neither broadcasts, as the
@@ -22,7 +28,7 @@ LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op
 """
 
 from fusekit.engine.graph import attr, const_value, is_graph_output, rank
-from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
 
@@ -33,7 +39,8 @@ beta = Const("beta", label="β")
 
 
 def normalized(total):
-    return op.LayerNormalization(total, gamma, beta, axis=last_axis_attr)
+    return either(op.LayerNormalization(total, gamma, beta, axis=last_axis_attr),
+                  op.LayerNormalization(total, gamma, axis=last_axis_attr), tag="beta", labels=("", "no_beta"))
 
 
 def residual(inner):
@@ -66,7 +73,8 @@ def check(m) -> str | None:
 def rewrite(m, _, emit):
     ln = m.anchor
     eps = attr(ln, "epsilon")
-    inputs = [m["input"], m["skip"], m["gamma"], m["beta"], m["bias"] if "bias" in m.values else None]
+    beta = None if m.took("no_beta") else m["beta"]  # an omitted β, as LayerNormalization's
+    inputs = [m["input"], m["skip"], m["gamma"], beta, m["bias"] if "bias" in m.values else None]
     while inputs[-1] is None:
         inputs.pop()
     total = m.node("sum").outputs[0]

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from graphs.attention import folded_heads
+from graphs.variants import Graph
 from one_rule import apply
 
 H = 16
@@ -116,3 +118,92 @@ def test_near_miss_refused_with_reason(build, reason):
 def test_only_for_ort():
     with pytest.raises(AssertionError, match="SkipLayerNorm does not run for target onnx"):
         apply("SkipLayerNorm", block(sum_used_later=False), target="onnx")
+
+
+def pre_ln_residual(cut: str, beta: bool):
+    """ModernBERT's MLP residual: x + Wo·(GELU(a)·g), a and g the two halves of x·Wi cut along
+    the last axis (``cut``: "split", or "sequence", which first slices one position off the
+    sequence axis, so the sum broadcasts over it), then a LayerNormalization with or without β."""
+    F = 2 * H
+    inits = [numpy_helper.from_array(RNG.randn(H, 2 * F).astype(np.float32), "Wi"),
+             numpy_helper.from_array(RNG.randn(F, H).astype(np.float32), "Wo"),
+             numpy_helper.from_array((1 + 0.1 * RNG.randn(H)).astype(np.float32), "gamma"),
+             numpy_helper.from_array((0.1 * RNG.randn(H)).astype(np.float32), "beta"),
+             numpy_helper.from_array(np.array([0]), "zero"), numpy_helper.from_array(np.array([1]), "one")]
+    nodes = [helper.make_node("MatMul", ["x", "Wi"], ["wi"], name="mlp/Wi")]
+    if cut == "sequence":
+        nodes.append(helper.make_node("Slice", ["wi", "zero", "one", "one"], ["first"], name="mlp/first"))
+    nodes += [helper.make_node("Split", ["first" if cut == "sequence" else "wi"], ["a", "g"], name="mlp/chunk",
+                               axis=-1, num_outputs=2),
+              helper.make_node("Gelu", ["a"], ["act"], name="mlp/act"),
+              helper.make_node("Mul", ["act", "g"], ["glu"], name="mlp/glu"),
+              helper.make_node("MatMul", ["glu", "Wo"], ["mlp"], name="mlp/Wo"),
+              helper.make_node("Add", ["x", "mlp"], ["sum"], name="residual/Add"),
+              helper.make_node("LayerNormalization", ["sum", "gamma", "beta"] if beta else ["sum", "gamma"], ["y"],
+                               name="ln", epsilon=1e-5)]
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "seq", H]) for name in ("x", "y")]
+    graph = helper.make_graph(nodes, "skip", io[:1], io[1:], inits if beta else [i for i in inits if i.name != "beta"])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+
+
+@pytest.mark.parametrize("beta", [True, False])
+def test_a_residual_through_a_chunked_projection_folds(beta):
+    """The halves of a Split along the last axis keep (batch, sequence), so the MLP output cannot
+    broadcast against the residual; without β the SkipLayerNormalization omits it too."""
+    applied = apply("SkipLayerNorm", pre_ln_residual("split", beta))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -1}, applied.misses
+    node = skip_node(applied.model)
+    assert list(node.input) == (["x", "mlp", "gamma", "beta"] if beta else ["x", "mlp", "gamma"])
+    assert applied.records[0].variant == ("plain" if beta else "plain[no_beta]")
+    applied.assert_equivalent()
+
+
+def test_without_beta_the_bias_follows_an_omitted_beta():
+    model = block(sum_used_later=False)
+    ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    del ln.input[2]
+    applied = apply("SkipLayerNorm", model)
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -2}
+    assert list(skip_node(applied.model).input) == ["h", "skip", "gamma", "", "b"]
+    assert applied.records[0].variant == "bias[no_beta]"
+    applied.assert_equivalent()
+
+
+def test_a_projection_sliced_on_the_sequence_axis_is_refused():
+    applied = apply("SkipLayerNorm", pre_ln_residual("sequence", beta=False))
+    assert not applied.rewrote and not applied.made
+    miss = applied.miss()
+    assert "the skip 'mlp' may broadcast over batch or sequence" in miss.reason, miss
+    assert miss.variant == "plain", miss
+    applied.assert_equivalent()
+
+
+def attention_residual(unfold_heads: int):
+    """x + (attention output)·W + b → LayerNormalization, the attention's heads folded into the
+    batch and unfolded by ``[-1, unfold_heads, S, 2]`` (4: as they were folded; DeBERTa's
+    TorchScript form)."""
+    g = Graph("skip", 17)
+    x = g.input("x", shape=["batch", "seq", 8])
+    context = folded_heads(g, x, unfold_heads=unfold_heads)
+    width = 8 if unfold_heads == 4 else 4
+    dense = g.op("MatMul", context, g.const("W", RNG.randn(width, 8)))
+    total = g.op("Add", g.op("Add", dense, g.const("b", RNG.randn(8))), x)
+    g.op("LayerNormalization", total, g.const("gamma", 1 + 0.1 * RNG.randn(8)), g.const("beta", 0.1 * RNG.randn(8)),
+         epsilon=1e-7, out="y")
+    g.output("y", shape=["batch", "seq", 8])
+    return g.model()
+
+
+def test_an_attention_output_read_back_from_heads_folded_into_the_batch_folds():
+    applied = apply("SkipLayerNorm", attention_residual(unfold_heads=4))
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -2}, applied.misses
+    assert applied.records[0].variant == "bias"
+    applied.assert_equivalent()
+
+
+def test_heads_unfolded_into_another_batch_are_refused():
+    """[4B, S, 2] read as [2B, 2, S, 2]: the dense output is [2B, S, 8], which broadcasts over x
+    only where B is 1."""
+    applied = apply("SkipLayerNorm", attention_residual(unfold_heads=2))
+    assert not applied.rewrote and not applied.made
+    assert "may broadcast over batch or sequence" in applied.miss().reason, applied.miss()

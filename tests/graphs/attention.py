@@ -8,7 +8,7 @@ for the attention fusion tests (tests/fusions/test_attention.py).
 [batch, seq, 16]: 2 heads of 8.
 """
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from .variants import Graph
 
@@ -232,3 +232,36 @@ def attention(mask="add", scale="scores_mul", opset=14, tf_shapes=False, bias_sh
     context = g.op("Transpose", context, perm=[0, 2, 1, 3])
     g.op("Reshape", context, _target(g, [0, HIDDEN] if not tf_shapes else [-1, HIDDEN], tf_shapes), out="y")
     return g.model()
+
+
+def folded_heads(g, x, unfold_heads=4, cut_end=None, out=None):
+    """A fragment of ``g`` reading ``x`` [B, S, 8], as DeBERTa's TorchScript attention computes:
+    [B, S, 4, 2] → [B, 4, S, 2] → [4B, S, 2] (the heads folded into the batch), softmax(q·qᵀ)·q,
+    unfolded by ``[-1, unfold_heads, S, 2]``, back to [B, S, 4, 2] and [dim0, dim1, -1]; returns
+    the output's name. x is first cut by a Slice of the sequence axis from 0 to ``cut_end`` (its
+    end where None) and expanded to its own sizes as TorchScript writes ``expand``; the heads are
+    split by that value's dimensions."""
+    def ints(name, value):
+        return g.const(name, value, np.int64)
+
+    def dims(t, *axes):
+        shape = g.op("Shape", t)
+        return [g.op("Unsqueeze", g.op("Gather", shape, ints(f"axis{a}_{t}", np.array(a))),
+                     ints(f"zero_{a}_{t}", np.array([0]))) for a in axes]
+
+    ends = dims(x, 1) if cut_end is None else [ints("cut", np.array([cut_end]))]
+    cut = g.op("Slice", x, ints("starts", np.array([0])), *ends, ints("cut_axes", np.array([1])))
+    sizes = g.op("Reshape", g.op("Concat", *dims(cut, 0, 1, 2), axis=0), ints("flat", np.array([-1])))
+    ones = g.op("ConstantOfShape", g.op("Shape", sizes), value=numpy_helper.from_array(np.array([1])))
+    minus = g.op("Mul", g.op("ConstantOfShape", g.op("Shape", sizes), value=numpy_helper.from_array(np.array([1]))),
+                 ints("minus_one", np.array(-1)))
+    expanded = g.op("Expand", cut, g.op("Where", g.op("Equal", sizes, minus), ones, sizes))
+    split = g.op("Reshape", expanded, g.op("Concat", *dims(expanded, 0, 1), ints("heads", np.array([4, -1])), axis=0))
+    heads = g.op("Transpose", split, perm=[0, 2, 1, 3])
+    folded = g.op("Reshape", heads, g.op("Concat", ints("minus", np.array([-1])), *dims(heads, 2, 3), axis=0))
+    scores = g.op("Softmax", g.op("MatMul", folded, g.op("Transpose", folded, perm=[0, 2, 1])), axis=-1)
+    context = g.op("MatMul", scores, folded)
+    unfolded = g.op("Reshape", context, g.op("Concat", ints("unfold", np.array([-1, unfold_heads])),
+                                             *dims(context, 1, 2), axis=0))
+    merged = g.op("Transpose", unfolded, perm=[0, 2, 1, 3])
+    return g.op("Reshape", merged, g.op("Concat", *dims(merged, 0, 1), ints("rest", np.array([-1])), axis=0), out=out)
