@@ -89,6 +89,23 @@ def test_a_split_or_slice_that_may_cut_batch_or_sequence_does_not_prove():
     assert not spans_batch_and_sequence(graph, _slice(graph, dense, -1, "unranked"), ids=ids)
 
 
+def test_a_product_keeps_batch_and_sequence_only_over_a_3d_input():
+    """x·W contracts x's last axis: over [B, S, H] it keeps (B, S), over the 2-D [B, S] it
+    contracts S away, and over a value of unknown rank nothing says which."""
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    weight = gs.Constant("W_out", np.ones((dense.shape[-1], 3), np.float32))
+    assert spans_batch_and_sequence(graph, graph.layer(op="MatMul", inputs=[dense, weight], outputs=["out"])[0], ids=ids)
+    floats = graph.layer(op="Cast", inputs=[ids], outputs=["floats"], attrs={"to": 1})[0]
+    floats.shape = ["b1", "s1"]
+    rows = graph.layer(op="MatMul", inputs=[floats, gs.Constant("W_rows", np.ones((5, 3), np.float32))],
+                       outputs=["rows"])[0]
+    assert spans_batch_and_sequence(graph, floats, ids=ids) and not spans_batch_and_sequence(graph, rows, ids=ids)
+    dense.shape = None
+    unranked = graph.layer(op="MatMul", inputs=[dense, weight], outputs=["unranked"])[0]
+    assert not spans_batch_and_sequence(graph, unranked, ids=ids)
+
+
 def _heads_graph(**form):
     g = Graph("heads", 17)
     folded_heads(g, g.input("x", shape=["batch", "seq", 8]), out="y", **form)

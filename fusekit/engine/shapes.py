@@ -529,7 +529,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = any(const_value(t) is None and spans(t) for t in node.inputs)
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
-        result = (weight is None or rank(weight) == 2) and spans(node.inputs[0])
+        # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
+        result = (weight is None or (rank(weight) == 2 and (rank(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
