@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..errors import FusekitError
+
 
 # Attributes that later opsets moved into inputs: (op, attribute) -> input index.
 ATTRIBUTE_INPUTS = {
@@ -93,3 +95,56 @@ def rank(tensor: gs.Tensor) -> int | None:
 
 def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(t is tensor for t in graph.outputs)
+
+
+def toposort(graph: gs.Graph) -> gs.Graph:
+    """``graph.toposort()`` in time linear in nodes and edges, to the same order.
+
+    onnx-graphsurgeon orders nodes by their level (1 + the highest level among their
+    producers), ties in the order its depth-first walk from each node in list order first
+    finished them; it walks with a recursive call and per-node closures, the bulk of a
+    sweep's cost on a large graph. This is that walk with an explicit stack and the levels
+    bucketed. A graph whose nodes hold subgraphs, or that has local functions, is left to
+    onnx-graphsurgeon, which sorts those too.
+    """
+    if graph.functions or any(isinstance(a, gs.Graph) for node in graph.nodes for a in node.attrs.values()):
+        return graph.toposort()
+    index = {id(node): i for i, node in enumerate(graph.nodes)}
+
+    def producers(node: gs.Node) -> list[gs.Node]:
+        found: dict[int, gs.Node] = {}
+        for tensor in node.inputs:
+            for p in tensor.inputs:
+                if id(p) in index:  # a producer outside the graph is no constraint on its order
+                    found.setdefault(id(p), p)
+        return list(found.values())
+
+    level: dict[int, int] = {}
+    finished: list[gs.Node] = []
+    for root in graph.nodes:
+        if id(root) in level:
+            continue
+        stack, on_path = [[root, iter(producers(root)), -1]], {id(root)}
+        while stack:
+            frame = stack[-1]
+            for p in frame[1]:
+                known = level.get(id(p))
+                if known is None:
+                    if id(p) in on_path:
+                        raise FusekitError(f"internal error, please report: the graph has a cycle through '{p.name}'")
+                    stack.append([p, iter(producers(p)), -1])
+                    on_path.add(id(p))
+                    break
+                frame[2] = max(frame[2], known)
+            else:
+                stack.pop()
+                on_path.discard(id(frame[0]))
+                level[id(frame[0])] = frame[2] + 1
+                finished.append(frame[0])
+                if stack:
+                    stack[-1][2] = max(stack[-1][2], frame[2] + 1)
+    buckets: list[list[gs.Node]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for node in finished:
+        buckets[level[id(node)]].append(node)
+    graph.nodes = [node for bucket in buckets for node in bucket]
+    return graph
