@@ -97,6 +97,68 @@ def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(t is tensor for t in graph.outputs)
 
 
+def disconnect(node: gs.Node, outputs: bool = False):
+    """``node.inputs.clear()`` (and ``node.outputs.clear()`` with ``outputs``), finding ``node``
+    among each value's readers and writers by identity.
+
+    onnx-graphsurgeon's ``clear`` removes it with ``list.remove``, which compares it by value
+    (names, attributes, every input and output) with each reader before it: a value every
+    layer reads (the mask, a shared constant) made that cost grow with the square of the depth.
+    """
+    for tensor in node.inputs:
+        readers = tensor.outputs
+        list.__delitem__(readers, next(i for i, n in enumerate(readers) if n is node))  # past the list's syncing
+    list.clear(node.inputs)
+    if outputs:
+        for tensor in node.outputs:
+            writers = tensor.inputs
+            list.__delitem__(writers, next(i for i, n in enumerate(writers) if n is node))
+        list.clear(node.outputs)
+
+
+def _nested(graph: gs.Graph) -> bool:
+    """Whether ``graph`` has local functions or nodes holding subgraphs: what onnx-graphsurgeon's
+    ``toposort`` and ``cleanup`` recurse into, and ours leave to them."""
+    return bool(graph.functions) or any(isinstance(a, gs.Graph) for node in graph.nodes for a in node.attrs.values())
+
+
+def cleanup(graph: gs.Graph) -> gs.Graph:
+    """``graph.cleanup(remove_unused_graph_inputs=False)`` in time linear in the graph.
+
+    Drops the nodes no graph output depends on, as onnx-graphsurgeon does; its ``cleanup``
+    checks each graph input against a list of every used value, compared by value, which grew
+    with the square of the graph for a model of many inputs.
+    """
+    if _nested(graph):
+        return graph.cleanup(remove_unused_graph_inputs=False)
+    for tensor in graph.inputs:
+        tensor.inputs.clear()  # a graph input has no producer
+    local = {t.name for node in graph.nodes for t in node.outputs if not t.is_empty()}
+    local |= {t.name for t in graph.inputs}
+    local |= {t.name for t in [*graph.outputs, *(t for node in graph.nodes for t in node.inputs)] if isinstance(t, gs.Constant)}
+    seen: set[str] = set()
+    used: set[int] = set()
+    frontier = list(graph.outputs)
+    while frontier:
+        tensor = frontier.pop()
+        if not tensor.is_empty():
+            if tensor.name not in local or tensor.name in seen:
+                continue
+            seen.add(tensor.name)
+        for node in tensor.inputs:
+            if id(node) not in used:
+                used.add(id(node))
+                frontier.extend(node.inputs)
+    kept = []
+    for node in graph.nodes:
+        if id(node) in used:
+            kept.append(node)
+        else:
+            disconnect(node, outputs=True)
+    graph.nodes = kept
+    return graph
+
+
 def toposort(graph: gs.Graph) -> gs.Graph:
     """``graph.toposort()`` in time linear in nodes and edges, to the same order.
 
@@ -107,7 +169,7 @@ def toposort(graph: gs.Graph) -> gs.Graph:
     bucketed. A graph whose nodes hold subgraphs, or that has local functions, is left to
     onnx-graphsurgeon, which sorts those too.
     """
-    if graph.functions or any(isinstance(a, gs.Graph) for node in graph.nodes for a in node.attrs.values()):
+    if _nested(graph):
         return graph.toposort()
     index = {id(node): i for i, node in enumerate(graph.nodes)}
 

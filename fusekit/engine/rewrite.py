@@ -13,6 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
+from .graph import disconnect
 from .matcher import Match
 from .pattern import Rule
 from .state import IdentitySet, RunState
@@ -198,19 +199,6 @@ def _bypass(old: gs.Tensor, new: gs.Tensor):
                 user.inputs[i] = new
 
 
-def _disconnect(node: gs.Node):
-    """``node.inputs.clear()``, finding ``node`` among each input's readers by identity.
-
-    onnx-graphsurgeon's ``clear`` removes it with ``list.remove``, which compares it by value
-    (names, attributes, every input and output) with each reader before it: a value every
-    layer reads (the mask, a shared constant) made that cost grow with the square of the depth.
-    """
-    for tensor in node.inputs:
-        readers = tensor.outputs
-        list.__delitem__(readers, next(i for i, n in enumerate(readers) if n is node))  # past the list's syncing
-    list.clear(node.inputs)
-
-
 def apply(match: Match) -> Fused:
     emit = Emitter(match.graph, match.state, match.anchor.name or match.fusion.name, match.nodes)
     replaced = [(n.name, n.op) for n in match.nodes]
@@ -223,7 +211,7 @@ def apply(match: Match) -> Fused:
         if not new.inputs or new.inputs[0] not in emit.made:  # a value already there: a bypass
             _bypass(old, new)
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
-        _disconnect(node)
+        disconnect(node)
     for old, new in replacements:
         if new.inputs and new.inputs[0] in emit.made:
             take_over(old, new)
