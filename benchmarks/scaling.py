@@ -1,10 +1,11 @@
 """How fusekit's commands scale with the graph: seconds per node from 1k to 200k nodes.
 
-    python benchmarks/scaling.py [--quick] [--pack] [--profile] [--python PY] [--timeout S]
+    python benchmarks/scaling.py [--quick] [--pack] [--profile] [--python PY ...] [--timeout S]
 
 Times ``optimize --no-verify``, ``optimize`` (verified), ``inspect`` and ``explain``, each in a
 fresh process (``PY -m fusekit.cli …`` run from a temporary folder, so ``--python`` picks which
-installed fusekit is measured), on graphs built here without torch in a few seconds:
+installed fusekit is measured; given twice, the two alternate command by command, so both meet
+the same load), on graphs built here without torch in a few seconds:
 
   chain    x → Relu → Relu → … → y: N nodes, each reading the last
   fanout   blocks of 100 Relus all reading one value, averaged into the next block's input
@@ -12,17 +13,18 @@ installed fusekit is measured), on graphs built here without torch in a few seco
   bert     testmodels/bert_tiny_opset14.onnx with its last encoder layer repeated: every copy's
            values renamed (``layer.K``), its weights shared, so L layers are L × 83 nodes
 
-Prints seconds and µs per node for every graph and command, then the ratios the cost should
-keep near the size ratio (200k/20k nodes for the synthetic graphs, 96/12 layers for BERT):
-linear passes give 10× and 8×. ``--profile`` runs each command once more under cProfile and
+Prints wall seconds, µs per node and CPU seconds for every graph and command, then the ratios
+the cost should keep near the size ratio (200k/20k nodes for the synthetic graphs, 96/12 layers
+for BERT): linear passes give 10× and 8×. ``--profile`` runs each command once more under cProfile and
 prints its top cumulative fusekit, onnx-graphsurgeon and networkx functions. Nothing is
-asserted; the machine's load shows in the times, so compare runs made side by side.
+asserted; the machine's load stretches the wall times, so compare runs made side by side.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -133,10 +135,16 @@ def commands(shape: str, size: int, quick: bool) -> list[str]:
     return [c for c in COMMANDS if c != "optimize" or verified]
 
 
-def run(python: str, argv: list[str], timeout: float, profile: Path | None = None) -> float | None:
-    """Seconds of one command in a fresh process; None past ``timeout``."""
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def run(python: str, argv: list[str], timeout: float, profile: Path | None = None) -> tuple[float, float] | None:
+    """(wall, CPU) seconds of one command in a fresh process; None past ``timeout``. The CPU time
+    is the one to read on a shared machine: other load stretches the wall time, not it."""
     prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     try:
         proc = subprocess.run([python, *prefix, "-m", "fusekit.cli", *argv], cwd=tempfile.gettempdir(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
@@ -144,7 +152,7 @@ def run(python: str, argv: list[str], timeout: float, profile: Path | None = Non
         return None
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed: {proc.stderr.decode(errors='replace').strip()[-400:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def print_profile(path: Path, top: int):
@@ -164,14 +172,17 @@ def main(argv=None) -> int:
     parser.add_argument("--pack", action="store_true", help="also time optimize --pack --no-verify")
     parser.add_argument("--profile", action="store_true", help="profile each command once more, print its top")
     parser.add_argument("--top", type=int, default=12, help="functions per profile (default 12)")
-    parser.add_argument("--python", default=sys.executable, help="the Python whose fusekit is timed")
+    parser.add_argument("--python", action="append",
+                        help="a Python whose fusekit is timed (repeat to compare: runs alternate; default this one)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a command counts as '>' it")
     parser.add_argument("--only", choices=[*SHAPES, "bert"], action="append", help="only these graphs")
     args = parser.parse_args(argv)
+    pythons = args.python or [sys.executable]
     if args.pack:
         COMMANDS["optimize --pack"] = ["optimize", "{model}", "-o", "{out}", "--pack", "--no-verify"]
-    print(f"fusekit scaling, {args.python}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}); seconds (µs/node)")
-    times: dict[tuple[str, int, str], float | None] = {}
+    print(f"fusekit scaling, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}); wall seconds (µs per node) / CPU seconds"
+          + "".join(f"\n  [{k}] {p}" for k, p in enumerate(pythons)))
+    times: dict[tuple[str, int, str, str], tuple[float, float] | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for shape, size in plan(args.quick):
             if args.only and shape not in args.only:
@@ -181,29 +192,36 @@ def main(argv=None) -> int:
             path, out = Path(tmp) / f"{shape}{size}.onnx", Path(tmp) / "out.onnx"
             onnx.save(model, path)
             del model
-            cells = []
-            for command in commands(shape, size, args.quick):
+            label = f"{shape} {size} layers" if shape == "bert" else f"{shape} {size}"
+            for turn, command in enumerate(commands(shape, size, args.quick)):
                 argv = [a.format(model=path, out=out) for a in COMMANDS[command]]
-                seconds = times[shape, size, command] = run(args.python, argv, args.timeout)
-                cells.append(f"{command} " + (f">{args.timeout:.0f}" if seconds is None else
-                                              f"{seconds:.2f} ({seconds / nodes * 1e6:.0f})"))
-            label = f"{shape} {size} layers" if shape == "bert" else shape
-            print(f"{label:<16} {nodes:>7} nodes: " + "; ".join(cells), flush=True)
+                # alternate which Python goes first, so that neither always meets the same load
+                for python in pythons[::-1] if turn % 2 else pythons:
+                    times[shape, size, command, python] = run(python, argv, args.timeout)
+                cells = [f">{args.timeout:.0f}" if t is None else
+                         f"{t[0]:6.2f} ({t[0] / nodes * 1e6:4.0f}) / {t[1]:6.2f}"
+                         for t in (times[shape, size, command, p] for p in pythons)]
+                print(f"{label:<17} {nodes:>7} nodes  {command:<21} " + "  ".join(cells), flush=True)
             if args.profile:
                 for command in commands(shape, size, args.quick):
                     argv = [a.format(model=path, out=out) for a in COMMANDS[command]]
-                    prof = Path(tmp) / "run.prof"
-                    if run(args.python, argv, args.timeout, prof) is not None:
-                        print(f"    {command}:")
-                        print_profile(prof, args.top)
-    print("ratios (linear: 10× for 200k/20k nodes, 8× for 96/12 layers):")
+                    for k, python in enumerate(pythons):
+                        prof = Path(tmp) / "run.prof"
+                        if run(python, argv, args.timeout, prof) is not None:
+                            print(f"    [{k}] {command}:")
+                            print_profile(prof, args.top)
+    print("ratios, wall / CPU (linear: 10× for 200k/20k nodes, 8× for 96/12 layers):")
     for shape, small, big in [*((s, 20_000, 200_000) for s in SHAPES), ("bert", 12, 96)]:
         for command in COMMANDS:
-            a, b = times.get((shape, small, command)), times.get((shape, big, command))
-            if a and b:
-                print(f"  {shape:<8} {command:<22} {b / a:6.1f}×")
-            elif a and (shape, big, command) in times:
-                print(f"  {shape:<8} {command:<22}  >{args.timeout / a:.1f}×")
+            cells = []
+            for python in pythons:
+                a, b = times.get((shape, small, command, python)), times.get((shape, big, command, python))
+                if (shape, big, command, python) not in times or not a:
+                    break
+                cells.append(f"{b[0] / a[0]:5.1f}× / {b[1] / a[1]:5.1f}×" if b
+                             else f">{args.timeout / a[0]:5.1f}×")
+            if cells:
+                print(f"  {shape:<8} {command:<21} " + "  ".join(cells))
     return 0
 
 

@@ -135,7 +135,8 @@ def cleanup(graph: gs.Graph) -> gs.Graph:
         tensor.inputs.clear()  # a graph input has no producer
     local = {t.name for node in graph.nodes for t in node.outputs if not t.is_empty()}
     local |= {t.name for t in graph.inputs}
-    local |= {t.name for t in [*graph.outputs, *(t for node in graph.nodes for t in node.inputs)] if isinstance(t, gs.Constant)}
+    local |= {t.name for t in [*graph.outputs, *(t for node in graph.nodes for t in node.inputs)]
+              if isinstance(t, gs.Constant)}
     seen: set[str] = set()
     used: set[int] = set()
     frontier = list(graph.outputs)
