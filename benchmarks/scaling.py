@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     pythons = args.python or [sys.executable]
     if args.pack:
         COMMANDS["optimize --pack"] = ["optimize", "{model}", "-o", "{out}", "--pack", "--no-verify"]
-    print(f"fusekit scaling, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}); wall seconds (µs per node) / CPU seconds"
+    print(f"fusekit scaling, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}); "
+          "wall seconds (µs per node) / CPU seconds"
           + "".join(f"\n  [{k}] {p}" for k, p in enumerate(pythons)))
     times: dict[tuple[str, int, str, str], tuple[float, float] | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
