@@ -1,4 +1,6 @@
-"""Reading facts off an onnx-graphsurgeon graph: constant values, attributes, ranks."""
+"""Reading facts off an onnx-graphsurgeon graph: constant values, attributes, ranks; and the
+graph-wide surgery the passes run after rewriting (``toposort``, ``cleanup``, ``disconnect``),
+onnx-graphsurgeon's results in time linear in the graph."""
 from __future__ import annotations
 
 import numpy as np
