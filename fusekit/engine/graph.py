@@ -174,13 +174,13 @@ def toposort(graph: gs.Graph) -> gs.Graph:
     """
     if _nested(graph):
         return graph.toposort()
-    index = {id(node): i for i, node in enumerate(graph.nodes)}
+    inside = {id(node) for node in graph.nodes}
 
     def producers(node: gs.Node) -> list[gs.Node]:
         found: dict[int, gs.Node] = {}
         for tensor in node.inputs:
             for p in tensor.inputs:
-                if id(p) in index:  # a producer outside the graph is no constraint on its order
+                if id(p) in inside:  # a producer outside the graph is no constraint on its order
                     found.setdefault(id(p), p)
         return list(found.values())
 
