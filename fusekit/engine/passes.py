@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from ..errors import FusekitError
+from .graph import cleanup, toposort
 from .matcher import Match, Miss, closest, match_variant
 from .pattern import Fusion, root_ops
 from .rewrite import Fused, apply, compose
@@ -113,10 +114,10 @@ def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: di
             if new:
                 fired[fusion.name] += len(new)
                 made += new
-                graph.toposort()  # the next fusion visits producers before consumers, new nodes included
+                toposort(graph)  # the next fusion visits producers before consumers, new nodes included
         if not fired:  # the fusions have seen what was folded in this sweep: nothing new to fold
             return made
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        toposort(cleanup(graph))
     raise FusekitError(f"fusions still firing after {max_sweeps} sweeps: {', '.join(fired)}")
 
 
@@ -132,7 +133,7 @@ def run(graph: gs.Graph, fusions: list[Fusion], target: str, opset: int, max_swe
     misses: dict[tuple[str, str], Miss] = dict(canonical.misses) if canonical is not None else {}
     result = PassResult()
     made = fixpoint(graph, fusions, state, misses, max_sweeps)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()  # what canonicalization left dead goes too
+    toposort(cleanup(graph))  # what canonicalization left dead goes too
     result.fused = compose((canonical.records if canonical is not None else []) + made)
     alive = {n.name for n in graph.nodes}
     # a rule's node a fusion absorbed as a constant (a folded shape) is gone: nothing left to record

@@ -13,6 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
+from .graph import disconnect
 from .matcher import Match
 from .pattern import Rule
 from .state import IdentitySet, RunState
@@ -210,7 +211,7 @@ def apply(match: Match) -> Fused:
         if not new.inputs or new.inputs[0] not in emit.made:  # a value already there: a bypass
             _bypass(old, new)
     for node in match.nodes:  # disconnect first, so the take-over sees no stale users
-        node.inputs.clear()
+        disconnect(node)
     for old, new in replacements:
         if new.inputs and new.inputs[0] in emit.made:
             take_over(old, new)

@@ -6,6 +6,7 @@ exports do not always give them.
 """
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..engine.graph import default_names
+from ..errors import FusekitError
 from ..modelio import read
 
 # Weight element types and their sizes in bytes.
@@ -75,8 +77,22 @@ class Dataflow:
 
     @cached_property
     def order(self) -> list[int]:
-        """Node indices in topological order (file order breaks ties)."""
-        return list(nx.lexicographical_topological_sort(self.dag))
+        """Node indices in topological order (file order breaks ties): a heap over the ready
+        nodes, so the order needs no ``dag`` built."""
+        waiting = [len({self.producer[t] for t in n.input if t in self.producer}) for n in self.nodes]
+        ready = [i for i, w in enumerate(waiting) if w == 0]
+        order = []
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for u in {c for t in self.nodes[i].output if t for c in self.consumers.get(t, ())}:
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    heapq.heappush(ready, u)
+        if len(order) < len(self.nodes):
+            stuck = next(i for i, w in enumerate(waiting) if w)
+            raise FusekitError(f"the graph has a cycle (through or after node '{self.names[stuck]}')")
+        return order
 
     @cached_property
     def value_names(self) -> frozenset[str]:

@@ -41,7 +41,7 @@ a fusion when it has a fused candidate and no miss of that fusion.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -146,8 +146,11 @@ class Explanation:
         parts = []
         if inside:
             parts.append(f"{len(entry['layers_fused'])} of {self.layers.count} layers fused")
+            by_layer = defaultdict(list)  # grouped once: a scan per layer grows with the square of the depth
+            for c in missed:
+                by_layer[c.layer].append(c)
             for k in entry["layers_missed"]:
-                parts += [f"layer {k}: {c.describe()}" for c in missed if c.layer == k]
+                parts += [f"layer {k}: {c.describe()}" for c in by_layer[k]]
             parts += [f"layer {k}: no candidate" for k in entry["layers_without_candidate"]]
         outside = entry["outside"]
         if outside["fused"] or outside["missed"]:
@@ -192,10 +195,13 @@ class Explanation:
         keys = [k for k in range(self.layers.count) if self.layer in (None, k)]
         if self.layer is None:
             keys.append(None)
+        by_layer = defaultdict(list)
+        for c in self.candidates:
+            by_layer[c.layer].append(c)
         for k in keys:
             cells = []
+            here = by_layer[k]
             for f in fusions:
-                here = [c for c in self.candidates if c.layer == k]
                 mark = "✓" * sum(c.status in ("fused", "earlier") and c.counts_for(f) for c in here) \
                     + "✗" * sum(c.status in ("missed", "considered") and c.fusion == f for c in here)
                 cells.append(mark or "·")

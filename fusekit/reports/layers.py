@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import networkx as nx
 import onnx
@@ -87,8 +88,9 @@ def _layer_in_name(node: onnx.NodeProto) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def hidden_input(flow: Dataflow, core: int) -> str | None:
-    """The hidden states entering an attention block's layer.
+def hidden_input(flow: Dataflow, core: int, upstream: Callable[[int], bool]) -> str | None:
+    """The hidden states entering an attention block's layer (``upstream(i)``: whether node
+    ``i`` is an ancestor of ``core``; see ``_reaches``).
 
     A fused attention reads them as input 0. For a Softmax, they are the nearest
     computed value upstream that two of its projections (Q and K) read.
@@ -96,25 +98,38 @@ def hidden_input(flow: Dataflow, core: int) -> str | None:
     node = flow.nodes[core]
     if node.op_type in FUSED_ATTENTION:
         return node.input[0]
-    upstream = nx.ancestors(flow.dag, core)
-    projections = {i for i in upstream if flow.nodes[i].op_type in PROJECTIONS}
     seen, queue = set(), deque(node.input)
     while queue:
         value = queue.popleft()
         if value in seen or not value or flow.is_constant(value):
             continue  # weights are shared by ALBERT's layers; they are no layer boundary
         seen.add(value)
-        if sum(c in projections for c in flow.consumers.get(value, ())) >= 2:
+        readers = flow.consumers.get(value, ())
+        if sum(flow.nodes[c].op_type in PROJECTIONS and upstream(c) for c in readers) >= 2:
             return value
         if value in flow.producer:
             queue.extend(flow.nodes[flow.producer[value]].input)
     return None
 
 
+def _reaches(flow: Dataflow, cores: list[int]) -> list[int]:
+    """For each node, the attention cores it is an ancestor of, as bits (bit k: ``cores[k]``).
+
+    One pass over the graph for all cores, where the ancestors of each core cost a pass each.
+    """
+    bit = {core: 1 << k for k, core in enumerate(cores)}
+    reached = [0] * len(flow.nodes)
+    for i in reversed(flow.order):
+        for u in flow.users(i):
+            reached[i] |= reached[u] | bit.get(u, 0)
+    return reached
+
+
 def _by_position(flow: Dataflow, cores: list[int]) -> list[int | None]:
+    reached = _reaches(flow, cores)
     boundaries = {}
     for k, core in enumerate(cores):
-        value = hidden_input(flow, core)
+        value = hidden_input(flow, core, lambda i, k=k: bool(reached[i] >> k & 1))
         if value is not None:
             boundaries.setdefault(value, k + 1)
     level, depth = _levels(flow, boundaries)

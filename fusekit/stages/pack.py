@@ -54,7 +54,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
-from ..engine.graph import attr, producer
+from ..engine.graph import attr, cleanup, producer, toposort
 from ..engine.matcher import Match, Miss, match_variant
 from ..engine.pattern import Fusion
 from ..engine.probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
@@ -624,7 +624,7 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
             value.shape = None  # [T, ·] now: no stale [B, S, ·] shape in the written model
     for name in plan.derived:
         result.outputs[name] = "derived"
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    toposort(cleanup(graph))
     return result
 
 
