@@ -42,6 +42,7 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     graph = gs.import_onnx(shapes.infer(skel))
     tensors = graph.tensors()
     declared = {i.name for i in weights.graph.input}
+    attached = set()  # the placeholders' names, dropped from the inputs at once: once per weight costs weights × inputs
     for proto in weights.graph.initializer:
         placeholder = tensors.get(proto.name)
         if not is_heavy(proto) or placeholder is None:
@@ -52,7 +53,9 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
                 if t is placeholder:
                     node.inputs[i] = weight
         if proto.name not in declared:
-            graph.inputs = [t for t in graph.inputs if t is not placeholder]
+            attached.add(proto.name)
+    if attached:
+        graph.inputs = [t for t in graph.inputs if t.name not in attached]
     for node, name in zip(graph.nodes, default_names([n.op for n in graph.nodes], [n.name for n in graph.nodes])):
         node.name = name
     return graph
