@@ -126,8 +126,7 @@ def merge(entries: list[dict], failures: dict[str, str] | None = None) -> None:
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"description": DESCRIPTION}
     by_file = {e["file"]: e for e in manifest.get("models", [])}
     for e in entries:
-        old = by_file.get(e["file"], {})
-        by_file[e["file"]] = e | {k: old[k] for k in ("fusekit_today", "expected", "pending") if k in old}
+        by_file[e["file"]] = by_file.get(e["file"], {}) | e
     manifest["models"] = sorted(by_file.values(), key=lambda e: e["file"])
     manifest["failures"] = dict(sorted((manifest.get("failures", {}) | (failures or {})).items()))
     manifest["total_onnx_bytes"] = sum(e["size_bytes"] for e in manifest["models"])
@@ -181,14 +180,13 @@ def _encoder(model, token_types: bool):
     return Encoder().eval()
 
 
-def _export(module, family: str, path: Path, opset: int, atol: float) -> float:
-    """TorchScript export, compared with PyTorch on padded batches; returns the largest difference."""
+def _export(module, path: Path, opset: int, example: dict, checks: list[dict], atol: float) -> float:
+    """TorchScript export, compared with PyTorch on ``checks``; returns the largest difference."""
     import warnings
 
     import onnxruntime as ort
     import torch
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if FAMILIES[family][5] else [])
-    example = feeds(family, 2, 8, (0, 3), seed=0)
+    names = list(example)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, tuple(torch.from_numpy(example[n]) for n in names), str(path), dynamo=False,
@@ -197,15 +195,18 @@ def _export(module, family: str, path: Path, opset: int, atol: float) -> float:
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for i, (b, s, p) in enumerate(CALIBRATION[:4]):
-        f = feeds(family, b, s, p, seed=10 + i)
+    for f in checks:
         with torch.no_grad():
             want = module(*(torch.from_numpy(f[n]) for n in names)).numpy()
-        got = session.run(None, f)[0]
-        worst = max(worst, float(np.abs(got - want).max()))
+        worst = max(worst, float(np.abs(session.run(None, f)[0] - want).max()))
     if worst > atol:
         raise SystemExit(f"{path.name}: ONNX Runtime differs from PyTorch by {worst:.3g}")
     return worst
+
+
+def _family_export(module, family: str, path: Path, opset: int, atol: float) -> float:
+    checks = [feeds(family, b, s, p, seed=10 + i) for i, (b, s, p) in enumerate(CALIBRATION[:4])]
+    return _export(module, path, opset, feeds(family, 2, 8, (0, 3), seed=0), checks, atol)
 
 
 def torch_versions() -> dict:
@@ -218,7 +219,7 @@ def stage_sources() -> list[dict]:
     entries = []
     for family, (_, _, opset, attention, _, token_types) in FAMILIES.items():
         path = source(family)
-        worst = _export(_encoder(_torch_model(family), token_types), family, path, opset, 1e-4)
+        worst = _family_export(_encoder(_torch_model(family), token_types), family, path, opset, 1e-4)
         entries.append(describe(path, family, "none (FP32 source)", torch_versions(),
                                 {"opset": opset, "attention": attention, "max_abs_diff_to_pytorch": worst}, "fp32"))
     return entries
@@ -275,10 +276,11 @@ def _qdqbert_attention(module, query, key, value, attention_mask, scaling=None, 
     return torch.matmul(probs, v).transpose(1, 2).contiguous(), probs
 
 
-def _qat(name: str, signed: bool, attention_too: bool) -> dict:
+def qat_export(model, calibration: list[dict], path: Path, signed: bool, attention_too: bool,
+               checks: list[dict] | None = None) -> dict:
+    """Fake-quantize a BertModel's Linears (and QDQBERT's attention inputs), calibrate, export; the settings."""
     import torch
     from transformers.models.bert import modeling_bert
-    model = _torch_model("bert", "eager")
     observers = []
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -292,90 +294,108 @@ def _qat(name: str, signed: bool, attention_too: bool) -> dict:
             for tag in "qkvp":
                 setattr(attention, f"{tag}_observer", _Observer(signed))
                 observers.append(getattr(attention, f"{tag}_observer"))
-        modeling_bert.eager_attention_forward = _qdqbert_attention
-    encoder = _encoder(model, True)
-    with torch.no_grad():
-        for f in calibration_feeds("bert"):
-            encoder(*(torch.from_numpy(f[n]) for n in ("input_ids", "attention_mask", "token_type_ids")))
-    for o in observers:
-        o.calibrating = False
-    path = OUT_DIR / f"bert_{name}.onnx"
-    _export(encoder, "bert", path, 14, 0.05)  # fake quantization: a rounding step may fall either way
-    settings = {"activations": "int8 symmetric per tensor (zero point 0)" if signed else
-                "uint8 asymmetric per tensor", "weights": "int8 symmetric per output channel",
-                "quantized": "every Linear's input and weight" + (", Q, K, V and the softmax output (QDQBERT)"
-                                                                   if attention_too else ""),
-                "exporter": "torch.onnx.export(dynamo=False), opset 14", "calibration": "min/max, no training"}
-    return describe(path, "bert", "torch fake_quantize (QAT export)", torch_versions(), settings, "qat")
+    default_attention = modeling_bert.eager_attention_forward
+    modeling_bert.eager_attention_forward = _qdqbert_attention if attention_too else default_attention
+    try:
+        encoder = _encoder(model, True)
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        with torch.no_grad():
+            for f in calibration:
+                encoder(*(torch.from_numpy(f[n]) for n in names))
+        for o in observers:
+            o.calibrating = False
+        # fake quantization: a value on a rounding boundary may fall either way in ONNX Runtime
+        _export(encoder, path, 14, {n: calibration[0][n] for n in names}, checks or calibration[:4], 0.05)
+    finally:
+        modeling_bert.eager_attention_forward = default_attention
+    return {"activations": "int8 symmetric per tensor (zero point 0)" if signed else "uint8 asymmetric per tensor",
+            "weights": "int8 symmetric per output channel",
+            "quantized": "every Linear's input and weight" + (", Q, K, V and the softmax output (QDQBERT)"
+                                                               if attention_too else ""),
+            "exporter": "torch.onnx.export(dynamo=False), opset 14", "calibration": "min/max, no training"}
 
 
 def stage_qat() -> list[dict]:
-    return [_qat("qat_linear", signed=False, attention_too=False),
-            _qat("qat_qdqbert", signed=True, attention_too=True)]
+    entries = []
+    for name, signed in (("qat_linear", False), ("qat_qdqbert", True)):
+        path = OUT_DIR / f"bert_{name}.onnx"
+        checks = [feeds("bert", b, s, p, seed=10 + i) for i, (b, s, p) in enumerate(CALIBRATION[:4])]
+        settings = qat_export(_torch_model("bert", "eager"), calibration_feeds("bert"), path, signed,
+                              attention_too=signed, checks=checks)
+        entries.append(describe(path, "bert", "torch fake_quantize (QAT export)", torch_versions(), settings, "qat"))
+    return entries
 
 
 # --------------------------------------------------------------------------- NNCF
+
+def nncf_quantize(src: Path, dst: Path, calibration: list[dict], transformer: bool) -> dict:
+    import nncf
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    onnx.save(nncf.quantize(onnx.load(src), nncf.Dataset(calibration), subset_size=len(calibration), **kwargs), dst)
+    return {"call": f"nncf.quantize(onnx_model, dataset, subset_size={len(calibration)}"
+                    + (", model_type=nncf.ModelType.TRANSFORMER)" if transformer else ")"), "backend": "ONNX"}
+
 
 def stage_nncf() -> list[dict]:
     import nncf
     entries = []
     for family in FAMILIES:
-        model = onnx.load(source(family))
-        data = nncf.Dataset(calibration_feeds(family))
-        presets = [("nncf_transformer", {"model_type": nncf.ModelType.TRANSFORMER})]
-        for name, kwargs in presets + ([("nncf_default", {})] if family == "bert" else []):
-            quantized = nncf.quantize(model, data, subset_size=len(CALIBRATION), **kwargs)
+        for name in ("nncf_transformer",) + (("nncf_default",) if family == "bert" else ()):
             path = OUT_DIR / f"{family}_{name}.onnx"
-            onnx.save(quantized, path)
-            settings = {"call": "nncf.quantize(onnx_model, dataset, subset_size=8"
-                                + (", model_type=nncf.ModelType.TRANSFORMER)" if kwargs else ")"),
-                        "backend": "ONNX"}
+            settings = nncf_quantize(source(family), path, calibration_feeds(family), name == "nncf_transformer")
             entries.append(describe(path, family, "nncf", {"nncf": nncf.__version__} | ort_versions(), settings, "qdq"))
     return entries
 
 
 # --------------------------------------------------------------------------- Optimum and transformers.js
 
-def stage_optimum() -> list[dict]:
+def optimum_dynamic(src: Path, dst: Path) -> dict:
+    """Optimum's avx512_vnni dynamic config: what the Hub's INT8 BERT models are made with."""
     import logging
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
     logging.getLogger().setLevel(logging.ERROR)
-    entries = []
+    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ORTQuantizer.from_pretrained(src.parent, file_name=src.name).quantize(save_dir=tmp, quantization_config=config)
+        (quantized,) = Path(tmp).glob("*.onnx")
+        dst.write_bytes(quantized.read_bytes())
+    return {"call": "ORTQuantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True))",
+            "weights": "int8 symmetric per channel", "activations": "uint8, quantized at run time",
+            "operators": config.operators_to_quantize}
+
+
+def transformersjs_u8(src: Path, dst: Path) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
+    quantize_dynamic(str(src), str(dst), per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8,
+                     extra_options=extra)
+    return {"call": "onnxruntime.quantization.quantize_dynamic(per_channel=False, reduce_range=False, "
+                    "weight_type=QuantType.QUInt8, extra_options=" + json.dumps(extra) + ")",
+            "weights": "uint8 asymmetric per tensor", "activations": "uint8, quantized at run time",
+            "operators": "quantize_dynamic's default (every op type it quantizes)",
+            "as": "transformers.js's u8 (quantized) settings"}
+
+
+def stage_optimum() -> list[dict]:
     tools = {"optimum-onnx": version("optimum-onnx"), "optimum": version("optimum"),
              "transformers": version("transformers")} | ort_versions()
+    entries = []
     for family in ("bert", "distilbert"):
-        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
         path = OUT_DIR / f"{family}_dynamic_avx512vnni.onnx"
-        with tempfile.TemporaryDirectory() as tmp:
-            ORTQuantizer.from_pretrained(source(family).parent, file_name=source(family).name).quantize(
-                save_dir=tmp, quantization_config=config)
-            (quantized,) = Path(tmp).glob("*.onnx")
-            path.write_bytes(quantized.read_bytes())
-        settings = {"call": "ORTQuantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True))",
-                    "weights": "int8 symmetric per channel", "activations": "uint8, quantized at run time",
-                    "operators": config.operators_to_quantize}
-        entries.append(describe(path, family, "optimum", tools, settings, "dynamic"))
+        entries.append(describe(path, family, "optimum", tools, optimum_dynamic(source(family), path), "dynamic"))
     for family in ("bert", "roberta"):
         path = OUT_DIR / f"{family}_dynamic_u8.onnx"
-        extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
-        quantize_dynamic(str(source(family)), str(path), per_channel=False, reduce_range=False,
-                         weight_type=QuantType.QUInt8, extra_options=extra)
-        settings = {"call": "onnxruntime.quantization.quantize_dynamic(per_channel=False, reduce_range=False, "
-                            "weight_type=QuantType.QUInt8, extra_options=" + json.dumps(extra) + ")",
-                    "weights": "uint8 asymmetric per tensor", "activations": "uint8, quantized at run time",
-                    "operators": "quantize_dynamic's default (every op type it quantizes)",
-                    "as": "transformers.js's u8 (quantized) settings"}
         entries.append(describe(path, family, "onnxruntime quantize_dynamic (transformers.js u8)", ort_versions(),
-                                settings, "dynamic"))
+                                transformersjs_u8(source(family), path), "dynamic"))
     return entries
 
 
 # --------------------------------------------------------------------------- Intel Neural Compressor
 
-def stage_inc() -> list[dict]:
+def inc_static(src: Path, dst: Path, calibration: list[dict], fmt: str) -> dict:
+    """onnx-neural-compressor's static PTQ, ``fmt`` "QOperator" or "QDQ", the config's defaults otherwise."""
     from onnx_neural_compressor import data_reader
     from onnx_neural_compressor.quantization import QuantFormat, config, quantize
 
@@ -387,26 +407,77 @@ def stage_inc() -> list[dict]:
             return next(self._it, None)
 
         def rewind(self):
-            self._it = iter(calibration_feeds("bert"))
+            self._it = iter(calibration)
 
-    entries = []
+    with tempfile.TemporaryDirectory() as tmp:  # it writes the weights beside the model: one file here
+        quantize(str(src), str(Path(tmp) / dst.name),
+                 config.StaticQuantConfig(Reader(), quant_format=getattr(QuantFormat, fmt)))
+        onnx.save(onnx.load(Path(tmp) / dst.name), dst)
+    return {"call": f"quantize(model, out, StaticQuantConfig(reader, quant_format=QuantFormat.{fmt}))",
+            "method": "static post-training quantization, the config's defaults"}
+
+
+def stage_inc() -> list[dict]:
     tools = {"onnx-neural-compressor": version("onnx-neural-compressor"), "numpy": np.__version__} | ort_versions()
-    for name, fmt in (("inc_qoperator", QuantFormat.QOperator), ("inc_qdq", QuantFormat.QDQ)):
+    entries = []
+    for name, fmt in (("inc_qoperator", "QOperator"), ("inc_qdq", "QDQ")):
         path = OUT_DIR / f"bert_{name}.onnx"
-        with tempfile.TemporaryDirectory() as tmp:  # it writes the weights beside the model: one file here
-            quantize(str(source("bert")), str(Path(tmp) / path.name), config.StaticQuantConfig(Reader(), quant_format=fmt))
-            onnx.save(onnx.load(Path(tmp) / path.name), path)
-        settings = {"call": f"quantize(model, out, StaticQuantConfig(reader, quant_format=QuantFormat.{fmt.name}))",
-                    "method": "static post-training quantization, the config's defaults"}
-        entries.append(describe(path, "bert", "onnx-neural-compressor", tools, settings,
-                                "qoperator" if fmt == QuantFormat.QOperator else "qdq"))
+        settings = inc_static(source("bert"), path, calibration_feeds("bert"), fmt)
+        entries.append(describe(path, "bert", "onnx-neural-compressor", tools, settings, fmt.lower()))
     return entries
 
 
 STAGES = {"sources": stage_sources, "qat": stage_qat, "nncf": stage_nncf, "optimum": stage_optimum, "inc": stage_inc}
 
 
+def _qat_pretrained(signed: bool):
+    def make(model_dir: Path, dst: Path, calibration: list[dict]) -> dict:
+        import transformers
+        model = transformers.BertModel.from_pretrained(str(model_dir), attn_implementation="eager",
+                                                       add_pooling_layer=False).eval()
+        return qat_export(model, calibration, dst, signed, attention_too=signed)
+    return make
+
+
+# One quantizer on one model (benchmarks/int8_accuracy.py): FORM SOURCE DESTINATION; the QAT forms
+# take a transformers BERT folder as SOURCE.
+FORMS = {
+    "nncf_transformer": lambda src, dst, cal: nncf_quantize(src, dst, cal, transformer=True),
+    "nncf_default": lambda src, dst, cal: nncf_quantize(src, dst, cal, transformer=False),
+    "dynamic_avx512vnni": lambda src, dst, cal: optimum_dynamic(src, dst),
+    "dynamic_u8": lambda src, dst, cal: transformersjs_u8(src, dst),
+    "inc_qoperator": lambda src, dst, cal: inc_static(src, dst, cal, "QOperator"),
+    "inc_qdq": lambda src, dst, cal: inc_static(src, dst, cal, "QDQ"),
+    "qat_linear": _qat_pretrained(signed=False),
+    "qat_qdqbert": _qat_pretrained(signed=True),
+}
+
+
+def save_feeds(path: Path, batches: list[dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{f"{i}:{name}": array for i, batch in enumerate(batches) for name, array in batch.items()})
+
+
+def load_feeds(path: Path) -> list[dict[str, np.ndarray]]:
+    batches: dict[int, dict] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            i, name = key.split(":", 1)
+            batches.setdefault(int(i), {})[name] = data[key]
+    return [batches[i] for i in sorted(batches)]
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quantize"]:
+        ap = argparse.ArgumentParser(description="one quantizer on one model")
+        ap.add_argument("form", choices=sorted(FORMS))
+        ap.add_argument("source", type=Path)
+        ap.add_argument("destination", type=Path)
+        ap.add_argument("--calibration", type=Path, help="batches of feeds, as save_feeds writes them")
+        args = ap.parse_args(argv[1:])
+        settings = FORMS[args.form](args.source, args.destination, load_feeds(args.calibration) if args.calibration else [])
+        print(json.dumps(settings))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("stages", nargs="+", choices=sorted(STAGES))
     args = ap.parse_args(argv)
