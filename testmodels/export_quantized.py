@@ -30,10 +30,10 @@ the right, on the left and not at all (`calibration_feeds`).
 
 Regenerate (see testmodels/int8/README.md for the versions; any venv paths will do):
 
-    /work/venv-bench/bin/python testmodels/export_quantized.py sources qat   # torch 2.13, transformers 5
+    python testmodels/export_quantized.py sources qat      # torch 2.13, transformers 5
     python -m venv --system-site-packages V1 && V1/bin/pip install nncf==3.4.0
     V1/bin/python testmodels/export_quantized.py nncf
-    python -m venv --system-site-packages V2        # + a .pth to torch's site-packages, or install torch
+    python -m venv --system-site-packages V2        # with torch importable: optimum needs it
     V2/bin/pip install optimum-onnx==0.1.0 transformers==4.57.6
     V2/bin/python testmodels/export_quantized.py optimum
     python -m venv V3 && V3/bin/pip install onnx-neural-compressor==1.0 'numpy<2' scipy prettytable onnx onnxruntime
