@@ -162,3 +162,17 @@ def _projection_again(graph, ids):
                          outputs=["hidden2"])[0]
     hidden.shape = ["b1", "s1", 8]
     return hidden
+
+
+def test_a_dimension_onnx_names_after_the_inputs_is_theirs():
+    """onnx's inference carries an input's named dimension only where it provably is that one;
+    a name of its own ('unk__3') proves nothing."""
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    graph.inputs = [ids]  # ids alone name the model's (batch, sequence)
+    for name, dims, spans in (("named", ["b1", "s1", 8], True), ("unnamed", ["unk__3", "s1", 8], False)):
+        other = graph.layer(op="Tile", inputs=[dense, gs.Constant(f"{name}_reps", np.array([1, 1, 1]))],
+                            outputs=[f"{name}_tiled"])[0]
+        other.shape = dims
+        out = graph.layer(op="Add", inputs=[dense, other], outputs=[name])[0]
+        assert spans_batch_and_sequence(graph, out) is spans, name

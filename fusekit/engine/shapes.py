@@ -600,7 +600,8 @@ def _leading(graph: gs.Graph, ids: gs.Tensor | None) -> Leading | None:
 # Ops whose output has the shape of their first input, and ops that broadcast all their inputs.
 _SAME_SHAPE = {"Cast", "Not", "Neg", "Abs", "Sign", "Log", "Exp", "Ceil", "Floor", "Erf", "Tanh", "Sigmoid", "Relu",
                "Sqrt", "Reciprocal", "Identity", "Softmax", "Clip", "Dropout", "LayerNormalization",
-               "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization"}  # and the fused ones
+               "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization",  # and the fused ones
+               "QuantizeLinear", "DequantizeLinear"}
 _BROADCASTS = _ELEMENTWISE | {"LessOrEqual", "GreaterOrEqual", "Xor", "Mod"}
 
 
@@ -619,6 +620,11 @@ def dimension(tensor: gs.Tensor, axis: int, leading: Leading, memo: IdentityMap)
     size = tensor.shape[axis] if tensor.shape is not None and axis < len(tensor.shape) else None
     if isinstance(size, (int, np.integer)) and size >= 0:
         return int(size)
+    if isinstance(size, str) and leading.inputs:
+        # onnx's inference carries an input's named dimension only where it provably is that one
+        names = [d if isinstance(d, str) else None for d in (leading.inputs[0].shape or [])[:2]]
+        if size in names:
+            return leading.dims[names.index(size)]
     known = memo.setdefault(tensor, {})
     if axis not in known:
         known[axis] = None  # cycles cannot prove anything
