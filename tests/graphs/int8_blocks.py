@@ -107,3 +107,62 @@ def block(gelu=True, requantize=True, quantize_output=True, weight_axis=None, bi
     if gelu == "ms":
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
+
+
+# --------------------------------------------------------------------------- QOperator (quantize_static, QOperator)
+
+MS = "com.microsoft"
+
+
+def qoperator(kind="matmul", weight_axis=None, float_output=False, scale_input=None, a_per_row=False,
+              softmax_axis=-1, opset=14, seed=0):
+    """One QOperator op between a QuantizeLinear of ``x`` and a DequantizeLinear to ``y``, as
+    ``quantize_static(quant_format=QOperator)`` writes it. ``kind``: "matmul" (QLinearMatMul by an
+    int8 [16, 24] weight, per tensor or per column with ``weight_axis=1``), "add" / "mul" (QLinearAdd /
+    QLinearMul by a uint8 vector, as the quantizer stores a bias or γ), "softmax" (QLinearSoftmax),
+    "gemm" (QGemm by an int8 [24, 16] weight, transB, with an int32 bias; ``float_output``: no y
+    scale, a float result). Near misses: ``scale_input`` names a parameter ("b_scale", "y_zero_point")
+    given as a graph input instead of a constant; ``a_per_row`` quantizes A per row."""
+    rng = np.random.default_rng(seed)
+    g = Graph(f"qop_{kind}", opset)
+    shape = ["batch", HIDDEN] if kind == "gemm" else ["batch", "seq", HIDDEN]
+    x = g.input("x", shape=shape)
+    xs, xz = g.const("x_scale", 0.03), g.const("x_zero_point", 128, np.uint8)
+    x_q = g.op("QuantizeLinear", x, xs, xz)
+    # a softmax's output in [0, 1]: ONNX Runtime's quantizer gives it 1/256 and zero point 0
+    ys, yz = (g.const("y_scale", 1 / 256), g.const("y_zero_point", 0, np.uint8)) if kind == "softmax" else \
+        (g.const("y_scale", 0.05), g.const("y_zero_point", 128, np.uint8))
+    if kind in ("matmul", "gemm"):
+        w = rng.integers(-127, 128, (HIDDEN, N) if kind == "matmul" else (N, HIDDEN)).astype(np.int8)
+        bs = np.full(N, 0.004, np.float32) * rng.uniform(0.5, 1.5, N).astype(np.float32) if weight_axis \
+            else np.float32(0.004)
+        b = (g.const("w_q", w, np.int8), g.const("w_scale", bs), g.const("w_zero_point", np.zeros(np.shape(bs)), np.int8))
+    else:
+        b = (g.const("b_q", rng.integers(0, 256, HIDDEN), np.uint8), g.const("b_scale", 0.01),
+             g.const("b_zero_point", 100, np.uint8))
+    a = [x_q, xs, xz]
+    if a_per_row:
+        a[1] = g.const("x_row_scales", np.full(4, 0.03))
+        a[2] = g.const("x_row_zero_points", np.full(4, 128), np.uint8)
+    inputs = {"matmul": [*a, *b, ys, yz], "add": [*a, *b, ys, yz], "mul": [*a, *b, ys, yz],
+              "softmax": [*a, ys, yz],
+              "gemm": [*a, *b, g.const("bias", rng.integers(-500, 500, N), np.int32)] + ([] if float_output else [ys, yz])}[kind]
+    if scale_input:  # the parameter read from a graph input instead of a constant
+        slot = {"b_scale": 4, "y_zero_point": len(inputs) - 1}[scale_input]
+        dtype = TensorProto.FLOAT if scale_input.endswith("scale") else TensorProto.UINT8
+        inputs[slot] = g.input(scale_input, shape=[], elem=dtype)
+    op_type = {"matmul": "QLinearMatMul", "add": "QLinearAdd", "mul": "QLinearMul", "softmax": "QLinearSoftmax",
+               "gemm": "QGemm"}[kind]
+    attrs = {"softmax": {"axis": softmax_axis, "opset": 13}, "gemm": {"transB": 1, "alpha": 1.0}}.get(kind, {})
+    domain = {} if kind == "matmul" else {"domain": MS}
+    y = g.op(op_type, *inputs, **attrs, **domain)
+    columns = N if kind in ("matmul", "gemm") else HIDDEN
+    g.output("y", shape=shape[:-1] + [columns])
+    if float_output:
+        g.op("Identity", y, out="y")
+    else:  # the DQ writes y, so that verification compares in its steps
+        g.op("DequantizeLinear", y, ys, yz, out="y")
+    model = g.model()
+    if domain:
+        model.opset_import.append(helper.make_opsetid(MS, 1))
+    return model
