@@ -166,3 +166,37 @@ def qoperator(kind="matmul", weight_axis=None, float_output=False, scale_input=N
     if domain:
         model.opset_import.append(helper.make_opsetid(MS, 1))
     return model
+
+
+# --------------------------------------------------------------------------- quantize_dynamic
+
+def dynamic_block(weights="s8pc", bias=True, zero_points=True, column_zero_points_one_scale=False, seed=0):
+    """x → DynamicQuantizeLinear → MatMulInteger(W_q) → Cast → Mul(x_scale · w_scale) → [Add(b)] → y, as
+    ``quantize_dynamic`` writes a Linear. ``weights``: "s8pc" int8 symmetric per output column
+    (Optimum's avx512_vnni), "u8" uint8 asymmetric per tensor (transformers.js). ``zero_points``:
+    False leaves MatMulInteger's zero points out (both 0). Near miss: ``column_zero_points_one_scale``,
+    a zero point per column under one scale."""
+    rng = np.random.default_rng(seed)
+    g = Graph("dynamic", 14)
+    x = g.input("x")
+    g.output("y", shape=["batch", "seq", N])
+    w = (rng.standard_normal((HIDDEN, N)) * 0.3).astype(np.float32)
+    if weights == "s8pc":
+        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+        w_q, zero = np.round(w / scale).astype(np.int8), np.zeros(N, np.int8)
+    else:
+        scale = np.float32((w.max() - w.min()) / 255)
+        zero = np.uint8(round(-w.min() / scale))
+        w_q = np.clip(np.round(w / scale) + zero, 0, 255).astype(np.uint8)
+    if column_zero_points_one_scale:
+        scale, zero = np.float32(np.max(scale)), rng.integers(-3, 4, N).astype(np.int8)
+        w_q = np.round(w / scale).astype(np.int8)
+    g.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], ["x_q", "x_scale", "x_zero_point"], name="dql"))
+    wq = g.const("w_q", w_q, w_q.dtype)
+    inputs = ["x_q", wq] + (["x_zero_point", g.const("w_zero_point", zero, w_q.dtype)] if zero_points else [])
+    acc = g.op("Cast", g.op("MatMulInteger", *inputs), to=TensorProto.FLOAT)
+    y = g.op("Mul", acc, g.op("Mul", "x_scale", g.const("w_scale", scale)))
+    if bias:
+        y = g.op("Add", g.const("bias", rng.standard_normal(N) * 0.1), y)
+    g.op("Identity", y, out="y")
+    return g.model()
