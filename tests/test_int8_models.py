@@ -192,8 +192,8 @@ def test_openvino_multiply_partial_failure_minimal():
 
 # --------------------------------------------------------------------------- what fusekit makes of (f) – (h)
 
-# QOperator: every dense block once its QLinear ops read as Q/DQ (QOperatorAsQDQ); dynamic: every
-# MatMulInteger (the 12 dense blocks and the pooler) once read as DQ·DQ (MatMulIntegerAsDequantized)
+# QOperator: every dense block once its QLinear ops read as Q/DQ (QDQAsQOperator); dynamic: every
+# MatMulInteger (the 12 dense blocks and the pooler) once read as DQ·DQ (DequantizedAsMatMulInteger)
 FUSED = {
     "qoperator": {t: {"QuantizedLinear": 12} for t in ("ort", "onnx", "openvino")},
     "dynamic_s8pc": {"ort": {"DynamicQuantizedLinear": 13}, "openvino": {"DynamicQuantizedLinear": 13}},

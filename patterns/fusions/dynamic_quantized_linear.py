@@ -3,7 +3,7 @@
     y = DQ(DynamicQuantizeLinear(x)) · DQ(W_q) [+ b]
 
 dynamic — ``quantize_dynamic`` (Optimum's ``avx512_vnni`` config: int8 weights per output
-column; transformers.js: uint8 per tensor), as ``MatMulIntegerAsDequantized`` canonicalizes it::
+column; transformers.js: uint8 per tensor), as ``DequantizedAsMatMulInteger`` canonicalizes it::
 
     x ─► DynamicQuantizeLinear ─► DQ(x_s, x_z) ─┐
                            W_q ─► DQ(w_s, w_z) ─► MatMul ─► [Add(b)] ─► y

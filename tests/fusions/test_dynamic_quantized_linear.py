@@ -1,5 +1,5 @@
 """DynamicQuantizedLinear (patterns/fusions/dynamic_quantized_linear.py): the dynamically quantized dense block,
-as MatMulIntegerAsDequantized leaves it, becomes each target's form."""
+as DequantizedAsMatMulInteger leaves it, becomes each target's form."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -10,7 +10,7 @@ from one_rule import apply
 
 
 def canonical(**kwargs):
-    return apply("MatMulIntegerAsDequantized", dynamic_block(**kwargs)).model
+    return apply("DequantizedAsMatMulInteger", dynamic_block(**kwargs)).model
 
 
 @pytest.mark.parametrize("weights", ["s8pc", "u8"])

@@ -200,3 +200,32 @@ def dynamic_block(weights="s8pc", bias=True, zero_points=True, column_zero_point
         y = g.op("Add", g.const("bias", rng.standard_normal(N) * 0.1), y)
     g.op("Identity", y, out="y")
     return g.model()
+
+
+# --------------------------------------------------------------------------- a weight moved after its DQ (NNCF)
+
+def moved_weight(moves=("transpose", "reshape"), per_column=True, split_axis=False, seed=0):
+    """x [batch, seq, 16] · DQ(W_q) moved → y, as NNCF's default preset leaves the attention output
+    projection: W_q int8 [24, 16] ([out, in]) → DQ (per row of the stored weight, i.e. per output
+    column, or per tensor) → Transpose → [16, 24] → Reshape([16, 24]) (a no-op move, as the export's
+    head-merge reshape of the weight) → MatMul. ``moves`` picks the moves in order. Near miss:
+    ``split_axis`` reshapes the quantized axis 24 into [4, 6]."""
+    rng = np.random.default_rng(seed)
+    g = Graph("moved", 14)
+    x = g.input("x")
+    g.output("y", shape=None)
+    w = rng.integers(-127, 128, (N, HIDDEN)).astype(np.int8)
+    scale = rng.uniform(0.002, 0.006, N).astype(np.float32) if per_column else np.float32(0.004)
+    zero = np.zeros(np.shape(scale), np.int8)
+    t = g.op("DequantizeLinear", g.const("w_q", w, np.int8), g.const("w_scale", scale), g.const("w_zero_point", zero, np.int8),
+             **({"axis": 0} if per_column else {}))
+    shape = [HIDDEN, N]
+    for move in moves:
+        if move == "transpose":
+            t = g.op("Transpose", t, perm=[1, 0])
+        else:
+            t = g.op("Reshape", t, g.const("shape", [N // 6, 6, HIDDEN] if split_axis else shape, np.int64))
+    if split_axis:
+        t = g.op("Reshape", g.op("Transpose", t, perm=[2, 0, 1]), g.const("flat", shape, np.int64))
+    g.op("MatMul", x, t, out="y")
+    return g.model()

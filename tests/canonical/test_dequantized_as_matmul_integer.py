@@ -1,4 +1,4 @@
-"""MatMulIntegerAsDequantized (patterns/canonical/matmul_integer_as_dequantized.py): quantize_dynamic's
+"""DequantizedAsMatMulInteger (patterns/canonical/dequantized_as_matmul_integer.py): quantize_dynamic's
 integer MatMul scaled back to float, read as the MatMul of the dequantized operands."""
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from one_rule import apply
 
 @pytest.mark.parametrize("weights", ["s8pc", "u8"])
 def test_the_integer_matmul_becomes_a_matmul_of_dequantized_operands(weights):
-    result = apply("MatMulIntegerAsDequantized", dynamic_block(weights))
+    result = apply("DequantizedAsMatMulInteger", dynamic_block(weights))
     assert result.rewrote == 1 and not result.misses
     assert result.made == {"MatMulInteger": -1, "Cast": -1, "Mul": -2, "DequantizeLinear": 2, "MatMul": 1}
     (w_dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("w_q")]
@@ -20,13 +20,13 @@ def test_the_integer_matmul_becomes_a_matmul_of_dequantized_operands(weights):
 
 
 def test_without_zero_points():
-    result = apply("MatMulIntegerAsDequantized", dynamic_block(zero_points=False))
+    result = apply("DequantizedAsMatMulInteger", dynamic_block(zero_points=False))
     assert result.rewrote == 1 and "symmetric" in result.records[0].variant
     result.assert_equivalent(rtol=1e-5, atol=1e-5)
 
 
 def test_the_input_dequantize_reads_the_dynamic_quantizer():
-    result = apply("MatMulIntegerAsDequantized", dynamic_block())
+    result = apply("DequantizedAsMatMulInteger", dynamic_block())
     (x_dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "x_q"]
     assert list(x_dq.input) == ["x_q", "x_scale", "x_zero_point"]
     scale = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
@@ -34,7 +34,7 @@ def test_the_input_dequantize_reads_the_dynamic_quantizer():
 
 
 def test_near_miss_for_column_zero_points_under_one_scale():
-    result = apply("MatMulIntegerAsDequantized", dynamic_block(column_zero_points_one_scale=True))
+    result = apply("DequantizedAsMatMulInteger", dynamic_block(column_zero_points_one_scale=True))
     assert not result.made
     assert result.miss().reason == ("the weight has a zero point per column under one scale: DequantizeLinear "
                                     "takes them per axis together")

@@ -93,7 +93,7 @@ def rewrite(m, facts: WeightFacts, emit):
 
 
 RULE = Rule(
-    name="MatMulIntegerAsDequantized",
+    name="DequantizedAsMatMulInteger",
     variants=[Variant("scaled", scaled, "ONNX Runtime quantize_dynamic (Optimum avx512_vnni, transformers.js)")],
     check=check,
     rewrite=rewrite,

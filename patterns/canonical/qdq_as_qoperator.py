@@ -180,7 +180,7 @@ def rewrite(m, facts: QOperatorFacts, emit):
 
 
 RULE = Rule(
-    name="QOperatorAsQDQ",
+    name="QDQAsQOperator",
     variants=[
         Variant("qlinear_matmul", either(op.QLinearMatMul(*_q("a"), *_q("b"), *_q("y"), _bind="qop")),
                 "ONNX Runtime quantize_static (QOperator), Neural Compressor (QOperator)"),

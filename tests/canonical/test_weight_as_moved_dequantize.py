@@ -1,0 +1,48 @@
+"""WeightAsMovedDequantize (patterns/canonical/weight_as_moved_dequantize.py): a quantized weight moved after
+its DequantizeLinear becomes the DequantizeLinear of the moved integers."""
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from graphs.int8_blocks import moved_weight
+from one_rule import apply
+
+
+def _dq(model):
+    (dq,) = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return dq, inits[dq.input[0]], {a.name: a.i for a in dq.attribute}
+
+
+@pytest.mark.parametrize("per_column", [True, False])
+def test_transpose_then_reshape_fold_into_the_integers(per_column):
+    result = apply("WeightAsMovedDequantize", moved_weight(per_column=per_column))
+    (record,) = result.records  # one move at a time, composed into one record of the weight's DQ
+    assert record.rules == ["WeightAsMovedDequantize"] * 2 and not result.misses
+    assert result.made == {"Transpose": -1, "Reshape": -1}
+    dq, w_q, attrs = _dq(result.model)
+    assert w_q.shape == (16, 24) and attrs == ({"axis": 1} if per_column else {})  # the scale's axis moved along
+    assert next(n for n in result.model.graph.node if n.op_type == "MatMul").input[1] == dq.output[0]
+    result.assert_equivalent(atol=0, rtol=0)  # bit for bit
+
+
+def test_a_transpose_alone():
+    result = apply("WeightAsMovedDequantize", moved_weight(moves=("transpose",)))
+    assert result.rewrote == 1 and result.records[0].variant == "transpose"
+    result.assert_equivalent(atol=0, rtol=0)
+
+
+def test_the_reshaped_weight_feeds_the_int8_block_fusion():
+    """Canonicalized, the block is the stored-weight form QuantizedLinear reads (no Transpose variant needed)."""
+    result = apply("WeightAsMovedDequantize", moved_weight())
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops == ["DequantizeLinear", "MatMul"]
+    assert np.asarray(_dq(result.model)[1]).dtype == np.int8
+
+
+def test_near_miss_when_a_reshape_splits_the_quantized_axis():
+    result = apply("WeightAsMovedDequantize", moved_weight(moves=("transpose", "reshape"), split_axis=True))
+    assert result.rewrote == 1  # the Transpose folds; the Reshape that splits the 24 scales cannot
+    assert result.miss().reason == ("the Reshape merges or splits the quantized axis 1 (24 scales): no axis of "
+                                    "[4, 6, 16] carries one scale per element")
+    result.assert_equivalent(atol=0, rtol=0)
