@@ -12,7 +12,7 @@ dequantizing after computes every element from the same integer, scale and zero 
 axis moves with the integers: a Transpose sends it to ``perm.index(axis)``; a Reshape keeps it where
 the new shape has an axis of that size with the same number of elements before it (the axis
 survives whole), and anything else — an axis merged or split — is a near miss. A per-tensor
-scale moves anywhere. The rule repeats, so a chain of moves folds one move at a time.
+scale moves anywhere. A Transpose then a Reshape fold in one rewrite.
 """
 from dataclasses import dataclass
 
@@ -24,6 +24,8 @@ weight = either(op.DequantizeLinear(Const("w_q", label="the quantized weight"), 
                                     Const("zero_point", label="the zero point"), _bind="dq"),
                 op.DequantizeLinear(Const("w_q", label="the quantized weight"), Const("scale", label="the scale"),
                                     _bind="dq"), tag="zero_point", labels=("", "no_zero_point"))
+transposed = op.Transpose(weight, _bind="transpose")
+shape = Const("shape", label="the target shape")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,19 +36,16 @@ class Moved:
     axis: int | None
 
 
-def _moved(m) -> tuple[np.ndarray, int | None] | str:
-    w = np.asarray(m.const("w_q"))
-    per_axis = np.asarray(m.const("scale")).size > 1
-    axis = m.node("dq").attrs.get("axis", 1) % w.ndim if per_axis else None
-    node = m.anchor
-    if m.variant.name == "transpose":
-        perm = node.attrs.get("perm", list(range(w.ndim))[::-1])
-        return np.ascontiguousarray(np.transpose(w, perm)), None if axis is None else list(perm).index(axis)
-    target = [int(e) for e in np.asarray(m.const("shape")).reshape(-1)]
+def _transposed(w, axis, node):
+    perm = node.attrs.get("perm", list(range(w.ndim))[::-1])
+    return np.ascontiguousarray(np.transpose(w, perm)), None if axis is None else list(perm).index(axis)
+
+
+def _reshaped(w, axis, node, target):
     if node.attrs.get("allowzero", 0):
         shape = list(target)
     else:  # 0 copies the input's dimension
-        shape = [w.shape[i] if e == 0 else int(e) for i, e in enumerate(target)]
+        shape = [w.shape[i] if e == 0 else e for i, e in enumerate(target)]
     try:
         moved = w.reshape(shape)
     except ValueError:
@@ -59,6 +58,19 @@ def _moved(m) -> tuple[np.ndarray, int | None] | str:
             return np.ascontiguousarray(moved), new
     return f"the Reshape merges or splits the quantized axis {axis} ({w.shape[axis]} scales): no axis of " \
            f"{list(moved.shape)} carries one scale per element"
+
+
+def _moved(m) -> tuple[np.ndarray, int | None] | str:
+    """The integers and the scale's axis after each move of the chain, innermost first."""
+    w = np.asarray(m.const("w_q"))
+    axis = m.node("dq").attrs.get("axis", 1) % w.ndim if np.asarray(m.const("scale")).size > 1 else None
+    moved = w, axis
+    for name in ("transpose", "reshape"):
+        if name in m.named and not isinstance(moved, str):
+            node = m.node(name)
+            moved = _transposed(*moved, node) if name == "transpose" else \
+                _reshaped(*moved, node, [int(e) for e in np.asarray(m.const("shape")).reshape(-1)])
+    return moved
 
 
 def check(m) -> Moved | str:
@@ -78,8 +90,10 @@ def rewrite(m, facts: Moved, emit):
 
 RULE = Rule(
     name="WeightAsMovedDequantize",
-    variants=[Variant("transpose", op.Transpose(weight), "NNCF (default preset: the attention output projection)"),
-              Variant("reshape", op.Reshape(weight, Const("shape", label="the target shape")), "NNCF")],
+    variants=[Variant("transpose_reshape", op.Reshape(transposed, shape, _bind="reshape"),
+                      "NNCF (default preset: the attention output projection)"),
+              Variant("transpose", transposed, "NNCF, PyTorch QAT exports of stored integers"),
+              Variant("reshape", op.Reshape(weight, shape, _bind="reshape"), "NNCF")],
     check=check,
     rewrite=rewrite,
     # a move of a dequantized constant refused is a weight some MatMul no longer reads as INT8

@@ -17,8 +17,7 @@ def _dq(model):
 @pytest.mark.parametrize("per_column", [True, False])
 def test_transpose_then_reshape_fold_into_the_integers(per_column):
     result = apply("WeightAsMovedDequantize", moved_weight(per_column=per_column))
-    (record,) = result.records  # one move at a time, composed into one record of the weight's DQ
-    assert record.rules == ["WeightAsMovedDequantize"] * 2 and not result.misses
+    assert result.rewrote == 1 and not result.misses and result.records[0].variant == "transpose_reshape"
     assert result.made == {"Transpose": -1, "Reshape": -1}
     dq, w_q, attrs = _dq(result.model)
     assert w_q.shape == (16, 24) and attrs == ({"axis": 1} if per_column else {})  # the scale's axis moved along
@@ -42,7 +41,7 @@ def test_the_reshaped_weight_feeds_the_int8_block_fusion():
 
 def test_near_miss_when_a_reshape_splits_the_quantized_axis():
     result = apply("WeightAsMovedDequantize", moved_weight(moves=("transpose", "reshape"), split_axis=True))
-    assert result.rewrote == 1  # the Transpose folds; the Reshape that splits the 24 scales cannot
+    assert result.made == {"Transpose": -1}  # the Transpose folds alone; the Reshape splitting the 24 scales cannot
     assert result.miss().reason == ("the Reshape merges or splits the quantized axis 1 (24 scales): no axis of "
                                     "[4, 6, 16] carries one scale per element")
     result.assert_equivalent(atol=0, rtol=0)
