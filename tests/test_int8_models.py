@@ -219,3 +219,17 @@ def test_other_forms_fuse_and_verify_in_steps(name, target):
         assert sum(l["inputs"][1] in ("u8", "i8") for l in layers) >= 12
         if name == "qoperator":  # and they compute in INT8 (u8 activations)
             assert Q.openvino_summary(compiled)["fc_int8"] >= 12
+
+
+def test_a_dynamic_models_own_quantization_noise_is_measured():
+    """The verifier's twin of a quantize_dynamic model feeds each MatMulInteger its input unrounded
+    (x / x_s against W − w_z): the noise it measures is what the activation rounding costs, and a
+    fused model may differ from the reference by twice that."""
+    from fusekit.verify import session, without_activation_quantization
+    model = Q.load("dynamic_s8pc")
+    twin = without_activation_quantization(model)
+    assert twin is not None and "MatMulInteger" not in Q.histogram(twin)
+    feeds = Q._feeds(model)
+    reference, plain = (session(m).run(None, feeds)[0] for m in (model, twin))
+    step = (reference.max() - reference.min()) / 255
+    assert 0.001 * step < np.abs(reference - plain).max() < 2 * step  # visible, and the size of a rounding
