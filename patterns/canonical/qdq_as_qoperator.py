@@ -11,6 +11,8 @@ form the INT8 block fusion and the FP32 fusions (LayerNorm, GELU, SkipLayerNorm)
 
     QLinearAdd, QLinearMul (com.microsoft)      ⇒  Q(Add(DQ(a), DQ(b))), Q(Mul(DQ(a), DQ(b)))
     QLinearSoftmax(x_q, x_s, [x_z], y_s, y_z)    ⇒  Q(Softmax(DQ(x)))
+    QLinearSigmoid, QLinearLeakyRelu (alpha)     ⇒  Q(Sigmoid(DQ(x))), Q(LeakyRelu(DQ(x)))
+    QLinearConcat(y_s, y_z, x0_q, x0_s, x0_z, …) ⇒  Q(Concat(DQ(x0), DQ(x1), …))        (up to 8 inputs)
     QGemm(a_q, …, b_q, …, C_int32, [y_s, y_z])   ⇒  [Q](Gemm(DQ(a), DQ(b), C · a_s · b_s))
 
 Each op's definition is exactly that composition in real arithmetic (the ONNX and
@@ -37,11 +39,16 @@ from fusekit.engine.rewrite import MS
 
 EIGHT_BIT = (np.int8, np.uint8)
 PARTS = {"a": "input A", "b": "input B", "x": "input", "y": "output"}
+CONCATENATED = 8  # the most inputs of a QLinearConcat read (one variant alternative each)
+
+
+def _what(name: str) -> str:
+    return PARTS.get(name) or f"input {name[1:]}"
 
 
 def _q(name: str, zero_point: bool = True):
     """The (value, scale[, zero point]) operands of one quantized tensor of a QOperator op."""
-    what = PARTS[name]
+    what = _what(name)
     value = Var(name, f"the {what}") if name != "y" else None
     scale = Const(f"{name}_scale", label=f"the {what} scale")
     zero = [Const(f"{name}_zero_point", label=f"the {what} zero point")] if zero_point else []
@@ -57,6 +64,18 @@ def _binary(op_type: str, domain: str = MS):
 def _softmax():
     return either(op.QLinearSoftmax(*_q("x"), *_q("y"), _domain=MS, _bind="qop"),
                   op.QLinearSoftmax(*_q("x", zero_point=False), *_q("y"), _domain=MS, _bind="qop"))
+
+
+def _unary(op_type: str):
+    full = getattr(op, op_type)
+    return either(full(*_q("x"), *_q("y"), _domain=MS, _bind="qop"),
+                  full(*_q("x", zero_point=False), *_q("y", zero_point=False), _domain=MS, _bind="qop"))
+
+
+def _concat():
+    """QLinearConcat(y_s, y_z, x0, x0_s, x0_z, x1, …): the output's parameters first, then each input's."""
+    return either(*(op.QLinearConcat(*_q("y"), *(p for i in range(n) for p in _q(f"x{i}")), _domain=MS, _bind="qop")
+                    for n in range(1, CONCATENATED + 1)))
 
 
 def _qgemm():
@@ -76,23 +95,23 @@ class QOperatorFacts:
 
 
 FLOAT_OP = {"QLinearMatMul": "MatMul", "QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearSoftmax": "Softmax",
-            "QGemm": "Gemm"}
+            "QGemm": "Gemm", "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearConcat": "Concat"}
 
 
 def _params(m, name: str) -> str | None:
     """Why the scale / zero point of ``name`` are not one float scale and one 8-bit zero point per tensor."""
     scale = np.asarray(m.const(f"{name}_scale"))
     if scale.dtype != np.float32:
-        return f"the {PARTS[name]} scale is {scale.dtype}, not float32"
+        return f"the {_what(name)} scale is {scale.dtype}, not float32"
     if f"{name}_zero_point" in m.consts:
         zero = np.asarray(m.const(f"{name}_zero_point"))
         if zero.dtype.type not in EIGHT_BIT:
-            return f"the {PARTS[name]} zero point is {zero.dtype}, not 8-bit"
+            return f"the {_what(name)} zero point is {zero.dtype}, not 8-bit"
         if zero.size != scale.size:
-            return f"the {PARTS[name]} scale has {scale.size} values and its zero point {zero.size}"
+            return f"the {_what(name)} scale has {scale.size} values and its zero point {zero.size}"
     if scale.size != 1:
         per = "per row" if name in ("a", "y") else "per channel"
-        return f"the {PARTS[name]} is quantized {per} ({scale.size} scales): only a constant weight's " \
+        return f"the {_what(name)} is quantized {per} ({scale.size} scales): only a constant weight's " \
                "per-column scale has a DequantizeLinear form the fusions read"
     return None
 
@@ -123,9 +142,7 @@ def check(m) -> QOperatorFacts | str:
     node = m.node("qop")
     float_op = FLOAT_OP[node.op]
     b_axis = None
-    for name in ("a", "b", "x", "y"):
-        if f"{name}_scale" not in m.consts:
-            continue
+    for name in (k.removesuffix("_scale") for k in m.consts if k.endswith("_scale")):
         if name == "b" and float_op in ("MatMul", "Gemm"):
             b_axis = _weight_axis(m, node)
             if isinstance(b_axis, str):
@@ -160,9 +177,13 @@ def rewrite(m, facts: QOperatorFacts, emit):
     node = m.node("qop")
     out = node.outputs[0]
     attrs = {}
-    if facts.float_op == "Softmax":
+    if facts.float_op == "Concat":
+        inputs = [_dequantized(m, emit, f"x{i}") for i in range(CONCATENATED) if f"x{i}" in m.values]
+        attrs = {"axis": node.attrs["axis"]}
+    elif facts.float_op in ("Softmax", "Sigmoid", "LeakyRelu"):
         inputs = [_dequantized(m, emit, "x")]
-        attrs = {"axis": node.attrs.get("axis", -1)}
+        attrs = {"Softmax": {"axis": node.attrs.get("axis", -1)}, "Sigmoid": {},
+                 "LeakyRelu": {"alpha": node.attrs.get("alpha", 0.01)}}[facts.float_op]
     else:
         inputs = [_dequantized(m, emit, "a"), _dequantized(m, emit, "b", facts.b_axis)]
     if facts.float_op == "Gemm":
@@ -188,6 +209,9 @@ RULE = Rule(
         Variant("qlinear_mul", _binary("QLinearMul"), "ONNX Runtime quantize_static (QOperator)"),
         Variant("qlinear_softmax", _softmax(), "ONNX Runtime quantize_static (QOperator)"),
         Variant("qgemm", _qgemm(), "ONNX Runtime quantize_static (QOperator)"),
+        Variant("qlinear_concat", _concat(), "ONNX Runtime quantize_static (QOperator)"),
+        Variant("qlinear_sigmoid", _unary("QLinearSigmoid"), "ONNX Runtime quantize_static (QOperator)"),
+        Variant("qlinear_leaky_relu", _unary("QLinearLeakyRelu"), "ONNX Runtime quantize_static (QOperator)"),
     ],
     check=check,
     rewrite=rewrite,

@@ -8,9 +8,10 @@ from onnx import numpy_helper
 from graphs.int8_blocks import qoperator
 from one_rule import apply
 
-FLOAT_OP = {"matmul": "MatMul", "add": "Add", "mul": "Mul", "softmax": "Softmax", "gemm": "Gemm"}
+FLOAT_OP = {"matmul": "MatMul", "add": "Add", "mul": "Mul", "softmax": "Softmax", "gemm": "Gemm",
+            "sigmoid": "Sigmoid", "leaky_relu": "LeakyRelu", "concat": "Concat"}
 QOP = {"matmul": "QLinearMatMul", "add": "QLinearAdd", "mul": "QLinearMul", "softmax": "QLinearSoftmax",
-       "gemm": "QGemm"}
+       "gemm": "QGemm", "sigmoid": "QLinearSigmoid", "leaky_relu": "QLinearLeakyRelu", "concat": "QLinearConcat"}
 
 
 def _ops(model):
@@ -21,7 +22,7 @@ def _ops(model):
 def test_each_op_becomes_dq_float_op_q(kind):
     result = apply("QDQAsQOperator", qoperator(kind))
     assert result.rewrote == 1 and not result.misses
-    dequantized = 1 if kind == "softmax" else 2
+    dequantized = 1 if kind in ("softmax", "sigmoid", "leaky_relu") else 2
     # the Q of x and the DQ to y were there; the rule adds one DQ per operand and the output's Q
     assert result.made == {QOP[kind]: -1, FLOAT_OP[kind]: 1, "DequantizeLinear": dequantized, "QuantizeLinear": 1}
     # exact in real arithmetic: the kernels' float rounding moves an output by at most one step

@@ -121,7 +121,8 @@ def qoperator(kind="matmul", weight_axis=None, float_output=False, scale_input=N
     int8 [16, 24] weight, per tensor or per column with ``weight_axis=1``), "add" / "mul" (QLinearAdd /
     QLinearMul by a uint8 vector, as the quantizer stores a bias or γ), "softmax" (QLinearSoftmax),
     "gemm" (QGemm by an int8 [24, 16] weight, transB, with an int32 bias; ``float_output``: no y
-    scale, a float result). Near misses: ``scale_input`` names a parameter ("b_scale", "y_zero_point")
+    scale, a float result), "sigmoid", "leaky_relu" (QLinearSigmoid, QLinearLeakyRelu), "concat"
+    (QLinearConcat of x quantized on two grids). Near misses: ``scale_input`` names a parameter ("b_scale", "y_zero_point")
     given as a graph input instead of a constant; ``a_per_row`` quantizes A per row."""
     rng = np.random.default_rng(seed)
     g = Graph(f"qop_{kind}", opset)
@@ -144,19 +145,25 @@ def qoperator(kind="matmul", weight_axis=None, float_output=False, scale_input=N
     if a_per_row:
         a[1] = g.const("x_row_scales", np.full(4, 0.03))
         a[2] = g.const("x_row_zero_points", np.full(4, 128), np.uint8)
+    if kind == "concat":  # a second quantization of x, on a grid of its own
+        s2, z2 = g.const("x2_scale", 0.02), g.const("x2_zero_point", 120, np.uint8)
+        b = (g.op("QuantizeLinear", x, s2, z2), s2, z2)
     inputs = {"matmul": [*a, *b, ys, yz], "add": [*a, *b, ys, yz], "mul": [*a, *b, ys, yz],
-              "softmax": [*a, ys, yz],
+              "softmax": [*a, ys, yz], "sigmoid": [*a, ys, yz], "leaky_relu": [*a, ys, yz],
+              "concat": [ys, yz, *a, *b],
               "gemm": [*a, *b, g.const("bias", rng.integers(-500, 500, N), np.int32)] + ([] if float_output else [ys, yz])}[kind]
     if scale_input:  # the parameter read from a graph input instead of a constant
         slot = {"b_scale": 4, "y_zero_point": len(inputs) - 1}[scale_input]
         dtype = TensorProto.FLOAT if scale_input.endswith("scale") else TensorProto.UINT8
         inputs[slot] = g.input(scale_input, shape=[], elem=dtype)
     op_type = {"matmul": "QLinearMatMul", "add": "QLinearAdd", "mul": "QLinearMul", "softmax": "QLinearSoftmax",
-               "gemm": "QGemm"}[kind]
-    attrs = {"softmax": {"axis": softmax_axis, "opset": 13}, "gemm": {"transB": 1, "alpha": 1.0}}.get(kind, {})
+               "gemm": "QGemm", "sigmoid": "QLinearSigmoid", "leaky_relu": "QLinearLeakyRelu",
+               "concat": "QLinearConcat"}[kind]
+    attrs = {"softmax": {"axis": softmax_axis, "opset": 13}, "gemm": {"transB": 1, "alpha": 1.0},
+             "leaky_relu": {"alpha": 0.1}, "concat": {"axis": -1}}.get(kind, {})
     domain = {} if kind == "matmul" else {"domain": MS}
     y = g.op(op_type, *inputs, **attrs, **domain)
-    columns = N if kind in ("matmul", "gemm") else HIDDEN
+    columns = N if kind in ("matmul", "gemm") else 2 * HIDDEN if kind == "concat" else HIDDEN
     g.output("y", shape=shape[:-1] + [columns])
     if float_output:
         g.op("Identity", y, out="y")
