@@ -210,8 +210,8 @@ def test_other_forms_fuse_and_verify_in_steps(name, target):
     assert report.verification.ok and all(o.step for o in report.verification.outputs), report.verification.summary()
     ops = Q.histogram(fused)
     assert not any(op.startswith("com.microsoft:QLinear") or op in ("QLinearMatMul", "MatMulInteger") for op in ops)
-    if target == "ort" and name.startswith("dynamic"):
-        assert ops["com.microsoft:DynamicQuantizeMatMul"] == 13
+    if target == "ort" and name.startswith("dynamic"):  # Q, K, V share one quantization of their input
+        assert ops["com.microsoft:DynamicQuantizeMatMul"] == 7 and ops["com.microsoft:MatMulIntegerToFloat"] == 6
     if target == "openvino":  # compiles (the QOperator model as written does not), every dense FC on 8-bit
         compiled, err = Q.compile_openvino(fused)
         assert compiled is not None, err

@@ -14,8 +14,10 @@ FFN-up block, 2 threads):
 
 - ``ort``: ``com.microsoft.DynamicQuantizeMatMul(x, W_q, w_s, w_z, b)``, ONNX Runtime's integer
   kernel with the bias, which quantizes x to uint8 exactly as DynamicQuantizeLinear does
-  (0.27–0.28× FP32, the MatMulInteger form 0.32–0.35×). Same integers, same scales: only the
-  float rounding of the scaling differs.
+  (0.27–0.28× FP32, the MatMulInteger form 0.32–0.35×). An input several blocks read (Q, K, V)
+  is quantized once, by its DynamicQuantizeLinear, and each block is
+  ``MatMulIntegerToFloat(x_q, W_q, x_s, w_s, x_z, w_z, b)`` on its integers, as ONNX Runtime's own
+  fusion does. Same integers, same scales: only the float rounding of the scaling differs.
 - ``openvino``: ``MatMul(x, DQ(W_q)) [+ b]``. OpenVINO 2026.4 runs every other spelling with
   f32 weights (the MatMulInteger form at 1.3–1.5× its FP32), and this one as a FullyConnected
   with int8 weights decompressed in the kernel (0.63–0.81× FP32); it applies no dynamic
@@ -62,10 +64,20 @@ def check(m) -> str | None:
     return None
 
 
+def _readers(m) -> int:
+    """How many blocks read the dynamically quantized input: those still through its DQ and those
+    already fused (reading the integers directly), so every block of a shared input counts alike."""
+    dq = m.node("x_dq")
+    return len(dq.outputs[0].outputs) + sum(n is not dq for n in m.node("dql").outputs[0].outputs)
+
+
 def rewrite(m, _, emit):
     bias = m["bias"] if "bias" in m.consts else None
     zero = m["w_zero_point"] if "w_zero_point" in m.consts else None
     if emit.target == "ort":
+        if _readers(m) > 1:  # quantize the shared input once (Q, K, V), as ONNX Runtime's own fusion does
+            x_q, x_scale, x_zero = m.node("dql").outputs
+            return emit.MatMulIntegerToFloat(x_q, m["w_q"], x_scale, m["w_scale"], x_zero, zero, bias, _domain=MS)
         return emit.DynamicQuantizeMatMul(m["x"], m["w_q"], m["w_scale"], zero, bias, _domain=MS)
     emit.note("DynamicQuantizedLinear left {count} dense inputs unrounded for OpenVINO, which runs their int8 "
               "weights on float inputs faster than any dynamically quantized form: one rounding fewer, closer to "

@@ -13,7 +13,7 @@ def test_the_integer_matmul_becomes_a_matmul_of_dequantized_operands(weights):
     result = apply("DequantizedAsMatMulInteger", dynamic_block(weights))
     assert result.rewrote == 1 and not result.misses
     assert result.made == {"MatMulInteger": -1, "Cast": -1, "Mul": -2, "DequantizeLinear": 2, "MatMul": 1}
-    (w_dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("w_q")]
+    (w_dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("w_q0")]
     assert [(a.name, a.i) for a in w_dq.attribute] == ([("axis", 1)] if weights == "s8pc" else [])
     # exact in real arithmetic; in float32 the integer sum is scaled once, the dequantized form rounds each product
     result.assert_equivalent(rtol=1e-5, atol=1e-5)

@@ -24,6 +24,16 @@ def test_ort_runs_the_integer_kernel_with_its_bias(weights):
     result.assert_equivalent(rtol=1e-5, atol=1e-5)
 
 
+def test_ort_quantizes_a_shared_input_once():
+    """Q, K and V read one DynamicQuantizeLinear: it stays, and each block multiplies its integers."""
+    result = apply("DynamicQuantizedLinear", canonical(readers=3), target="ort")
+    assert result.rewrote == 3
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops.count("DynamicQuantizeLinear") == 1 and ops.count("MatMulIntegerToFloat") == 3
+    assert "DynamicQuantizeMatMul" not in ops and "DequantizeLinear" not in ops
+    result.assert_equivalent(rtol=1e-5, atol=1e-5)
+
+
 def test_ort_without_a_bias():
     result = apply("DynamicQuantizedLinear", canonical(bias=False), target="ort")
     assert result.records[0].variant == "no_bias"

@@ -177,16 +177,28 @@ def qoperator(kind="matmul", weight_axis=None, float_output=False, scale_input=N
 
 # --------------------------------------------------------------------------- quantize_dynamic
 
-def dynamic_block(weights="s8pc", bias=True, zero_points=True, column_zero_points_one_scale=False, seed=0):
+def dynamic_block(weights="s8pc", bias=True, zero_points=True, column_zero_points_one_scale=False, seed=0,
+                  readers=1):
     """x → DynamicQuantizeLinear → MatMulInteger(W_q) → Cast → Mul(x_scale · w_scale) → [Add(b)] → y, as
     ``quantize_dynamic`` writes a Linear. ``weights``: "s8pc" int8 symmetric per output column
     (Optimum's avx512_vnni), "u8" uint8 asymmetric per tensor (transformers.js). ``zero_points``:
     False leaves MatMulInteger's zero points out (both 0). Near miss: ``column_zero_points_one_scale``,
-    a zero point per column under one scale."""
+    a zero point per column under one scale. ``readers``: that many Linears (summed) read one
+    DynamicQuantizeLinear, as Q, K and V do."""
     rng = np.random.default_rng(seed)
     g = Graph("dynamic", 14)
-    x = g.input("x")
+    g.nodes.append(helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_scale", "x_zero_point"], name="dql"))
     g.output("y", shape=["batch", "seq", N])
+    ys = [_dynamic_linear(g, rng, i, weights, bias, zero_points, column_zero_points_one_scale) for i in range(readers)]
+    g.input("x")
+    if readers == 1:
+        g.op("Identity", ys[0], out="y")
+    else:
+        g.op("Sum", *ys, out="y")
+    return g.model()
+
+
+def _dynamic_linear(g, rng, i, weights, bias, zero_points, column_zero_points_one_scale):
     w = (rng.standard_normal((HIDDEN, N)) * 0.3).astype(np.float32)
     if weights == "s8pc":
         scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
@@ -198,15 +210,13 @@ def dynamic_block(weights="s8pc", bias=True, zero_points=True, column_zero_point
     if column_zero_points_one_scale:
         scale, zero = np.float32(np.max(scale)), rng.integers(-3, 4, N).astype(np.int8)
         w_q = np.round(w / scale).astype(np.int8)
-    g.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], ["x_q", "x_scale", "x_zero_point"], name="dql"))
-    wq = g.const("w_q", w_q, w_q.dtype)
-    inputs = ["x_q", wq] + (["x_zero_point", g.const("w_zero_point", zero, w_q.dtype)] if zero_points else [])
+    wq = g.const(f"w_q{i}", w_q, w_q.dtype)
+    inputs = ["x_q", wq] + (["x_zero_point", g.const(f"w_zero_point{i}", zero, w_q.dtype)] if zero_points else [])
     acc = g.op("Cast", g.op("MatMulInteger", *inputs), to=TensorProto.FLOAT)
-    y = g.op("Mul", acc, g.op("Mul", "x_scale", g.const("w_scale", scale)))
+    y = g.op("Mul", acc, g.op("Mul", "x_scale", g.const(f"w_scale{i}", scale)))
     if bias:
-        y = g.op("Add", g.const("bias", rng.standard_normal(N) * 0.1), y)
-    g.op("Identity", y, out="y")
-    return g.model()
+        y = g.op("Add", g.const(f"bias{i}", rng.standard_normal(N) * 0.1), y)
+    return y
 
 
 # --------------------------------------------------------------------------- a weight moved after its DQ (NNCF)
