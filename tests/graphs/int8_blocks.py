@@ -246,3 +246,28 @@ def moved_weight(moves=("transpose", "reshape"), per_column=True, split_axis=Fal
         t = g.op("Reshape", g.op("Transpose", t, perm=[2, 0, 1]), g.const("flat", shape, np.int64))
     g.op("MatMul", x, t, out="y")
     return g.model()
+
+
+def moved_context(per_channel=False, into="MatMul", seed=0):
+    """NNCF's default preset before the attention output projection: the context [batch, 4 heads, seq, 8]
+    → Q(int8) → DQ → Transpose(0, 2, 1, 3) → Reshape([0, 0, 32]) → MatMul(DQ(W_q int8 [32, 24])) + b → y.
+    Near misses: ``per_channel`` quantizes the context per head; ``into`` another op than MatMul
+    reads the moved value (then no block waits for it: no rewrite, no near miss)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("context", 14)
+    x = g.input("x", shape=["batch", 4, "seq", 8])
+    g.output("y", shape=None)
+    if per_channel:
+        s, z = g.const("scale", np.full(4, 0.02)), g.const("zero_point", np.zeros(4), np.int8)
+        axis = {"axis": 1}
+    else:
+        s, z, axis = g.const("scale", 0.02), g.const("zero_point", 3, np.int8), {}
+    t = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z, **axis), s, z, **axis)
+    t = g.op("Reshape", g.op("Transpose", t, perm=[0, 2, 1, 3]), g.const("shape", [0, 0, 32], np.int64))
+    if into != "MatMul":
+        g.op(into, t, out="y")
+        return g.model()
+    w = g.op("DequantizeLinear", g.const("w_q", rng.integers(-127, 128, (32, N)), np.int8), g.const("w_scale", 0.004),
+             g.const("w_zero_point", 0, np.int8))
+    g.op("Add", g.op("MatMul", t, w), g.const("bias", rng.standard_normal(N) * 0.1), out="y")
+    return g.model()
