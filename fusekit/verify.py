@@ -209,6 +209,25 @@ def _settings(trials: int, shapes: dict) -> list[Setting]:
     return [base[i % len(base)] for i in range(trials)]
 
 
+QOPERATOR_OPS = {"QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSoftmax", "QGemm", "QLinearConcat",
+                 "QLinearSigmoid", "QLinearLeakyRelu"}
+
+
+def _as_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A QOperator model (QLinearMatMul …) in the Q/DQ form its ops are defined as (the QDQAsQOperator
+    rule alone), so its activation pairs can be bypassed like any other's."""
+    import onnx_graphsurgeon as gs
+
+    from . import patterns
+    from .engine import canonicalize, shapes
+    from .modelio import default_opset
+    graph = gs.import_onnx(shapes.infer(model))
+    canonicalize.run(graph, [patterns.BY_NAME["QDQAsQOperator"]], "onnx", default_opset(model))
+    out = gs.export_onnx(graph.cleanup().toposort())
+    out.ir_version = model.ir_version
+    return out
+
+
 def _unrounded(graph: onnx.GraphProto, matmul: onnx.NodeProto, quantizer: onnx.NodeProto) -> list[onnx.NodeProto]:
     """``MatMulInteger(DynamicQuantizeLinear(x), W, z, w_z)`` rewritten in place as the float
     ``(x / x_s) · (W − w_z)``: the integer product it stands for (x_s·w_s scales it back after)
@@ -263,6 +282,8 @@ def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto |
     computed value bypassed (weights keep theirs), and every integer MatMul of a dynamically
     quantized input (``quantize_dynamic``) fed that input unrounded: what its activation
     quantization costs is the difference between the two. None when there is nothing to remove."""
+    if any(n.op_type in QOPERATOR_OPS for n in model.graph.node):
+        model = _as_qdq(model)
     g = model.graph
     producers = {o: n for n in g.node for o in n.output}
     constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}

@@ -208,6 +208,8 @@ def test_other_forms_fuse_and_verify_in_steps(name, target):
     counts = {f: sum(r.fusion == f for r in report.fused) for f in FUSED[name][target]}
     assert counts == FUSED[name][target]
     assert report.verification.ok and all(o.step for o in report.verification.outputs), report.verification.summary()
+    # against the reference's own quantization noise: its QLinear ops read as Q/DQ pairs, its MatMulInteger unrounded
+    assert all(o.noise > 0 for o in report.verification.outputs)
     ops = Q.histogram(fused)
     assert not any(op.startswith("com.microsoft:QLinear") or op in ("QLinearMatMul", "MatMulInteger") for op in ops)
     if target == "ort" and name.startswith("dynamic"):  # Q, K, V share one quantization of their input
