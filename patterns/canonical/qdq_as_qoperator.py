@@ -125,8 +125,7 @@ def _weight_axis(m, node) -> int | None | str:
         return f"the input B scale has {scale.size} values and its zero point {np.asarray(m.const('b_zero_point')).size}"
     if scale.size == 1:
         return None
-    b = m["b"]
-    shape = b.shape if b.shape is not None else None
+    shape = m["b"].shape
     if shape is None or len(shape) != 2 or not isinstance(shape[-1], int):
         return "input B is quantized per column but is not a 2-D matrix of known size"
     trans_b = bool(node.attrs.get("transB", 0)) if node.op == "QGemm" else False
@@ -203,7 +202,7 @@ def rewrite(m, facts: QOperatorFacts, emit):
 RULE = Rule(
     name="QDQAsQOperator",
     variants=[
-        Variant("qlinear_matmul", either(op.QLinearMatMul(*_q("a"), *_q("b"), *_q("y"), _bind="qop")),
+        Variant("qlinear_matmul", op.QLinearMatMul(*_q("a"), *_q("b"), *_q("y"), _bind="qop"),
                 "ONNX Runtime quantize_static (QOperator), Neural Compressor (QOperator)"),
         Variant("qlinear_add", _binary("QLinearAdd"), "ONNX Runtime quantize_static (QOperator)"),
         Variant("qlinear_mul", _binary("QLinearMul"), "ONNX Runtime quantize_static (QOperator)"),
