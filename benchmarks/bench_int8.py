@@ -366,11 +366,10 @@ def main(argv=None) -> int:
     print(f"bench_int8: {args.model}, onnxruntime {onnxruntime.__version__}, "
           f"openvino {openvino.get_version().split('-')[0]}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} rounds, samples >= {args.min_sample_ms:.0f} ms")
+    fp32 = fp32_model(args.model)
+    int8 = int8_model(fp32, args.quantizer)  # before the global pool: the calibration makes sessions of its own
     if "ort" in backends:
         ort_use_global_pool(args.threads)
-
-    fp32 = fp32_model(args.model)
-    int8 = int8_model(fp32, args.quantizer)
     stem = fp32.name.removesuffix(".onnx")
     base = {"fp32": fp32, "int8": int8}
     files = {r: dict(base) for r in backends}
