@@ -113,15 +113,17 @@ def fp32_model(name: str) -> Path:
     return path
 
 
-def int8_model(fp32: Path) -> Path:
-    """quantize_static QDQ (testmodels.quantized.matmul_u8s8), cached beside the FP32 model."""
-    dst = fp32.with_name(fp32.name.removesuffix(".onnx") + ".int8.qdq.onnx")
+def int8_model(fp32: Path, quantizer: str = "matmul_u8s8") -> Path:
+    """The FP32 model quantized by ``quantizer`` (a testmodels.quantized builder: matmul_u8s8, the
+    quantize_static QDQ default, or dynamic_s8pc, qoperator …), cached beside the FP32 model."""
+    suffix = "qdq" if quantizer == "matmul_u8s8" else quantizer
+    dst = fp32.with_name(fp32.name.removesuffix(".onnx") + f".int8.{suffix}.onnx")
     if dst.is_file() and dst.stat().st_mtime >= fp32.stat().st_mtime:
         return dst
-    from testmodels.quantized import matmul_u8s8
-    log(f"quantizing {fp32.name} (quantize_static QDQ, MatMul u8s8)")
+    from testmodels.quantized import VARIANTS
+    log(f"quantizing {fp32.name} ({quantizer})")
     start = time.perf_counter()
-    model = matmul_u8s8(fp32)
+    model = VARIANTS[quantizer](fp32)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         onnx.save(model, str(tmp))
@@ -346,6 +348,9 @@ def main(argv=None) -> int:
                     help="back-to-back inferences per sample until it lasts this long")
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op / OpenVINO inference threads")
     ap.add_argument("--runtimes", default="ort,openvino", help="comma-separated: ort, openvino")
+    ap.add_argument("--quantizer", default="matmul_u8s8",
+                    help="testmodels/quantized.py builder of the INT8 model: matmul_u8s8 (quantize_static QDQ), "
+                         "dynamic_s8pc (quantize_dynamic, Optimum avx512_vnni), dynamic_u8, qoperator")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
                     help="skip `fusekit verify` of the INT8 ORT-fused model")
     args = ap.parse_args(argv)
@@ -361,18 +366,17 @@ def main(argv=None) -> int:
     print(f"bench_int8: {args.model}, onnxruntime {onnxruntime.__version__}, "
           f"openvino {openvino.get_version().split('-')[0]}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} rounds, samples >= {args.min_sample_ms:.0f} ms")
+    fp32 = fp32_model(args.model)
+    int8 = int8_model(fp32, args.quantizer)  # before the global pool: the calibration makes sessions of its own
     if "ort" in backends:
         ort_use_global_pool(args.threads)
-
-    fp32 = fp32_model(args.model)
-    int8 = int8_model(fp32)
     stem = fp32.name.removesuffix(".onnx")
     base = {"fp32": fp32, "int8": int8}
     files = {r: dict(base) for r in backends}
     summaries: dict[str, str] = {}
     for target in backends:
         for key, src in base.items():
-            dst = fp32.with_name(f"{stem}.{key}.{target}.fused.onnx")
+            dst = fp32.with_name(f"{stem}.{key if key == 'fp32' else int8.stem.split('.', 1)[1]}.{target}.fused.onnx")
             dst.unlink(missing_ok=True)
             log(f"fusekit optimize --target {target} {src.name}")
             ok, text = fusekit_optimize(src, dst, target)

@@ -209,6 +209,48 @@ def _settings(trials: int, shapes: dict) -> list[Setting]:
     return [base[i % len(base)] for i in range(trials)]
 
 
+QOPERATOR_OPS = {"QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSoftmax", "QGemm", "QLinearConcat",
+                 "QLinearSigmoid", "QLinearLeakyRelu"}
+
+
+def _as_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A QOperator model (QLinearMatMul …) in the Q/DQ form its ops are defined as (the QDQAsQOperator
+    rule alone), so its activation pairs can be bypassed like any other's."""
+    import onnx_graphsurgeon as gs
+
+    from . import patterns
+    from .engine import canonicalize, shapes
+    from .modelio import default_opset
+    graph = gs.import_onnx(shapes.infer(model))
+    canonicalize.run(graph, [patterns.BY_NAME["QDQAsQOperator"]], "onnx", default_opset(model))
+    out = gs.export_onnx(graph.cleanup().toposort())
+    out.ir_version = model.ir_version
+    return out
+
+
+def _unrounded(graph: onnx.GraphProto, matmul: onnx.NodeProto, quantizer: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """``MatMulInteger(DynamicQuantizeLinear(x), W, z, w_z)`` rewritten in place as the float
+    ``(x / x_s) · (W − w_z)``: the integer product it stands for (x_s·w_s scales it back after)
+    without the rounding of x, which is the z-shifted (x / x_s) rounded. Returns the nodes to put
+    before it."""
+    make = onnx.helper.make_node
+    base = matmul.output[0] + "__unrounded"
+    # an all-zero x has scale 0: 0 / tiny is its 0
+    tiny = onnx.helper.make_tensor(base + "_tiny", onnx.TensorProto.FLOAT, [], [1e-30])
+    nodes = [make("Constant", [], [base + "_tiny"], value=tiny),
+             make("Max", [quantizer.output[1], base + "_tiny"], [base + "_s"]),
+             make("Div", [quantizer.input[0], base + "_s"], [base + "_x"]),
+             make("Cast", [matmul.input[1]], [base + "_w"], to=onnx.TensorProto.FLOAT)]
+    weight = base + "_w"
+    if len(matmul.input) > 3 and matmul.input[3]:
+        nodes += [make("Cast", [matmul.input[3]], [base + "_wz"], to=onnx.TensorProto.FLOAT),
+                  make("Sub", [weight, base + "_wz"], [base + "_wc"])]
+        weight = base + "_wc"
+    matmul.op_type = "MatMul"  # its Cast to float is then a no-op
+    matmul.input[:] = [base + "_x", weight]
+    return nodes
+
+
 def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
     """Graph output → (its quantization step, where it comes from), for the outputs a
     DequantizeLinear or FakeQuantize produces or a QuantizeLinear reads."""
@@ -237,8 +279,11 @@ def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
 
 def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """The model with every QuantizeLinear→DequantizeLinear pair (or FakeQuantize) on a
-    computed value bypassed (weights keep theirs): what its activation quantization costs is the
-    difference between the two. None when there is no such pair."""
+    computed value bypassed (weights keep theirs), and every integer MatMul of a dynamically
+    quantized input (``quantize_dynamic``) fed that input unrounded: what its activation
+    quantization costs is the difference between the two. None when there is nothing to remove."""
+    if any(n.op_type in QOPERATOR_OPS for n in model.graph.node):
+        model = _as_qdq(model)
     g = model.graph
     producers = {o: n for n in g.node for o in n.output}
     constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
@@ -249,10 +294,24 @@ def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto |
             bypass[n.output[0]] = q.input[0]
         elif n.op_type == "FakeQuantize" and n.input[0] not in constants:
             bypass[n.output[0]] = n.input[0]
-    if not bypass:
+    dynamic = [n for n in g.node if n.op_type == "MatMulInteger" and not n.domain
+               and getattr(producers.get(n.input[0]), "op_type", None) == "DynamicQuantizeLinear"]
+    if not bypass and not dynamic:
         return None
     twin = onnx.ModelProto()
     twin.CopyFrom(model)
+    if dynamic:
+        names = {d.output[0] for d in dynamic}
+        nodes = []
+        for n in twin.graph.node:
+            if n.op_type == "MatMulInteger" and n.output[0] in names:
+                nodes += _unrounded(twin.graph, n, producers[n.input[0]])
+            nodes.append(n)
+        twin.graph.ClearField("node")
+        twin.graph.node.extend(nodes)
+        kept = [v for v in twin.graph.value_info if v.name not in names]  # int32 no longer
+        twin.graph.ClearField("value_info")
+        twin.graph.value_info.extend(kept)
     for n in twin.graph.node:
         n.input[:] = [bypass.get(t, t) for t in n.input]
     for o in twin.graph.output:  # an output a pair produced: read it from the pair's input

@@ -21,6 +21,10 @@ Every builder returns an ``onnx.ModelProto`` made from ``bert_tiny_opset14.onnx`
                        ``FakeQuantize`` (domain ``org.openvinotoolkit``, levels 256) and
                        every int8 weight DQ by float weights + ``FakeQuantize``. Runs in
                        OpenVINO only.
+``qoperator``          (f) ``quantize_static`` in the QOperator format (QLinearMatMul,
+                       QLinearAdd, QLinearMul, QLinearSoftmax, QGemm), default op types.
+``dynamic_s8pc``       (g) ``quantize_dynamic``, int8 weights per column (Optimum avx512_vnni).
+``dynamic_u8``         (h) ``quantize_dynamic``, uint8 weights per tensor (transformers.js).
 =====================  ==================================================================
 
 ``python -m testmodels.quantized`` (from the repository root) writes them to
@@ -73,8 +77,8 @@ def _load(source) -> onnx.ModelProto:
     return source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
 
 
-def _quantize(source, **kwargs) -> onnx.ModelProto:
-    """``quantize_static`` (QDQ, MinMax) on seeded, meaningful calibration inputs."""
+def _quantize(source, quant_format="QDQ", **kwargs) -> onnx.ModelProto:
+    """``quantize_static`` (QDQ by default, MinMax) on seeded, meaningful calibration inputs."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -95,7 +99,7 @@ def _quantize(source, **kwargs) -> onnx.ModelProto:
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             onnx.save(model, src)
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat[quant_format],
                             calibration_providers=["CPUExecutionProvider"], **kwargs)
             out = onnx.load(str(dst))
     finally:
@@ -127,6 +131,41 @@ def all_ops(source=SOURCE) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType
     return _quantize(source, op_types_to_quantize=None, per_channel=False,
                      activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def qoperator(source=SOURCE) -> onnx.ModelProto:
+    """(f) The QOperator format (QLinearMatMul, QLinearAdd, QLinearMul, QLinearSoftmax, QGemm), default op
+    types, uint8 activations, int8 per-tensor weights: ONNX Runtime's documented defaults."""
+    from onnxruntime.quantization import QuantType
+    return _quantize(source, "QOperator", op_types_to_quantize=None, per_channel=False,
+                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def _quantize_dynamic(source, **kwargs) -> onnx.ModelProto:
+    """``quantize_dynamic``: weights quantized ahead, activations by DynamicQuantizeLinear at run time."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    model = _load(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        quantize_dynamic(str(src), str(dst), **kwargs)
+        out = onnx.load(str(dst))
+    out.graph.name = model.graph.name
+    return out
+
+
+def dynamic_s8pc(source=SOURCE) -> onnx.ModelProto:
+    """(g) ``quantize_dynamic`` as Optimum's ``avx512_vnni`` config sets it: int8 weights per output
+    column, uint8 activations (MatMulInteger + DynamicQuantizeLinear)."""
+    from onnxruntime.quantization import QuantType
+    return _quantize_dynamic(source, per_channel=True, weight_type=QuantType.QInt8)
+
+
+def dynamic_u8(source=SOURCE) -> onnx.ModelProto:
+    """(h) ``quantize_dynamic`` as transformers.js quantizes: uint8 weights per tensor."""
+    from onnxruntime.quantization import QuantType
+    return _quantize_dynamic(source, per_channel=False, weight_type=QuantType.QUInt8)
 
 
 # --------------------------------------------------------------------------- (d) QAT
@@ -359,6 +398,9 @@ VARIANTS = {
     "all_ops": all_ops,
     "qat": qat,
     "ov_fakequantize": ov_fakequantize,
+    "qoperator": qoperator,
+    "dynamic_s8pc": dynamic_s8pc,
+    "dynamic_u8": dynamic_u8,
 }
 
 # What each committed variant is expected to do (checked by tests/test_int8_models.py).
@@ -368,6 +410,9 @@ EXPECTED = {
     "all_ops": {"ort": True, "openvino": False},
     "qat": {"ort": True, "openvino": True},
     "ov_fakequantize": {"ort": False, "openvino": True},
+    "qoperator": {"ort": True, "openvino": False},
+    "dynamic_s8pc": {"ort": True, "openvino": True},
+    "dynamic_u8": {"ort": True, "openvino": True},
 }
 
 

@@ -15,9 +15,10 @@ verification (in quantization steps), and:
                            written (`openvino_as_written`)
                  near_misses  what fusekit recorded as not fusing, and why
   expected       what a full fusion gives: every fusion the FP32 source gets on that target
-                 (the INT8 block takes BiasGelu's bias, so not BiasGelu), one QuantizedLinear per
-                 quantized dense layer, and on OpenVINO every one of them INT8, no standalone
-                 FakeQuantize, and as many standalone Softmax as the FP32 source leaves
+                 (the INT8 block takes BiasGelu's bias, so not BiasGelu), one QuantizedLinear
+                 (DynamicQuantizedLinear in a dynamically quantized model) per quantized dense
+                 layer, and on OpenVINO every one of them INT8, no standalone FakeQuantize, and
+                 as many standalone Softmax as the FP32 source leaves
   pending        the `expected` items not reached today; tests/test_quantizers.py fails when one
                  is reached, so that this script is run again and the item leaves the list
 
@@ -117,9 +118,12 @@ def expected(model: onnx.ModelProto, fp32: dict) -> dict:
     every block INT8, no standalone FakeQuantize, and attention as OpenVINO runs the FP32 one
     (in one kernel: no Softmax of its own, but for the sdpa export, which it leaves apart in FP32 too)."""
     dense = quantized_dense_layers(model)
+    # a dynamically quantized dense layer is a block too, of the fusion that reads that form
+    block = "DynamicQuantizedLinear" if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node) \
+        else "QuantizedLinear"
     out = {}
     for target in TARGETS:
-        counts = {f: n for f, n in fp32[target].items() if f != "BiasGelu"} | {"QuantizedLinear": dense}
+        counts = {f: n for f, n in fp32[target].items() if f != "BiasGelu"} | {block: dense}
         out[target] = {"counts": dict(sorted(counts.items()))}
     out["openvino"] |= {"compiles": True, "fc_int8": dense, "standalone_fakequantize": 0,
                         "standalone_softmax": fp32["openvino_facts"]["standalone_softmax"]}

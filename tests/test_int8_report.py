@@ -436,3 +436,21 @@ def test_explain_int8_from_the_command_line(capsys):
     assert main(["explain", path, "--int8", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["counts"]["total"] == 17
+
+
+# --------------------------------------------------------------------------- the quantizers' own integer ops
+
+def test_qoperator_and_dynamic_ops_are_judged_by_what_the_runtimes_make_of_them(reports):
+    """QLinearMatMul runs INT8 in both runtimes, QGemm does not load in OpenVINO; quantize_dynamic's
+    MatMulInteger is INT8 in ONNX Runtime and an f32 FullyConnected in OpenVINO (measured: every
+    FullyConnected of dynamic_s8pc is f32 in tests/test_int8_models.py)."""
+    q = reports["qoperator"]
+    assert (q.counts()["ort_int8"], q.counts()["openvino_int8"], q.counts()["openvino_error"]) == (17, 16, 1)
+    assert q["/encoder/layer.0/attention/self/MatMul_1_quant"].role == "P·V"
+    (gemm,) = [r for r in q.records if r.op_type == "QGemm"]
+    assert "no conversion rule for com.microsoft.QGemm" in gemm.reasons[0]
+    d = reports["dynamic_s8pc"]
+    integer = [r for r in d.records if r.op_type == "MatMulInteger"]
+    assert len(integer) == 13 and all(r.backends["ort"].verdict == "int8" and r.backends["openvino"].verdict == "fp32"
+                                      for r in integer)
+    assert "DynamicQuantizedLinear" in integer[0].reasons[0]

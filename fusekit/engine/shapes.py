@@ -499,7 +499,7 @@ _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal"
                   "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
                   "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
                   "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
-                  "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
+                  "DynamicQuantizeMatMul", "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 
@@ -528,7 +528,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     elif node.op in _ELEMENTWISE:
         result = _broadcast_keeps_leading(graph, node, spans, ids)
     elif node.op in _KEEPS_LEADING:
-        weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
+        weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul") else None
         # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
         result = (weight is None or (rank(weight) == 2 and (rank(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
@@ -843,9 +843,10 @@ def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
             if len(computed) != 1 or len(computed) == len(node.inputs):
                 return tensor
             tensor = computed[0]
-        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "CumSum"):
+        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                                                            "CumSum"):
             tensor = node.inputs[0]
-        elif node.op == "MatMul" and rank(node.inputs[1]) == 2:
+        elif node.op in ("MatMul", "DynamicQuantizeMatMul") and rank(node.inputs[1]) == 2:
             tensor = node.inputs[0]
         elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
             target = entries(node.inputs[1]) or []

@@ -47,7 +47,8 @@ import onnx
 from onnx import numpy_helper
 
 from .dataflow import Dataflow, attribute, proto_constant
-from .int8_rules import R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, TESTED_ORT, OrtRules, Site, Verdict, ort_verdict, ov_verdict
+from .int8_rules import (OPERATOR_FORMS, R_NO_ACT, R_NO_SECOND, R_NO_WEIGHT, TESTED_ORT, OrtRules, Site, Verdict,
+                         ort_verdict, ov_verdict)
 
 MATMULS = {"MatMul", "Gemm"}
 BACKENDS = ("ort", "openvino")
@@ -465,7 +466,7 @@ def _upstream_has(g: Int8Graph, tensor: str, op: str, hops: int = 5) -> bool:
         n = g.producer_node(name)
         if n is None:
             return False
-        if n.op_type == op:
+        if n.op_type in (op, f"QLinear{op}"):  # the QOperator format's QLinearSoftmax too
             return True
         if not n.input:
             return False
@@ -511,6 +512,9 @@ def analyze(model: onnx.ModelProto | str, target: str | None = "both", *,
     for node in model.graph.node:
         if node.op_type == "MatMulIntegerToFloat" and node.domain == "com.microsoft":
             records.append(_integer_matmul(g, node))
+            continue
+        if (node.op_type, node.domain) in OPERATOR_FORMS:
+            records.append(_operator_matmul(g, node, targets))
             continue
         if node.op_type not in MATMULS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
@@ -574,6 +578,23 @@ def _integer_matmul(g: Int8Graph, node: onnx.NodeProto) -> MatMulRecord:
         weight_scale_constant=g.folds_to_constant(node.input[3]), zero_point_ok=None,
         output_requantized=len(consumers) == 1 and _is_q(consumers[0]) and not is_output,
         verdict="int8", reasons=[], backends=backends)
+
+
+def _operator_matmul(g: Int8Graph, node: onnx.NodeProto, targets) -> MatMulRecord:
+    """A quantizer's own integer op (QLinearMatMul, QGemm, MatMulInteger): judged by ``OPERATOR_FORMS``."""
+    ort, openvino = OPERATOR_FORMS[(node.op_type, node.domain)]
+    backends = {"ort": ort, "openvino": openvino}
+    bad = [t for t in targets if backends[t].verdict != "int8"]
+    reasons = [f"{LABEL[t]}: {r}" for t in bad for r in backends[t].reasons]
+    consumers, is_output = _output_use(g, node)
+    weight = node.input[3] if node.op_type in ("QLinearMatMul", "QGemm") else node.input[1]
+    constant = g.folds_to_constant(weight)
+    return MatMulRecord(
+        node=node.name, op_type=node.op_type, layer=_layer(node, g), role=_role(node, g, constant),
+        input_quantized=True, weight_quantized=True, weight_constant=constant,
+        weight_scale_constant=None, zero_point_ok=None,
+        output_requantized=len(consumers) == 1 and _is_q(consumers[0]) and not is_output,
+        verdict="int8" if not bad else "fp32", reasons=reasons, backends=backends)
 
 
 __all__ = ["Int8Report", "MatMulRecord", "OrtRules", "Quant", "Verdict", "analyze", "R_NO_ACT", "R_NO_SECOND",

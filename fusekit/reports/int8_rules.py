@@ -476,3 +476,22 @@ OV_RULES: list[Stage[Site]] = [
 
 def ov_verdict(s: Site) -> Verdict:
     return judge(OV_RULES, s, _ov_kernel(s))
+
+
+# The quantizers' own integer ops (QOperator format, quantize_dynamic): what each runtime makes of one,
+# observed on ONNX Runtime 1.32 and OpenVINO 2026.4.1 (tests/test_int8_report.py) — no selector decides,
+# the op is INT8 by construction or the runtime's reader lowers it. (op, domain) → (ort, openvino).
+QOP_FIX = "fusekit reads it as DQ → float op → Q (QDQAsQOperator)"
+OPERATOR_FORMS: dict[tuple[str, str], tuple[Verdict, Verdict]] = {
+    ("QLinearMatMul", ""): (Verdict("int8", "QLinearMatMul"), Verdict("int8", "FullyConnected (u8 × i8)")),
+    ("QGemm", "com.microsoft"): (
+        Verdict("int8", "QGemm"),
+        Verdict("error", "none", [f"OpenVINO's ONNX reader has no conversion rule for com.microsoft.QGemm, so the "
+                                  f"model does not load; {QOP_FIX}"])),
+    ("MatMulInteger", ""): (
+        Verdict("int8", "MatMulInteger (DynamicQuantizeMatMul once ONNX Runtime fuses it)"),
+        Verdict("fp32", "FullyConnected (f32)", [
+            "a dynamically quantized input: OpenVINO lowers MatMulInteger to an f32 FullyConnected with f32 weights "
+            "(no static activation range for an INT8 one); fusekit --target openvino gives it its int8 weights "
+            "(DynamicQuantizedLinear)"])),
+}
