@@ -444,9 +444,9 @@ def _windowed_mask(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> Win
             if isinstance(m, str):
                 return m
             if m.ndim != 4 or m.shape[0] not in (1, batch) or (m.shape[0] == 1 and batch > 1) \
-                    or m.shape[1] not in (1, heads) or m.shape[2:] != (seq, seq):
-                return f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, seq, seq)"
-            outs.append((mask, m))
+                    or m.shape[1] not in (1, heads) or m.shape[2] not in (1, seq) or m.shape[3] != seq:
+                return f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, 1|seq, seq)"
+            outs.append((mask, np.broadcast_to(m, m.shape[:2] + (seq, seq))))
         ones = outs[0][1]
         kept = np.unique(ones[:, :, 0, 0])
         if kept.size != 1:

@@ -57,11 +57,13 @@ from onnx import TensorProto
 from fusekit.engine import shapes
 from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
-from fusekit.engine.probe import LARGE_NEGATIVE, RotaryTable, WindowedMask, rotary_table, windowed_mask
+from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, RotaryTable, WindowedMask, rotary_table,
+                                  windowed_mask)
 from fusekit.engine.rewrite import MS
 
 from .._common import c
-from .attention import LOWEST, _keeps_batch_and_sequence, _merge_reason, _noop_reason, _scale, softmax_axis
+from .attention import (LOWEST, _additive_mask, _keeps_batch_and_sequence, _merge_reason, _noop_reason, _scale,
+                        softmax_axis)
 
 x = Var("x", "the hidden states")
 cos = Var("cos", "the rotary cos table")
@@ -211,6 +213,11 @@ def _live_rows(emit, mask):
     return emit.shared("Squeeze", live, emit.small(np.array([1], np.int64)))
 
 
+def _key_mask(emit, facts: RotaryAttentionFacts):
+    """A global layer's mask as the 2-D key padding mask it was proven to be."""
+    return KeyPaddingMask(facts.mask.input, max(facts.mask.fill - facts.mask.kept, LOWEST))
+
+
 def rewrite(m, facts: RotaryAttentionFacts, emit):
     w, width = m.const("w_qkv"), facts.heads * facts.size
     q3, k3, v3 = (emit.MatMul(m["x"], emit.const(f"w_{name}", w[:, i * width:(i + 1) * width]))
@@ -221,11 +228,16 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
         offset = emit.small(np.array([0], np.int64))  # positions 0..S-1 of the cache
         q3, k3 = (emit.RotaryEmbedding(t, offset, cos_cache, sin_cache, num_heads=facts.heads, _domain=MS)
                   for t in (q3, k3))
+        attrs = {"num_heads": facts.heads, "scale": facts.scale}
+        if not banded:  # the raw 2-D mask, as the Attention fusion gives it
+            keys = _key_mask(emit, facts)
+            raw = keys.input if np.dtype(keys.input.dtype) == np.int32 else \
+                emit.shared("Cast", keys.input, to=TensorProto.INT32)
+            return emit.MultiHeadAttention(q3, k3, v3, None, raw, mask_filter_value=keys.fill, _domain=MS, **attrs)
         if not np.isfinite(facts.mask.fill):  # the op turns a row of -inf into NaN; the lowest float gives 0 below
             mask = emit.shared("Max", mask, emit.small(np.float32(LOWEST)))
-        out = emit.MultiHeadAttention(q3, k3, v3, None, None, mask, num_heads=facts.heads, scale=facts.scale,
-                                      _domain=MS)
-        if banded and facts.nan_guard:  # sdpa: a row that keeps no key is 0 (the op averages V there)
+        out = emit.MultiHeadAttention(q3, k3, v3, None, None, mask, _domain=MS, **attrs)
+        if facts.nan_guard:  # sdpa: a row that keeps no key is 0 (the op averages V there)
             out = emit.Mul(out, emit.shared("Cast", _live_rows(emit, m["mask"]), to=TensorProto.FLOAT))
         return out
     shape = emit.shared("Shape", facts.mask.input)
@@ -233,6 +245,8 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
     positions = emit.shared("Expand", emit.shared("Range", emit.small(np.int64(0)), length, emit.small(np.int64(1))),
                             shape)
     q3, k3 = (emit.RotaryEmbedding(t, cos_cache, sin_cache, positions, num_heads=facts.heads) for t in (q3, k3))
+    if not banded:  # the full [B, 1, S, S] float mask ONNX Runtime's kernel wants, shared with the other layers
+        mask = _additive_mask(emit, _key_mask(emit, facts))
     out = emit.Attention(q3, k3, v3, mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
     if banded and not facts.nan_guard:  # eager: a row that keeps no key is the mean of V (the op gives 0)
         mean = emit.ReduceMean(v3, emit.small(np.array([1], np.int64)), keepdims=1)
