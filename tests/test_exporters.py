@@ -127,6 +127,16 @@ def test_rotary_attention_fuses_every_layer_and_verifies(file, target):
     assert (ops[attention], ops[f"{domain}RotaryEmbedding"]) == (layers, 2 * layers)
 
 
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+@pytest.mark.parametrize("file", ROTARY)
+def test_rotary_attention_packs_and_verifies(file, target):
+    """--pack: each token keeps the position it has in its padded row, in the rotary embedding and
+    the band, as the attention core (rotations included) reads the tokens unpacked."""
+    _, report = fusekit.optimize(EXPORTERS / file, target=target, pack=True)
+    assert report.packed and report.counts["Pack"] > 0, report.summary()
+    assert report.verification.ok, report.verification.summary()
+
+
 # Models whose attention does not fuse yet (issue #21): DeBERTa-v3 (disentangled attention), held
 # on every target to today's counts (the manifest's `targets`), verified with right, left and no padding.
 ATTENTION_PENDING = sorted(f"debertav3_{export}.onnx" for export in ("ts17_eager", "dynamo18_eager"))
