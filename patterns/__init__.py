@@ -15,8 +15,8 @@ list it below; to add a variant, edit its module.
 """
 from .canonical import (dense_as_tensordot, gather_as_wrapped_gather, head_merge_as_einsum_dense,
                         heads_as_einsum_dense, matmul_as_einsum, matmul_as_flattened_batch,
-                        mean_as_global_average_pool, noop_cast, slices_as_split, softmax_as_transposed, sub_as_negated_product,
-                        transpose_as_pair, transpose_as_unit_axis)
+                        mean_as_global_average_pool, noop_cast, slices_as_split, softmax_as_transposed,
+                        sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
                       qdq_constant, quantized_linear, quick_gelu, rotary_attention, skip_layer_norm)
 
@@ -28,7 +28,8 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
-ALL = [fake_quantize.FUSION, qdq_constant.FUSION, rotary_attention.FUSION, attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION,
-       embed_layer_norm.FUSION, quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION, bias_gelu.FUSION]
+ALL = [fake_quantize.FUSION, qdq_constant.FUSION, rotary_attention.FUSION, attention.FUSION, layer_norm.FUSION,
+       gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION, quantized_linear.FUSION, quick_gelu.FUSION,
+       skip_layer_norm.FUSION, bias_gelu.FUSION]
 # Rules and fusions by name (``--disable`` takes either).
 BY_NAME = {f.name: f for f in RULES + ALL}

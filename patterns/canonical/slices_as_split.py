@@ -5,7 +5,7 @@ TorchScript exporter splits into pieces of 1 and squeezes each, the dynamo expor
 each piece out. The fusions read the slices, one node per piece (a pattern follows a
 node's first output only)::
 
-    x ─► Split(axis a, sizes [1, 1, …]) ─► pieces      ⇒      x ─► Slice([i], [i + 1], [a]) ─► piece i
+    x ─► Split(axis a, sizes [1, 1, …]) ─► pieces    ⇒    x ─► Slice([i], [i + 1], [a]) ─► piece i
 
 Exact: both copy the same elements. The sizes must be constants (an input, or the
 attribute below opset 13); a Split into equal pieces by ``num_outputs`` (opset 18) needs

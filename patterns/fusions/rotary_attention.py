@@ -9,12 +9,14 @@ kind may have its own frequencies f: ModernBERT's global layers a larger θ). A 
 mask is the key padding mask; a local layer's is the key padding mask AND a sliding-window
 band |i - j| <= w::
 
-    x ─► MatMul(Wqkv) ─► Reshape([B, S, 3, N, h]) ─┬► Slice(0:1, axis 2) ─► Squeeze ─► Transpose(0,2,1,3) ─► rope ──┐
-                                                   ├► Slice(1:2, axis 2) ─► Squeeze ─► Transpose(0,2,1,3) ─► rope ─► Transpose(0,1,3,2) ─┐
-                                                   └► Slice(2:3, axis 2) ─► Squeeze ─► Transpose(0,2,1,3) ──┐                            │
-        out ◄─ Reshape([B, S, H]) ◄─ Transpose(0,2,1,3) ◄─ MatMul ◄─ Softmax ◄─ Add(mask) ◄─ Mul(scale) ◄─ MatMul ◄┘
+    x ─► MatMul(Wqkv) ─► Reshape([B, S, 3, N, h]) ─► heads
+    Q = rope(Transpose(Squeeze(Slice(heads, 0:1, axis 2)), 0,2,1,3))
+    K = rope(Transpose(Squeeze(Slice(heads, 1:2, axis 2)), 0,2,1,3))
+    V =      Transpose(Squeeze(Slice(heads, 2:3, axis 2)), 0,2,1,3)
+    Q ─► MatMul(·, Transpose(K, 0,1,3,2)) ─► Mul(scale) ─► Add(mask) ─► Softmax ─► MatMul(V)
+      ─► Transpose(0,2,1,3) ─► Reshape([B, S, H]) ─► out
 
-    rope(t):   t ───────────────────────────────────────► Mul(cos) ─┐
+    rope(t):   t ─────────────────────────────────────────────► Mul(cos) ─┐
                t ─► Slice(h/2:) ─► Neg ─► Concat(·, Slice(t, :h/2)) ─► Mul(sin) ─► Add
 
 eager — TorchScript (opset 17) and dynamo (opset 18) exporters, ``attn_implementation="eager"``:

@@ -1,7 +1,7 @@
 """One ModernBERT attention layer, written the way transformers 5 exports it (already in
 canonical form: Casts that change nothing gone, the rotate-half bounds constant).
 
-    x [batch, seq, 16] ─► MatMul(Wqkv) ─► Reshape([0, 0, 3, 2, 8]) ─► Slice ×3 ─► Squeeze ─► Transpose
+    x [batch, seq, 16] ─► MatMul(Wqkv) ─► Reshape([0, 0, 3, 2, 8]) ─► Slice ×3 ─► Squeeze, Transpose
     rope(Q), rope(K) with cos/sin(p · f) ++ the same, p = Range(0, S) read off the mask's shape
     softmax(scale · Q·Kᵀ + mask) · V ─► Transpose ─► Reshape([0, 0, 16]) ─► y
 
