@@ -41,15 +41,17 @@ Checks:
 - the scale is a scalar constant (or the product of two), carried exactly.
 
 Forms. The tables are carried as the graph computes them (their first half, [S, h/2]): exact
-at every length, no cache size to outgrow. The mask is carried as the graph computes it, the
+at every length, no cache size to outgrow. A global layer gets its 2-D key padding mask, as the
+Attention fusion gives it. A local layer's mask is carried as the graph computes it, the
 additive [B, 1, S, S] term, so the band needs no rebuilding; what differs between the forms is
-only a query row whose window keeps no key (a padded token far from every real one):
-eager's softmax of a row all at the lowest float is uniform (the mean of V), sdpa's NaN guard
-gives 0; where the fused op does otherwise, a ``Where``/``Mul`` on such rows puts it right.
+only a query row whose window keeps no key (a padded token far from every real one): eager's
+softmax of a row all at the lowest float is uniform (the mean of V), sdpa's NaN guard gives 0;
+where the fused op does otherwise, a ``Mul``/``Where`` on such rows puts it right.
 ``ort``: com.microsoft RotaryEmbedding (position offset 0) on Q and K, MultiHeadAttention with
-the mask as ``attention_bias`` (its -∞ raised to the lowest float: the op turns -∞ rows into
-NaN). ``onnx``: opset-23 RotaryEmbedding and Attention with the mask as its float mask.
-``openvino``: left as exported (see README, "Choice of forms per target").
+the raw 2-D mask, or the local mask as ``attention_bias`` (its -∞ raised to the lowest float:
+the op turns a row of -∞ into NaN). ``onnx``: opset-23 RotaryEmbedding and Attention with a
+float mask. ``openvino``: left as exported; its CPU plugin fuses the rotary chain (RoPE) itself
+(see README, "Choice of forms per target").
 """
 from dataclasses import dataclass
 
