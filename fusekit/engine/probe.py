@@ -506,11 +506,11 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
     inv_freq = None
     for batch, seq in [(2, 6), (3, 9), (1, 33)]:
         tables = []
-        for sub in subs:
+        for table, sub in zip((cos, sin), subs):
             first = None
             for trial in range(3):  # ones, 0/1, ids: a table reads no value
                 feeds = {t.name: _token_values(rng, t, batch, seq, trial, sub.rows.get(t.name, 2)) for t in sub.inputs}
-                out = _run(sub, feeds, batch, seq) if sub.session is not None else const_value(cos)
+                out = _run(sub, feeds, batch, seq) if sub.session is not None else const_value(table)
                 if isinstance(out, str):
                     return out.replace("the mask", "the rotary table")
                 if first is None:
