@@ -526,7 +526,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     if node is None:
         result = tensor is ids or _is_sequence_input(graph, tensor)
     elif node.op in _ELEMENTWISE:
-        result = any(const_value(t) is None and spans(t) for t in node.inputs)
+        result = _broadcast_keeps_leading(graph, node, spans, ids)
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
         # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
@@ -555,6 +555,32 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = False
     memo[tensor] = result
     return result
+
+
+def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tensor | None) -> bool:
+    """An elementwise result keeps a spanning input's (batch, sequence) only where that input
+    has the result's full rank and no other input can stretch those axes: with a batch (or a
+    sequence) of 1, another input's larger dimension there would broadcast it. Each other input
+    is 1 there, too short to reach, or provably the same dimension."""
+    ranks = [rank(t) for t in node.inputs]
+    if any(r is None for r in ranks):
+        return False
+    full = max(ranks)
+    spanning = [t for t, r in zip(node.inputs, ranks) if r == full and const_value(t) is None and spans(t)]
+    if not spanning:
+        return False
+    leading, sizes = None, IdentityMap()
+    for t, r in zip(node.inputs, ranks):
+        if any(t is s for s in spanning):
+            continue
+        for axis in (0, 1):
+            k = axis - (full - r)
+            if k < 0 or (t.shape is not None and t.shape[k] == 1):
+                continue
+            leading = leading or _leading(graph, ids)
+            if leading is None or dimension(t, k, leading, sizes) != leading.dims[axis]:
+                return False
+    return True
 
 
 class Leading(NamedTuple):
