@@ -208,13 +208,18 @@ def _cache(emit, table, size: int):
                        emit.small(np.array([1], np.int64)))
 
 
-def _live_rows(emit, mask):
-    """[B|1, S, 1]: whether a query row keeps any key (ReduceMax of the mask over heads and keys)."""
+def _live_rows(emit, mask, facts: RotaryAttentionFacts):
+    """[B, S, 1]: whether a query row keeps any key (ReduceMax of the mask over heads and keys),
+    shaped as the 2-D mask input [B, S] (the proof found the mask [B, 1, S, S]), so that the
+    shape facts read the batch and sequence of whatever it multiplies."""
     axes = np.array([1, 3], np.int64)
     top = emit.shared("ReduceMax", mask, emit.small(axes), keepdims=1) if emit.opset >= 18 \
         else emit.shared("ReduceMax", mask, axes=[1, 3], keepdims=1)
     live = emit.shared("Greater", top, emit.small(np.float32(LARGE_NEGATIVE)))
-    return emit.shared("Squeeze", live, emit.small(np.array([1], np.int64)))
+    rows = emit.shared("Concat", emit.shared("Shape", facts.mask.input), emit.small(np.array([1], np.int64)), axis=0)
+    live = emit.shared("Reshape", live, rows)
+    live.shape, live.dtype = [None, None, 1], np.bool_
+    return live
 
 
 def _key_mask(emit, facts: RotaryAttentionFacts):
@@ -242,7 +247,10 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
             mask = emit.shared("Max", mask, emit.small(np.float32(LOWEST)))
         out = emit.MultiHeadAttention(q3, k3, v3, None, None, mask, _domain=MS, **attrs)
         if facts.nan_guard:  # sdpa: a row that keeps no key is 0 (the op averages V there)
-            out = emit.Mul(out, emit.shared("Cast", _live_rows(emit, m["mask"]), to=TensorProto.FLOAT))
+            out.shape, out.dtype = m.anchor.outputs[0].shape, m.anchor.outputs[0].dtype  # as the merge it replaces
+            live = emit.shared("Cast", _live_rows(emit, m["mask"], facts), to=TensorProto.FLOAT)
+            live.shape, live.dtype = [None, None, 1], np.float32
+            out = emit.Mul(out, live)
         return out
     shape = emit.shared("Shape", facts.mask.input)
     length = emit.shared("Gather", shape, emit.small(np.int64(1)), axis=0)
@@ -254,7 +262,7 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
     out = emit.Attention(q3, k3, v3, mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
     if banded and not facts.nan_guard:  # eager: a row that keeps no key is the mean of V (the op gives 0)
         mean = emit.ReduceMean(v3, emit.small(np.array([1], np.int64)), keepdims=1)
-        out = emit.Where(_live_rows(emit, m["mask"]), out, mean)
+        out = emit.Where(_live_rows(emit, m["mask"], facts), out, mean)
     return out
 
 
