@@ -222,7 +222,7 @@ def _live_rows(emit, mask, facts: RotaryAttentionFacts):
     return live
 
 
-def _key_mask(emit, facts: RotaryAttentionFacts):
+def _key_mask(facts: RotaryAttentionFacts) -> KeyPaddingMask:
     """A global layer's mask as the 2-D key padding mask it was proven to be."""
     return KeyPaddingMask(facts.mask.input, max(facts.mask.fill - facts.mask.kept, LOWEST))
 
@@ -239,7 +239,7 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
                   for t in (q3, k3))
         attrs = {"num_heads": facts.heads, "scale": facts.scale}
         if not banded:  # the raw 2-D mask, as the Attention fusion gives it
-            keys = _key_mask(emit, facts)
+            keys = _key_mask(facts)
             raw = keys.input if np.dtype(keys.input.dtype) == np.int32 else \
                 emit.shared("Cast", keys.input, to=TensorProto.INT32)
             return emit.MultiHeadAttention(q3, k3, v3, None, raw, mask_filter_value=keys.fill, _domain=MS, **attrs)
@@ -258,7 +258,7 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
                             shape)
     q3, k3 = (emit.RotaryEmbedding(t, cos_cache, sin_cache, positions, num_heads=facts.heads) for t in (q3, k3))
     if not banded:  # the full [B, 1, S, S] float mask ONNX Runtime's kernel wants, shared with the other layers
-        mask = _additive_mask(emit, _key_mask(emit, facts))
+        mask = _additive_mask(emit, _key_mask(facts))
     out = emit.Attention(q3, k3, v3, mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
     if banded and not facts.nan_guard:  # eager: a row that keeps no key is the mean of V (the op gives 0)
         mean = emit.ReduceMean(v3, emit.small(np.array([1], np.int64)), keepdims=1)
