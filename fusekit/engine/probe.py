@@ -407,6 +407,7 @@ class WindowedMask:
     kept: float  # the value where a key is kept (0)
     fill: float  # the value elsewhere (a large negative number, or -inf)
     window: int | None  # None: no band (every key in reach, up to the longest probe)
+    rows: bool  # computed per query, [.., S, S]: a band wider than the probes could hide in it
 
 
 def windowed_mask(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.Tensor | None = None,
@@ -433,7 +434,7 @@ def _windowed_mask(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> Win
     if len(candidates) != 1:
         return "the mask does not come from one 2-D model input"
     mask_input, rng = candidates[0], np.random.default_rng(0)
-    window, values = None, set()
+    window, values, rows = None, set(), False
     for batch, seq in _band_shapes(sub.inputs):
         masks = _probe_masks(rng, batch, seq)
         outs = []
@@ -446,6 +447,7 @@ def _windowed_mask(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> Win
             if m.ndim != 4 or m.shape[0] not in (1, batch) or (m.shape[0] == 1 and batch > 1) \
                     or m.shape[1] not in (1, heads) or m.shape[2] not in (1, seq) or m.shape[3] != seq:
                 return f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, 1|seq, seq)"
+            rows = rows or (m.shape[2] == seq > 1)
             outs.append((mask, np.broadcast_to(m, m.shape[:2] + (seq, seq))))
         ones = outs[0][1]
         kept = np.unique(ones[:, :, 0, 0])
@@ -476,7 +478,7 @@ def _windowed_mask(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> Win
     fill, kept = values.pop(), float(kept[0])
     if kept != 0.0 or not fill <= LARGE_NEGATIVE:
         return f"the mask adds {kept:g} at kept keys and {fill:g} elsewhere, not 0 and a large negative number"
-    return WindowedMask(mask_input, kept, float(fill), window)
+    return WindowedMask(mask_input, kept, float(fill), window, rows)
 
 
 @dataclass(frozen=True)

@@ -41,15 +41,17 @@ Checks:
 - the scale is a scalar constant (or the product of two), carried exactly.
 
 Forms. The tables are carried as the graph computes them (their first half, [S, h/2]): exact
-at every length, no cache size to outgrow. A global layer gets its 2-D key padding mask, as the
-Attention fusion gives it. A local layer's mask is carried as the graph computes it, the
-additive [B, 1, S, S] term, so the band needs no rebuilding; what differs between the forms is
-only a query row whose window keeps no key (a padded token far from every real one): eager's
-softmax of a row all at the lowest float is uniform (the mean of V), sdpa's NaN guard gives 0;
-where the fused op does otherwise, a ``Mul``/``Where`` on such rows puts it right.
+at every length, no cache size to outgrow. A mask with one value per key ([B, 1, 1, S]) becomes
+the 2-D key padding mask, as the Attention fusion gives it. A mask computed per query
+([B, 1, S, S], as transformers 5 builds even a global layer's) is carried as the graph computes
+it: the band needs no rebuilding, and a band wider than the longest probe, which no probe could
+tell from a global layer, stays exact. What differs between the forms is then only a query row
+that keeps no key (a padded token far from every real one): eager's softmax of a row all at the
+lowest float is uniform (the mean of V), sdpa's NaN guard gives 0; where the fused op does
+otherwise, a ``Mul``/``Where`` on such rows puts it right.
 ``ort``: com.microsoft RotaryEmbedding (position offset 0) on Q and K, MultiHeadAttention with
-the raw 2-D mask, or the local mask as ``attention_bias`` (its -∞ raised to the lowest float:
-the op turns a row of -∞ into NaN). ``onnx``: opset-23 RotaryEmbedding and Attention with a
+the raw 2-D mask, or the per-query mask as ``attention_bias`` (its -∞ raised to the lowest
+float: the op turns a row of -∞ into NaN). ``onnx``: opset-23 RotaryEmbedding and Attention with a
 float mask. ``openvino``: left as exported; its CPU plugin fuses the rotary chain (RoPE) itself
 (see README, "Choice of forms per target").
 """
@@ -232,13 +234,14 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
     q3, k3, v3 = (emit.MatMul(m["x"], emit.const(f"w_{name}", w[:, i * width:(i + 1) * width]))
                   for i, name in enumerate("qkv"))
     cos_cache, sin_cache = _cache(emit, m["cos"], facts.size), _cache(emit, m["sin"], facts.size)
-    mask, banded = m["mask"], facts.mask.window is not None
+    # a mask computed per query is carried as computed: a band may hide beyond the longest probe
+    mask, per_query = m["mask"], facts.mask.rows
     if emit.target == "ort":
         offset = emit.small(np.array([0], np.int64))  # positions 0..S-1 of the cache
         q3, k3 = (emit.RotaryEmbedding(t, offset, cos_cache, sin_cache, num_heads=facts.heads, _domain=MS)
                   for t in (q3, k3))
         attrs = {"num_heads": facts.heads, "scale": facts.scale}
-        if not banded:  # the raw 2-D mask, as the Attention fusion gives it
+        if not per_query:  # one value per key: the raw 2-D mask, as the Attention fusion gives it
             keys = _key_mask(facts)
             raw = keys.input if np.dtype(keys.input.dtype) == np.int32 else \
                 emit.shared("Cast", keys.input, to=TensorProto.INT32)
@@ -257,10 +260,10 @@ def rewrite(m, facts: RotaryAttentionFacts, emit):
     positions = emit.shared("Expand", emit.shared("Range", emit.small(np.int64(0)), length, emit.small(np.int64(1))),
                             shape)
     q3, k3 = (emit.RotaryEmbedding(t, cos_cache, sin_cache, positions, num_heads=facts.heads) for t in (q3, k3))
-    if not banded:  # the full [B, 1, S, S] float mask ONNX Runtime's kernel wants, shared with the other layers
+    if not per_query:  # the full [B, 1, S, S] float mask ONNX Runtime's kernel wants, shared with the other layers
         mask = _additive_mask(emit, _key_mask(facts))
     out = emit.Attention(q3, k3, v3, mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
-    if banded and not facts.nan_guard:  # eager: a row that keeps no key is the mean of V (the op gives 0)
+    if per_query and not facts.nan_guard:  # eager: a row that keeps no key is the mean of V (the op gives 0)
         mean = emit.ReduceMean(v3, emit.small(np.array([1], np.int64)), keepdims=1)
         out = emit.Where(_live_rows(emit, m["mask"], facts), out, mean)
     return out

@@ -86,8 +86,21 @@ def _proofs(model):
     return probe.rotary_table(graph, cos, sin, SIZE, {}), probe.windowed_mask(graph, added, {}, None, 2)
 
 
-@pytest.mark.parametrize("window", [None, 2], ids=["global", "local"])
-def test_the_probes_read_the_frequencies_and_the_window(window):
+@pytest.mark.parametrize("window, found, rows", [(None, None, False), (2, 2, True), (5000, None, True)],
+                         ids=["global", "local", "wider_than_the_probes"])
+def test_the_probes_read_the_frequencies_and_the_window(window, found, rows):
     table, mask = _proofs(rotary_attention(window=window))
     np.testing.assert_allclose(table.inv_freq, INV_FREQ, rtol=1e-6)
-    assert (mask.window, mask.kept, mask.fill, mask.input.name) == (window, 0.0, LOWEST, "attention_mask")
+    assert (mask.window, mask.rows, mask.kept, mask.fill, mask.input.name) == (found, rows, 0.0, LOWEST,
+                                                                               "attention_mask")
+
+
+@pytest.mark.parametrize("window, carried", [(None, "key_padding_mask"), (5000, "attention_bias")],
+                         ids=["one_value_per_key", "per_query"])
+def test_a_mask_computed_per_query_is_carried_as_computed(window, carried):
+    """No probe tells a band of ±5000 from none: a mask with a row per query stays as computed."""
+    result = fuse("ort", window=window)
+    (node,) = [n for n in result.model.graph.node if n.op_type == "MultiHeadAttention"]
+    roles = ("query", "key", "value", "bias", "key_padding_mask", "attention_bias")
+    assert [role for role, name in zip(roles, node.input) if name][3:] == [carried]
+    result.assert_equivalent()
