@@ -114,7 +114,7 @@ def _pack(model: Imported, report: Report):
     from .stages import pack as packing  # only with --pack
     graph = model.graph
     state = RunState(target=model.target, opset=model.opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
-    result = packing.run(graph, state, patterns.BY_NAME["Attention"])
+    result = packing.run(graph, state, patterns.BY_NAME["Attention"], patterns.BY_NAME["RotaryAttention"])
     report.misses += result.misses
     if result.misses:
         report.notes.append(f"not packed: {result.misses[0].reason}")

@@ -11,17 +11,19 @@ padding, all-ones masks, another length), the fused count per fusion, the encode
   expected        the fused model's ops when everything fuses: Attention = layers,
                   SkipLayerNormalization 2 per layer, one EmbedLayerNormalization, a
                   BiasGelu (FastGelu for the tanh GELU) per layer, and none of the
-                  elementary ops of attention, LayerNorm and GELU left; for ModernBERT and
-                  DeBERTa-v3, whose attention fusion is still to come, `pending` names the
-                  ops that step fuses, and the LayerNorms no fusion takes stay
+                  elementary ops of attention, LayerNorm and GELU left; for ModernBERT, a
+                  MultiHeadAttention and two RotaryEmbeddings per layer instead of the
+                  Attention; for DeBERTa-v3, whose attention fusion is still to come,
+                  `pending` names the ops that step fuses; the LayerNorms no fusion takes stay
 
-For the models whose attention is pending, `fusekit_today` also records `targets`: the
-counts and verification of `--target onnx` and `openvino`, the floor held on those targets.
+For ModernBERT and the models whose attention is pending, `fusekit_today` also records
+`targets`: the counts and verification of `--target onnx` and `openvino`, the floor held on
+those targets.
 
 Run with fusekit's own environment after any exporter script, or after a change to
-fusekit, to move the floor:
+fusekit, to move the floor (of the FILEs named, or of every model):
 
-    python testmodels/exporters_status.py
+    python testmodels/exporters_status.py [FILE …]
 """
 from __future__ import annotations
 
@@ -41,17 +43,23 @@ MS = "com.microsoft"
 UNFUSED = ("Softmax", "Erf", "Tanh", "ReduceMean", "GlobalAveragePool", "Pow", "Sqrt", "LayerNormalization")
 
 
-# Families whose attention does not fuse yet (issue #21): rotary positions and local windows
-# (ModernBERT), disentangled attention (DeBERTa-v3, its scale √(3h) computed at run time). Each
-# with the attention ops still left, and the LayerNorms no fusion takes: an embedding sum without
-# a position term (no EmbedLayerNormalization), and DeBERTa's norm of its relative position table.
-ATTENTION_PENDING = {"modernbert": (["Softmax"], {"LayerNormalization": 1}),
-                     "debertav3": (["Softmax", "Sqrt"], {"LayerNormalization": 2})}
+# Families whose attention does not fuse yet (issue #21): disentangled attention (DeBERTa-v3, its
+# scale √(3h) computed at run time). Each with the attention ops still left, and the LayerNorms no
+# fusion takes: DeBERTa's norm of its relative position table.
+ATTENTION_PENDING = {"debertav3": (["Softmax", "Sqrt"], {"LayerNormalization": 2})}
+# Rotary attention (ModernBERT): RotaryEmbedding on Q and K, then MultiHeadAttention; the
+# embedding sum has no position term (no EmbedLayerNormalization), so its LayerNorm stays.
+ROTARY = {"modernbert"}
 
 
 def expected(entry: dict) -> dict:
     """The fused model's ops when every layer fuses for --target ort."""
     layers = entry["layers"]
+    if entry["family"] in ROTARY:
+        return {"ops": {f"{MS}.MultiHeadAttention": layers, f"{MS}.RotaryEmbedding": 2 * layers,
+                        f"{MS}.SkipLayerNormalization": 2 * layers, f"{MS}.EmbedLayerNormalization": 0,
+                        f"{MS}.Gelu": layers},  # the GeGLU has no bias
+                "unfused_left": {op: 0 for op in UNFUSED} | {"LayerNormalization": 1}}
     if entry["family"] in ATTENTION_PENDING:
         gelu = "Gelu" if entry["family"] == "modernbert" else "BiasGelu"  # ModernBERT's GeGLU has no bias
         return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
@@ -96,8 +104,11 @@ def today(path: Path, other_targets: bool) -> dict:
 
 def main() -> None:
     manifest = json.loads(MANIFEST.read_text())
+    files = set(sys.argv[1:])
     for entry in manifest["models"]:
-        now = today(MANIFEST.parent / entry["file"], other_targets=entry["family"] in ATTENTION_PENDING)
+        if files and entry["file"] not in files:
+            continue
+        now = today(MANIFEST.parent / entry["file"], other_targets=entry["family"] in {*ATTENTION_PENDING, *ROTARY})
         entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **now}
         entry["expected"] = expected(entry)
         print(f"{entry['file']}: " + (f"layers {now['layers']}, fused {now['counts']}, verifies {now['verifies']}"

@@ -8,7 +8,7 @@ and ModernBERT and DeBERTa-v3 from transformers 5 through both torch.onnx export
 manifest.json records for each what fusekit does today (`fusekit_today`, written by
 testmodels/exporters_status.py) and what a full fusion gives (`expected`), which every
 model now reaches with `--target ort` but for the ops `expected` lists as `pending`
-(ModernBERT's and DeBERTa-v3's attention, the next step of issue #21).
+(DeBERTa-v3's attention, the next step of issue #21).
 
 Verification (right padding, left padding, all-ones masks, two lengths) is the
 correctness guard. A model fusekit cannot load or verify today is an expected failure
@@ -68,9 +68,9 @@ def test_the_pending_ops_are_not_reached_yet(entry):
 def test_the_manifest_describes_every_committed_model():
     assert sorted(p.name for p in EXPORTERS.glob("*.onnx")) == sorted(e["file"] for e in MODELS)
     for entry in MODELS:
-        layers = entry["layers"]
-        assert entry["expected"]["ops"]["com.microsoft.Attention"] == layers
-        assert entry["expected"]["ops"]["com.microsoft.SkipLayerNormalization"] == 2 * layers
+        layers, ops = entry["layers"], entry["expected"]["ops"]
+        assert ops.get("com.microsoft.Attention", ops.get("com.microsoft.MultiHeadAttention")) == layers
+        assert ops["com.microsoft.SkipLayerNormalization"] == 2 * layers
 
 
 # Models whose every attention layer fuses, for both targets; the manifest's floor above
@@ -101,12 +101,45 @@ def test_attention_fuses_every_layer_and_verifies(file, target):
     assert padding == ["right padding", "left padding", "no padding", "right padding"]
 
 
-# Models whose attention does not fuse yet (issue #21): ModernBERT (rotary positions, local
-# windows) and DeBERTa-v3 (disentangled attention), held on every target to today's counts
-# (the manifest's `targets`), verified with right, left and no padding.
-ATTENTION_PENDING = sorted(
-    [f"modernbert_{export}.onnx" for export in ("ts17_eager", "ts17_sdpa", "dynamo18_eager")]
-    + [f"debertav3_{export}.onnx" for export in ("ts17_eager", "dynamo18_eager")])
+# ModernBERT: rotary positions, global and local (sliding-window) layers. Every layer fuses with
+# its rotary embedding for ort and onnx; openvino keeps the exported form (its own RoPE fusion
+# and attention kernel take it). Verified with right, left and no padding, and sequences longer
+# than the 6-token window: a padded token whose window holds no real one is compared too.
+ROTARY = [f"modernbert_{export}.onnx" for export in ("ts17_eager", "ts17_sdpa", "dynamo18_eager")]
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+@pytest.mark.parametrize("file", ROTARY)
+def test_rotary_attention_fuses_every_layer_and_verifies(file, target):
+    entry = next(e for e in MODELS if e["file"] == file)
+    fused, report = fusekit.optimize(EXPORTERS / file, target=target)
+    assert report.verification.ok, report.verification.summary()
+    padding = [s.split(", ")[-1] for s in report.verification.settings]
+    assert padding == ["right padding", "left padding", "no padding", "right padding"]
+    ops = Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in fused.graph.node)
+    layers = entry["layers"]
+    if target == "openvino":
+        assert report.counts["RotaryAttention"] == 0 and ops["Softmax"] == layers
+        return
+    assert report.counts["RotaryAttention"] == layers and ops["Softmax"] == 0, report.summary()
+    domain = "com.microsoft." if target == "ort" else ""
+    attention = "com.microsoft.MultiHeadAttention" if target == "ort" else "Attention"
+    assert (ops[attention], ops[f"{domain}RotaryEmbedding"]) == (layers, 2 * layers)
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+@pytest.mark.parametrize("file", ROTARY)
+def test_rotary_attention_packs_and_verifies(file, target):
+    """--pack: each token keeps the position it has in its padded row, in the rotary embedding and
+    the band, as the attention core (rotations included) reads the tokens unpacked."""
+    _, report = fusekit.optimize(EXPORTERS / file, target=target, pack=True)
+    assert report.packed and report.counts["Pack"] > 0, report.summary()
+    assert report.verification.ok, report.verification.summary()
+
+
+# Models whose attention does not fuse yet (issue #21): DeBERTa-v3 (disentangled attention), held
+# on every target to today's counts (the manifest's `targets`), verified with right, left and no padding.
+ATTENTION_PENDING = sorted(f"debertav3_{export}.onnx" for export in ("ts17_eager", "dynamo18_eager"))
 
 
 @pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
@@ -122,8 +155,8 @@ def test_attention_pending_models_fuse_what_they_fuse_today_and_verify_on_every_
     assert all(report.counts[fusion] >= n for fusion, n in floor.items()), report.summary()
 
 
-@pytest.mark.parametrize("file", [f for f in ATTENTION_PENDING if "com.microsoft.SkipLayerNormalization" not in
-                                  next(e for e in MODELS if e["file"] == f)["expected"]["pending"]])
+@pytest.mark.parametrize("file", ROTARY + [f for f in ATTENTION_PENDING if "com.microsoft.SkipLayerNormalization"
+                                           not in next(e for e in MODELS if e["file"] == f)["expected"]["pending"]])
 def test_no_residual_add_feeds_a_plain_layer_norm(file):
     """For ort every residual sum, with or without β, is a SkipLayerNormalization's."""
     fused, _ = fusekit.optimize(EXPORTERS / file, target="ort")
@@ -133,5 +166,5 @@ def test_no_residual_add_feeds_a_plain_layer_norm(file):
 
 
 def test_every_model_of_the_corpus_is_held_to_attention_in_every_layer_or_pending():
-    assert sorted(ATTENTION_EVERY_LAYER + ATTENTION_PENDING) == sorted(e["file"] for e in MODELS)
+    assert sorted(ATTENTION_EVERY_LAYER + ROTARY + ATTENTION_PENDING) == sorted(e["file"] for e in MODELS)
     assert sorted(ATTENTION_PENDING) == sorted(e["file"] for e in MODELS if e["expected"].get("pending"))

@@ -189,6 +189,39 @@ def test_a_token_wise_node_in_between_still_packs(bert14):
     assert report.verification.ok, report.verification.summary()
 
 
+def _halves_multiplied(axis):
+    """x + (x[…, :16] ⊙ x[…, 16:]) · W, as a GeGLU multiplies its projection's halves (``axis`` 2), or
+    x + x[:, :1] ⊙ x[:, 1:2] · W read along the sequence (``axis`` 1)."""
+    def make(x):
+        bounds = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+                  (("lo", 0), ("mid", 16 if axis == 2 else 1), ("hi", 32 if axis == 2 else 2), ("axis", axis))]
+        consts = [helper.make_node("Constant", [], [f"{b.name}_value"], value=b) for b in bounds]
+        weight = helper.make_tensor("w", TensorProto.FLOAT, [16 if axis == 2 else 32, 32],
+                                    np.linspace(-0.1, 0.1, (16 if axis == 2 else 32) * 32).tolist())
+        nodes = consts + [
+            helper.make_node("Constant", [], ["w_value"], value=weight),
+            helper.make_node("Slice", [x, "lo_value", "mid_value", "axis_value"], ["first"], name="halves/Slice"),
+            helper.make_node("Slice", [x, "mid_value", "hi_value", "axis_value"], ["second"], name="halves/Slice_1"),
+            helper.make_node("Mul", ["first", "second"], ["product"], name="halves/Mul"),
+            helper.make_node("MatMul", ["product", "w_value"], ["projected"], name="halves/MatMul"),
+            helper.make_node("Add", [x, "projected"], ["gated"], name="halves/Add")]
+        return nodes, "gated"
+    return make
+
+
+def test_a_slice_of_the_features_is_token_wise(bert14):
+    """A GeGLU's halves: Slices of the last axis (given as axis 2, moved to -1 on [T, ·])."""
+    _, report = packed(_with_node_between_layers(bert14, _halves_multiplied(axis=2)))
+    assert report.verification.ok, report.verification.summary()
+
+
+def test_a_slice_of_the_sequence_is_a_near_miss(bert14):
+    model = _with_node_between_layers(bert14, _halves_multiplied(axis=1))
+    _, report = fusekit.optimize(model, pack=True, verify=False)
+    (miss,) = [m for m in report.misses if m.fusion == "Pack"]
+    assert miss.at == "halves/Slice" and "cuts axes [1], not only the last" in miss.reason
+
+
 @pytest.mark.parametrize("target", ["ort", "openvino"])
 def test_a_constant_broadcast_over_positions_is_reshaped(bert14, target):
     """x · a [1, 1, H] constant: the same at every position, so it packs ([H] on [T, H])."""

@@ -388,6 +388,156 @@ def _constant_bias(value: gs.Tensor, constant: np.ndarray, heads: int) -> Positi
     return PositionBias(value, False)
 
 
+# ----------------------------------------------------------------------------- rotary tables and local bands
+
+# lengths a band is looked for at: a window of up to ±LONGEST_PROBE tokens shows up in the probes
+BAND_SHAPES = [(2, 6), (3, 9), (1, 5), (2, 40), (1, 300), (1, 1030)]
+LONGEST_PROBE = BAND_SHAPES[-1][1] - 1
+
+
+@dataclass(frozen=True)
+class WindowedMask:
+    """A key padding mask, or one combined with a sliding-window band ``|i - j| <= window``:
+
+        V[b, ·, i, j] = kept   where mask[b, j] != 0 and |i - j| <= window
+                        fill   elsewhere
+    """
+
+    input: gs.Tensor  # the model's 2-D mask input, (batch, sequence)
+    kept: float  # the value where a key is kept (0)
+    fill: float  # the value elsewhere (a large negative number, or -inf)
+    window: int | None  # None: no band (every key in reach, up to the longest probe)
+    rows: bool  # computed per query, [.., S, S]: a band wider than the probes could hide in it
+
+
+def windowed_mask(graph: gs.Graph, value: gs.Tensor, cache: dict, scores: gs.Tensor | None = None,
+                  heads: int = 1) -> WindowedMask | str:
+    """Read ``value``, added to the scores [B, ``heads``, S, S], as "key padding mask AND band",
+    or say why not. The band is found on an all-ones mask and must be ``|i - j| <= w``, the same
+    ``w`` at every length; every other probe mask must give exactly the band AND its kept keys."""
+    return _cached(cache, ("window", value.name, heads), lambda: _windowed_mask(graph, value, scores, heads))
+
+
+def _band_shapes(inputs: list[gs.Tensor]) -> list[tuple[int, int]]:
+    fixed = [next((t.shape[axis] for t in inputs if isinstance(t.shape[axis], (int, np.integer))
+                   and t.shape[axis] > 0), None) for axis in (0, 1)]
+    return list(dict.fromkeys((fixed[0] or b, fixed[1] or s) for b, s in BAND_SHAPES))
+
+
+def _windowed_mask(graph: gs.Graph, value: gs.Tensor, scores, heads: int) -> WindowedMask | str:
+    given = [ShapeOnly(scores, "the scores", lambda batch, seq: (batch, heads, seq, seq))] if scores is not None else []
+    sub = _subgraph(graph, value, given)
+    if isinstance(sub, str):
+        return sub
+    candidates = [t for t in sub.inputs if len(t.shape) == 2 and "mask" in t.name.lower()] or \
+        [t for t in sub.inputs if len(t.shape) == 2]
+    if len(candidates) != 1:
+        return "the mask does not come from one 2-D model input"
+    mask_input, rng = candidates[0], np.random.default_rng(0)
+    window, values, rows = None, set(), False
+    for batch, seq in _band_shapes(sub.inputs):
+        masks = _probe_masks(rng, batch, seq)
+        outs = []
+        for mask in [masks[-1]] + masks[:-1]:  # all ones first: it shows the band
+            feeds = {t.name: (mask if t is mask_input else np.ones(_sized(t, batch, seq))).astype(_dtype(t))
+                     for t in sub.inputs}
+            m = _run(sub, feeds, batch, seq)
+            if isinstance(m, str):
+                return m
+            if m.ndim != 4 or m.shape[0] not in (1, batch) or (m.shape[0] == 1 and batch > 1) \
+                    or m.shape[1] not in (1, heads) or m.shape[2] not in (1, seq) or m.shape[3] != seq:
+                return f"the mask has shape {list(m.shape)} for a {batch}×{seq} input, not (batch, 1, 1|seq, seq)"
+            rows = rows or (m.shape[2] == seq > 1)
+            outs.append((mask, np.broadcast_to(m, m.shape[:2] + (seq, seq))))
+        ones = outs[0][1]
+        kept = np.unique(ones[:, :, 0, 0])
+        if kept.size != 1:
+            return "the mask differs between rows of an all-ones input"
+        band = np.broadcast_to(ones == kept[0], ones.shape)
+        reach = np.abs(np.arange(seq)[:, None] - np.arange(seq)[None, :])
+        w = int(reach[0][band[0, 0, 0]].max())
+        if not np.array_equal(band, np.broadcast_to(reach <= w, band.shape)):
+            return f"the keys an all-ones {batch}×{seq} input keeps are not a band |i - j| <= w around the diagonal"
+        if w < seq - 1:
+            if window is not None and window != w:
+                return f"the band is ±{window} tokens at one length and ±{w} at another"
+            window = w
+        elif window is not None:
+            return f"the band of ±{window} tokens covers every key at length {seq}"
+        for mask, m in outs:
+            keep = (mask[:, None, None, :] != 0) & (reach <= w)[None, None]
+            keep = np.broadcast_to(keep, (batch,) + m.shape[1:])
+            full = np.broadcast_to(m, keep.shape)
+            if np.unique(full[keep]).size > 1 or (full[keep].size and full[keep][0] != kept[0]):
+                return f"the mask is not one value at the kept keys of input '{mask_input.name}' inside the band"
+            values.update(np.unique(full[~keep]).tolist())
+            if len(values) > 1:
+                return f"the mask's padded and out-of-band keys take several values ({sorted(values)[:3]})"
+    if not values:
+        return "the probes left no padded key"
+    fill, kept = values.pop(), float(kept[0])
+    if kept != 0.0 or not fill <= LARGE_NEGATIVE:
+        return f"the mask adds {kept:g} at kept keys and {fill:g} elsewhere, not 0 and a large negative number"
+    return WindowedMask(mask_input, kept, float(fill), window, rows)
+
+
+@dataclass(frozen=True)
+class RotaryTable:
+    """cos/sin tables of a rotary embedding in the rotate-half layout, one row per position:
+
+        cos[0, 0, p, :] = cos(p · f) ++ cos(p · f),  sin[0, 0, p, :] = sin(p · f) ++ sin(p · f),  p = 0..S-1
+    """
+
+    inv_freq: tuple[float, ...]  # f, one per pair of rotated features
+
+
+def rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int, cache: dict) -> RotaryTable | str:
+    """Prove that ``cos`` and ``sin``, multiplied into [B, N, S, ``size``] heads, are the rows
+    0..S-1 of one rotary table, the same for every batch row and head; or say why not."""
+    return _cached(cache, ("rotary", cos.name, sin.name, size), lambda: _rotary_table(graph, cos, sin, size))
+
+
+def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) -> RotaryTable | str:
+    subs = [_subgraph(graph, t) for t in (cos, sin)]
+    for sub in subs:
+        if isinstance(sub, str):
+            return sub.replace("the mask", "the rotary table")
+    if size % 2:
+        return f"the head size {size} is odd: it has no halves to rotate"
+    half, rng = size // 2, np.random.default_rng(2)
+    inv_freq = None
+    for batch, seq in [(2, 6), (3, 9), (1, 33)]:
+        tables = []
+        for table, sub in zip((cos, sin), subs):
+            first = None
+            for trial in range(3):  # ones, 0/1, ids: a table reads no value
+                feeds = {t.name: _token_values(rng, t, batch, seq, trial, sub.rows.get(t.name, 2)) for t in sub.inputs}
+                out = _run(sub, feeds, batch, seq) if sub.session is not None else const_value(table)
+                if isinstance(out, str):
+                    return out.replace("the mask", "the rotary table")
+                if first is None:
+                    first = np.asarray(out)
+                elif not np.array_equal(out, first):
+                    return "the rotary table changes with the values of the inputs, not only with their sizes"
+            if first.shape != (1, 1, seq, size):
+                return f"the rotary table has shape {list(first.shape)} for a {batch}×{seq} input, " \
+                       f"not (1, 1, {seq}, {size}): one row per position, the same for every batch row and head"
+            if not np.array_equal(first[..., :half], first[..., half:]):
+                return "the rotary table's two halves differ: not the rotate-half layout"
+            tables.append(first[0, 0, :, :half].astype(np.float64))
+        c, s = tables
+        if seq < 2:
+            continue
+        f = np.arctan2(s[1], c[1]) if inv_freq is None else inv_freq
+        angles = np.arange(seq)[:, None] * f[None, :]
+        tolerance = 1e-6 * seq + 1e-6  # float32 positions × frequencies, then cos and sin in float32
+        if not (np.allclose(c, np.cos(angles), rtol=0, atol=tolerance)
+                and np.allclose(s, np.sin(angles), rtol=0, atol=tolerance)):
+            return "the rotary table is not cos/sin(p · f) for positions p = 0..S-1"
+        inv_freq = f
+    return RotaryTable(tuple(float(v) for v in inv_freq))
+
+
 def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,
                   cache: dict) -> gs.Tensor | str:
     """The constant table whose rows 0..S-1 ``value`` is, broadcast over the batch, S being

@@ -497,9 +497,10 @@ def _unique(state: RunState, base: str) -> str:
 # Ops whose output keeps the leading dimensions of their first input.
 _KEEPS_LEADING = {"Cast", "Erf", "Tanh", "Sigmoid", "Relu", "Sqrt", "Reciprocal", "Neg", "Identity", "Gelu",
                   "FastGelu", "BiasGelu", "QuickGelu", "LayerNormalization", "SkipLayerNormalization",
-                  "Attention", "MultiHeadAttention", "MatMul", "Softmax", "Dropout", "Not", "CumSum",
-                  "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
-                  "DynamicQuantizeMatMul", "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat", "QuantizedLinearGeluToFloat"}
+                  "Attention", "MultiHeadAttention", "RotaryEmbedding", "MatMul", "Softmax", "Dropout", "Not",
+                  "CumSum", "EmbedLayerNormalization", "QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat",
+                  "DynamicQuantizeMatMul", "QuantizedLinear", "QuantizedLinearGelu", "QuantizedLinearToFloat",
+                  "QuantizedLinearGeluToFloat"}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "Where"}
 
 

@@ -54,10 +54,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
-from ..engine.graph import attr, cleanup, producer, toposort
+from ..engine.graph import attr, cleanup, const_value, producer, toposort
 from ..engine.matcher import Match, Miss, match_variant
 from ..engine.pattern import Fusion
-from ..engine.probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias
+from ..engine.probe import KeyPaddingMask, ShapeOnly, key_padding_mask, position_bias, windowed_mask
 from ..engine.rewrite import MS, Emitter, Fused, take_over
 from ..engine.state import IdentityMap, IdentitySet, RunState
 
@@ -214,22 +214,69 @@ def _unfused_core(match: Match) -> Core:
                 mask.input if mask is not None else None)
 
 
-def find_cores(graph: gs.Graph, state: RunState, attention: Fusion) -> list[Core]:
-    """Every attention core: fused ones by their op, unfused ones by the Attention pattern."""
+def _rotary_core(graph: gs.Graph, node: gs.Node, masks: dict) -> Core:
+    """MultiHeadAttention or ONNX Attention on Q and K rotated by RotaryEmbedding (fusekit's
+    RotaryAttention): the rotations are part of the core, so each token is rotated at its own
+    position in the unpacked [B, S, ·] layout, as the original computes it. So is the correction
+    of a row that keeps no key (Mul by the live rows, or Where(live, ·, mean of V)): it is only
+    ever read at padded queries, which are not packed again."""
+    q, k, v = node.inputs[:3]
+    rotations = [producer(t) for t in (q, k)]
+    nodes = IdentitySet([*rotations, node])
+    output = node.outputs[0]
+    user = output.outputs[0] if len(output.outputs) == 1 else None
+    if user is not None and user.op == "Mul" and producer(user.inputs[1]) is not None \
+            and producer(user.inputs[1]).op == "Cast":
+        nodes.add(user)
+        output = user.outputs[0]
+    elif user is not None and user.op == "Where" and user.inputs[1] is output and producer(user.inputs[2]) is not None \
+            and producer(user.inputs[2]).op == "ReduceMean" and producer(user.inputs[2]).inputs[0] is v:
+        nodes.update([user, producer(user.inputs[2])])
+        output = user.outputs[0]
+    heads = attr(node, "num_heads") or attr(node, "q_num_heads") or 1
+    core = Core(node.name, f"{node.op} (rotary)", nodes, [r.inputs[0] for r in rotations] + [v], output, None,
+                heads=heads)
+    key_mask = node.inputs[4] if node.domain == MS and len(node.inputs) > 4 and node.inputs[4].name else None
+    added = node.inputs[5 if node.domain == MS else 3] if len(node.inputs) > (5 if node.domain == MS else 3) else None
+    if key_mask is not None:
+        core.mask = _mask_input(key_mask, graph)
+        core.reason = None if core.mask is not None else "its key padding mask is not a 2-D model input"
+    elif added is not None and added.name:
+        proof = windowed_mask(graph, added, masks, None, heads)
+        core.mask, core.reason = (proof.input, None) if not isinstance(proof, str) else (None, proof)
+    return core
+
+
+def _unfused_rotary_core(match: Match) -> Core:
+    """ModernBERT's unfused layer, as RotaryAttention's pattern matches it (``--target openvino``):
+    everything after the packed projection, the rotations included, reads it unpacked."""
+    projection = producer(match.node("qkv_split").inputs[0])
+    nodes = IdentitySet(n for n in match.nodes if n is not projection)
+    return Core(match.anchor.name, "rotary attention (unfused)", nodes, [projection.outputs[0]],
+                match.anchor.outputs[0], match.proven.mask.input, heads=match.proven.heads)
+
+
+def find_cores(graph: gs.Graph, state: RunState, attention: Fusion, rotary: Fusion | None = None) -> list[Core]:
+    """Every attention core: fused ones by their op, unfused ones by the Attention pattern (or
+    RotaryAttention's)."""
     cores = []
     taken = IdentitySet()
     for node in graph.nodes:
-        if node.op == "Attention" and node.domain == MS:
+        rotated = node.op in ("Attention", "MultiHeadAttention") and len(node.inputs) > 2 and all(
+            producer(t) is not None and producer(t).op == "RotaryEmbedding" for t in node.inputs[:2])
+        if rotated:
+            cores.append(_rotary_core(graph, node, state.probes))
+        elif node.op == "Attention" and node.domain == MS:
             cores.append(_ms_core(graph, node))
         elif node.op == "Attention" and not node.domain:
             cores.append(_onnx_core(graph, node, state.probes))
     for node in reversed(list(graph.nodes)):
         if node.op != "Reshape" or node in taken:
             continue
-        for variant in attention.variants:
-            found = match_variant(graph, attention, variant, node, state)
+        for fusion, variant in [(f, v) for f in (attention, rotary) if f is not None for v in f.variants]:
+            found = match_variant(graph, fusion, variant, node, state)
             if isinstance(found, Match):
-                cores.append(_unfused_core(found))
+                cores.append(_unfused_core(found) if fusion is attention else _unfused_rotary_core(found))
                 taken.update(found.nodes)
                 break
     return cores
@@ -290,6 +337,15 @@ def tokenwise(node: gs.Node, packed: IdentitySet, dynamic: IdentitySet, fixes: l
             return f"'{node.name}' ({op}) reduces over axes {axes}, across positions"
         if [a for a in np.atleast_1d(axes)] != [-1]:
             fixes.append(("axes", node, None))
+    elif op == "Slice":  # a GeGLU's halves: constant bounds along the last axis only
+        bounds = [const_value(t) for t in node.inputs[1:]]
+        axes = bounds[2] if len(bounds) > 2 else None
+        if any(b is None for b in bounds) or axes is None or any(a % RANK != RANK - 1 for a in np.atleast_1d(axes)):
+            return f"'{node.name}' (Slice) cuts axes {None if axes is None else np.atleast_1d(axes).tolist()}, " \
+                   "not only the last"
+        if any(a != -1 for a in np.atleast_1d(axes)):
+            fixes.append(("slice_axes", node, None))
+        others = [t for t in others if t not in node.inputs[1:]]
     elif op in ("QuantizeLinear", "DequantizeLinear") and node.inputs[1].shape is not None \
             and len(node.inputs[1].shape) == 0:
         pass  # per tensor: the axis is not read
@@ -340,10 +396,10 @@ def _start(core: Core, dynamic: IdentitySet, in_core) -> gs.Tensor:
             return t
 
 
-def plan(graph: gs.Graph, state: RunState, attention: Fusion) -> Plan | Miss:
+def plan(graph: gs.Graph, state: RunState, attention: Fusion, rotary: Fusion | None = None) -> Plan | Miss:
     """Where the packing points go, or the miss that says why packing would not be exact."""
     masks = [t for t in graph.inputs if t.shape is not None and len(t.shape) == 2 and "mask" in t.name.lower()]
-    cores = find_cores(graph, state, attention)
+    cores = find_cores(graph, state, attention, rotary)
     if not cores:
         reason = ("the model has no attention mask input: nothing to pack" if not masks
                   else "no attention core fusekit recognises (a fused Attention, or the chain the Attention "
@@ -513,6 +569,8 @@ def _apply_fixes(plan: Plan, emit: Emitter):
                 node.attrs["axes"] = [-1]
             else:
                 node.inputs[1] = emit.small(np.array([-1], np.int64))
+        elif kind == "slice_axes":
+            node.inputs[3] = emit.small(np.full(np.atleast_1d(const_value(node.inputs[3])).shape, -1, np.int64))
         elif kind == "squeeze":
             if isinstance(what, gs.Constant):
                 flat = emit.const("flat", what.values.reshape(what.values.shape[-1:]))
@@ -628,9 +686,9 @@ def apply(graph: gs.Graph, plan: Plan, state: RunState, forms: Forms = Forms()) 
     return result
 
 
-def run(graph: gs.Graph, state: RunState, attention: Fusion) -> PackResult:
+def run(graph: gs.Graph, state: RunState, attention: Fusion, rotary: Fusion | None = None) -> PackResult:
     """Pack the graph's token stream, or leave it as it is and say why (a miss)."""
-    found = plan(graph, state, attention)
+    found = plan(graph, state, attention, rotary)
     if isinstance(found, Miss):
         return PackResult(misses=[found])
     return apply(graph, found, state, FORMS.get(state.target, Forms()))

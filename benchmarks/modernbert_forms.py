@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Which form of ModernBERT's rotary attention does each CPU runtime run fastest?
+
+A random-weight ModernBERT at base sizes (hidden 768, 12 heads, intermediate 1152, window
+128, global attention every third layer, vocabulary 50368; ``--layers`` deep, 6 by default:
+two global and four local layers) is exported by the TorchScript exporter (opset 17, eager
+attention) and cached in benchmarks/models/. Its forms:
+
+  original   as exported (ORT's and OpenVINO's own session fusions apply)
+  ort        fusekit --target ort: com.microsoft RotaryEmbedding on Q and K, MultiHeadAttention
+             (key padding mask on global layers, the [B, 1, S, S] mask as attention_bias on
+             local ones), SkipLayerNormalization, Gelu
+  onnx       fusekit --target onnx: opset-23 RotaryEmbedding and Attention, LayerNormalization, Gelu
+  ort-pack   fusekit --target ort --pack (the token-wise ops on the real tokens alone)
+  ov-pack    fusekit --target openvino --pack (attention as exported, the rest packed)
+
+Each is timed in ONNX Runtime (2 threads, no spin-wait: original, ort, onnx, ort-pack) and
+OpenVINO f32 (original, onnx, ov-pack; the ort forms hold com.microsoft ops OpenVINO does not
+read): interleaved round-robin after warm-up, at batch 1 × 128 (all tokens real) and batch 8 ×
+128 with the README's realistic lengths. Printed: the median and 10th percentile in ms and the
+ratio of medians to the original in the same runtime. On a shared machine the 10th percentile
+is the steadier number.
+
+Usage: python benchmarks/modernbert_forms.py [--layers 6] [--iterations 30] [--runtimes ort,openvino]
+
+Needs torch and transformers for the export (the bench extra).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS = REPO_ROOT / "benchmarks" / "models"
+LENGTHS = [112, 87, 73, 50, 46, 24, 20, 17]
+
+
+def export(layers: int) -> Path:
+    path = MODELS / f"modernbert-base_L{layers}_opset17_eager_torchscript.onnx"
+    if path.exists():
+        return path
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.ModernBertConfig(
+        vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=layers, num_attention_heads=12,
+        max_position_embeddings=8192, global_attn_every_n_layers=3, local_attention=128, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    model = transformers.ModernBertModel._from_config(config, attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    names = ["input_ids", "attention_mask"]
+    mask = torch.ones(2, 160, dtype=torch.int64)
+    mask[1, 100:] = 0
+    MODELS.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.onnx.export(Encoder(model), (torch.randint(4, 1000, (2, 160)), mask), tmp, dynamo=False,
+                      opset_version=17, input_names=names, output_names=["last_hidden_state"],
+                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]})
+    tmp.rename(path)
+    return path
+
+
+FORMS = {"ort": ("ort", False), "onnx": ("onnx", False), "ort-pack": ("ort", True), "ov-pack": ("openvino", True)}
+RUNS_ON = {"ort": ["original", "ort", "onnx", "ort-pack"], "openvino": ["original", "onnx", "ov-pack"]}
+
+
+def forms(source: Path) -> dict[str, Path]:
+    import onnx
+
+    import fusekit
+    built = {"original": source}
+    for name, (target, pack) in FORMS.items():
+        dest = source.with_name(f"{source.stem}.fusekit-{name}.onnx")
+        if not dest.exists():
+            fused, report = fusekit.optimize(source, target=target, verify=False, pack=pack)
+            onnx.save(fused, dest)
+            print(f"{name}: {report.counts}", file=sys.stderr)
+        built[name] = dest
+    return built
+
+
+def feeds(batch: int, seq: int, lengths: list[int] | None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    mask = np.ones((batch, seq), np.int64)
+    for b, n in enumerate(lengths or []):
+        mask[b, n:] = 0
+    return {"input_ids": rng.integers(4, 1000, (batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--runtimes", default="ort,openvino")
+    args = parser.parse_args(argv)
+    from fusekit.runtime import backends
+    from fusekit.runtime.bench import measure
+    built = forms(export(args.layers))
+    cases = [(1, 128, None), (8, 128, LENGTHS)]
+    print(f"{'runtime':9} {'shape':7} {'form':9} {'median ms':>10} {'p10 ms':>9} {'vs original':>12}")
+    for runtime in args.runtimes.split(","):
+        names = RUNS_ON[runtime]
+        runners = [backends.load(runtime, built[n], threads=2) for n in names]
+        for batch, seq, lengths in cases:
+            f = feeds(batch, seq, lengths)
+            samples = measure(runners, [f] * len(runners), args.iterations, warmup=2)
+            base = statistics.median(samples[0])
+            for name, s in zip(names, samples):
+                med, p10 = statistics.median(s), float(np.percentile(s, 10))
+                print(f"{runtime:9} {batch}×{seq:<5} {name:9} {med:10.1f} {p10:9.1f} {med / base:11.2f}×", flush=True)
+
+
+if __name__ == "__main__":
+    main()
