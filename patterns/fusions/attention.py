@@ -601,7 +601,9 @@ def _disentangled(m, facts: DisentangledFacts, emit):
         out = emit.Attention(q, k, v, term, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
     if facts.refill:  # rows whose every cell is masked have probabilities 0, hence context 0
         masked = emit.shared("Cast", m["masked"], to=TensorProto.FLOAT)
-        rows = emit.shared("ReduceMin", masked, emit.small(np.array([1, 3], np.int64)), keepdims=0)  # [B, S]
+        axes = np.array([1, 3], np.int64)  # the head axis is 1 (check): [B, S]
+        rows = emit.shared("ReduceMin", masked, emit.small(axes), keepdims=0) if emit.opset >= 18 \
+            else emit.shared("ReduceMin", masked, axes=axes.tolist(), keepdims=0)
         empty = emit.shared("Cast", emit.shared("Unsqueeze", rows, emit.small(np.array([-1], np.int64))),
                             to=TensorProto.BOOL)
         out = emit.Where(empty, emit.small(np.float32(0.0)), out)
