@@ -11,17 +11,19 @@ padding, all-ones masks, another length), the fused count per fusion, the encode
   expected        the fused model's ops when everything fuses: Attention = layers,
                   SkipLayerNormalization 2 per layer, one EmbedLayerNormalization, a
                   BiasGelu (FastGelu for the tanh GELU) per layer, and none of the
-                  elementary ops of attention, LayerNorm and GELU left; for ModernBERT and
-                  DeBERTa-v3, whose attention fusion is still to come, `pending` names the
-                  ops that step fuses, and the LayerNorms no fusion takes stay
+                  elementary ops of attention, LayerNorm and GELU left (DeBERTa-v3's attention
+                  as MultiHeadAttention); for ModernBERT, whose attention fusion is still to
+                  come, `pending` names the ops that step fuses, and the LayerNorms no fusion
+                  takes stay
 
-For the models whose attention is pending, `fusekit_today` also records `targets`: the
-counts and verification of `--target onnx` and `openvino`, the floor held on those targets.
+For the models whose attention is pending, and DeBERTa-v3, `fusekit_today` also records
+`targets`: the counts and verification of `--target onnx` and `openvino`, the floor held on
+those targets.
 
 Run with fusekit's own environment after any exporter script, or after a change to
 fusekit, to move the floor:
 
-    python testmodels/exporters_status.py
+    python testmodels/exporters_status.py [FILE.onnx …]     # every model, or these
 """
 from __future__ import annotations
 
@@ -42,11 +44,12 @@ UNFUSED = ("Softmax", "Erf", "Tanh", "ReduceMean", "GlobalAveragePool", "Pow", "
 
 
 # Families whose attention does not fuse yet (issue #21): rotary positions and local windows
-# (ModernBERT), disentangled attention (DeBERTa-v3, its scale √(3h) computed at run time). Each
-# with the attention ops still left, and the LayerNorms no fusion takes: an embedding sum without
-# a position term (no EmbedLayerNormalization), and DeBERTa's norm of its relative position table.
-ATTENTION_PENDING = {"modernbert": (["Softmax"], {"LayerNormalization": 1}),
-                     "debertav3": (["Softmax", "Sqrt"], {"LayerNormalization": 2})}
+# (ModernBERT). Each with the attention ops still left, and the LayerNorms no fusion takes: an
+# embedding sum without a position term (no EmbedLayerNormalization).
+ATTENTION_PENDING = {"modernbert": (["Softmax"], {"LayerNormalization": 1})}
+# DeBERTa-v3's disentangled attention fuses into MultiHeadAttention (it reads the Q and K projections
+# its bias reads too); its embeddings and its norm of the relative position table stay LayerNorms.
+DISENTANGLED = {"debertav3"}
 
 
 def expected(entry: dict) -> dict:
@@ -58,6 +61,12 @@ def expected(entry: dict) -> dict:
                         f"{MS}.EmbedLayerNormalization": 0, f"{MS}.{gelu}": layers},
                 "unfused_left": {op: 0 for op in UNFUSED} | ATTENTION_PENDING[entry["family"]][1],
                 "pending": [f"{MS}.Attention", *ATTENTION_PENDING[entry["family"]][0]]}
+    if entry["family"] in DISENTANGLED:
+        return {"ops": {f"{MS}.Attention": 0, f"{MS}.MultiHeadAttention": layers,
+                        f"{MS}.SkipLayerNormalization": 2 * layers, f"{MS}.EmbedLayerNormalization": 0,
+                        f"{MS}.BiasGelu": layers},
+                # the bias keeps its own run-time √(3h) (TorchScript computes it from Shape), outside the op
+                "unfused_left": {op: 0 for op in UNFUSED if op != "Sqrt"} | {"LayerNormalization": 2}}
     gelu = "FastGelu" if entry["family"] == "albert" or entry["route"].startswith("kerashub") else "BiasGelu"
     return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
                     f"{MS}.EmbedLayerNormalization": 1, f"{MS}.{gelu}": layers},
@@ -94,10 +103,14 @@ def today(path: Path, other_targets: bool) -> dict:
     } | ({"targets": targets} if targets else {})
 
 
-def main() -> None:
+def main(files=()) -> None:
+    """Every model, or those ``files`` name."""
     manifest = json.loads(MANIFEST.read_text())
     for entry in manifest["models"]:
-        now = today(MANIFEST.parent / entry["file"], other_targets=entry["family"] in ATTENTION_PENDING)
+        if files and entry["file"] not in files:
+            continue
+        now = today(MANIFEST.parent / entry["file"],
+                    other_targets=entry["family"] in ATTENTION_PENDING or entry["family"] in DISENTANGLED)
         entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **now}
         entry["expected"] = expected(entry)
         print(f"{entry['file']}: " + (f"layers {now['layers']}, fused {now['counts']}, verifies {now['verifies']}"
@@ -106,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
