@@ -15,8 +15,8 @@ list it below; to add a variant, edit its module.
 """
 from .canonical import (dense_as_tensordot, gather_as_wrapped_gather, head_merge_as_einsum_dense,
                         heads_as_einsum_dense, matmul_as_einsum, matmul_as_flattened_batch,
-                        mean_as_global_average_pool, noop_cast, softmax_as_transposed, sub_as_negated_product,
-                        transpose_as_pair, transpose_as_unit_axis)
+                        mean_as_global_average_pool, noop_cast, scores_as_transposed_product,
+                        softmax_as_transposed, sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
                       qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
 
@@ -24,7 +24,7 @@ from .fusions import (attention, bias_gelu, embed_layer_norm, fake_quantize, fas
 RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_product.RULE, dense_as_tensordot.RULE,
          heads_as_einsum_dense.RULE, matmul_as_einsum.RULE, matmul_as_flattened_batch.RULE,
          transpose_as_unit_axis.RULE, transpose_as_pair.RULE, head_merge_as_einsum_dense.RULE,
-         softmax_as_transposed.RULE, gather_as_wrapped_gather.RULE]
+         softmax_as_transposed.RULE, scores_as_transposed_product.RULE, gather_as_wrapped_gather.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
