@@ -39,6 +39,19 @@ What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)
 
 and Keras may multiply the probabilities by the mask once more, Mul(Softmax(…), keep).
 
+disentangled — DeBERTa-v2/v3 (transformers 5, TorchScript and dynamo): the heads folded into the
+batch for bmm, Kᵀ divided by √(3h), and a bias computed from Q and K themselves (c2p + p2c, from
+the relative position embeddings) added to the scores in that layout; the masked_fill fills the
+query×key cells of mask_i·mask_j (transformers 4's XSoftmax fills the probabilities with 0 again)::
+
+    x ─► MatMul(Wq) ─► Add(bq) ─► Reshape ─► Transpose(0,2,1,3) ─► Reshape([-1, S, h]) ─┬──────────► (the bias)
+    x ─► MatMul(Wk) ─► Add(bk) ─► Reshape ─► Transpose(0,2,1,3) ─► Reshape([-1, S, h]) ─┼─► Transpose(0,2,1) ─► Div(√(3h)) ─┐
+                                                                                         └─► MatMul ◄──────────────────────┘
+    MatMul ─► Add(bias) ─► Reshape([-1, N, S, S]) ─► Where(masked, fill, ·) ─► Softmax ─► [Where(masked, 0, ·)]
+           ─► Reshape([-1, S, S]) ─► MatMul(V [B·N, S, h]) ─► Reshape([-1, N, S, h]) ─► Transpose(0,2,1,3) ─► Reshape
+
+The Q and K chains stay (the bias reads them): the fused op reads the projections through.
+
 Checks:
 - the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors, or
   [N, h] ones added after the head split (Keras' EinsumDense);
@@ -55,12 +68,19 @@ Checks:
   masks the scores: the probabilities it zeroes are 0 already;
 - a term added to the scores that is not a mask must be a position bias: it changes with
   no input's values, only with their sizes, and is shaped [1|B, 1|N, S, S]. It is carried
-  exactly; a bias of zeros (a constant mask where every key attends) is dropped.
+  exactly; a bias of zeros (a constant mask where every key attends) is dropped;
+- disentangled: the bias reads no value the op replaces and is at most 3-D (it cannot enlarge
+  the scores), and goes to the op as Reshape(Expand(bias, [B·N, S, S]), [B, N, S, S]); each fold
+  of the heads is [-1, S, h], [-1, N, S, S], [-1, S, S] or [-1, N, S, h]; the masked_fill condition
+  broadcasts into the scores and its fill absorbs any score (≤ −1e30), so Where(masked, fill, bias)
+  in the op's additive term is the masked_fill itself, padded queries' rows included.
 
 Forms: ``ort`` com.microsoft Attention with packed QKV weights, the raw 2-D mask and the
 bias as ``attention_bias`` (0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX
 Attention (opset 23) on one packed projection, the bias added to its float mask;
-``openvino`` none: its CPU plugin fuses the unfused chain itself.
+``openvino`` none: its CPU plugin fuses the unfused chain itself. Disentangled: ``ort``
+com.microsoft MultiHeadAttention on the Q, K, V projections, the bias as ``attention_bias``;
+``onnx`` ONNX Attention on them, the bias as its float mask; ``openvino`` none (no measured gain).
 """
 from dataclasses import dataclass
 
@@ -68,12 +88,12 @@ import numpy as np
 from onnx import TensorProto
 
 from fusekit.engine import shapes
+from fusekit.engine.graph import producer
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
                                   key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import DimOf
-from fusekit.engine.graph import producer
 from fusekit.engine.state import IdentityMap, IdentitySet
 
 from .._common import c, last_dim
@@ -505,6 +525,8 @@ def _check_disentangled(m) -> DisentangledFacts | str:
     if reason:
         return reason
     fill = None
+    if m.has("refill") and not m.took("masked_fill"):
+        return "the probabilities are filled with 0 where the scores were not masked"
     if m.took("masked_fill"):
         reason = _cells_reason(m, heads)
         if reason:
