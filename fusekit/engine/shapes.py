@@ -478,12 +478,21 @@ def _fix_read_sizes(graph: gs.Graph):
     inference left a symbol: it does not cancel them ([B, S, 32] reshaped to [B, S, 4, -1] comes
     out [B, S, 4, unk]), and after an opset conversion it may not follow the target at all."""
     leading, memo = _leading(graph, None) or Leading((None, None), ()), IdentityMap()
+    named = {d for t in graph.inputs for d in (t.shape or []) if isinstance(d, str)}  # sizes only the run fixes
+
+    def size(t, axis):
+        try:
+            found = dimension(t, axis, leading, memo)
+        except RecursionError:  # a path too deep to follow proves nothing
+            return None
+        return found if isinstance(found, int) else None
     for node in graph.nodes:
         t = node.inputs[0] if node.op == "Shape" and not node.domain and node.inputs else None
-        if t is None or t.shape is None or all(isinstance(d, (int, np.integer)) and d >= 0 for d in t.shape):
+        if t is None or t.shape is None:
             continue
-        sizes = [dimension(t, i, leading, memo) for i in range(len(t.shape))]
-        t.shape = [s if isinstance(s, int) else d for s, d in zip(sizes, t.shape)]
+        sizes = [d if isinstance(d, (int, np.integer)) and d >= 0 or d in named else size(t, i)
+                 for i, d in enumerate(t.shape)]
+        t.shape = [d if s is None or s is d else s for s, d in zip(sizes, t.shape)]
 
 
 def _constant(state: RunState, tensor: gs.Tensor, value: np.ndarray, replaced: list[gs.Node]) -> tuple[gs.Node, Fused]:
