@@ -488,7 +488,7 @@ def _fix_read_sizes(graph: gs.Graph):
         return found if isinstance(found, int) else None
     for node in graph.nodes:
         t = node.inputs[0] if node.op == "Shape" and not node.domain and node.inputs else None
-        if t is None or t.shape is None:
+        if t is None or isinstance(t, gs.Constant) or t.shape is None:
             continue
         sizes = [d if isinstance(d, (int, np.integer)) and d >= 0 or d in named else size(t, i)
                  for i, d in enumerate(t.shape)]
