@@ -414,6 +414,7 @@ class DisentangledFacts:
     scale: float  # what Q·Kᵀ is multiplied by: 1/√(3h) for DeBERTa-v3
     fill: float | None  # the masked_fill value, which absorbs any score; None: unmasked
     refill: bool  # the probabilities of masked cells are set to 0 after the Softmax
+    full: bool = False  # the bias is proven [B·N, S, S], as the scores: it broadcasts nothing
 
 
 def _model_dims(m):
@@ -536,7 +537,17 @@ def _check_disentangled(m) -> DisentangledFacts | str:
             return f"the masked_fill value {value.ravel()[:3]} does not absorb the scores added to it (it must be " \
                    f"finite and ≤ {ABSORBING:g}): a row whose every key is masked would not stay uniform"
         fill = float(value.item())
-    return DisentangledFacts(heads, size, scale, fill, m.has("refill"))
+    return DisentangledFacts(heads, size, scale, fill, m.has("refill"), _full(m))
+
+
+def _full(m) -> bool:
+    """Whether the shape facts prove the bias [B·N, S, S] already, as the scores are: then it needs no Expand."""
+    leading, memo = shapes.model_leading(m.graph), IdentityMap()
+    bias, scores = m["bias"], m.node("scores").outputs[0]
+    if leading is None or bias.shape is None or len(bias.shape) != 3:
+        return False
+    dims = [(shapes.dimension(bias, i, leading, memo), shapes.dimension(scores, i, leading, memo)) for i in range(3)]
+    return all(a is not None and a == b for a, b in dims)
 
 
 def check(m) -> AttentionFacts | DisentangledFacts | str:
@@ -602,6 +613,7 @@ def _disentangled(m, facts: DisentangledFacts, emit):
     """The projections read through, the bias (with the masked cells' fill) as the op's additive term:
 
         bias₄ = Reshape(Expand(bias, [B·N, S, S]), [B, N, S, S])      the term exactly as the scores got it
+                                                                        (no Expand where it is proven that shape)
         term  = Where(masked, fill, bias₄)                              fill + s = fill for every score s
         out   = MultiHeadAttention(Q, K, V, attention_bias=term)  or  ONNX Attention(Q, K, V, term)
         out   = Where(every key of the row masked, 0, out)              where the probabilities were refilled
@@ -609,7 +621,8 @@ def _disentangled(m, facts: DisentangledFacts, emit):
     q, k, v = (m.node(f"{n}_proj").outputs[0] for n in "qkv")
     q_3d, k_3d = m.node("q_3d").outputs[0], m.node("k_3d").outputs[0]
     keys = _dims(emit, k_3d, 1, 2)
-    full = emit.Expand(m["bias"], emit.Concat(_dims(emit, q_3d, 0, 2), keys, axis=0))  # as the Add broadcast it
+    full = m["bias"] if facts.full else \
+        emit.Expand(m["bias"], emit.Concat(_dims(emit, q_3d, 0, 2), keys, axis=0))  # as the Add broadcast it
     term = emit.Reshape(full, emit.Concat(emit.small(np.array([-1, facts.heads], np.int64)),
                                           _dims(emit, q_3d, 1, 2), keys, axis=0))
     if facts.fill is not None:

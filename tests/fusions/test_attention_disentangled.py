@@ -15,8 +15,9 @@ FORMS = {"ort": ("MultiHeadAttention", 17), "onnx": ("Attention", 23)}
 
 @pytest.mark.parametrize("target", FORMS)
 @pytest.mark.parametrize("kwargs", [dict(), dict(mask="keys"), dict(mask="none"), dict(refill=True),
-                                    dict(mask="per_head")],
-                         ids=["query_and_key_mask", "key_mask", "unmasked", "refilled", "per_head_mask"])
+                                    dict(mask="per_head"), dict(bias_rank="broadcast")],
+                         ids=["query_and_key_mask", "key_mask", "unmasked", "refilled", "per_head_mask",
+                              "broadcast_bias"])
 def test_disentangled_attention_fuses_with_its_bias_and_verifies(kwargs, target):
     op, opset = FORMS[target]
     result = apply("Attention", disentangled(opset=opset, **kwargs), target=target, fold=True)

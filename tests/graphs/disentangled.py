@@ -18,7 +18,8 @@ MASKS = ("pairs", "keys", "none", "per_head")  # mask_i·mask_j, mask_j alone, n
 
 def disentangled(mask="pairs", fill=LOWEST, refill=False, opset=17, bias_rank=3, flat=(-1, "S", SIZE),
                  divisor=None):
-    """``refill``: transformers 4's XSoftmax, the probabilities of masked cells set to 0 again.
+    """``refill``: transformers 4's XSoftmax, the probabilities of masked cells set to 0 again;
+    ``bias_rank="broadcast"``: a [1, S, S] bias, broadcast over batch and heads.
     Near misses: ``fill`` (one that does not absorb the scores), ``bias_rank`` 4 (a bias that would
     enlarge the scores), ``flat`` (the Q heads folded into another layout), ``mask="per_head"`` with
     ``refill``."""
@@ -46,6 +47,8 @@ def disentangled(mask="pairs", fill=LOWEST, refill=False, opset=17, bias_rank=3,
     c2p = g.op("Div", g.op("MatMul", q, g.op("Transpose", table, perm=[1, 0])), d)
     p2c = g.op("Div", g.op("Transpose", g.op("MatMul", k, g.op("Transpose", table, perm=[1, 0])), perm=[0, 2, 1]), d)
     bias = g.op("Add", c2p, p2c)
+    if bias_rank == "broadcast":  # one [1, S, S] bias for every batch row and head
+        bias = g.mean(bias, axes=(0,))
     if bias_rank == 4:
         bias = g.op("Unsqueeze", bias, g.const("axis0", [0], np.int64))
     unfold = g.op("Concat", g.const("minus_one", [-1], np.int64), g.const("heads", [HEADS], np.int64), seq, seq, axis=0)
