@@ -126,3 +126,53 @@ def test_heads_folded_into_the_batch_and_unfolded_keep_batch_and_sequence():
 def test_heads_unfolded_other_than_they_were_folded_do_not_prove(build):
     graph, y = build()
     assert not spans_batch_and_sequence(graph, y)
+
+
+def test_a_broadcast_keeps_batch_and_sequence_only_where_nothing_else_can_stretch_them():
+    """With a batch or a sequence of 1, another operand larger on that axis would broadcast the
+    result to its own size: only operands that are 1 there, too short to reach, or the same
+    dimension leave the hidden states' (batch, sequence) in place."""
+    graph, ids, _, shape = _graph()
+    dense = _projection(graph, ids)
+
+    def added(name, other):
+        out = graph.layer(op="Add", inputs=[dense, other], outputs=[name])[0]
+        out.shape = None  # as shape inference leaves a broadcast it cannot resolve
+        return out
+
+    assert spans_batch_and_sequence(graph, added("bias", gs.Constant("b", np.ones(8, np.float32))), ids=ids)
+    assert spans_batch_and_sequence(graph, added("row", gs.Constant("r", np.ones((1, 1, 8), np.float32))), ids=ids)
+    assert spans_batch_and_sequence(graph, added("self", _projection_again(graph, ids)), ids=ids)
+    # [2, 1, 8] stretches a batch of 1 to 2; [1, 5, 8] a sequence of 1 to 5
+    assert not spans_batch_and_sequence(graph, added("pair", gs.Constant("p", np.ones((2, 1, 8), np.float32))), ids=ids)
+    assert not spans_batch_and_sequence(graph, added("five", gs.Constant("f", np.ones((1, 5, 8), np.float32))), ids=ids)
+    # a spanning operand of lower rank is not the result's leading axes: [B, S] + [4, B, S] is [4, B, S]
+    wide = gs.Variable("wide", np.float32, [4, "b1", "s1"])
+    graph.inputs.append(wide)
+    floats = graph.layer(op="Cast", inputs=[ids], outputs=["floats"], attrs={"to": 1})[0]
+    floats.shape = ["b1", "s1"]
+    low = graph.layer(op="Add", inputs=[floats, wide], outputs=["low"])[0]
+    assert spans_batch_and_sequence(graph, floats, ids=ids)
+    assert not spans_batch_and_sequence(graph, low, ids=ids)
+
+
+def _projection_again(graph, ids):
+    """A second [B, S, 8] value computed from the same ids."""
+    hidden = graph.layer(op="Gather", inputs=[gs.Constant("table2", np.ones((16, 8), np.float32)), ids],
+                         outputs=["hidden2"])[0]
+    hidden.shape = ["b1", "s1", 8]
+    return hidden
+
+
+def test_a_dimension_onnx_names_after_the_inputs_is_theirs():
+    """onnx's inference carries an input's named dimension only where it provably is that one;
+    a name of its own ('unk__3') proves nothing."""
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    graph.inputs = [ids]  # ids alone name the model's (batch, sequence)
+    for name, dims, spans in (("named", ["b1", "s1", 8], True), ("unnamed", ["unk__3", "s1", 8], False)):
+        other = graph.layer(op="Tile", inputs=[dense, gs.Constant(f"{name}_reps", np.array([1, 1, 1]))],
+                            outputs=[f"{name}_tiled"])[0]
+        other.shape = dims
+        out = graph.layer(op="Add", inputs=[dense, other], outputs=[name])[0]
+        assert spans_batch_and_sequence(graph, out) is spans, name

@@ -549,7 +549,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     if node is None:
         result = tensor is ids or _is_sequence_input(graph, tensor)
     elif node.op in _ELEMENTWISE:
-        result = any(const_value(t) is None and spans(t) for t in node.inputs)
+        result = _broadcast_keeps_leading(graph, node, spans, ids)
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
         # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
@@ -580,6 +580,32 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     return result
 
 
+def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tensor | None) -> bool:
+    """An elementwise result keeps a spanning input's (batch, sequence) only where that input
+    has the result's full rank and no other input can stretch those axes: with a batch (or a
+    sequence) of 1, another input's larger dimension there would broadcast it. Each other input
+    is 1 there, too short to reach, or provably the same dimension."""
+    ranks = [rank(t) for t in node.inputs]
+    if any(r is None for r in ranks):
+        return False
+    full = max(ranks)
+    spanning = [t for t, r in zip(node.inputs, ranks) if r == full and const_value(t) is None and spans(t)]
+    if not spanning:
+        return False
+    leading, sizes = None, IdentityMap()
+    for t, r in zip(node.inputs, ranks):
+        if any(t is s for s in spanning):
+            continue
+        for axis in (0, 1):
+            k = axis - (full - r)
+            if k < 0 or (t.shape is not None and t.shape[k] == 1):
+                continue
+            leading = leading or _leading(graph, ids)
+            if leading is None or dimension(t, k, leading, sizes) != leading.dims[axis]:
+                return False
+    return True
+
+
 class Leading(NamedTuple):
     """The model's (batch, sequence) as ``dimension`` names them (``dims``: those of the first of
     ``inputs``), and the model inputs whose first two dimensions they are."""
@@ -602,7 +628,8 @@ def _leading(graph: gs.Graph, ids: gs.Tensor | None) -> Leading | None:
 # Ops whose output has the shape of their first input, and ops that broadcast all their inputs.
 _SAME_SHAPE = {"Cast", "Not", "Neg", "Abs", "Sign", "Log", "Exp", "Ceil", "Floor", "Erf", "Tanh", "Sigmoid", "Relu",
                "Sqrt", "Reciprocal", "Identity", "Softmax", "Clip", "Dropout", "LayerNormalization",
-               "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization"}  # and the fused ones
+               "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization",  # and the fused ones
+               "QuantizeLinear", "DequantizeLinear"}
 _BROADCASTS = _ELEMENTWISE | {"LessOrEqual", "GreaterOrEqual", "Xor", "Mod"}
 
 
@@ -621,6 +648,11 @@ def dimension(tensor: gs.Tensor, axis: int, leading: Leading, memo: IdentityMap)
     size = tensor.shape[axis] if tensor.shape is not None and axis < len(tensor.shape) else None
     if isinstance(size, (int, np.integer)) and size >= 0:
         return int(size)
+    if isinstance(size, str) and leading.inputs:
+        # onnx's inference carries an input's named dimension only where it provably is that one
+        names = [d if isinstance(d, str) else None for d in (leading.inputs[0].shape or [])[:2]]
+        if size in names:
+            return leading.dims[names.index(size)]
     known = memo.setdefault(tensor, {})
     if axis not in known:
         known[axis] = None  # cycles cannot prove anything
