@@ -13,17 +13,18 @@ padding, all-ones masks, another length), the fused count per fusion, the encode
                   BiasGelu (FastGelu for the tanh GELU) per layer, and none of the
                   elementary ops of attention, LayerNorm and GELU left; for ModernBERT, a
                   MultiHeadAttention and two RotaryEmbeddings per layer instead of the
-                  Attention; for DeBERTa-v3, whose attention fusion is still to come,
-                  `pending` names the ops that step fuses; the LayerNorms no fusion takes stay
+                  Attention, and for DeBERTa-v3 a MultiHeadAttention; the LayerNorms no fusion
+                  takes stay; a family whose attention fusion is still to come lists the ops
+                  that step fuses as `pending` (none today)
 
-For ModernBERT and the models whose attention is pending, `fusekit_today` also records
+For ModernBERT, DeBERTa-v3 and the models whose attention is pending, `fusekit_today` also records
 `targets`: the counts and verification of `--target onnx` and `openvino`, the floor held on
 those targets.
 
 Run with fusekit's own environment after any exporter script, or after a change to
 fusekit, to move the floor (of the FILEs named, or of every model):
 
-    python testmodels/exporters_status.py [FILE …]
+    python testmodels/exporters_status.py [FILE.onnx …]     # every model, or these
 """
 from __future__ import annotations
 
@@ -43,13 +44,15 @@ MS = "com.microsoft"
 UNFUSED = ("Softmax", "Erf", "Tanh", "ReduceMean", "GlobalAveragePool", "Pow", "Sqrt", "LayerNormalization")
 
 
-# Families whose attention does not fuse yet (issue #21): disentangled attention (DeBERTa-v3, its
-# scale √(3h) computed at run time). Each with the attention ops still left, and the LayerNorms no
-# fusion takes: DeBERTa's norm of its relative position table.
-ATTENTION_PENDING = {"debertav3": (["Softmax", "Sqrt"], {"LayerNormalization": 2})}
+# Families whose attention does not fuse yet: each with the attention ops still left, and the
+# LayerNorms no fusion takes (none today).
+ATTENTION_PENDING: dict[str, tuple[list[str], dict[str, int]]] = {}
 # Rotary attention (ModernBERT): RotaryEmbedding on Q and K, then MultiHeadAttention; the
 # embedding sum has no position term (no EmbedLayerNormalization), so its LayerNorm stays.
 ROTARY = {"modernbert"}
+# DeBERTa-v3's disentangled attention fuses into MultiHeadAttention (it reads the Q and K projections
+# its bias reads too); its embeddings and its norm of the relative position table stay LayerNorms.
+DISENTANGLED = {"debertav3"}
 
 
 def expected(entry: dict) -> dict:
@@ -61,11 +64,16 @@ def expected(entry: dict) -> dict:
                         f"{MS}.Gelu": layers},  # the GeGLU has no bias
                 "unfused_left": {op: 0 for op in UNFUSED} | {"LayerNormalization": 1}}
     if entry["family"] in ATTENTION_PENDING:
-        gelu = "Gelu" if entry["family"] == "modernbert" else "BiasGelu"  # ModernBERT's GeGLU has no bias
         return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
-                        f"{MS}.EmbedLayerNormalization": 0, f"{MS}.{gelu}": layers},
+                        f"{MS}.EmbedLayerNormalization": 0, f"{MS}.BiasGelu": layers},
                 "unfused_left": {op: 0 for op in UNFUSED} | ATTENTION_PENDING[entry["family"]][1],
                 "pending": [f"{MS}.Attention", *ATTENTION_PENDING[entry["family"]][0]]}
+    if entry["family"] in DISENTANGLED:
+        return {"ops": {f"{MS}.Attention": 0, f"{MS}.MultiHeadAttention": layers,
+                        f"{MS}.SkipLayerNormalization": 2 * layers, f"{MS}.EmbedLayerNormalization": 0,
+                        f"{MS}.BiasGelu": layers},
+                # the bias keeps its own run-time √(3h) (TorchScript computes it from Shape), outside the op
+                "unfused_left": {op: 0 for op in UNFUSED if op != "Sqrt"} | {"LayerNormalization": 2}}
     gelu = "FastGelu" if entry["family"] == "albert" or entry["route"].startswith("kerashub") else "BiasGelu"
     return {"ops": {f"{MS}.Attention": layers, f"{MS}.SkipLayerNormalization": 2 * layers,
                     f"{MS}.EmbedLayerNormalization": 1, f"{MS}.{gelu}": layers},
@@ -102,13 +110,15 @@ def today(path: Path, other_targets: bool) -> dict:
     } | ({"targets": targets} if targets else {})
 
 
-def main() -> None:
+def main(files=()) -> None:
+    """Every model, or those ``files`` name."""
     manifest = json.loads(MANIFEST.read_text())
     files = set(sys.argv[1:])
     for entry in manifest["models"]:
         if files and entry["file"] not in files:
             continue
-        now = today(MANIFEST.parent / entry["file"], other_targets=entry["family"] in {*ATTENTION_PENDING, *ROTARY})
+        now = today(MANIFEST.parent / entry["file"],
+                    other_targets=entry["family"] in {*ATTENTION_PENDING, *ROTARY, *DISENTANGLED})
         entry["fusekit_today"] = {"fusekit": fusekit.__version__, "target": "ort", **now}
         entry["expected"] = expected(entry)
         print(f"{entry['file']}: " + (f"layers {now['layers']}, fused {now['counts']}, verifies {now['verifies']}"
@@ -117,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -43,3 +43,34 @@ def test_symbolic_inference_fills_ranks_onnx_leaves_unknown():
     assert inferred.graph.node  # no error, and nothing it cannot know is made up
     known = {v.name for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")}
     assert "gap/Reshape_0_output_0" not in known
+
+
+def head_size_after_a_minus_one():
+    """x [batch, seq, 16] → Reshape([dim0, dim1, 4, -1]) → Transpose → Reshape([-1, dim1, dim3]); the scale
+    DeBERTa's TorchScript export computes, Sqrt(Cast(Shape(·)[-1]) · 3), multiplies y. onnx leaves the -1 a
+    symbol of its own (it does not cancel batch and seq), so only the sizes proven through the reshapes fold it."""
+    from graphs.variants import Graph
+    g = Graph("minus_one", 17)
+    x = g.input("x", ["batch", "seq", 16])
+    g.output("y", ["batch", "seq", 16])
+    shape = g.op("Shape", x)
+    dims = [g.op("Gather", shape, g.const(f"i{i}", [i], np.int64), axis=0) for i in (0, 1)]
+    split = g.op("Reshape", x, g.op("Concat", *dims, g.const("heads", [4, -1], np.int64), axis=0))
+    heads = g.op("Transpose", split, perm=[0, 2, 1, 3])
+    inner = g.op("Shape", split)
+    size = g.op("Slice", inner, g.const("last", [-1], np.int64), g.const("end", [2**62], np.int64))
+    flat = g.op("Reshape", heads, g.op("Concat", g.const("minus", [-1], np.int64), dims[1], size, axis=0))
+    last = g.op("Slice", g.op("Shape", flat), g.const("last", [-1], np.int64), g.const("end", [2**62], np.int64))
+    scale = g.op("Sqrt", g.op("Mul", g.op("Cast", last, to=1), g.const("three", [3.0])))
+    back = g.op("Reshape", g.op("Transpose", g.op("Reshape", flat, g.op("Concat", dims[0], g.const("four", [4], np.int64),
+                                                                        dims[1], size, axis=0)), perm=[0, 2, 1, 3]),
+                g.op("Concat", *dims, g.const("width", [16], np.int64), axis=0))
+    g.op("Div", back, scale, out="y")
+    return g.model()
+
+
+def test_a_head_size_behind_a_minus_one_folds_through_the_reshapes():
+    fused, report = fuse_only(head_size_after_a_minus_one())
+    assert "Sqrt" not in ops(fused)
+    assert any(np.allclose(v, np.sqrt(np.float32(12))) for v in constants(fused).values())  # √(3·4), as float32
+    assert fusekit.verify(head_size_after_a_minus_one(), fused).ok

@@ -303,7 +303,7 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     state = RunState(target="", opset=0) if state is None else state
     search = _Search(graph)
     for s in search.match(variant.pattern, anchor.outputs[0], _Bindings()):
-        nodes = _replaced(fusion, s)
+        nodes = _replaced(fusion, variant, s)
         if any(state.made_by(fusion.name, n) for n in nodes):
             continue  # its own output: not a candidate, not a miss
         refusal = _escape_of(graph, fusion, variant, anchor, s, nodes)
@@ -320,9 +320,10 @@ def match_variant(graph: gs.Graph, fusion: Fusion, variant: Variant, anchor: gs.
     return _miss(fusion, variant, anchor, search)
 
 
-def _replaced(fusion: Fusion, s: _Bindings) -> list[gs.Node]:
-    """The matched graph nodes the rewrite replaces: all but those it reads through (``Fusion.reads``)."""
-    through = IdentitySet(s.named[n] for n in fusion.reads if n in s.named)
+def _replaced(fusion: Fusion, variant: Variant, s: _Bindings) -> list[gs.Node]:
+    """The matched graph nodes the rewrite replaces: all but those it reads through (``Fusion.reads``,
+    ``Variant.reads``)."""
+    through = IdentitySet(s.named[n] for n in (*fusion.reads, *variant.reads) if n in s.named)
     return [n for n in s.graph_nodes() if n not in through]
 
 

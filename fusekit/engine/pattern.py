@@ -247,6 +247,9 @@ class Variant:
     name: str
     pattern: Pattern
     exporters: str = ""
+    # Bound nodes this variant alone reads through (``Fusion.reads``): DeBERTa's Q and K
+    # projections, which its disentangled bias reads as well
+    reads: tuple[str, ...] = ()
     choices: dict[str, Or] = field(init=False, repr=False)  # its tagged alternatives, by tag (checked consistent)
 
     def __post_init__(self):

@@ -435,6 +435,7 @@ def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     (the rest dies with the chain); each is recorded with the nodes it replaced, a
     ``ShapeFact`` rule's rewrite.
     """
+    _fix_read_sizes(graph)
     facts: IdentityMap[gs.Tensor, _Fact] = IdentityMap()
     chain: IdentityMap[gs.Tensor, list[gs.Node]] = IdentityMap()  # the nodes each known value comes from
     for node in graph.nodes:
@@ -470,6 +471,28 @@ def fold(graph: gs.Graph, state: RunState) -> list[Fused]:
     if records:  # each Constant goes where the node it replaces was, so the order stays topological
         graph.nodes = [m for n in graph.nodes for m in ([before[n], n] if n in before else [n])]
     return records
+
+
+def _fix_read_sizes(graph: gs.Graph):
+    """Give each value a ``Shape`` reads the static sizes ``dimension`` proves where onnx's
+    inference left a symbol: it does not cancel them ([B, S, 32] reshaped to [B, S, 4, -1] comes
+    out [B, S, 4, unk]), and after an opset conversion it may not follow the target at all."""
+    leading, memo = _leading(graph, None) or Leading((None, None), ()), IdentityMap()
+    named = {d for t in graph.inputs for d in (t.shape or []) if isinstance(d, str)}  # sizes only the run fixes
+
+    def size(t, axis):
+        try:
+            found = dimension(t, axis, leading, memo)
+        except RecursionError:  # a path too deep to follow proves nothing
+            return None
+        return found if isinstance(found, int) else None
+    for node in graph.nodes:
+        t = node.inputs[0] if node.op == "Shape" and not node.domain and node.inputs else None
+        if t is None or isinstance(t, gs.Constant) or t.shape is None:
+            continue
+        sizes = [d if isinstance(d, (int, np.integer)) and d >= 0 or d in named else size(t, i)
+                 for i, d in enumerate(t.shape)]
+        t.shape = [d if s is None or s is d else s for s, d in zip(sizes, t.shape)]
 
 
 def _constant(state: RunState, tensor: gs.Tensor, value: np.ndarray, replaced: list[gs.Node]) -> tuple[gs.Node, Fused]:
@@ -589,6 +612,11 @@ class Leading(NamedTuple):
     ``inputs``), and the model inputs whose first two dimensions they are."""
     dims: tuple[DimOf, DimOf]
     inputs: tuple[gs.Tensor, ...]
+
+
+def model_leading(graph: gs.Graph) -> Leading | None:
+    """The model's (batch, sequence), shared by every model input that has them."""
+    return _leading(graph, None)
 
 
 def _leading(graph: gs.Graph, ids: gs.Tensor | None) -> Leading | None:

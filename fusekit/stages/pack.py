@@ -169,6 +169,37 @@ def _ms_core(graph: gs.Graph, node: gs.Node) -> Core:
     return core
 
 
+def _reads(value: gs.Tensor, sources: list[gs.Tensor]) -> bool:
+    """Whether ``value`` is computed from any of ``sources``."""
+    seen, todo, wanted = IdentitySet(), [value], IdentitySet(sources)
+    while todo:
+        t = todo.pop()
+        if t in wanted:
+            return True
+        if t in seen:
+            continue
+        seen.add(t)
+        node = producer(t)
+        todo += [i for i in node.inputs if i.name] if node is not None else []
+    return False
+
+
+# DeBERTa's disentangled bias: computed from Q and K outside the fused op, it relates positions itself
+MIXING_BIAS = "it adds a bias computed from its own queries and keys (a disentangled attention bias) by a " \
+              "subgraph outside the op that mixes positions, and packing unpacks the attention op alone"
+
+
+def _mha_core(graph: gs.Graph, node: gs.Node) -> Core:
+    """A com.microsoft.MultiHeadAttention fusekit emitted with its bias as attention_bias."""
+    q, k, v = node.inputs[:3]
+    core = Core(node.name, "MultiHeadAttention", IdentitySet([node]), [q, k, v], node.outputs[0], None,
+                heads=attr(node, "num_heads") or 1)
+    bias = node.inputs[ATTENTION_BIAS] if len(node.inputs) > ATTENTION_BIAS else None
+    core.reason = MIXING_BIAS if bias is not None and bias.name and _reads(bias, [q, k]) \
+        else "fusekit packs the Attention it fuses, not a MultiHeadAttention it did not make"
+    return core
+
+
 def _onnx_core(graph: gs.Graph, node: gs.Node, masks: dict) -> Core:
     q, k, v = node.inputs[:3]
     split = producer(q)
@@ -180,6 +211,8 @@ def _onnx_core(graph: gs.Graph, node: gs.Node, masks: dict) -> Core:
     if attr(node, "is_causal") or len([t for t in node.inputs[4:] if t.name]) or len(node.outputs) > 1 \
             and any(t.name for t in node.outputs[1:]):
         core.reason = "it is causal, reads past state or returns more than its output"
+    elif len(node.inputs) > 3 and node.inputs[3].name and _reads(node.inputs[3], [q, k]):
+        core.reason = MIXING_BIAS
     elif len(node.inputs) > 3 and node.inputs[3].name:
         proof = key_padding_mask(graph, node.inputs[3], masks)
         if isinstance(proof, str):  # the key padding mask plus a bias, as fusekit's onnx form adds them
@@ -208,6 +241,9 @@ def _unfused_core(match: Match) -> Core:
         projections.update([add, *(producer(t) for t in add.inputs if producer(t) is not None)])
         inputs.append(add.outputs[0])
     nodes = IdentitySet(n for n in match.nodes if n not in projections)
+    if match.variant.name == "disentangled":
+        return Core(match.anchor.name, "attention (unfused)", nodes, inputs, match.anchor.outputs[0], None,
+                    reason=MIXING_BIAS)
     facts: AttentionFacts = match.proven
     mask = facts.mask
     return Core(match.anchor.name, "attention (unfused)", nodes, inputs, match.anchor.outputs[0],
@@ -270,6 +306,8 @@ def find_cores(graph: gs.Graph, state: RunState, attention: Fusion, rotary: Fusi
             cores.append(_ms_core(graph, node))
         elif node.op == "Attention" and not node.domain:
             cores.append(_onnx_core(graph, node, state.probes))
+        elif node.op == "MultiHeadAttention" and node.domain == MS:
+            cores.append(_mha_core(graph, node))
     for node in reversed(list(graph.nodes)):
         if node.op != "Reshape" or node in taken:
             continue

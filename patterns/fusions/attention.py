@@ -39,6 +39,19 @@ What reaches the Softmax, each term proven by probing (``fusekit.engine.probe``)
 
 and Keras may multiply the probabilities by the mask once more, Mul(Softmax(…), keep).
 
+disentangled — DeBERTa-v2/v3 (transformers 5, TorchScript and dynamo): the heads folded into the
+batch for bmm, Kᵀ divided by √(3h), and a bias computed from Q and K themselves (c2p + p2c, from
+the relative position embeddings) added to the scores in that layout; the masked_fill fills the
+query×key cells of mask_i·mask_j (transformers 4's XSoftmax fills the probabilities with 0 again)::
+
+    x ─► MatMul(Wq) ─► Add(bq) ─► Reshape ─► Transpose(0,2,1,3) ─► Reshape([-1, S, h]) ─┬──────────► (the bias)
+    x ─► MatMul(Wk) ─► Add(bk) ─► Reshape ─► Transpose(0,2,1,3) ─► Reshape([-1, S, h]) ─┼─► Transpose(0,2,1) ─► Div(√(3h)) ─┐
+                                                                                         └─► MatMul ◄──────────────────────┘
+    MatMul ─► Add(bias) ─► Reshape([-1, N, S, S]) ─► Where(masked, fill, ·) ─► Softmax ─► [Where(masked, 0, ·)]
+           ─► Reshape([-1, S, S]) ─► MatMul(V [B·N, S, h]) ─► Reshape([-1, N, S, h]) ─► Transpose(0,2,1,3) ─► Reshape
+
+The Q and K chains stay (the bias reads them): the fused op reads the projections through.
+
 Checks:
 - the Q/K/V weights are constant [H_in, H] matrices and the biases constant [H] vectors, or
   [N, h] ones added after the head split (Keras' EinsumDense);
@@ -55,12 +68,20 @@ Checks:
   masks the scores: the probabilities it zeroes are 0 already;
 - a term added to the scores that is not a mask must be a position bias: it changes with
   no input's values, only with their sizes, and is shaped [1|B, 1|N, S, S]. It is carried
-  exactly; a bias of zeros (a constant mask where every key attends) is dropped.
+  exactly; a bias of zeros (a constant mask where every key attends) is dropped;
+- disentangled: the bias reads no value the op replaces and is at most 3-D (it cannot enlarge
+  the scores), and goes to the op as Reshape(Expand(bias, [B·N, S, S]), [B, N, S, S]); each fold
+  of the heads is [-1, S, h], [-1, N, S, S], [-1, S, S] or [-1, N, S, h]; the masked_fill condition
+  broadcasts into the scores and its fill absorbs any score (≤ −1e30), so Where(masked, fill, bias)
+  in the op's additive term is the masked_fill itself, padded queries' rows included.
 
 Forms: ``ort`` com.microsoft Attention with packed QKV weights, the raw 2-D mask and the
 bias as ``attention_bias`` (0.58–0.88× the unfused time on ORT CPU); ``onnx`` ONNX
 Attention (opset 23) on one packed projection, the bias added to its float mask;
-``openvino`` none: its CPU plugin fuses the unfused chain itself.
+``openvino`` none: its CPU plugin fuses the unfused chain itself. Disentangled: ``ort``
+com.microsoft MultiHeadAttention on the Q projection and the K and V heads [B, N, S, h] the
+graph computes anyway (0.95× the time of 3-D K and V), the bias as ``attention_bias``;
+``onnx`` ONNX Attention on them, the bias as its float mask; ``openvino`` none (no measured gain).
 """
 from dataclasses import dataclass
 
@@ -68,12 +89,13 @@ import numpy as np
 from onnx import TensorProto
 
 from fusekit.engine import shapes
+from fusekit.engine.graph import producer
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.probe import (LARGE_NEGATIVE, KeyPaddingMask, KeyPattern, PositionBias, key_padding_mask,
                                   key_pattern, position_bias)
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import DimOf
-from fusekit.engine.state import IdentitySet
+from fusekit.engine.state import IdentityMap, IdentitySet
 
 from .._common import c, last_dim
 
@@ -138,6 +160,42 @@ context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape"
                 op.MatMul(probs, v, _bind="context"), tag="noop_reshape", present="noop_reshape")
 merged = op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), Var("merge_shape", "the head merge", shape_only=True),
                     _bind="merge")
+
+
+# DeBERTa-v2/v3 (transformers 5, both torch exporters): heads folded into the batch for bmm,
+# [B·N, S, h], Kᵀ divided by √(3h), a disentangled bias added in that layout; every node of the
+# Q and K chains is bound, because the bias reads Q and K too: the fused op reads them through.
+def flat_heads(name: str):
+    """x·W + b split into heads, the heads folded into the batch: [B·N, S, h]."""
+    product = op.MatMul(x, Const(f"w_{name}", label=f"the {name.upper()} weight"), _bind=f"{name}_matmul")
+    projection = op.Add(product, Const(f"b_{name}", label=f"the {name.upper()} bias"), _bind=f"{name}_proj")
+    split = op.Reshape(projection, Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True),
+                       _bind=f"{name}_split")
+    return op.Reshape(op.Transpose(split, perm=[0, 2, 1, 3], _bind=name),
+                      Var(f"{name}_flat", f"the {name.upper()} heads folded into the batch", shape_only=True),
+                      _bind=f"{name}_3d")
+
+
+q_3d = flat_heads("q")
+flat_scores = op.MatMul(q_3d, op.Div(op.Transpose(flat_heads("k"), perm=[0, 2, 1]),
+                                     Const("kt_divisor", label="the Kᵀ scale divisor")), _bind="scores")
+biased = op.Reshape(op.Add(flat_scores, Var("bias", "the disentangled attention bias"), _bind="biased"),
+                    Var("scores_unflat", "the scores unfolded into heads", shape_only=True), _bind="scores_4d")
+masked_cell = Var("masked", "the masked_fill condition")
+filled = either(op.Where(masked_cell, Const("fill", label="the masked_fill value"), biased, _bind="filled"), biased,
+                tag="fill", labels=("masked_fill", "unmasked"))
+# transformers 4's XSoftmax fills the probabilities of masked cells with 0 once more
+refilled = maybe(lambda p: op.Where(masked_cell, c(0.0, "the probabilities' fill"), p, _bind="refilled"),
+                 op.Softmax(filled, axis=softmax_axis, _bind="probs"), tag="refill", present="refilled")
+flat_context = op.MatMul(op.Reshape(refilled, Var("probs_flat", "the probabilities folded", shape_only=True)),
+                         flat_heads("v"), _bind="context")
+disentangled = op.Reshape(
+    op.Transpose(op.Reshape(flat_context, Var("context_unflat", "the context unfolded", shape_only=True),
+                            _bind="context_4d"), perm=[0, 2, 1, 3]),
+    Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
+# the Q and K chains stay for the bias; V's heads stay for the fused op to read (on ort, as K's)
+READ_THROUGH = tuple(f"{n}{part}" for n in "qk" for part in ("_matmul", "_proj", "_split", "", "_3d")) \
+    + ("v_matmul", "v_proj", "v_split", "v")
 
 
 def _keeps_batch_and_sequence(entries, source) -> bool:
@@ -209,7 +267,8 @@ def _k_transpose_reason(m, heads: int, size: int) -> str | None:
     return None if ok_flat and ok_unflat else f"the Kᵀ reshapes {flat} → {unflat} do not just swap the last two axes"
 
 
-SCALES = {"scale": 1, "scale_divisor": -1, "q_scale": 1, "k_scale": 1, "q_divisor": -1, "q_head_scale": 1}
+SCALES = {"scale": 1, "scale_divisor": -1, "q_scale": 1, "k_scale": 1, "q_divisor": -1, "q_head_scale": 1,
+          "kt_divisor": -1}
 
 
 def _scale(m) -> float | str:
@@ -309,7 +368,8 @@ def _masking(m, heads: int) -> tuple[KeyPaddingMask | None, PositionBias | None]
     return mask, bias
 
 
-def check(m) -> AttentionFacts | str:
+def _projections(m) -> tuple[int, int, int] | str:
+    """(heads, head size, width) of the Q, K and V projections, which must agree; or why not."""
     weights = [m.const(f"w_{n}") for n in "qkv"]
     biases = [m.const(f"b_{n}") for n in "qkv"]
     hidden_in = last_dim(m["x"])
@@ -331,7 +391,174 @@ def check(m) -> AttentionFacts | str:
     expected = [(heads, size) if m.took("bias_after_split", tag=f"{n}_bias") else (width,) for n in "qkv"]
     if [b.shape for b in biases] != expected:
         return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"
-    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
+    return _merge_reason(m, width) or (heads, size, width)
+
+
+# A masked_fill value this low absorbs whatever is added to it: float32's spacing there is
+# 2^76, so fill + s rounds to fill for every score |s| < 1e22. Added into the bias, it then
+# gives each masked cell the fill itself, as the masked_fill did.
+ABSORBING = -1e30
+
+# the axes at which the values of a disentangled match hold the sequence
+SEQUENCE_AXES = {"q_split": (1,), "k_split": (1,), "v_split": (1,), "q": (2,), "k": (2,), "v": (2,),
+                 "q_3d": (1,), "k_3d": (1,), "v_3d": (1,), "scores": (1, 2), "biased": (1, 2),
+                 "scores_4d": (2, 3), "filled": (2, 3), "probs": (2, 3), "refilled": (2, 3), "context": (1,),
+                 "context_4d": (2,)}
+
+
+@dataclass(frozen=True)
+class DisentangledFacts:
+    """What check proved of a disentangled attention (DeBERTa), for rewrite."""
+
+    heads: int
+    size: int
+    scale: float  # what Q·Kᵀ is multiplied by: 1/√(3h) for DeBERTa-v3
+    fill: float | None  # the masked_fill value, which absorbs any score; None: unmasked
+    refill: bool  # the probabilities of masked cells are set to 0 after the Softmax
+    full: bool = False  # the bias is proven [B·N, S, S], as the scores: it broadcasts nothing
+
+
+def _model_dims(m):
+    """The model's (batch, sequence) as ``shapes.dimension`` names them, where the hidden states
+    provably have them; None otherwise."""
+    leading = shapes.model_leading(m.graph)
+    if leading is None or not shapes.spans_batch_and_sequence(m.graph, m["x"]):
+        return None
+    return leading
+
+
+def _is_dim(m, tensor, axis: int, which: int) -> bool:
+    """Whether dimension ``axis`` of ``tensor`` is the model's batch (``which`` 0) or sequence (1):
+    by the shape facts, or the symbol onnx gives the model input's own dimension."""
+    leading = _model_dims(m)
+    if leading is None:
+        return False
+    size = shapes.dimension(tensor, axis, leading, IdentityMap())
+    if size == leading.dims[which]:
+        return True
+    shape, named = tensor.shape or [], leading.inputs[0].shape[which]
+    return isinstance(named, str) and axis < len(shape) and shape[axis] == named
+
+
+def _is_sequence(m, entry) -> bool:
+    """A shape entry that is the sequence length: the static length, the model's sequence
+    dimension, or a sequence axis of a value of the match."""
+    seq = (m["x"].shape or [None, None])[1]
+    if isinstance(entry, int):
+        return isinstance(seq, int) and entry == seq
+    if not isinstance(entry, DimOf):
+        return False
+    return any(entry.tensor is m.node(name).outputs[0] and entry.index in axes
+               for name, axes in SEQUENCE_AXES.items() if name in m.named) \
+        or _is_dim(m, entry.tensor, entry.index, 1)
+
+
+def _fold_reason(m, heads: int, size: int) -> str | None:
+    """Each reshape folds or unfolds the heads into the batch and nothing else."""
+    seq = lambda e: _is_sequence(m, e)  # noqa: E731
+    layouts = {"q_flat": (-1, seq, size), "k_flat": (-1, seq, size), "v_flat": (-1, seq, size),
+               "scores_unflat": (-1, heads, seq, seq), "probs_flat": (-1, seq, seq),
+               "context_unflat": (-1, heads, seq, size)}
+    for name, layout in layouts.items():
+        entries = shapes.entries(m[name])
+        if entries is None or len(entries) != len(layout) or not all(
+                want(e) if callable(want) else e == want for e, want in zip(entries, layout)):
+            shown = ", ".join("S" if callable(w) else str(w) for w in layout)
+            return f"{VARIABLES[name]} {entries} is not [{shown}]"
+    return None
+
+
+VARIABLES = {"q_flat": "the Q heads folded into the batch", "k_flat": "the K heads folded into the batch",
+             "v_flat": "the V heads folded into the batch", "scores_unflat": "the scores unfolded into heads",
+             "probs_flat": "the probabilities folded", "context_unflat": "the context unfolded"}
+
+
+def _reads_the_match(m) -> str | None:
+    """The bias must come from outside the match (Q, K, the positions), never from a value
+    the fused op replaces: the op would read its own output."""
+    replaced = IdentitySet(t for n in m.nodes for t in n.outputs)
+    seen, todo = IdentitySet(), [m["bias"]]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in replaced:
+            return f"the bias '{m['bias'].name}' is computed from '{t.name}', which the fused attention replaces"
+        node = producer(t)
+        todo += list(node.inputs) if node is not None else []
+    return None
+
+
+def _cells_reason(m, heads: int) -> str | None:
+    """The masked_fill condition broadcasts into the [B, N, S, S] scores without enlarging them."""
+    cond = m["masked"]
+    if cond.dtype is not None and np.dtype(cond.dtype) != np.bool_:
+        return f"the masked_fill condition '{cond.name}' is not boolean"
+    if cond.shape is None or len(cond.shape) != 4:
+        return f"the masked_fill condition '{cond.name}' has shape {cond.shape}, not a known 4-D one"
+    fits = (lambda a: _is_dim(m, cond, a, 0), lambda a: cond.shape[a] == heads,
+            lambda a: _is_dim(m, cond, a, 1), lambda a: _is_dim(m, cond, a, 1))
+    if not all(cond.shape[a] == 1 or fits[a](a) for a in range(4)):
+        return f"the masked_fill condition '{cond.name}' has shape {cond.shape}, which does not broadcast " \
+               f"as [B|1, {heads}|1, S|1, S|1] into the scores"
+    if m.has("refill") and cond.shape[1] != 1:
+        return "the probabilities are filled with 0 by a per-head condition, which fusekit cannot carry " \
+               "past the head merge"
+    return None
+
+
+def _check_disentangled(m) -> DisentangledFacts | str:
+    found = _projections(m)
+    if isinstance(found, str):
+        return found
+    heads, size, _ = found
+    reason = _fold_reason(m, heads, size)
+    if reason:
+        return reason
+    scale = _scale(m)
+    if isinstance(scale, str):
+        return scale
+    bias = m["bias"]
+    if bias.shape is None or len(bias.shape) > 3:
+        return f"the bias '{bias.name}' has {'an unknown rank' if bias.shape is None else 'rank ' + str(len(bias.shape))}," \
+               " so it could enlarge the [B·N, S, S] scores it is added to"
+    reason = _reads_the_match(m)
+    if reason:
+        return reason
+    fill = None
+    if m.has("refill") and not m.took("masked_fill"):
+        return "the probabilities are filled with 0 where the scores were not masked"
+    if m.took("masked_fill"):
+        reason = _cells_reason(m, heads)
+        if reason:
+            return reason
+        value = m.const("fill")
+        if value.size != 1 or not -np.inf < float(value.item()) <= ABSORBING:
+            return f"the masked_fill value {value.ravel()[:3]} does not absorb the scores added to it (it must be " \
+                   f"finite and ≤ {ABSORBING:g}): a row whose every key is masked would not stay uniform"
+        fill = float(value.item())
+    return DisentangledFacts(heads, size, scale, fill, m.has("refill"), _full(m))
+
+
+def _full(m) -> bool:
+    """Whether the shape facts prove the bias [B·N, S, S] already, as the scores are: then it needs no Expand."""
+    leading, memo = shapes.model_leading(m.graph), IdentityMap()
+    bias, scores = m["bias"], m.node("scores").outputs[0]
+    if leading is None or bias.shape is None or len(bias.shape) != 3:
+        return False
+    dims = [(shapes.dimension(bias, i, leading, memo), shapes.dimension(scores, i, leading, memo)) for i in range(3)]
+    return all(a is not None and a == b for a, b in dims)
+
+
+def check(m) -> AttentionFacts | DisentangledFacts | str:
+    if m.variant.name == "disentangled":
+        return _check_disentangled(m)
+    found = _projections(m)
+    if isinstance(found, str):
+        return found
+    heads, size, width = found
+    reason = (m.has("noop_reshape") and _noop_reason(m, heads, size)) \
         or (m.took("k_transpose_3d") and _k_transpose_reason(m, heads, size)) or None
     if reason:
         return reason
@@ -378,7 +605,52 @@ def _onnx_attention(m, facts: AttentionFacts, emit):
     return emit.Attention(*inputs, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
 
 
-def rewrite(m, facts: AttentionFacts, emit):
+def _dims(emit, t, start: int, end: int):
+    """Dimensions start..end of ``t``, read at run time."""
+    return emit.Slice(emit.Shape(t), emit.small(np.array([start], np.int64)), emit.small(np.array([end], np.int64)))
+
+
+def _disentangled(m, facts: DisentangledFacts, emit):
+    """The projections read through, the bias (with the masked cells' fill) as the op's additive term:
+
+        bias₄ = Reshape(Expand(bias, [B·N, S, S]), [B, N, S, S])      the term exactly as the scores got it
+                                                                        (no Expand where it is proven that shape)
+        term  = Where(masked, fill, bias₄)                              fill + s = fill for every score s
+        out   = MultiHeadAttention(Q, K heads, V heads, attention_bias=term)  or  ONNX Attention(Q, K, V, term)
+        out   = Where(every key of the row masked, 0, out)              where the probabilities were refilled
+    """
+    q, k, v = (m.node(f"{n}_proj").outputs[0] for n in "qkv")
+    q_3d, k_3d = m.node("q_3d").outputs[0], m.node("k_3d").outputs[0]
+    keys = _dims(emit, k_3d, 1, 2)
+    full = m["bias"] if facts.full else \
+        emit.Expand(m["bias"], emit.Concat(_dims(emit, q_3d, 0, 2), keys, axis=0))  # as the Add broadcast it
+    term = emit.Reshape(full, emit.Concat(emit.small(np.array([-1, facts.heads], np.int64)),
+                                          _dims(emit, q_3d, 1, 2), keys, axis=0))
+    if facts.fill is not None:
+        # any fill that absorbs the scores gives the same probabilities: 0 where a row keeps a
+        # cell, uniform where it keeps none; ORT's ONNX Attention reads the lowest float itself
+        # as "attend nowhere" and zeroes such rows, so the fused op gets one that is not
+        term = emit.Where(m["masked"], emit.small(np.float32(ABSORBING)), term)
+    if emit.target == "ort":  # K and V as their heads [B, N, S, h], which the graph computes already
+        k_heads, v_heads = m.node("k").outputs[0], m.node("v").outputs[0]
+        out = emit.MultiHeadAttention(q, k_heads, v_heads, None, None, term, _domain=MS, num_heads=facts.heads,
+                                      scale=facts.scale)
+    else:
+        out = emit.Attention(q, k, v, term, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+    if facts.refill:  # rows whose every cell is masked have probabilities 0, hence context 0
+        masked = emit.shared("Cast", m["masked"], to=TensorProto.FLOAT)
+        axes = np.array([1, 3], np.int64)  # the head axis is 1 (check): [B, S]
+        rows = emit.shared("ReduceMin", masked, emit.small(axes), keepdims=0) if emit.opset >= 18 \
+            else emit.shared("ReduceMin", masked, axes=axes.tolist(), keepdims=0)
+        empty = emit.shared("Cast", emit.shared("Unsqueeze", rows, emit.small(np.array([-1], np.int64))),
+                            to=TensorProto.BOOL)
+        out = emit.Where(empty, emit.small(np.float32(0.0)), out)
+    return out
+
+
+def rewrite(m, facts: AttentionFacts | DisentangledFacts, emit):
+    if isinstance(facts, DisentangledFacts):
+        return _disentangled(m, facts, emit)
     if emit.target != "ort":
         return _onnx_attention(m, facts, emit)
     w = np.concatenate([m.const(f"w_{n}") for n in "qkv"], axis=1)
@@ -401,7 +673,9 @@ def rewrite(m, facts: AttentionFacts, emit):
 
 FUSION = Fusion(
     name="Attention",
-    variants=[Variant("self_attention", merged, "TorchScript eager and sdpa exports (transformers 4 and 5)")],
+    variants=[Variant("self_attention", merged, "TorchScript eager and sdpa exports (transformers 4 and 5)"),
+              Variant("disentangled", disentangled, "DeBERTa-v2/v3, TorchScript and dynamo exports (transformers 5)",
+                      reads=READ_THROUGH)],
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Softmax"}),
