@@ -32,13 +32,14 @@ from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
 
-from .._common import last_axis_attr, last_dim, statistics_reason, vector_reason
+from .._common import dropped_pairs, last_axis_attr, last_dim, requantized, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 
 
 def normalized(total):
+    total = requantized(total)  # ONNX Runtime's quantizer (all ops) rounds the sum through a Q→DQ pair
     return either(op.LayerNormalization(total, gamma, beta, axis=last_axis_attr),
                   op.LayerNormalization(total, gamma, axis=last_axis_attr), tag="beta", labels=("", "no_beta"))
 
@@ -77,6 +78,9 @@ def rewrite(m, _, emit):
     inputs = [m["input"], m["skip"], m["gamma"], beta, m["bias"] if "bias" in m.values else None]
     while inputs[-1] is None:
         inputs.pop()
+    if (pairs := dropped_pairs(m)):
+        emit.note("SkipLayerNorm dropped {count} requantization pairs on residual sums: the op adds and "
+                  "normalizes unrounded, so its output may move by a step (verification compares in steps)", pairs)
     total = m.node("sum").outputs[0]
     keep_sum = any(u is not ln for u in total.outputs) or is_graph_output(m.graph, total)
     outs = emit.SkipLayerNormalization(*inputs, _domain=MS, epsilon=float(1e-5 if eps is None else eps),
