@@ -18,7 +18,7 @@ from .canonical import (dense_as_tensordot, gather_as_wrapped_gather, head_merge
                         mean_as_global_average_pool, noop_cast, softmax_as_transposed, sub_as_negated_product,
                         transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, embed_layer_norm, fake_quantize, fast_gelu, gelu, layer_norm,
-                      qdq_constant, quantized_linear, quick_gelu, skip_layer_norm)
+                      qdq_constant, quantized_attention, quantized_linear, quick_gelu, skip_layer_norm)
 
 # Canonicalization rules, in the order they run where ``after`` leaves it open.
 RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_product.RULE, dense_as_tensordot.RULE,
@@ -28,7 +28,7 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
-ALL = [fake_quantize.FUSION, qdq_constant.FUSION, attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION,
+ALL = [fake_quantize.FUSION, qdq_constant.FUSION, attention.FUSION, quantized_attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION,
        embed_layer_norm.FUSION, quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION, bias_gelu.FUSION]
 # Rules and fusions by name (``--disable`` takes either).
 BY_NAME = {f.name: f for f in RULES + ALL}

@@ -1,0 +1,182 @@
+"""Attention in a quantized model: the attention core on the dequantized Q, K and V, its
+requantization pairs dropped, as the target's attention op.
+
+    out = merge_heads(softmax(scale · Q·Kᵀ + mask) · V)     Q, K, V: [B, S, H], the projections' outputs
+
+The projections are INT8 dense blocks of their own (``QuantizedLinear``, which keeps them in
+INT8); what this fuses is the core between them, where a quantizer rounds every value
+through a Q→DQ pair. ``⟨q⟩`` below is an optional QuantizeLinear→DequantizeLinear pair:
+
+all_ops — ONNX Runtime's ``quantize_static`` (QDQ), every op type quantized::
+
+    Q ─► Reshape ─⟨q⟩─► Transpose(0,2,1,3) ─⟨q⟩─┐
+    K ─► Reshape ─⟨q⟩─► Transpose(0,2,3,1) ─⟨q⟩─► MatMul ─⟨q⟩─► Mul(⟨q⟩ scale) ─⟨q⟩─► Add(mask) ─⟨q⟩─► Softmax ─⟨q⟩─┐
+    V ─► Reshape ─⟨q⟩─► Transpose(0,2,1,3) ─⟨q⟩──────────────────────────────────────────────────────────────────► MatMul ─⟨q⟩─┐
+                                                                  out ◄─ Reshape ◄─⟨q⟩─ Transpose(0,2,1,3) ◄───────────────┘
+
+matmul_only — ``quantize_static`` with MatMul quantized (pairs on the inputs and outputs of
+Q·Kᵀ and P·V only), and QAT exports whose projections are INT8 blocks and whose core is
+float (no pair at all): the same pattern with the pairs absent.
+
+The pair on Q, K and V themselves (before the head split) and the one on the merged output
+are the boundary: they stay, read and written by the INT8 blocks around. Every pair inside
+is dropped: the fused op computes the core unrounded. That is not bit-exact — each dropped
+pair is one rounding fewer, to its own step, so the output moves towards the float core by
+at most a few of its steps — and it is the same decision ``QuantizedLinear`` makes for the
+pairs inside a dense block: ``fusekit verify`` compares quantized models in steps of each
+output's quantization, within the reference's own activation quantization noise (the
+reference against itself with every activation pair removed), which bounds exactly this.
+The scale is carried as the graph computes it (a scale rounded through a pair is evaluated).
+
+Checks: as ``Attention`` (heads and head size from the head split, which Q, K and V share;
+the merge gives back [B, S, H]; a scalar scale; the mask proven a key padding mask by
+probing) and: Q, K and V are 3-D values of one width; every dropped pair is per tensor (a
+per-channel pair on an activation is refused, its rounding not a uniform step); the core
+holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
+
+Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V, the raw 2-D mask and the bias
+as ``attention_bias``; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` none (its
+CPU plugin builds its own attention kernel from the chain).
+"""
+import numpy as np
+from onnx import TensorProto
+
+from fusekit.engine.graph import const_value, producer, rank
+from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.rewrite import MS
+
+from .._common import constant, dropped_pairs, has_constant, last_dim, requantized, stored
+from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, heads_of,
+                        softmax_axis)
+
+step = requantized
+SCALE_NAMES = tuple(SCALES)
+
+
+def heads(name: str, perm: list[int], bind: str | None = None):
+    split = op.Reshape(Var(f"{name}_states", f"the {name.upper()} projection"),
+                       Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True), _bind=f"{name}_split")
+    return step(op.Transpose(step(split), perm=perm, _bind=bind))
+
+
+q = heads("q", [0, 2, 1, 3], "q")
+v = heads("v", [0, 2, 1, 3], "v")
+k_t = either(heads("k", [0, 2, 3, 1]), step(op.Transpose(heads("k", [0, 2, 1, 3], "k"), perm=[0, 1, 3, 2])),
+             tag="k_transpose", labels=("", "k_double_transpose"))
+product = step(op.MatMul(q, k_t))
+scores = step(either(op.Mul(product, stored("scale", "the attention scale"), _bind="scores"),
+                     op.Div(product, stored("scale_divisor", "the attention scale divisor"), _bind="scores"),
+                     op.MatMul(q, k_t, _bind="scores"),
+                     tag="scale", labels=("", "div_scale", "unscaled")))
+masked = step(either(op.Add(scores, Var("mask", "the attention mask")), scores, tag="mask", labels=("", "no_mask")))
+probs = step(maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True)),
+                   op.Softmax(masked, axis=softmax_axis), tag="remask", present="remasked"))
+context = step(op.MatMul(probs, v, _bind="context"))
+merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
+                    Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
+
+# INT8 blocks' outputs, as each target's form of QuantizedLinear writes them
+INT8_OUTPUTS = {"DequantizeLinear", "MatMulIntegerToFloat", "QuantizedLinearToFloat", "QuantizedLinear"}
+
+
+def _int8_projection(tensor) -> bool:
+    """An INT8 block's output, fused or not yet: x·W (+ b) with x or W dequantized (a QAT export's
+    projections: DQ(x) · Transpose(DQ(Q(W))) + b)."""
+    node = producer(tensor)
+    if node is not None and node.op == "Add":
+        node = next((p for t in node.inputs if (p := producer(t)) is not None and p.op == "MatMul"), None)
+    if node is None or node.op != "MatMul":
+        return node is not None and node.op in INT8_OUTPUTS
+
+    def dequantized(t):
+        p = producer(t)
+        p = producer(p.inputs[0]) if p is not None and p.op == "Transpose" else p
+        return p is not None and p.op == "DequantizeLinear"
+    return any(dequantized(t) for t in node.inputs)
+
+
+def _scale(m) -> float | str:
+    found = [(name, constant(m, name)) for name in SCALE_NAMES if has_constant(m, name)]
+    if any(value.size != 1 for _, value in found):
+        return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
+    return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found]))
+
+
+def _pairs_reason(m) -> str | None:
+    for node in m.nodes:
+        scale = const_value(node.inputs[1]) if node.op == "QuantizeLinear" else None
+        if node.op == "QuantizeLinear" and (scale is None or scale.size != 1):
+            return f"the pair at '{node.name}' quantizes an activation per channel: dropping it is not one step"
+    return None
+
+
+def check(m) -> AttentionFacts | str:
+    states = [m[f"{n}_states"] for n in "qkv"]
+    widths = {last_dim(t) for t in states}
+    if any(rank(t) not in (3, None) for t in states) or len(widths) != 1 or None in widths:
+        return f"Q, K and V are not [batch, sequence, hidden] values of one known width: " \
+               f"{[t.shape for t in states]}"
+    width = widths.pop()
+    if not dropped_pairs(m, SCALE_NAMES) and not any(_int8_projection(t) for t in states):
+        return "no quantization pair inside and no INT8 projection: a float attention (the Attention fusion's)"
+    reason = _pairs_reason(m)
+    if reason:
+        return reason
+    split = {}
+    for name in "qkv":
+        found = heads_of(m, name, width)
+        if isinstance(found, str):
+            return found
+        split[name] = found
+    if len(set(split.values())) != 1:
+        return "the head count disagrees between Q, K and V: " + ", ".join(
+            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
+    heads_, size = split["q"]
+    reason = _merge_reason(m, width)
+    if reason:
+        return reason
+    scale = _scale(m)
+    if isinstance(scale, str):
+        return scale
+    masking = _masking(m, heads_)
+    if isinstance(masking, str):
+        return masking
+    mask, bias = masking
+    return AttentionFacts(heads_, size, scale, mask, bias)
+
+
+def rewrite(m, facts: AttentionFacts, emit):
+    if (pairs := dropped_pairs(m, SCALE_NAMES)):
+        emit.note("QuantizedAttention dropped {count} requantization pairs inside fused attention: the core is "
+                  "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
+    q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
+    if emit.target != "ort":
+        added = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
+        if facts.bias is not None:
+            added.append(facts.bias.value)
+        inputs = [q_, k_, v_] + ([emit.Add(*added)] if len(added) == 2 else added)
+        return emit.Attention(*inputs, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+    inputs = [q_, k_, v_]
+    attrs = {"num_heads": facts.heads, "scale": facts.scale}
+    if facts.mask is not None:
+        mask_input = facts.mask.input
+        if np.dtype(mask_input.dtype) != np.int32:
+            mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
+        inputs += [None, mask_input]  # no packed bias; the raw [B, S] key padding mask
+        attrs["mask_filter_value"] = max(facts.mask.fill, LOWEST)
+    if facts.bias is not None:
+        inputs += [None] * (5 - len(inputs)) + [facts.bias.value]
+    return emit.MultiHeadAttention(*inputs, _domain=MS, **attrs)
+
+
+FUSION = Fusion(
+    name="QuantizedAttention",
+    variants=[Variant("qdq", merged, "ONNX Runtime quantize_static (QDQ; all ops or MatMul only), QAT exports "
+                                     "whose projections are INT8 blocks")],
+    check=check,
+    rewrite=rewrite,
+    signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
+    after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
+    targets=("ort", "onnx"),
+    min_opset={"onnx": 23},
+)
