@@ -121,6 +121,16 @@ def dropped_pairs(m, constants=()) -> int:
     return sum(n.op == "QuantizeLinear" for n in m.nodes) - sum(f"{c}_q" in m.named for c in constants)
 
 
+def per_channel_pair(m) -> str | None:
+    """Why a match may not drop its requantization pairs: one quantizes per channel (or by a
+    scale computed at run time), so its rounding is no single step the verification measures."""
+    for node in m.nodes:
+        scale = const_value(node.inputs[1]) if node.op == "QuantizeLinear" else None
+        if node.op == "QuantizeLinear" and (scale is None or scale.size != 1):
+            return f"the Q/DQ pair at '{node.name}' quantizes an activation per channel, not per tensor"
+    return None
+
+
 def last_axis(axes, node) -> str | None:
     """Attribute predicate: a reduction over exactly the last axis of its input."""
     if axes is None or len(axes) != 1:
@@ -176,7 +186,7 @@ def bias(name: str = "bias") -> Const:
     return Const(name, label="the bias")
 
 
-__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "stored", "constant", "has_constant", "dropped_pairs", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "stored", "constant", "has_constant", "dropped_pairs", "per_channel_pair", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]
 
 

@@ -183,3 +183,29 @@ def test_openvino_multiply_partial_failure_minimal():
     assert "MultiplyPartialTransformation" in err and "index '0' out of range" in err
     compiled, err = Q.compile_openvino(_scaled_scores(quantize_scale=False))
     assert compiled is not None, err
+
+
+# What fuses around the INT8 blocks (2 layers: 5 LayerNorms, 2 attentions, 12 dense blocks): with
+# --target ort the LayerNorms after a residual become SkipLayerNorm and the embeddings'
+# EmbedLayerNorm where its tables are float; the attention core QuantizedAttention (not on
+# OpenVINO, which builds its own kernel). The blocks' own counts: tests/test_quantized_linear.py.
+AROUND = {
+    "matmul_u8s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+                    "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+    "all_ops": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},  # tables stored quantized
+                "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+    "all_ops_s8": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+                   "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}, "openvino": {"LayerNorm": 5}},
+    "qat": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+            "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+}
+
+
+@pytest.mark.parametrize("name, target", [(n, t) for n, forms in AROUND.items() for t in forms])
+def test_everything_around_the_integers_fuses(name, target):
+    import fusekit
+    from collections import Counter
+    _, report = fusekit.optimize(Q.path(name), target=target, verify=False)
+    fused = Counter(f.fusion for f in report.fused)
+    assert {k: fused[k] for k in AROUND[name][target]} == AROUND[name][target], fused
+    assert fused["QuantizedLinear"] == 12

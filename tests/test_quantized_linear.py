@@ -48,6 +48,7 @@ EXPECTED = {
     "matmul_u8s8": {"gelu_quantized": 2, "float": 10},
     "matmul_s8s8_pc": {"gelu_quantized": 2, "float": 10},
     "all_ops": {"gelu_quantized[half_after,div_sqrt2]": 2, "quantized": 10},
+    "all_ops_s8": {"gelu_quantized[half_after,div_sqrt2]": 2, "quantized": 10},
     "qat": {"gelu_quantized[fake_quantized_transposed]": 2, "float[fake_quantized_transposed]": 10},
     "ov_fakequantize": {"gelu_quantized": 2, "float": 10},
 }

@@ -36,7 +36,7 @@ from fusekit.engine.graph import rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 
 from .._common import (constant, dropped_pairs, exactly, has_constant, is_float, last_axis, last_dim, onnx_dtype,
-                       requantized, stored, vector_reason)
+                       per_channel_pair, requantized, stored, vector_reason)
 
 x = Var("x", "the input")
 # ONNX Runtime's quantizer (all ops) stores γ and β quantized and rounds ε through a Q→DQ pair
@@ -96,7 +96,7 @@ def check(m) -> str | None:
             reason = vector_reason({"gamma": "γ", "beta": "β"}[name], value, h)
             if reason:
                 return reason
-    return _types_reason(m)
+    return per_channel_pair(m) or _types_reason(m)
 
 
 def _types(m) -> tuple[int, int]:

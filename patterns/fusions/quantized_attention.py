@@ -41,11 +41,11 @@ CPU plugin builds its own attention kernel from the chain).
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import const_value, producer, rank
+from fusekit.engine.graph import producer, rank
 from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.rewrite import MS
 
-from .._common import constant, dropped_pairs, has_constant, last_dim, requantized, stored
+from .._common import constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
 from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, heads_of,
                         softmax_axis)
 
@@ -102,14 +102,6 @@ def _scale(m) -> float | str:
     return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found]))
 
 
-def _pairs_reason(m) -> str | None:
-    for node in m.nodes:
-        scale = const_value(node.inputs[1]) if node.op == "QuantizeLinear" else None
-        if node.op == "QuantizeLinear" and (scale is None or scale.size != 1):
-            return f"the pair at '{node.name}' quantizes an activation per channel: dropping it is not one step"
-    return None
-
-
 def check(m) -> AttentionFacts | str:
     states = [m[f"{n}_states"] for n in "qkv"]
     widths = {last_dim(t) for t in states}
@@ -119,7 +111,7 @@ def check(m) -> AttentionFacts | str:
     width = widths.pop()
     if not dropped_pairs(m, SCALE_NAMES) and not any(_int8_projection(t) for t in states):
         return "no quantization pair inside and no INT8 projection: a float attention (the Attention fusion's)"
-    reason = _pairs_reason(m)
+    reason = per_channel_pair(m)
     if reason:
         return reason
     split = {}

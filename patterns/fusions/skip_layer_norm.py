@@ -32,7 +32,7 @@ from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
 
-from .._common import dropped_pairs, last_axis_attr, last_dim, requantized, statistics_reason, vector_reason
+from .._common import dropped_pairs, last_axis_attr, last_dim, per_channel_pair, requantized, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
@@ -49,7 +49,7 @@ def residual(inner):
 
 
 def check(m) -> str | None:
-    reason = statistics_reason(m.graph, m.anchor)
+    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
     if reason:
         return reason
     h = last_dim(m["input"]) or last_dim(m["skip"])

@@ -1,0 +1,60 @@
+"""QuantizedAttention alone (patterns/fusions/quantized_attention.py) on small graphs: the attention
+core between quantized projections, with its Q/DQ pairs (all ops, MatMul only) or none (QAT), fuses
+into MultiHeadAttention (ort) or ONNX Attention (onnx) and verifies in quantization steps on right-
+and left-padded rows; a float attention, a per-channel pair and a pair read outside are refused."""
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from graphs import quantized_forms as QF
+from graphs.attention import HEADS, SIZE
+from one_rule import apply
+
+
+def _attrs(model, op):
+    (node,) = [n for n in model.graph.node if n.op_type == op]
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}, list(node.input)
+
+
+@pytest.mark.parametrize("form, pairs", [("all_ops", 11), ("matmul_only", 5), ("qat", 0)])
+def test_each_form_fuses_into_multi_head_attention(form, pairs):
+    result = apply("QuantizedAttention", QF.attention_qdq(form))
+    assert result.rewrote == 1 and not result.misses
+    made = result.made
+    assert made["MultiHeadAttention"] == 1 and made["Softmax"] == -1 and made["MatMul"] == -2
+    assert made["QuantizeLinear"] == -pairs - (form == "all_ops")  # and the scale's own pair, evaluated
+    attrs, inputs = _attrs(result.model, "MultiHeadAttention")
+    assert attrs["num_heads"] == HEADS and inputs[3] == ""  # Q, K, V, no packed bias, the 2-D mask
+    assert attrs["mask_filter_value"] == -10000.0
+    scale = np.float32(1 / np.sqrt(SIZE))
+    if form == "all_ops":  # the scale as its pair rounds it, carried exactly
+        scale = np.float32(np.round(scale / (scale / 255)) * (scale / 255))
+    assert np.float32(attrs["scale"]) == scale
+    verdict = result.assert_equivalent()  # in steps: the right- and left-padded settings included
+    if form == "qat":  # nothing dropped: the same arithmetic
+        assert all(o.max_abs < 1e-5 for o in verdict.outputs)
+
+
+def test_onnx_target_is_onnx_attention():
+    result = apply("QuantizedAttention", QF.attention_qdq("matmul_only", opset=23), target="onnx")
+    assert result.rewrote == 1 and result.made["Attention"] == 1
+    attrs, _ = _attrs(result.model, "Attention")
+    assert attrs["q_num_heads"] == attrs["kv_num_heads"] == HEADS
+    result.assert_equivalent()
+
+
+def test_float_attention_is_left_to_the_attention_fusion():
+    result = apply("QuantizedAttention", QF.attention_qdq("float"))
+    assert result.rewrote == 0 and not result.misses  # no quantizer reached: not even a near miss
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"per_channel": True}, "quantizes an activation per channel, not per tensor"),
+    ({"read_inside": True}, "'scores_q' (from QuantizeLinear) is also a graph output"),
+])
+def test_near_misses(kwargs, reason):
+    result = apply("QuantizedAttention", QF.attention_qdq(**kwargs))
+    assert result.rewrote == 0
+    assert reason in result.miss("QuantizedAttention").reason
