@@ -187,15 +187,16 @@ def test_openvino_multiply_partial_failure_minimal():
 
 # What fuses around the INT8 blocks (2 layers: 5 LayerNorms, 2 attentions, 12 dense blocks): with
 # --target ort the LayerNorms after a residual become SkipLayerNorm and the embeddings'
-# EmbedLayerNorm where its tables are float; the attention core QuantizedAttention (not on
-# OpenVINO, which builds its own kernel). The blocks' own counts: tests/test_quantized_linear.py.
+# EmbedLayerNorm where its tables are float; the attention core QuantizedAttention. The blocks'
+# own counts: tests/test_quantized_linear.py.
 AROUND = {
     "matmul_u8s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
                     "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
     "all_ops": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},  # tables stored quantized
                 "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
     "all_ops_s8": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
-                   "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}, "openvino": {"LayerNorm": 5}},
+                   "onnx": {"LayerNorm": 5, "QuantizedAttention": 2},
+                   "openvino": {"LayerNorm": 5, "QuantizedAttention": 2}},
     "qat": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
             "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
 }
@@ -209,3 +210,25 @@ def test_everything_around_the_integers_fuses(name, target):
     fused = Counter(f.fusion for f in report.fused)
     assert {k: fused[k] for k in AROUND[name][target]} == AROUND[name][target], fused
     assert fused["QuantizedLinear"] == 12
+
+
+@pytest.mark.parametrize("name, standalone", [("all_ops", ["/pooler/Gather_output_0_QuantizeLinear"]),
+                                              ("all_ops_s8", [])])
+def test_openvino_runs_each_quantized_attention_as_one_kernel(name, standalone):
+    """After --target openvino the all-ops models compile (QDQConstant), every dense block runs in
+    INT8, each attention as one Subgraph (on i8 Q, K, V and probabilities with symmetric int8
+    activations; f32 with a u8 output with uint8 ones), and no FakeQuantize is left standalone but
+    the pooler's (its Gather is no dense block). Unfused, the uint8 model runs Q·Kᵀ and P·V as
+    four f32 MatMuls beside 8 standalone FakeQuantize."""
+    import fusekit
+    fused, _ = fusekit.optimize(Q.path(name), target="openvino", verify=False)
+    compiled, err = Q.compile_openvino(fused)
+    assert compiled is not None, err
+    layers = Q.openvino_layers(compiled)
+    summary = Q.openvino_summary(compiled)
+    assert (summary["fc_int8"], summary["fc_total"]) == (13, 13)
+    attention = [l for l in layers if l["type"] == "Subgraph" and l["precision"] in ("u8", "i8")]
+    assert len(attention) == 2 and not [l for l in layers if l["type"] == "MatMul"]
+    assert [l["name"] for l in layers if l["type"] == "FakeQuantize"] == standalone
+    if name == "all_ops_s8":
+        assert all(l["inputs"] == ["i8"] * 4 for l in attention), attention

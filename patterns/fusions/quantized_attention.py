@@ -35,8 +35,12 @@ per-channel pair on an activation is refused, its rounding not a uniform step); 
 holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
 
 Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V, the raw 2-D mask and the bias
-as ``attention_bias``; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` none (its
-CPU plugin builds its own attention kernel from the chain).
+as ``attention_bias``; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
+as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
+theirs, as do the values after P·V, so its CPU plugin builds one attention kernel on the
+quantized operands and leaves no standalone FakeQuantize (``_openvino_core``). So on
+OpenVINO only the scores' pairs (Q·Kᵀ, scaled, masked) are dropped; the verification in
+steps covers them as above.
 """
 import numpy as np
 from onnx import TensorProto
@@ -63,14 +67,14 @@ q = heads("q", [0, 2, 1, 3], "q")
 v = heads("v", [0, 2, 1, 3], "v")
 k_t = either(heads("k", [0, 2, 3, 1]), step(op.Transpose(heads("k", [0, 2, 1, 3], "k"), perm=[0, 1, 3, 2])),
              tag="k_transpose", labels=("", "k_double_transpose"))
-product = step(op.MatMul(q, k_t))
+product = step(op.MatMul(q, k_t, _bind="qk"))
 scores = step(either(op.Mul(product, stored("scale", "the attention scale"), _bind="scores"),
                      op.Div(product, stored("scale_divisor", "the attention scale divisor"), _bind="scores"),
-                     op.MatMul(q, k_t, _bind="scores"),
+                     op.MatMul(q, k_t, _bind="qk"),
                      tag="scale", labels=("", "div_scale", "unscaled")))
 masked = step(either(op.Add(scores, Var("mask", "the attention mask")), scores, tag="mask", labels=("", "no_mask")))
 probs = step(maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True)),
-                   op.Softmax(masked, axis=softmax_axis), tag="remask", present="remasked"))
+                   op.Softmax(masked, axis=softmax_axis, _bind="softmax"), tag="remask", present="remasked"))
 context = step(op.MatMul(probs, v, _bind="context"))
 merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
                     Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
@@ -137,10 +141,47 @@ def check(m) -> AttentionFacts | str:
     return AttentionFacts(heads_, size, scale, mask, bias)
 
 
+def _reemit(emit, tensor, start, value):
+    """The matched chain from ``start`` to ``tensor`` emitted again on ``value``; and how many
+    Q/DQ pairs it holds."""
+    chain = []
+    while tensor is not start:
+        node = producer(tensor)
+        chain.append(node)
+        tensor = node.inputs[0]
+    for node in reversed(chain):
+        value = getattr(emit, node.op)(value, *node.inputs[1:], **dict(node.attrs))
+    return value, sum(n.op == "QuantizeLinear" for n in chain)
+
+
+def _openvino_core(m, facts: AttentionFacts, emit):
+    """The core for OpenVINO: the operands of Q·Kᵀ and P·V (the head splits, transposes, the
+    probabilities and the Q/DQ pairs on them) and P·V to the merge (with its pairs) as matched;
+    the scores between them as float ops without pairs. OpenVINO's CPU plugin turns that into
+    one attention kernel on the quantized operands (on i8 where they are symmetric int8) and
+    folds the pairs after P·V into it; with the pairs on the scores left in, asymmetric uint8
+    models run Q·Kᵀ and P·V as separate f32 MatMuls beside standalone FakeQuantize layers, and
+    without the pair on the probabilities P·V loses its int8 operand."""
+    qk, context, merge = m.node("qk"), m.node("context"), m.node("merge")
+    operands = [_reemit(emit, t, m[f"{n}_states"], m[f"{n}_states"])
+                for t, n in ((qk.inputs[0], "q"), (qk.inputs[1], "k"), (context.inputs[1], "v"))]
+    scores = emit.Mul(emit.MatMul(operands[0][0], operands[1][0]), emit.const("scale", np.float32(facts.scale)))
+    if "mask" in m.values:
+        scores = emit.Add(scores, m["mask"])
+    operands.append(_reemit(emit, context.inputs[0], m.node("softmax").outputs[0], emit.Softmax(scores, axis=-1)))
+    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], emit.MatMul(operands[3][0], operands[2][0]))
+    return emit.Reshape(merged, m["merge_shape"]), kept + sum(k for _, k in operands)
+
+
 def rewrite(m, facts: AttentionFacts, emit):
-    if (pairs := dropped_pairs(m, SCALE_NAMES)):
+    kept = 0
+    if emit.target == "openvino":
+        result, kept = _openvino_core(m, facts, emit)
+    if (pairs := dropped_pairs(m, SCALE_NAMES) - kept):
         emit.note("QuantizedAttention dropped {count} requantization pairs inside fused attention: the core is "
                   "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
+    if emit.target == "openvino":
+        return result
     q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
     if emit.target != "ort":
         added = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
@@ -169,6 +210,5 @@ FUSION = Fusion(
     rewrite=rewrite,
     signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
     after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
-    targets=("ort", "onnx"),
     min_opset={"onnx": 23},
 )

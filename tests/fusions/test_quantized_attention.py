@@ -58,3 +58,16 @@ def test_near_misses(kwargs, reason):
     result = apply("QuantizedAttention", QF.attention_qdq(**kwargs))
     assert result.rewrote == 0
     assert reason in result.miss("QuantizedAttention").reason
+
+
+@pytest.mark.parametrize("form, kept", [("all_ops", 9), ("matmul_only", 5)])
+def test_openvino_form_drops_only_the_pairs_on_the_scores(form, kept):
+    """OpenVINO's attention kernel takes quantized Q, Kᵀ, V and probabilities and folds the pairs
+    after P·V: those stay (re-emitted); the pairs on the scores go."""
+    result = apply("QuantizedAttention", QF.attention_qdq(form), target="openvino")
+    assert result.rewrote == 1
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["Softmax"] == 1 and ops["MatMul"] == 3 + 2 and "MultiHeadAttention" not in ops
+    # the projections' pairs (3, outside the match) and the output's, plus those kept inside
+    assert ops["QuantizeLinear"] == 3 + 1 + kept
+    result.assert_equivalent()
