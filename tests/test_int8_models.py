@@ -187,14 +187,14 @@ def test_openvino_multiply_partial_failure_minimal():
 
 # What fuses around the INT8 blocks (2 layers: 5 LayerNorms, 2 attentions, 12 dense blocks): with
 # --target ort the LayerNorms after a residual become SkipLayerNorm and the embeddings'
-# EmbedLayerNorm where its tables are float; the attention core QuantizedAttention. The blocks'
+# EmbedLayerNorm (its tables dequantized where stored quantized); the attention core QuantizedAttention. The blocks'
 # own counts: tests/test_quantized_linear.py.
 AROUND = {
     "matmul_u8s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
                     "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
-    "all_ops": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},  # tables stored quantized
+    "all_ops": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},  # tables stored quantized
                 "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
-    "all_ops_s8": {"ort": {"LayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+    "all_ops_s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
                    "onnx": {"LayerNorm": 5, "QuantizedAttention": 2},
                    "openvino": {"LayerNorm": 5, "QuantizedAttention": 2}},
     "qat": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
