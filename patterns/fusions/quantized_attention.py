@@ -45,7 +45,7 @@ steps covers them as above.
 import numpy as np
 from onnx import TensorProto
 
-from fusekit.engine.graph import producer, rank
+from fusekit.engine.graph import const_value, producer, rank
 from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.rewrite import MS
 
@@ -169,8 +169,31 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     if "mask" in m.values:
         scores = emit.Add(scores, m["mask"])
     operands.append(_reemit(emit, context.inputs[0], m.node("softmax").outputs[0], emit.Softmax(scores, axis=-1)))
-    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], emit.MatMul(operands[3][0], operands[2][0]))
+    context_value = emit.MatMul(operands[3][0], operands[2][0])
+    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value)
+    if not kept and (pair := _next_quantizer(m)) is not None:
+        # the next block's input quantizer, copied onto P·V: a second pair of the same per-tensor
+        # step changes nothing (DQ's values are on its grid), and OpenVINO folds the first into its
+        # attention kernel and the one after the head merge into it (a QAT export's merge quantizer
+        # would stay standalone)
+        q, dq = pair
+        merged, _ = _reemit(emit, merge.inputs[0], context.outputs[0],
+                            emit.DequantizeLinear(emit.QuantizeLinear(context_value, *q.inputs[1:], **dict(q.attrs)),
+                                                  *dq.inputs[1:], **dict(dq.attrs)))
     return emit.Reshape(merged, m["merge_shape"]), kept + sum(k for _, k in operands)
+
+
+def _next_quantizer(m):
+    """The per-tensor Q→DQ pair that is the merged output's one reader, where it is one."""
+    users = m.anchor.outputs[0].outputs
+    q = users[0] if len(users) == 1 and users[0].op == "QuantizeLinear" else None
+    if q is None or len(q.outputs[0].outputs) != 1 or q.outputs[0].outputs[0].op != "DequantizeLinear":
+        return None
+    scale, dq = const_value(q.inputs[1]), q.outputs[0].outputs[0]
+    same = all(a is b for a, b in zip(q.inputs[1:], dq.inputs[1:])) and len(q.inputs) == len(dq.inputs)
+    if scale is None or scale.size != 1 or not same or q.attrs.get("axis", 1) != dq.attrs.get("axis", 1):
+        return None
+    return q, dq
 
 
 def rewrite(m, facts: AttentionFacts, emit):

@@ -71,3 +71,15 @@ def test_openvino_form_drops_only_the_pairs_on_the_scores(form, kept):
     # the projections' pairs (3, outside the match) and the output's, plus those kept inside
     assert ops["QuantizeLinear"] == 3 + 1 + kept
     result.assert_equivalent()
+
+
+def test_openvino_form_copies_the_merge_quantizer_onto_pv():
+    """A QAT core has no pair; the next block's input quantizer after the head merge is copied
+    onto P·V (a second pair of one step changes nothing), where OpenVINO folds it into its
+    attention kernel instead of leaving it standalone."""
+    model = QF.attention_qdq("qat", output_pair=True)
+    result = apply("QuantizedAttention", model, target="openvino")
+    assert result.rewrote == 1 and result.made["QuantizeLinear"] == 1 and result.made["DequantizeLinear"] == 1
+    verdict = result.assert_equivalent()
+    assert all(o.max_abs < 1e-5 for o in verdict.outputs)
+    assert apply("QuantizedAttention", QF.attention_qdq("qat"), target="openvino").made["QuantizeLinear"] == 0

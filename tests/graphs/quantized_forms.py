@@ -87,13 +87,14 @@ def skip_ln_all_ops(opset=17, per_channel=False):
     return g.model()
 
 
-def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14):
+def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None):
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
     (``qat``); ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
-    quantized scores also a graph output)."""
+    quantized scores also a graph output). ``output_pair``: the merged output through a pair
+    (the next block's input quantizer; by default where the core has pairs)."""
     g = Graph(f"attention_{form}", opset)
     x = g.input("x", ["batch", "seq", HIDDEN])
     g.input("attention_mask", ["batch", "seq"], TensorProto.INT64)
@@ -139,5 +140,6 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     context = around(g.op("MatMul", probs, v), 0.05)
     merged = inner(g.op("Transpose", context, perm=[0, 2, 1, 3]), 0.05, per_channel=per_channel, columns=SIZE)
     y = g.op("Reshape", merged, g.const("merge", [0, 0, HIDDEN], np.int64))
-    g.op("Identity", around(y, 0.05), out="y")
+    output_pair = form in ("all_ops", "matmul_only") if output_pair is None else output_pair
+    g.op("Identity", pair(y, 0.05) if output_pair else y, out="y")
     return g.model()
