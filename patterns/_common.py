@@ -79,7 +79,7 @@ def stored(name: str, label: str) -> Pattern:
     raw = Const(f"{name}_raw", label=label)
     return either(Const(name, label=label),
                   dequantize(quantized, f"{name}_dq", f"{label}'s", bind=f"{name}_dq"),
-                  dequantize(quantize(raw, f"{name}_qq", f"{label}'s", bind=f"{name}_q"), f"{name}_dq", f"{label}'s",
+                  dequantize(quantize(raw, f"{name}_qq", f"{label}'s", bind=f"{name}_quantize"), f"{name}_dq", f"{label}'s",
                              bind=f"{name}_dq"),
                   tag=f"{name}_stored", labels=("", f"{name}_dequantized", f"{name}_requantized"))
 
@@ -94,7 +94,7 @@ def constant(m, name: str) -> np.ndarray:
     Runtime, bit for bit what the graph computes."""
     if name in m.consts:
         return np.asarray(m.const(name))
-    nodes = [m.node(f"{name}_q")] if f"{name}_q" in m.named else []
+    nodes = [m.node(f"{name}_quantize")] if f"{name}_quantize" in m.named else []
     nodes.append(m.node(f"{name}_dq"))
     cache = m.state.memo(__name__ + ".constant", IdentityMap)
     if nodes[-1] not in cache:
@@ -118,7 +118,7 @@ def constant(m, name: str) -> np.ndarray:
 def dropped_pairs(m, constants=()) -> int:
     """How many Q→DQ pairs on computed values a match absorbs (those rounding ``constants`` are
     carried exactly, see :func:`constant`)."""
-    return sum(n.op == "QuantizeLinear" for n in m.nodes) - sum(f"{c}_q" in m.named for c in constants)
+    return sum(n.op == "QuantizeLinear" for n in m.nodes) - sum(f"{c}_quantize" in m.named for c in constants)
 
 
 def per_channel_pair(m) -> str | None:

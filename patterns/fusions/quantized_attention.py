@@ -34,8 +34,7 @@ probing) and: Q, K and V are 3-D values of one width; every dropped pair is per 
 per-channel pair on an activation is refused, its rounding not a uniform step); the core
 holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
 
-Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V, the raw 2-D mask and the bias
-as ``attention_bias``; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
+Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V and the raw 2-D mask; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
 as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
 theirs, as do the values after P·V, so its CPU plugin builds one attention kernel on the
 quantized operands and leaves no standalone FakeQuantize (``_openvino_core``). So on
@@ -138,7 +137,9 @@ def check(m) -> AttentionFacts | str:
     if isinstance(masking, str):
         return masking
     mask, bias = masking
-    return AttentionFacts(heads_, size, scale, mask, bias)
+    if bias is not None:
+        return "a position bias is added to the scores: the quantized form does not carry one yet"
+    return AttentionFacts(heads_, size, scale, mask)
 
 
 def _reemit(emit, tensor, start, value):
@@ -206,12 +207,9 @@ def rewrite(m, facts: AttentionFacts, emit):
     if emit.target == "openvino":
         return result
     q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
-    if emit.target != "ort":
-        added = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
-        if facts.bias is not None:
-            added.append(facts.bias.value)
-        inputs = [q_, k_, v_] + ([emit.Add(*added)] if len(added) == 2 else added)
-        return emit.Attention(*inputs, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+    if emit.target == "onnx":
+        mask = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
+        return emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
     inputs = [q_, k_, v_]
     attrs = {"num_heads": facts.heads, "scale": facts.scale}
     if facts.mask is not None:
@@ -220,8 +218,6 @@ def rewrite(m, facts: AttentionFacts, emit):
             mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
         inputs += [None, mask_input]  # no packed bias; the raw [B, S] key padding mask
         attrs["mask_filter_value"] = max(facts.mask.fill, LOWEST)
-    if facts.bias is not None:
-        inputs += [None] * (5 - len(inputs)) + [facts.bias.value]
     return emit.MultiHeadAttention(*inputs, _domain=MS, **attrs)
 
 
