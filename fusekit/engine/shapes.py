@@ -598,12 +598,17 @@ def _rank(tensor: gs.Tensor) -> int | None:
         node = producer(tensor)
         if rank(tensor) is not None or node is None:
             break
-        if node.op == "MatMul" and _rank(node.inputs[1]) != 2:
+        if node.op == "MatMul" and (_rank(node.inputs[1]) != 2 or not _dequantized(node.inputs[0])):
             break
         if node.op not in ("QuantizeLinear", "DequantizeLinear", "MatMul"):
             break
         tensor = node.inputs[0]
     return rank(tensor)
+
+
+def _dequantized(tensor: gs.Tensor) -> bool:
+    node = producer(tensor)
+    return node is not None and node.op == "DequantizeLinear"
 
 
 class Leading(NamedTuple):
