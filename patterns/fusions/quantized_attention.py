@@ -45,12 +45,12 @@ import numpy as np
 from onnx import TensorProto
 
 from fusekit.engine.graph import const_value, producer, rank
-from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.rewrite import MS
 
-from .._common import constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
-from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, heads_of,
-                        softmax_axis)
+from .._common import c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
+from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
+                        heads_of, softmax_axis)
 
 step = requantized
 SCALE_NAMES = tuple(SCALES)
@@ -67,14 +67,20 @@ v = heads("v", [0, 2, 1, 3], "v")
 k_t = either(heads("k", [0, 2, 3, 1]), step(op.Transpose(heads("k", [0, 2, 1, 3], "k"), perm=[0, 1, 3, 2])),
              tag="k_transpose", labels=("", "k_double_transpose"))
 product = step(op.MatMul(q, k_t, _bind="qk"))
+# the sdpa export's √scale on Q and on Kᵀ, each rounded through a pair of its own (NNCF)
+sqrt_scaled = op.MatMul(step(op.Mul(q, Const("q_scale", label="the Q scale"))),
+                        step(op.Mul(k_t, Const("k_scale", label="the K scale"))), _bind="scores")
 scores = step(either(op.Mul(product, stored("scale", "the attention scale"), _bind="scores"),
                      op.Div(product, stored("scale_divisor", "the attention scale divisor"), _bind="scores"),
-                     op.MatMul(q, k_t, _bind="qk"),
-                     tag="scale", labels=("", "div_scale", "unscaled")))
+                     sqrt_scaled, op.MatMul(q, k_t, _bind="scores"),
+                     tag="scale", labels=("", "div_scale", "sqrt_scale_qk", "unscaled")))
 masked = step(either(op.Add(scores, Var("mask", "the attention mask")), scores, tag="mask", labels=("", "no_mask")))
-probs = step(maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True)),
-                   op.Softmax(masked, axis=softmax_axis, _bind="softmax"), tag="remask", present="remasked"))
-context = step(op.MatMul(probs, v, _bind="context"))
+remasked = maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True), _bind="remask"),
+                 op.Softmax(masked, axis=softmax_axis, _bind="softmax"), tag="remask", present="remasked")
+probs = step(maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p, _bind="nan_guard"),
+                   remasked, tag="nan_guard", present="nan_guard"))
+context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True), _bind="noop"),
+                step(op.MatMul(probs, v, _bind="context")), tag="noop_reshape", present="noop_reshape")
 merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
                     Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
 
@@ -83,11 +89,15 @@ INT8_OUTPUTS = {"DequantizeLinear", "MatMulIntegerToFloat", "QuantizedLinearToFl
 
 
 def _int8_projection(tensor) -> bool:
-    """An INT8 block's output, fused or not yet: x·W (+ b) with x or W dequantized (a QAT export's
-    projections: DQ(x) · Transpose(DQ(Q(W))) + b)."""
+    """An INT8 block's output, fused or not yet: x·W (+ b) with x or W dequantized, the product
+    maybe requantized (Intel Neural Compressor: DQ(Q(DQ(x) · DQ(W))) + b; a QAT export:
+    DQ(x) · Transpose(DQ(Q(W))) + b)."""
     node = producer(tensor)
     if node is not None and node.op == "Add":
-        node = next((p for t in node.inputs if (p := producer(t)) is not None and p.op == "MatMul"), None)
+        node = next((p for t in node.inputs if (p := producer(t)) is not None and p.op != "Constant"), None)
+    if node is not None and node.op == "DequantizeLinear" and (q := producer(node.inputs[0])) is not None \
+            and q.op == "QuantizeLinear":
+        node = producer(q.inputs[0])
     if node is None or node.op != "MatMul":
         return node is not None and node.op in INT8_OUTPUTS
 
@@ -98,8 +108,9 @@ def _int8_projection(tensor) -> bool:
     return any(dequantized(t) for t in node.inputs)
 
 
-def _scale(m) -> float | str:
-    found = [(name, constant(m, name)) for name in SCALE_NAMES if has_constant(m, name)]
+def _scale(m, names=SCALE_NAMES) -> float | str:
+    """The product of the scales among ``names`` the match found (a divisor counts as its reciprocal)."""
+    found = [(name, constant(m, name)) for name in names if has_constant(m, name)]
     if any(value.size != 1 for _, value in found):
         return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
     return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found]))
@@ -127,7 +138,7 @@ def check(m) -> AttentionFacts | str:
         return "the head count disagrees between Q, K and V: " + ", ".join(
             f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
     heads_, size = split["q"]
-    reason = _merge_reason(m, width)
+    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads_, size)) or None
     if reason:
         return reason
     scale = _scale(m)
@@ -142,17 +153,25 @@ def check(m) -> AttentionFacts | str:
     return AttentionFacts(heads_, size, scale, mask)
 
 
-def _reemit(emit, tensor, start, value):
-    """The matched chain from ``start`` to ``tensor`` emitted again on ``value``; and how many
-    Q/DQ pairs it holds."""
+def _reemit(emit, tensor, start, value, shapes=(), skip=None):
+    """The matched chain from ``start`` to ``tensor`` (each node reading the one before and
+    constants) emitted again on ``value``; and how many Q/DQ pairs it holds. ``shapes``: (reshape,
+    target) pairs, the targets it proved (its own may read the shape of a value the match
+    replaces); ``skip``: a no-op reshape, left out for that reason."""
     chain = []
     while tensor is not start:
         node = producer(tensor)
-        chain.append(node)
-        tensor = node.inputs[0]
-    for node in reversed(chain):
-        value = getattr(emit, node.op)(value, *node.inputs[1:], **dict(node.attrs))
-    return value, sum(n.op == "QuantizeLinear" for n in chain)
+        index = next(i for i, t in enumerate(node.inputs) if const_value(t) is None)
+        if node is not skip:
+            chain.append((node, index))
+        tensor = node.inputs[index]
+    for node, index in reversed(chain):
+        inputs = list(node.inputs)
+        inputs[index] = value
+        inputs[1:] = [next((target for reshape, target in shapes if reshape is node), t) if i == 0 else t
+                      for i, t in enumerate(inputs[1:])] if node.op == "Reshape" else inputs[1:]
+        value = getattr(emit, node.op)(*inputs, **dict(node.attrs))
+    return value, sum(node.op == "QuantizeLinear" for node, _ in chain)
 
 
 def _openvino_core(m, facts: AttentionFacts, emit):
@@ -163,15 +182,28 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     folds the pairs after P·V into it; with the pairs on the scores left in, asymmetric uint8
     models run Q·Kᵀ and P·V as separate f32 MatMuls beside standalone FakeQuantize layers, and
     without the pair on the probabilities P·V loses its int8 operand."""
-    qk, context, merge = m.node("qk"), m.node("context"), m.node("merge")
-    operands = [_reemit(emit, t, m[f"{n}_states"], m[f"{n}_states"])
+    qk = m.node("qk") if "qk" in m.named else m.node("scores")
+    context, merge = m.node("context"), m.node("merge")
+    split = emit.small(np.array([0, 0, facts.heads, facts.size], np.int64))  # as check proved each head split
+    shapes = [(m.node(f"{n}_split"), split) for n in "qkv"]
+    operands = [_reemit(emit, t, m[f"{n}_states"], m[f"{n}_states"], shapes)  # Q and Kᵀ with their √scale, if any
                 for t, n in ((qk.inputs[0], "q"), (qk.inputs[1], "k"), (context.inputs[1], "v"))]
-    scores = emit.Mul(emit.MatMul(operands[0][0], operands[1][0]), emit.const("scale", np.float32(facts.scale)))
+    scores = emit.MatMul(operands[0][0], operands[1][0])
+    scale = _scale(m, ("scale", "scale_divisor"))  # the one on the scores
+    if scale != 1.0:
+        scores = emit.Mul(scores, emit.const("scale", np.float32(scale)))
     if "mask" in m.values:
         scores = emit.Add(scores, m["mask"])
-    operands.append(_reemit(emit, context.inputs[0], m.node("softmax").outputs[0], emit.Softmax(scores, axis=-1)))
+    probs, start = emit.Softmax(scores, axis=-1), m.node("softmax").outputs[0]
+    if m.has("remask"):
+        probs, start = emit.Mul(probs, m["kept_probs"]), m.node("remask").outputs[0]
+    if m.has("nan_guard"):
+        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
+        start = m.node("nan_guard").outputs[0]
+    operands.append(_reemit(emit, context.inputs[0], start, probs))
     context_value = emit.MatMul(operands[3][0], operands[2][0])
-    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value)
+    noop = m.node("noop") if m.has("noop_reshape") else None
+    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value, skip=noop)
     if not kept and (pair := _next_quantizer(m)) is not None:
         # the next block's input quantizer, copied onto P·V: a second pair of the same per-tensor
         # step changes nothing (DQ's values are on its grid), and OpenVINO folds the first into its
@@ -180,8 +212,10 @@ def _openvino_core(m, facts: AttentionFacts, emit):
         q, dq = pair
         merged, _ = _reemit(emit, merge.inputs[0], context.outputs[0],
                             emit.DequantizeLinear(emit.QuantizeLinear(context_value, *q.inputs[1:], **dict(q.attrs)),
-                                                  *dq.inputs[1:], **dict(dq.attrs)))
-    return emit.Reshape(merged, m["merge_shape"]), kept + sum(k for _, k in operands)
+                                                  *dq.inputs[1:], **dict(dq.attrs)), skip=noop)
+    # the merge as check proved it: (batch, sequence) kept, the heads' width
+    width = emit.small(np.array([0, 0, facts.heads * facts.size], np.int64))
+    return emit.Reshape(merged, width), kept + sum(k for _, k in operands)
 
 
 def _next_quantizer(m):

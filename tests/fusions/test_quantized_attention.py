@@ -83,3 +83,19 @@ def test_openvino_form_copies_the_merge_quantizer_onto_pv():
     verdict = result.assert_equivalent()
     assert all(o.max_abs < 1e-5 for o in verdict.outputs)
     assert apply("QuantizedAttention", QF.attention_qdq("qat"), target="openvino").made["QuantizeLinear"] == 0
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_nncf_sdpa_form(target):
+    """NNCF on an sdpa export: √scale on Q and Kᵀ each rounded through a pair, the NaN guard; the
+    scale carried as their product (ort), or left on the operands (openvino)."""
+    result = apply("QuantizedAttention", QF.attention_qdq("nncf_sdpa"), target=target)
+    assert result.rewrote == 1, result.misses
+    assert result.records[0].variant == "qdq[nan_guard,sqrt_scale_qk]"
+    if target == "ort":
+        attrs, _ = _attrs(result.model, "MultiHeadAttention")
+        assert np.isclose(attrs["scale"], 1 / np.sqrt(SIZE), rtol=1e-6)
+    else:  # the pairs on the scaled Q and Kᵀ and on the probabilities stay; the merge's is copied onto P·V
+        assert Counter(n.op_type for n in result.model.graph.node)["IsNaN"] == 1
+        assert result.made["QuantizeLinear"] == 1
+    result.assert_equivalent()

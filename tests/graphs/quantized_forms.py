@@ -91,7 +91,8 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
-    (``qat``); ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    (``qat``); ``nncf_sdpa``: NNCF on an sdpa export, √scale on Q and on Kᵀ each through a pair,
+    the NaN guard after the Softmax, pairs on V and the probabilities; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
     quantized scores also a graph output). ``output_pair``: the merged output through a pair
     (the next block's input quantizer; by default where the core has pairs)."""
@@ -119,6 +120,18 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     def heads(t, perm):
         split = inner(g.op("Reshape", t, g.const("split", [0, 0, HEADS, SIZE], np.int64)), 0.05)
         return g.op("Transpose", split, perm=perm)
+    if form == "nncf_sdpa":
+        root = g.const("sqrt_scale", np.sqrt(1 / np.sqrt(SIZE)))
+        q = pair(g.op("Mul", heads(projection("q"), [0, 2, 1, 3]), root), 0.05)
+        k_t = pair(g.op("Mul", heads(projection("k"), [0, 2, 3, 1]), root), 0.05)
+        v = heads(pair(projection("v"), 0.05), [0, 2, 1, 3])
+        padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
+        scores = g.op("Add", g.op("MatMul", q, k_t), g.op("Mul", padded, g.const("fill", -10000.0)))
+        probs = g.op("Softmax", scores, axis=-1)
+        probs = pair(g.op("Where", g.op("IsNaN", probs), g.const("nan_zero", 0.0), probs), 1 / 255, 0)
+        merged = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
+        g.op("Identity", pair(g.op("Reshape", merged, g.const("merge", [0, 0, HIDDEN], np.int64)), 0.05), out="y")
+        return g.model()
     q = around(heads(projection("q"), [0, 2, 1, 3]), 0.05)
     k_t = around(heads(projection("k"), [0, 2, 3, 1]), 0.05)
     v = around(heads(projection("v"), [0, 2, 1, 3]), 0.05)
