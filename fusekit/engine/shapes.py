@@ -530,7 +530,7 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat") else None
         # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
-        result = (weight is None or (_rank(weight) == 2 and (_rank(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
+        result = (weight is None or (rank_through(weight) == 2 and (rank_through(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
     elif node.op == "Gather" and attr(node, "axis") in (0, None) and _is_table(node.inputs[0]):
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
@@ -562,7 +562,7 @@ def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tens
     has the result's full rank and no other input can stretch those axes: with a batch (or a
     sequence) of 1, another input's larger dimension there would broadcast it. Each other input
     is 1 there, too short to reach, or provably the same dimension."""
-    ranks = [_rank(t) for t in node.inputs]
+    ranks = [rank_through(t) for t in node.inputs]
     if any(r is None for r in ranks):
         return False
     full = max(ranks)
@@ -591,14 +591,14 @@ def _is_table(tensor: gs.Tensor) -> bool:
     return const_value(tensor) is not None
 
 
-def _rank(tensor: gs.Tensor) -> int | None:
+def rank_through(tensor: gs.Tensor) -> int | None:
     """The rank, read back through a (De)QuantizeLinear or a MatMul by a matrix where a fusion
     emitted them without shapes (an inlined INT8 block: DQ(x_q) · DQ(W_q))."""
     for _ in range(8):
         node = producer(tensor)
         if rank(tensor) is not None or node is None:
             break
-        if node.op == "MatMul" and (_rank(node.inputs[1]) != 2 or not _dequantized(node.inputs[0])):
+        if node.op == "MatMul" and (rank_through(node.inputs[1]) != 2 or not _dequantized(node.inputs[0])):
             break
         if node.op not in ("QuantizeLinear", "DequantizeLinear", "MatMul"):
             break

@@ -30,7 +30,7 @@ LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op
 from fusekit.engine.graph import attr, const_value, is_graph_output, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
-from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
+from fusekit.engine.shapes import leading_origin, rank_through, spans_batch_and_sequence
 
 from .._common import dropped_pairs, last_axis_attr, last_dim, per_channel_pair, requantized, statistics_reason, vector_reason
 
@@ -63,7 +63,7 @@ def check(m) -> str | None:
         t = m[name]
         if const_value(t) is not None:
             return f"the {name} is a constant, not a computed value"
-        if rank(t) != 3:
+        if rank_through(t) != 3:  # an inlined INT8 block's product has no shape of its own
             return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
         if not same_origin and not spans_batch_and_sequence(m.graph, t, m.state.spans):
             return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
