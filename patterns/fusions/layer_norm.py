@@ -33,7 +33,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from fusekit.engine.graph import rank
-from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
 
 from .._common import (constant, dropped_pairs, exactly, has_constant, is_float, last_axis, last_dim, onnx_dtype,
                        per_channel_pair, requantized, stored, vector_reason)

@@ -27,7 +27,7 @@ embedding sum's [1, S, H] position term would); ε is the
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.engine.graph import attr, const_value, is_graph_output, rank
+from fusekit.engine.graph import attr, const_value, is_graph_output
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import leading_origin, rank_through, spans_batch_and_sequence
