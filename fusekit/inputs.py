@@ -76,6 +76,8 @@ def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
     for node in model.graph.node:
         for i in node.input:
             users.setdefault(i, []).append(node)
+    # a table stored quantized (all ops quantized): its rows are the stored integers'
+    stored = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     frontier, seen = [name], set()
     while frontier:
         value = frontier.pop()
@@ -91,6 +93,7 @@ def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
                 table_name = {0: node.input[2], 1: node.input[4] if len(node.input) > 4 else ""}.get(slot)
             elif node.op_type in PASS_THROUGH:
                 frontier.extend(node.output)
+            table_name = stored.get(table_name, table_name)
             table = inits.get(table_name) or consts.get(table_name)
             if table is not None and table.dims:
                 return int(table.dims[0])

@@ -20,8 +20,8 @@ from .canonical import (dense_as_tensordot, dequantize_after_move, dequantized_a
                         qdq_as_qoperator, scores_as_transposed_product, slices_as_split, softmax_as_transposed,
                         sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, dynamic_quantized_linear, embed_layer_norm, fake_quantize, fast_gelu, gelu,
-                      layer_norm, qdq_constant, quantized_linear, quick_gelu, rotary_attention, skip_layer_norm,
-                      unsigned_activation)
+                      layer_norm, qdq_constant, quantized_attention, quantized_linear, quick_gelu, rotary_attention,
+                      skip_layer_norm, unsigned_activation)
 
 # Canonicalization rules, in the order they run where ``after`` leaves it open.
 RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_product.RULE, dense_as_tensordot.RULE,
@@ -33,7 +33,8 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
 ALL = [fake_quantize.FUSION, qdq_constant.FUSION, unsigned_activation.FUSION, rotary_attention.FUSION, attention.FUSION,
-       layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION, quantized_linear.FUSION,
-       dynamic_quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION, bias_gelu.FUSION]
+       quantized_attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION,
+       quantized_linear.FUSION, dynamic_quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION,
+       bias_gelu.FUSION]
 # Rules and fusions by name (``--disable`` takes either).
 BY_NAME = {f.name: f for f in RULES + ALL}

@@ -9,9 +9,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fusekit.engine import shapes
-from fusekit.engine.graph import is_graph_output, rank
+from fusekit.engine.graph import const_value, is_graph_output, rank
 from fusekit.engine.pattern import Const, Pattern, either, op
 from fusekit.engine.shapes import DimOf
+from fusekit.engine.state import IdentityMap
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -69,6 +70,67 @@ def requantized(p: Pattern) -> Pattern:
     return either(dequantize(quantize(p, what="requantization"), what="requantization"), p)
 
 
+def stored(name: str, label: str) -> Pattern:
+    """A constant as a quantizer may leave it: the value itself, its stored integers dequantized
+    (``DQ(c_q)``: ONNX Runtime's quantizer, all ops, on γ, β and biases), or the value rounded
+    through a Q→DQ pair (the same quantizer on a scalar such as ε). ``constant(m, name)`` reads
+    its value as the graph computes it, so carrying it is exact."""
+    quantized = Const(f"{name}_q", label=f"{label}, stored quantized")
+    raw = Const(f"{name}_raw", label=label)
+    return either(Const(name, label=label),
+                  dequantize(quantized, f"{name}_dq", f"{label}'s", bind=f"{name}_dq"),
+                  dequantize(quantize(raw, f"{name}_qq", f"{label}'s", bind=f"{name}_quantize"), f"{name}_dq", f"{label}'s",
+                             bind=f"{name}_dq"),
+                  tag=f"{name}_stored", labels=("", f"{name}_dequantized", f"{name}_requantized"))
+
+
+def has_constant(m, name: str) -> bool:
+    """Whether the match bound the :func:`stored` constant ``name`` (an optional γ or β)."""
+    return name in m.consts or f"{name}_dq" in m.named
+
+
+def constant(m, name: str) -> np.ndarray:
+    """The value of the :func:`stored` constant ``name``: DQ(c_q) or DQ(Q(c)) evaluated by ONNX
+    Runtime, bit for bit what the graph computes."""
+    if name in m.consts:
+        return np.asarray(m.const(name))
+    nodes = [m.node(f"{name}_quantize")] if f"{name}_quantize" in m.named else []
+    nodes.append(m.node(f"{name}_dq"))
+    cache = m.state.memo(__name__ + ".constant", IdentityMap)
+    if nodes[-1] not in cache:
+        values, protos, inner = {}, [], {}
+        for i, node in enumerate(nodes):
+            inputs = []
+            for j, tensor in enumerate(node.inputs):
+                if id(tensor) in inner:
+                    inputs.append(inner[id(tensor)])
+                    continue
+                key = f"c{i}_{j}"
+                values[key] = const_value(tensor)
+                inputs.append(key)
+            inner[id(node.outputs[0])] = f"v{i}"
+            protos.append(helper.make_node(node.op, inputs, [f"v{i}"], **node.attrs))
+        dtype = const_value(nodes[-1].inputs[1]).dtype  # a DequantizeLinear gives its scale's type
+        cache[nodes[-1]] = evaluate(protos, values, f"v{len(nodes) - 1}", dtype, m.state.opset)
+    return cache[nodes[-1]]
+
+
+def dropped_pairs(m, constants=()) -> int:
+    """How many Q→DQ pairs on computed values a match absorbs (those rounding ``constants`` are
+    carried exactly, see :func:`constant`)."""
+    return sum(n.op == "QuantizeLinear" for n in m.nodes) - sum(f"{c}_quantize" in m.named for c in constants)
+
+
+def per_channel_pair(m) -> str | None:
+    """Why a match may not drop its requantization pairs: one quantizes per channel (or by a
+    scale computed at run time), so its rounding is no single step the verification measures."""
+    for node in m.nodes:
+        scale = const_value(node.inputs[1]) if node.op == "QuantizeLinear" else None
+        if node.op == "QuantizeLinear" and (scale is None or scale.size != 1):
+            return f"the Q/DQ pair at '{node.name}' quantizes an activation per channel, not per tensor"
+    return None
+
+
 def last_axis(axes, node) -> str | None:
     """Attribute predicate: a reduction over exactly the last axis of its input."""
     if axes is None or len(axes) != 1:
@@ -124,7 +186,7 @@ def bias(name: str = "bias") -> Const:
     return Const(name, label="the bias")
 
 
-__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
+__all__ = ["c", "exactly", "product3", "dequantize", "quantize", "requantized", "stored", "constant", "has_constant", "dropped_pairs", "per_channel_pair", "evaluate", "last_axis", "last_axis_attr", "last_dim", "vector_reason", "is_float", "onnx_dtype",
            "either", "op", "SQRT2", "SQRT_2_OVER_PI", "bias"]
 
 

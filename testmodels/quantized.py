@@ -11,6 +11,8 @@ Every builder returns an ``onnx.ModelProto`` made from ``bert_tiny_opset14.onnx`
                        symmetric activations (``ActivationSymmetric``/``WeightSymmetric``).
 ``all_ops``            (c) default op types of the QDQ quantizer (MatMul, Gemm, Gather,
                        Reshape, Transpose, Unsqueeze, Where, …), uint8/int8 per-tensor.
+``all_ops_s8``         (c') (c) with symmetric int8 activations and ``reduce_range`` (7-bit
+                       weights): Q/DQ pairs inside every LayerNorm, GELU and Softmax.
 ``qat``                (d) hand-made, the way a PyTorch eager-mode QAT export looks:
                        QuantizeLinear→DequantizeLinear on the inputs of every Linear
                        (uint8 asymmetric activations; per-output-channel symmetric int8
@@ -166,6 +168,14 @@ def dynamic_u8(source=SOURCE) -> onnx.ModelProto:
     """(h) ``quantize_dynamic`` as transformers.js quantizes: uint8 weights per tensor."""
     from onnxruntime.quantization import QuantType
     return _quantize_dynamic(source, per_channel=False, weight_type=QuantType.QUInt8)
+
+
+def all_ops_s8(source=SOURCE) -> onnx.ModelProto:
+    """(c') Every op type quantized, symmetric int8 activations and weights, ``reduce_range``."""
+    from onnxruntime.quantization import QuantType
+    return _quantize(source, op_types_to_quantize=None, per_channel=False, reduce_range=True,
+                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
 # --------------------------------------------------------------------------- (d) QAT
@@ -396,6 +406,7 @@ VARIANTS = {
     "matmul_u8s8": matmul_u8s8,
     "matmul_s8s8_pc": matmul_s8s8_pc,
     "all_ops": all_ops,
+    "all_ops_s8": all_ops_s8,
     "qat": qat,
     "ov_fakequantize": ov_fakequantize,
     "qoperator": qoperator,
@@ -408,6 +419,7 @@ EXPECTED = {
     "matmul_u8s8": {"ort": True, "openvino": True},
     "matmul_s8s8_pc": {"ort": True, "openvino": True},
     "all_ops": {"ort": True, "openvino": False},
+    "all_ops_s8": {"ort": True, "openvino": False},
     "qat": {"ort": True, "openvino": True},
     "ov_fakequantize": {"ort": False, "openvino": True},
     "qoperator": {"ort": True, "openvino": False},

@@ -15,7 +15,8 @@ verification (in quantization steps), and:
                            written (`openvino_as_written`)
                  near_misses  what fusekit recorded as not fusing, and why
   expected       what a full fusion gives: every fusion the FP32 source gets on that target
-                 (the INT8 block takes BiasGelu's bias, so not BiasGelu), one QuantizedLinear
+                 (the INT8 block takes BiasGelu's bias, so not BiasGelu; the attention between INT8
+                 blocks is QuantizedAttention, not Attention), one QuantizedLinear
                  (DynamicQuantizedLinear in a dynamically quantized model) per quantized dense
                  layer, and on OpenVINO every one of them INT8, no standalone FakeQuantize, and
                  as many standalone Softmax as the FP32 source leaves
@@ -113,6 +114,9 @@ def fp32_reference(source: Path) -> dict:
         "openvino_facts": openvino_facts(fused["openvino"][0])}
 
 
+QUANTIZED = {"Attention": "QuantizedAttention"}
+
+
 def expected(model: onnx.ModelProto, fp32: dict) -> dict:
     """Everything fusekit does to the FP32 source, each dense layer an INT8 block, and on OpenVINO
     every block INT8, no standalone FakeQuantize, and attention as OpenVINO runs the FP32 one
@@ -123,7 +127,8 @@ def expected(model: onnx.ModelProto, fp32: dict) -> dict:
         else "QuantizedLinear"
     out = {}
     for target in TARGETS:
-        counts = {f: n for f, n in fp32[target].items() if f != "BiasGelu"} | {block: dense}
+        # the attention between INT8 blocks is QuantizedAttention's
+        counts = {QUANTIZED.get(f, f): n for f, n in fp32[target].items() if f != "BiasGelu"} | {block: dense}
         out[target] = {"counts": dict(sorted(counts.items()))}
     out["openvino"] |= {"compiles": True, "fc_int8": dense, "standalone_fakequantize": 0,
                         "standalone_softmax": fp32["openvino_facts"]["standalone_softmax"]}

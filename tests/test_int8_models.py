@@ -235,3 +235,62 @@ def test_a_dynamic_models_own_quantization_noise_is_measured():
     reference, plain = (session(m).run(None, feeds)[0] for m in (model, twin))
     step = (reference.max() - reference.min()) / 255
     assert 0.001 * step < np.abs(reference - plain).max() < 2 * step  # visible, and the size of a rounding
+
+
+# What fuses around the INT8 blocks (2 layers: 5 LayerNorms, 2 attentions, 12 dense blocks): with
+# --target ort the LayerNorms after a residual become SkipLayerNorm and the embeddings'
+# EmbedLayerNorm (its tables dequantized where stored quantized); the attention core QuantizedAttention. The blocks'
+# own counts: tests/test_quantized_linear.py.
+AROUND = {
+    "matmul_u8s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+                    "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+    "all_ops": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},  # tables stored quantized
+                "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+    "all_ops_s8": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+                   "onnx": {"LayerNorm": 5, "QuantizedAttention": 2},
+                   "openvino": {"LayerNorm": 5, "QuantizedAttention": 2}},
+    "qat": {"ort": {"EmbedLayerNorm": 1, "SkipLayerNorm": 4, "QuantizedAttention": 2},
+            "onnx": {"LayerNorm": 5, "QuantizedAttention": 2}},
+}
+
+
+@pytest.mark.parametrize("name, target", [(n, t) for n, forms in AROUND.items() for t in forms])
+def test_everything_around_the_integers_fuses(name, target):
+    import fusekit
+    from collections import Counter
+    _, report = fusekit.optimize(Q.path(name), target=target, verify=False)
+    fused = Counter(f.fusion for f in report.fused)
+    assert {k: fused[k] for k in AROUND[name][target]} == AROUND[name][target], fused
+    assert fused["QuantizedLinear"] == 12
+
+
+LN_OUTPUT_QUANTIZERS = [f"/encoder/layer.{i}/{block}/input_quant/QuantizeLinear"
+                        for i in (0, 1) for block in ("attention/self/query", "intermediate/dense")]
+
+
+@pytest.mark.parametrize("name, standalone", [
+    ("all_ops", ["/pooler/Gather_output_0_QuantizeLinear"]),
+    ("all_ops_s8", []),
+    # the quantizers of LayerNorm outputs the residual also reads in float (moving the residual onto
+    # the quantized value changes the output by ~10 steps), and the pooler's; the head merges' fold
+    ("qat", ["/pooler/dense/input_quant/QuantizeLinear"] + LN_OUTPUT_QUANTIZERS),
+])
+def test_openvino_runs_each_quantized_attention_as_one_kernel(name, standalone):
+    """After --target openvino every dense block runs in INT8 and each attention as one Subgraph
+    (on i8 Q, K, V and probabilities with symmetric int8 activations; f32 with uint8 ones or in a
+    QAT export); the all-ops models compile (QDQConstant) and leave no FakeQuantize standalone but
+    the pooler's. Unfused, the uint8 all-ops model runs Q·Kᵀ and P·V as four f32 MatMuls beside 8
+    standalone FakeQuantize, and the QAT export's head-merge quantizers stay standalone."""
+    import fusekit
+    fused, _ = fusekit.optimize(Q.path(name), target="openvino", verify=False)
+    compiled, err = Q.compile_openvino(fused)
+    assert compiled is not None, err
+    layers = Q.openvino_layers(compiled)
+    summary = Q.openvino_summary(compiled)
+    assert (summary["fc_int8"], summary["fc_total"]) == (13, 13)
+    assert len([l for l in layers if l["type"] == "Subgraph"]) == 2
+    assert not [l for l in layers if l["type"] == "MatMul"]
+    assert sorted(l["name"] for l in layers if l["type"] == "FakeQuantize") == sorted(standalone)
+    if name == "all_ops_s8":
+        attention = [l for l in layers if l["type"] == "Subgraph"]
+        assert all(l["inputs"] == ["i8"] * 4 for l in attention), attention

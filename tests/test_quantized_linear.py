@@ -48,6 +48,7 @@ EXPECTED = {
     "matmul_u8s8": {"gelu_quantized": 2, "float": 10},
     "matmul_s8s8_pc": {"gelu_quantized": 2, "float": 10},
     "all_ops": {"gelu_quantized[half_after,div_sqrt2]": 2, "quantized": 10},
+    "all_ops_s8": {"gelu_quantized[half_after,div_sqrt2]": 2, "quantized": 10},
     "qat": {"gelu_quantized[fake_quantized_transposed]": 2, "float[fake_quantized_transposed]": 10},
     "ov_fakequantize": {"gelu_quantized": 2, "float": 10},
 }
@@ -58,7 +59,13 @@ EXPECTED = {
 def test_every_block_of_the_int8_models_fuses(name, target):
     fused, report = fusekit.optimize(INT8 / f"{name}.onnx", target=target)
     variants = Counter(f.variant for f in report.fused if f.fusion == "QuantizedLinear")
-    assert variants == EXPECTED[name]
+    expected = dict(EXPECTED[name])
+    if (name, target) == ("matmul_s8s8_pc", "ort"):
+        # int8 activations on ONNX Runtime: the block's body is inlined, and SkipLayerNorm takes the
+        # output projections' bias Add (4 blocks, recorded under SkipLayerNorm)
+        expected["float"] -= 4
+        assert sum("QuantizedLinear" in f.steps for f in report.fused) == 12
+    assert variants == expected
     assert report.verification.ok, report.verification.summary()
     assert all(o.step for o in report.verification.outputs)  # compared in quantization steps
     assert all(o.noise > 0 for o in report.verification.outputs)  # and against the reference's own noise
@@ -73,20 +80,21 @@ def test_onnx_target_calls_a_model_local_function():
     assert set(bodies) == set(calls)
     assert [n.op_type for n in bodies["QuantizedLinearGelu"].node] == [
         "DequantizeLinear", "DequantizeLinear", "MatMul", "Add", "Gelu", "QuantizeLinear"]
-    assert ops(fused)["MatMul"] == 4  # Q·Kᵀ and P·V: activation × activation, not dense blocks
+    assert ops(fused)["MatMul"] == 0 and ops(fused)["Attention"] == 2  # Q·Kᵀ and P·V: in the fused attention
     onnx.checker.check_model(fused)
 
 
 def test_ort_target_runs_the_integer_matmul():
     fused, _ = fusekit.optimize(INT8 / "matmul_u8s8.onnx", target="ort", verify=False)
-    assert ops(fused)["MatMulIntegerToFloat"] == 12 and ops(fused)["MatMul"] == 4
+    # Q·Kᵀ and P·V in MultiHeadAttention (QuantizedAttention)
+    assert ops(fused)["MatMulIntegerToFloat"] == 12 and ops(fused)["MatMul"] == 0
     # int8 activations: ONNX Runtime's int8×int8 kernels are slower than FP32; re-encoded as uint8
     # (UnsignedActivation, bit for bit) they take the integer MatMul too
     fused, _ = fusekit.optimize(INT8 / "matmul_s8s8_pc.onnx", target="ort", verify=False)
-    assert ops(fused)["MatMulIntegerToFloat"] == 12 and ops(fused)["MatMul"] == 4
+    assert ops(fused)["MatMulIntegerToFloat"] == 12 and ops(fused)["MatMul"] == 0
     fused, _ = fusekit.optimize(INT8 / "matmul_s8s8_pc.onnx", target="ort", verify=False,
                                 disable=["UnsignedActivation"])
-    assert "MatMulIntegerToFloat" not in ops(fused) and ops(fused)["MatMul"] == 16  # else the plain body
+    assert "MatMulIntegerToFloat" not in ops(fused) and ops(fused)["MatMul"] == 12  # else the plain body
 
 
 def _fakequantize_layers(compiled):

@@ -554,8 +554,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
     elif node.op in _KEEPS_LEADING:
         weight = node.inputs[1] if node.op in ("MatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul") else None
         # x·W keeps x's leading axes only where they are batch axes: a 2-D x [B, S] contracts S
-        result = (weight is None or (rank(weight) == 2 and (rank(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
-    elif node.op == "Gather" and attr(node, "axis") in (0, None) and const_value(node.inputs[0]) is not None:
+        result = (weight is None or (rank_through(weight) == 2 and (rank_through(node.inputs[0]) or 0) >= 3)) and spans(node.inputs[0])
+    elif node.op == "Gather" and attr(node, "axis") in (0, None) and _is_table(node.inputs[0]):
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans(node.inputs[1])
@@ -586,7 +586,7 @@ def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tens
     has the result's full rank and no other input can stretch those axes: with a batch (or a
     sequence) of 1, another input's larger dimension there would broadcast it. Each other input
     is 1 there, too short to reach, or provably the same dimension."""
-    ranks = [rank(t) for t in node.inputs]
+    ranks = [rank_through(t) for t in node.inputs]
     if any(r is None for r in ranks):
         return False
     full = max(ranks)
@@ -605,6 +605,34 @@ def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tens
             if leading is None or dimension(t, k, leading, sizes) != leading.dims[axis]:
                 return False
     return True
+
+
+def _is_table(tensor: gs.Tensor) -> bool:
+    """A constant, or a constant stored quantized and dequantized (an embedding table in an all-ops QDQ model)."""
+    node = producer(tensor)
+    if node is not None and node.op == "DequantizeLinear":
+        tensor = node.inputs[0]
+    return const_value(tensor) is not None
+
+
+def rank_through(tensor: gs.Tensor) -> int | None:
+    """The rank, read back through a (De)QuantizeLinear or a MatMul by a matrix where a fusion
+    emitted them without shapes (an inlined INT8 block: DQ(x_q) · DQ(W_q))."""
+    for _ in range(8):
+        node = producer(tensor)
+        if rank(tensor) is not None or node is None:
+            break
+        if node.op == "MatMul" and (rank_through(node.inputs[1]) != 2 or not _dequantized(node.inputs[0])):
+            break
+        if node.op not in ("QuantizeLinear", "DequantizeLinear", "MatMul"):
+            break
+        tensor = node.inputs[0]
+    return rank(tensor)
+
+
+def _dequantized(tensor: gs.Tensor) -> bool:
+    node = producer(tensor)
+    return node is not None and node.op == "DequantizeLinear"
 
 
 class Leading(NamedTuple):

@@ -47,7 +47,8 @@ from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import spans_batch_and_sequence
 from fusekit.engine.state import IdentityMap, IdentitySet
 
-from .._common import last_axis_attr, statistics_reason, vector_reason
+from .._common import (constant, dropped_pairs, has_constant, last_axis_attr, per_channel_pair, requantized,
+                       statistics_reason, stored, vector_reason)
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
@@ -57,11 +58,25 @@ positions = Var("positions", "the position term", shape_only=True)
 
 
 def lookup(name: str):
-    return op.Gather(Const(f"{name}_table", label="an embedding table"), Var(f"{name}_ids", "the ids"), axis=0)
+    # ONNX Runtime's quantizer (all ops) stores the tables quantized and rounds each lookup and sum
+    table = stored(f"{name}_table", "an embedding table")
+    return requantized(op.Gather(table, Var(f"{name}_ids", "the ids"), axis=0))
 
 
 def normalized(total):
-    return op.LayerNormalization(total, gamma, beta, axis=last_axis_attr)
+    return op.LayerNormalization(requantized(total), gamma, beta, axis=last_axis_attr)
+
+
+def sum_of(a, b):
+    return requantized(op.Add(a, b))
+
+
+def _has(m, term: str) -> bool:
+    return has_constant(m, f"{term}_table")
+
+
+def _table(m, term: str) -> np.ndarray:
+    return constant(m, f"{term}_table")
 
 
 @dataclass(frozen=True)
@@ -76,19 +91,19 @@ class EmbedLayerNormFacts:
 
 def _roles(m) -> tuple[dict[str, str], bool] | str:
     """Which term is the word, segment and position lookup, and whether the segment ids are expanded."""
-    terms = [t for t in TERMS if f"{t}_table" in m.consts]
+    terms = [t for t in TERMS if _has(m, t)]
     inputs = IdentitySet(m.graph.inputs)
     words = [t for t in terms if m[f"{t}_ids"] in inputs and rank(m[f"{t}_ids"]) == 2]
     if not words:
         return "no lookup is indexed by a 2-D model input (the token ids)"
-    word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])  # the vocabulary is the largest table
+    word = max(words, key=lambda t: _table(m, t).shape[0])  # the vocabulary is the largest table
     rest = [t for t in terms if t != word]
     full = [t for t in rest if _segment_form(m, t, word)]
     roles, expand = {"word": word}, False
     if len(rest) == 2:
         if not full:
             return "neither the segment nor the position ids are provably (batch, sequence) or a model input"
-        segment = min(full, key=lambda t: m.const(f"{t}_table").shape[0])  # token types: the smallest table
+        segment = min(full, key=lambda t: _table(m, t).shape[0])  # token types: the smallest table
         roles["segment"] = segment
         expand = _segment_form(m, segment, word) == "expand"
         rest = [t for t in rest if t != segment]
@@ -111,10 +126,10 @@ def _segment_form(m, term: str, word: str) -> str | None:
 
 def _lookups_reason(m) -> str | None:
     """What every variant checks: the statistics, the tables, γ and β, integer ids."""
-    reason = statistics_reason(m.graph, m.anchor)
+    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
     if reason:
         return reason
-    tables = [m.const(f"{t}_table") for t in TERMS if f"{t}_table" in m.consts]
+    tables = [_table(m, t) for t in TERMS if _has(m, t)]
     if any(t.ndim != 2 for t in tables) or len({t.shape[1] for t in tables}) != 1:
         return f"the embedding tables are not matrices of one width: {[list(t.shape) for t in tables]}"
     width = tables[0].shape[1]
@@ -146,12 +161,12 @@ def check(m) -> EmbedLayerNormFacts | str:
 
 def _check_positions(m) -> EmbedLayerNormFacts | str:
     """The positions variant: word (and segment) lookups, and a position term proven to be table rows."""
-    terms = [t for t in TERMS if f"{t}_table" in m.consts]
+    terms = [t for t in TERMS if _has(m, t)]
     inputs = IdentitySet(m.graph.inputs)
     words = [t for t in terms if m[f"{t}_ids"] in inputs and rank(m[f"{t}_ids"]) == 2]
     if not words:
         return "no lookup is indexed by a 2-D model input (the token ids)"
-    word = max(words, key=lambda t: m.const(f"{t}_table").shape[0])
+    word = max(words, key=lambda t: _table(m, t).shape[0])
     roles, expand = {"word": word}, False
     for t in terms:
         if t != word:
@@ -160,8 +175,8 @@ def _check_positions(m) -> EmbedLayerNormFacts | str:
                 return f"the segment ids '{m[f'{t}_ids'].name}' are neither provably (batch, sequence) nor a model input"
             roles["segment"] = t
             expand = form == "expand"
-    ids, vocabulary = m[f"{word}_ids"], m.const(f"{word}_table").shape[0]
-    width = m.const(f"{word}_table").shape[1]
+    ids, vocabulary = m[f"{word}_ids"], _table(m, word).shape[0]
+    width = _table(m, word).shape[1]
     value = const_value(m["positions"])
     if value is not None:
         table = _constant_rows(value, ids, width)
@@ -170,8 +185,8 @@ def _check_positions(m) -> EmbedLayerNormFacts | str:
     if isinstance(table, str):
         return table
     dtype = (table if isinstance(table, np.ndarray) else const_value(table)).dtype
-    if dtype != m.const(f"{word}_table").dtype:
-        return f"the position table is {dtype}, the word table {m.const(f'{word}_table').dtype}"
+    if dtype != _table(m, word).dtype:
+        return f"the position table is {dtype}, the word table {_table(m, word).dtype}"
     return EmbedLayerNormFacts(roles, expand, table)
 
 
@@ -203,8 +218,9 @@ def rewrite(m, facts: EmbedLayerNormFacts, emit):
             t = emit.Expand(t, emit.shared("Shape", m[f"{roles['word']}_ids"]))
         return t
 
-    def table(role):
-        return m[f"{roles[role]}_table"]
+    def table(role):  # a table stored quantized goes to the op as the graph dequantizes it: exact
+        name = f"{roles[role]}_table"
+        return m[name] if name in m.consts else emit.const(name, constant(m, name))
 
     segment = "segment" in roles
     if "position" in roles:
@@ -213,6 +229,9 @@ def rewrite(m, facts: EmbedLayerNormFacts, emit):
         position_table, position_ids = facts.position_table, None
         if isinstance(position_table, np.ndarray):
             position_table = emit.const("position_table", position_table)
+    if (pairs := dropped_pairs(m, [f"{t}_table" for t in TERMS])):
+        emit.note("EmbedLayerNorm dropped {count} requantization pairs on embedding lookups and sums: the op "
+                  "adds unrounded, so its output may move by a step (verification compares in steps)", pairs)
     eps = attr(m.anchor, "epsilon")
     # ONNX Runtime's type inference needs the mask_index output declared, even unused
     out, _ = emit.EmbedLayerNormalization(
@@ -224,12 +243,12 @@ def rewrite(m, facts: EmbedLayerNormFacts, emit):
 
 FUSION = Fusion(
     name="EmbedLayerNorm",
-    variants=[Variant("positions", normalized(either(op.Add(op.Add(lookup("a"), lookup("b")), positions),
-                                                     op.Add(op.Add(lookup("a"), positions), lookup("b")),
+    variants=[Variant("positions", normalized(either(op.Add(sum_of(lookup("a"), lookup("b")), positions),
+                                                     op.Add(sum_of(lookup("a"), positions), lookup("b")),
                                                      op.Add(lookup("a"), positions), tag="terms",
                                                      labels=("", "", "no_segment"))),
                       "BERT, DistilBERT, ALBERT, ELECTRA embeddings (TorchScript, dynamo, tf2onnx), ORT's tests"),
-              Variant("lookups", normalized(either(op.Add(op.Add(lookup("a"), lookup("b")), lookup("c")),
+              Variant("lookups", normalized(either(op.Add(sum_of(lookup("a"), lookup("b")), lookup("c")),
                                                    op.Add(lookup("a"), lookup("b")), tag="terms",
                                                    labels=("", "no_segment"))),
                       "RoBERTa's padding-offset positions, any position ids not proven to count 0..S-1")],

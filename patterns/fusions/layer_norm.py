@@ -33,14 +33,20 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from fusekit.engine.graph import rank
-from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.pattern import Fusion, Var, Variant, either, maybe, op
 
-from .._common import exactly, is_float, last_axis, last_dim, onnx_dtype, vector_reason
+from .._common import (constant, dropped_pairs, exactly, has_constant, is_float, last_axis, last_dim, onnx_dtype,
+                       per_channel_pair, requantized, stored, vector_reason)
 
 x = Var("x", "the input")
-epsilon = Const("epsilon", label="ε")
-gamma = Const("gamma", label="γ")
-beta = Const("beta", label="β")
+# ONNX Runtime's quantizer (all ops) stores γ and β quantized and rounds ε through a Q→DQ pair
+epsilon = stored("epsilon", "ε")
+gamma = stored("gamma", "γ")
+beta = stored("beta", "β")
+CONSTANTS = ("epsilon", "gamma", "beta")
+# ... and rounds the variance, ε + variance, the normalized value and its product with γ (every
+# value an op it quantizes computes) through a Q→DQ pair: any inner value may be requantized
+step = requantized
 
 
 def mean(v):
@@ -49,20 +55,20 @@ def mean(v):
 
 def _pytorch():
     xs = maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), x, tag="cast", present="cast")
-    mu = mean(xs)
+    mu = step(mean(xs))
 
     def centered():  # a new object each time: exporters may compute x - mean twice
-        return maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), op.Sub(xs, mu), tag="cast_centered",
+        return maybe(lambda v: op.Cast(v, to=TensorProto.FLOAT), step(op.Sub(xs, mu)), tag="cast_centered",
                      present="cast_centered")
 
     d = centered()
     two = either(exactly(2.0), op.Cast(exactly(2.0)), tag="two", labels=("", "cast_exponent"))
-    variance = mean(either(op.Pow(centered(), two), op.Mul(d, d), tag="square", labels=("", "mul_square")))
-    std = op.Sqrt(op.Add(variance, epsilon))
-    normalized = either(op.Div(centered(), std), op.Mul(centered(), op.Reciprocal(std)),
-                        tag="reciprocal", labels=("", "reciprocal"))
+    square = step(either(op.Pow(centered(), two), op.Mul(d, d), tag="square", labels=("", "mul_square")))
+    std = step(op.Sqrt(step(op.Add(step(mean(square)), epsilon))))
+    normalized = step(either(op.Div(centered(), std), op.Mul(centered(), step(op.Reciprocal(std))),
+                             tag="reciprocal", labels=("", "reciprocal")))
     normalized = maybe(lambda v: op.Cast(v, _bind="cast_back"), normalized, tag="cast_back", present="cast_back")
-    scaled = maybe(lambda v: op.Mul(v, gamma), normalized, tag="gamma", absent="no_gamma")
+    scaled = maybe(lambda v: step(op.Mul(v, gamma)), normalized, tag="gamma", absent="no_gamma")
     return either(op.Add(scaled, beta), op.Mul(normalized, gamma), tag="beta", labels=("", "no_beta"))
 
 
@@ -77,20 +83,20 @@ def check(m) -> str | None:
     h = last_dim(m["x"])
     if not is_float(m["x"]):
         return f"the input has type {m['x'].dtype}, not a floating type"
-    eps = m.const("epsilon")
+    eps = constant(m, "epsilon")
     if eps.size != 1:
         return f"ε must be a scalar, but has shape {list(eps.shape)}"
     if not eps.item() >= 0:
         return f"ε is {eps.item()}, not a non-negative number"
     for name in ("gamma", "beta"):
-        if name in m.consts:
-            value = m.const(name)
+        if has_constant(m, name):
+            value = constant(m, name)
             if value.ndim > 1 and value.ndim <= (rank(m["x"]) or 0) and all(d == 1 for d in value.shape[:-1]):
                 value = value.reshape(-1)  # [1, 1, H] (Keras 3) broadcasts as [H] does over a rank-3 input
             reason = vector_reason({"gamma": "γ", "beta": "β"}[name], value, h)
             if reason:
                 return reason
-    return _types_reason(m)
+    return per_channel_pair(m) or _types_reason(m)
 
 
 def _types(m) -> tuple[int, int]:
@@ -121,8 +127,8 @@ def _types_reason(m) -> str | None:
         return f"the Cast after the statistics is to {helper.tensor_dtype_to_string(out)}, not a floating type"
     width = np.dtype(helper.tensor_dtype_to_np_dtype(run)).itemsize
     for name, label in (("gamma", "γ"), ("beta", "β")):
-        if name in m.consts and m.const(name).dtype.itemsize > width:
-            return (f"{label} is {m.const(name).dtype} where the normalization runs in "
+        if has_constant(m, name) and constant(m, name).dtype.itemsize > width:
+            return (f"{label} is {constant(m, name).dtype} where the normalization runs in "
                     f"{helper.tensor_dtype_to_string(run)}: LayerNormalization wants one type for X, γ and β, "
                     f"and rounding {label} to it is not exact")
     return None
@@ -131,8 +137,8 @@ def _types_reason(m) -> str | None:
 def _vector(m, emit, name, dtype):
     """γ or β as the [H] vector LayerNormalization takes, in its type (widened exactly where the
     chain kept it narrower; Keras 3 stores it as [1, 1, H])."""
-    value = m.const(name)
-    if value.ndim == 1 and value.dtype == dtype:
+    value = constant(m, name)
+    if value.ndim == 1 and value.dtype == dtype and name in m.consts:
         return m[name]
     return emit.const(name, value.reshape(-1).astype(dtype))
 
@@ -144,11 +150,14 @@ def rewrite(m, _, emit):
     dtype = helper.tensor_dtype_to_np_dtype(run)
     if run != onnx_dtype(x_):
         x_ = emit.Cast(x_, to=run)  # x cast to float32 and never back: the whole normalization runs in float32
-    g = _vector(m, emit, "gamma", dtype) if "gamma" in m.values else emit.const("ones", np.ones(h, dtype=dtype))
-    inputs = [x_, g] + ([_vector(m, emit, "beta", dtype)] if "beta" in m.values else [])
+    g = _vector(m, emit, "gamma", dtype) if has_constant(m, "gamma") else emit.const("ones", np.ones(h, dtype=dtype))
+    inputs = [x_, g] + ([_vector(m, emit, "beta", dtype)] if has_constant(m, "beta") else [])
     # Statistics in float32 (as the Cast variant computes them), or double for double inputs.
     stash = TensorProto.DOUBLE if run == TensorProto.DOUBLE else TensorProto.FLOAT
-    y = emit.LayerNormalization(*inputs, axis=-1, epsilon=float(m.const("epsilon").item()), stash_type=stash)
+    y = emit.LayerNormalization(*inputs, axis=-1, epsilon=float(constant(m, "epsilon").item()), stash_type=stash)
+    if (pairs := dropped_pairs(m, CONSTANTS)):
+        emit.note("LayerNorm dropped {count} requantization pairs inside fused LayerNorms: the normalization is "
+                  "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
     return y if out == run else emit.Cast(y, to=out)
 
 

@@ -27,18 +27,19 @@ embedding sum's [1, S, H] position term would); ε is the
 LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
 """
 
-from fusekit.engine.graph import attr, const_value, is_graph_output, rank
+from fusekit.engine.graph import attr, const_value, is_graph_output
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
 from fusekit.engine.rewrite import MS
-from fusekit.engine.shapes import leading_origin, spans_batch_and_sequence
+from fusekit.engine.shapes import leading_origin, rank_through, spans_batch_and_sequence
 
-from .._common import last_axis_attr, last_dim, statistics_reason, vector_reason
+from .._common import dropped_pairs, last_axis_attr, last_dim, per_channel_pair, requantized, statistics_reason, vector_reason
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 
 
 def normalized(total):
+    total = requantized(total)  # ONNX Runtime's quantizer (all ops) rounds the sum through a Q→DQ pair
     return either(op.LayerNormalization(total, gamma, beta, axis=last_axis_attr),
                   op.LayerNormalization(total, gamma, axis=last_axis_attr), tag="beta", labels=("", "no_beta"))
 
@@ -48,7 +49,7 @@ def residual(inner):
 
 
 def check(m) -> str | None:
-    reason = statistics_reason(m.graph, m.anchor)
+    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
     if reason:
         return reason
     h = last_dim(m["input"]) or last_dim(m["skip"])
@@ -62,7 +63,7 @@ def check(m) -> str | None:
         t = m[name]
         if const_value(t) is not None:
             return f"the {name} is a constant, not a computed value"
-        if rank(t) != 3:
+        if rank_through(t) != 3:  # an inlined INT8 block's product has no shape of its own
             return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
         if not same_origin and not spans_batch_and_sequence(m.graph, t, m.state.spans):
             return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
@@ -77,6 +78,9 @@ def rewrite(m, _, emit):
     inputs = [m["input"], m["skip"], m["gamma"], beta, m["bias"] if "bias" in m.values else None]
     while inputs[-1] is None:
         inputs.pop()
+    if (pairs := dropped_pairs(m)):
+        emit.note("SkipLayerNorm dropped {count} requantization pairs on residual sums: the op adds and "
+                  "normalizes unrounded, so its output may move by a step (verification compares in steps)", pairs)
     total = m.node("sum").outputs[0]
     keep_sum = any(u is not ln for u in total.outputs) or is_graph_output(m.graph, total)
     outs = emit.SkipLayerNormalization(*inputs, _domain=MS, epsilon=float(1e-5 if eps is None else eps),

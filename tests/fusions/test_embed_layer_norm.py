@@ -270,3 +270,47 @@ def test_near_miss(kwargs, reason):
 def test_only_for_ort():
     with pytest.raises(AssertionError, match="EmbedLayerNorm does not run for target openvino"):
         apply("EmbedLayerNorm", embeddings(), target="openvino")
+
+
+def quantized(model, scale=0.02):
+    """``model`` as ONNX Runtime's quantizer writes it with every op type quantized: each table
+    stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, extra = [], []
+    for node in graph.node:
+        if node.op_type == "Gather" and node.input[0].endswith("_table"):
+            table = numpy_helper.to_array(inits[node.input[0]])
+            lo, hi = min(table.min(), 0), max(table.max(), 0)
+            t_scale, t_zero = np.float32((hi - lo) / 255), np.uint8(round(-lo / ((hi - lo) / 255)))
+            q = np.clip(np.round(table / t_scale) + t_zero, 0, 255).astype(np.uint8)
+            name = node.input[0]
+            extra += [numpy_helper.from_array(q, f"{name}_q"), numpy_helper.from_array(t_scale, f"{name}_s"),
+                      numpy_helper.from_array(t_zero, f"{name}_z")]
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"]))
+            node.input[0] = f"{name}_dq"
+        nodes.append(node)
+        if (node.op_type == "Gather" and node.input[0].endswith("_table_dq")) or node.output[0].startswith("sum_"):
+            out = node.output[0]
+            node.output[0] = f"{out}_raw"
+            nodes += [helper.make_node("QuantizeLinear", [f"{out}_raw", "pair_s", "pair_z"], [f"{out}_q"]),
+                      helper.make_node("DequantizeLinear", [f"{out}_q", "pair_s", "pair_z"], [out])]
+    extra += [numpy_helper.from_array(np.float32(scale), "pair_s"), numpy_helper.from_array(np.uint8(128), "pair_z")]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + extra)
+    return model
+
+
+def test_quantized_tables_and_pairs_fuse():
+    """Tables stored quantized go to the op as the graph dequantizes them (exact); the pairs on
+    the lookups and the sums are dropped (verified in steps); position ids as computed."""
+    model = quantized(embeddings(positions="slice_buffer"))
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1, applied.misses
+    assert applied.made["QuantizeLinear"] == -5 and applied.made["DequantizeLinear"] == -8
+    node = embed_node(applied.model)
+    assert node.input[8]  # the position ids the graph computes, handed on
+    applied.assert_equivalent()

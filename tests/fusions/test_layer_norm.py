@@ -3,6 +3,8 @@ one LayerNormalization that computes what the graph did; every near miss is refu
 
 The graphs are built at opset 17, where LayerNormalization exists: the harness raises no opset.
 """
+from collections import Counter
+
 import numpy as np
 import onnx
 import pytest
@@ -278,3 +280,37 @@ def test_keras_near_miss(shape, eps, reason):
     miss = applied.miss()
     assert reason in miss.reason and miss.variant == "keras", miss
     applied.assert_equivalent()
+
+
+# ---------------------------------------------------------------- quantized (all ops, QDQ)
+
+def _epsilon(model):
+    (node,) = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    return next(a.f for a in node.attribute if a.name == "epsilon")
+
+
+@pytest.mark.parametrize("stored, eps_pair, pairs", [(True, True, 4), (False, False, 4)])
+def test_requantization_pairs_inside_are_absorbed(stored, eps_pair, pairs):
+    """The pairs on the variance, ε + variance, the normalized value and its product with γ are
+    dropped (verified in steps); γ and β stored as uint8 and ε through its pair are carried as the
+    graph dequantizes them; the input's and the output's pairs stay."""
+    from graphs import quantized_forms as QF
+    result = apply("LayerNorm", QF.ln_all_ops(stored=stored, eps_pair=eps_pair))
+    assert result.rewrote == 1 and result.made["LayerNormalization"] == 1
+    assert result.made["QuantizeLinear"] == -(pairs + eps_pair)
+    assert result.made["DequantizeLinear"] == -(pairs + eps_pair + 2 * stored)
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["QuantizeLinear"] == 2  # the boundary: x's and y's
+    assert _epsilon(result.model) == np.float32(1e-12)  # 1e-12 / (1e-12 / 255) rounds to 255 steps: exact
+    result.assert_equivalent()
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"per_channel": True}, "quantizes an activation per channel, not per tensor"),
+    ({"read_inside": True}, "'normalized_q' (from QuantizeLinear) is also a graph output"),
+])
+def test_quantized_near_misses(kwargs, reason):
+    from graphs import quantized_forms as QF
+    result = apply("LayerNorm", QF.ln_all_ops(**kwargs))
+    assert result.rewrote == 0
+    assert reason in result.miss("LayerNorm").reason

@@ -207,3 +207,20 @@ def test_heads_unfolded_into_another_batch_are_refused():
     applied = apply("SkipLayerNorm", attention_residual(unfold_heads=2))
     assert not applied.rewrote and not applied.made
     assert "may broadcast over batch or sequence" in applied.miss().reason, applied.miss()
+
+
+def test_the_requantization_pair_on_the_sum_is_absorbed():
+    """An all-ops quantizer rounds the residual sum before the LayerNorm: the op adds unrounded
+    (verified in steps); the addends' pairs and the output's stay."""
+    from graphs import quantized_forms as QF
+    applied = apply("SkipLayerNorm", QF.skip_ln_all_ops())
+    assert applied.made == {"SkipLayerNormalization": 1, "LayerNormalization": -1, "Add": -1,
+                            "QuantizeLinear": -1, "DequantizeLinear": -1}, applied.misses
+    applied.assert_equivalent()
+
+
+def test_a_per_channel_pair_on_the_sum_is_refused():
+    from graphs import quantized_forms as QF
+    applied = apply("SkipLayerNorm", QF.skip_ln_all_ops(per_channel=True))
+    assert not applied.rewrote
+    assert "quantizes an activation per channel, not per tensor" in applied.miss().reason

@@ -1,0 +1,267 @@
+"""Attention in a quantized model: the attention core on the dequantized Q, K and V, its
+requantization pairs dropped, as the target's attention op.
+
+    out = merge_heads(softmax(scale · Q·Kᵀ + mask) · V)     Q, K, V: [B, S, H], the projections' outputs
+
+The projections are INT8 dense blocks of their own (``QuantizedLinear``, which keeps them in
+INT8); what this fuses is the core between them, where a quantizer rounds every value
+through a Q→DQ pair. ``⟨q⟩`` below is an optional QuantizeLinear→DequantizeLinear pair:
+
+all_ops — ONNX Runtime's ``quantize_static`` (QDQ), every op type quantized::
+
+    Q ─► Reshape ─⟨q⟩─► Transpose(0,2,1,3) ─⟨q⟩─┐
+    K ─► Reshape ─⟨q⟩─► Transpose(0,2,3,1) ─⟨q⟩─► MatMul ─⟨q⟩─► Mul(⟨q⟩ scale) ─⟨q⟩─► Add(mask) ─⟨q⟩─► Softmax ─⟨q⟩─┐
+    V ─► Reshape ─⟨q⟩─► Transpose(0,2,1,3) ─⟨q⟩──────────────────────────────────────────────────────────────────► MatMul ─⟨q⟩─┐
+                                                                  out ◄─ Reshape ◄─⟨q⟩─ Transpose(0,2,1,3) ◄───────────────┘
+
+matmul_only — ``quantize_static`` with MatMul quantized (pairs on the inputs and outputs of
+Q·Kᵀ and P·V only), and QAT exports whose projections are INT8 blocks and whose core is
+float (no pair at all): the same pattern with the pairs absent.
+
+The pair on Q, K and V themselves (before the head split) and the one on the merged output
+are the boundary: they stay, read and written by the INT8 blocks around. Every pair inside
+is dropped: the fused op computes the core unrounded. That is not bit-exact — each dropped
+pair is one rounding fewer, to its own step, so the output moves towards the float core by
+at most a few of its steps — and it is the same decision ``QuantizedLinear`` makes for the
+pairs inside a dense block: ``fusekit verify`` compares quantized models in steps of each
+output's quantization, within the reference's own activation quantization noise (the
+reference against itself with every activation pair removed), which bounds exactly this.
+The scale is carried as the graph computes it (a scale rounded through a pair is evaluated).
+
+Checks: as ``Attention`` (heads and head size from the head split, which Q, K and V share;
+the merge gives back [B, S, H]; a scalar scale; the mask proven a key padding mask by
+probing) and: Q, K and V are 3-D values of one width; every dropped pair is per tensor (a
+per-channel pair on an activation is refused, its rounding not a uniform step); the core
+holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
+
+Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V and the raw 2-D mask; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
+as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
+theirs, as do the values after P·V, so its CPU plugin builds one attention kernel on the
+quantized operands and leaves no standalone FakeQuantize (``_openvino_core``). So on
+OpenVINO only the scores' pairs (Q·Kᵀ, scaled, masked) are dropped; the verification in
+steps covers them as above.
+"""
+import numpy as np
+from onnx import TensorProto
+
+from fusekit.engine.graph import const_value, producer, rank
+from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
+from fusekit.engine.rewrite import MS
+
+from .._common import c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
+from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
+                        heads_of, softmax_axis)
+
+step = requantized
+SCALE_NAMES = tuple(SCALES)
+
+
+def heads(name: str, perm: list[int], bind: str | None = None):
+    split = op.Reshape(Var(f"{name}_states", f"the {name.upper()} projection"),
+                       Var(f"{name}_shape", f"the {name.upper()} head split", shape_only=True), _bind=f"{name}_split")
+    return step(op.Transpose(step(split), perm=perm, _bind=bind))
+
+
+q = heads("q", [0, 2, 1, 3], "q")
+v = heads("v", [0, 2, 1, 3], "v")
+k_t = either(heads("k", [0, 2, 3, 1]), step(op.Transpose(heads("k", [0, 2, 1, 3], "k"), perm=[0, 1, 3, 2])),
+             tag="k_transpose", labels=("", "k_double_transpose"))
+product = step(op.MatMul(q, k_t, _bind="qk"))
+# the sdpa export's √scale on Q and on Kᵀ, each rounded through a pair of its own (NNCF)
+sqrt_scaled = op.MatMul(step(op.Mul(q, Const("q_scale", label="the Q scale"))),
+                        step(op.Mul(k_t, Const("k_scale", label="the K scale"))), _bind="scores")
+scores = step(either(op.Mul(product, stored("scale", "the attention scale"), _bind="scores"),
+                     op.Div(product, stored("scale_divisor", "the attention scale divisor"), _bind="scores"),
+                     sqrt_scaled, op.MatMul(q, k_t, _bind="scores"),
+                     tag="scale", labels=("", "div_scale", "sqrt_scale_qk", "unscaled")))
+masked = step(either(op.Add(scores, Var("mask", "the attention mask")), scores, tag="mask", labels=("", "no_mask")))
+remasked = maybe(lambda p: op.Mul(p, Var("kept_probs", "the probabilities' mask", shape_only=True), _bind="remask"),
+                 op.Softmax(masked, axis=softmax_axis, _bind="softmax"), tag="remask", present="remasked")
+probs = step(maybe(lambda p: op.Where(op.IsNaN(p), c(0.0, "the NaN guard's 0"), p, _bind="nan_guard"),
+                   remasked, tag="nan_guard", present="nan_guard"))
+context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape", shape_only=True), _bind="noop"),
+                step(op.MatMul(probs, v, _bind="context")), tag="noop_reshape", present="noop_reshape")
+merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
+                    Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
+
+# INT8 blocks' outputs, as each target's form of QuantizedLinear writes them
+INT8_OUTPUTS = {"DequantizeLinear", "MatMulIntegerToFloat", "QuantizedLinearToFloat", "QuantizedLinear"}
+
+
+def _int8_projection(tensor) -> bool:
+    """An INT8 block's output, fused or not yet: x·W (+ b) with x or W dequantized, the product
+    maybe requantized (Intel Neural Compressor: DQ(Q(DQ(x) · DQ(W))) + b; a QAT export:
+    DQ(x) · Transpose(DQ(Q(W))) + b)."""
+    node = producer(tensor)
+    if node is not None and node.op == "Add":
+        node = next((p for t in node.inputs if (p := producer(t)) is not None and p.op != "Constant"), None)
+    if node is not None and node.op == "DequantizeLinear" and (q := producer(node.inputs[0])) is not None \
+            and q.op == "QuantizeLinear":
+        node = producer(q.inputs[0])
+    if node is None or node.op != "MatMul":
+        return node is not None and node.op in INT8_OUTPUTS
+
+    def dequantized(t):
+        p = producer(t)
+        p = producer(p.inputs[0]) if p is not None and p.op == "Transpose" else p
+        return p is not None and p.op == "DequantizeLinear"
+    return any(dequantized(t) for t in node.inputs)
+
+
+def _scale(m, names=SCALE_NAMES) -> float | str:
+    """The product of the scales among ``names`` the match found (a divisor counts as its reciprocal)."""
+    found = [(name, constant(m, name)) for name in names if has_constant(m, name)]
+    if any(value.size != 1 for _, value in found):
+        return "the attention scale is not a scalar, so it cannot be carried into a fused attention"
+    return float(np.prod([np.asarray(v, np.float64).item() ** SCALES[n] for n, v in found]))
+
+
+def check(m) -> AttentionFacts | str:
+    states = [m[f"{n}_states"] for n in "qkv"]
+    widths = {last_dim(t) for t in states}
+    if any(rank(t) not in (3, None) for t in states) or len(widths) != 1 or None in widths:
+        return f"Q, K and V are not [batch, sequence, hidden] values of one known width: " \
+               f"{[t.shape for t in states]}"
+    width = widths.pop()
+    if not dropped_pairs(m, SCALE_NAMES) and not any(_int8_projection(t) for t in states):
+        return "no quantization pair inside and no INT8 projection: a float attention (the Attention fusion's)"
+    reason = per_channel_pair(m)
+    if reason:
+        return reason
+    split = {}
+    for name in "qkv":
+        found = heads_of(m, name, width)
+        if isinstance(found, str):
+            return found
+        split[name] = found
+    if len(set(split.values())) != 1:
+        return "the head count disagrees between Q, K and V: " + ", ".join(
+            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
+    heads_, size = split["q"]
+    reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads_, size)) or None
+    if reason:
+        return reason
+    scale = _scale(m)
+    if isinstance(scale, str):
+        return scale
+    masking = _masking(m, heads_)
+    if isinstance(masking, str):
+        return masking
+    mask, bias = masking
+    if bias is not None:
+        return "a position bias is added to the scores: the quantized form does not carry one yet"
+    return AttentionFacts(heads_, size, scale, mask)
+
+
+def _reemit(emit, tensor, start, value, shapes=(), skip=None):
+    """The matched chain from ``start`` to ``tensor`` (each node reading the one before and
+    constants) emitted again on ``value``; and how many Q/DQ pairs it holds. ``shapes``: (reshape,
+    target) pairs, the targets it proved (its own may read the shape of a value the match
+    replaces); ``skip``: a no-op reshape, left out for that reason."""
+    chain = []
+    while tensor is not start:
+        node = producer(tensor)
+        index = next(i for i, t in enumerate(node.inputs) if const_value(t) is None)
+        if node is not skip:
+            chain.append((node, index))
+        tensor = node.inputs[index]
+    for node, index in reversed(chain):
+        inputs = list(node.inputs)
+        inputs[index] = value
+        inputs[1:] = [next((target for reshape, target in shapes if reshape is node), t) if i == 0 else t
+                      for i, t in enumerate(inputs[1:])] if node.op == "Reshape" else inputs[1:]
+        value = getattr(emit, node.op)(*inputs, **dict(node.attrs))
+    return value, sum(node.op == "QuantizeLinear" for node, _ in chain)
+
+
+def _openvino_core(m, facts: AttentionFacts, emit):
+    """The core for OpenVINO: the operands of Q·Kᵀ and P·V (the head splits, transposes, the
+    probabilities and the Q/DQ pairs on them) and P·V to the merge (with its pairs) as matched;
+    the scores between them as float ops without pairs. OpenVINO's CPU plugin turns that into
+    one attention kernel on the quantized operands (on i8 where they are symmetric int8) and
+    folds the pairs after P·V into it; with the pairs on the scores left in, asymmetric uint8
+    models run Q·Kᵀ and P·V as separate f32 MatMuls beside standalone FakeQuantize layers, and
+    without the pair on the probabilities P·V loses its int8 operand."""
+    qk = m.node("qk") if "qk" in m.named else m.node("scores")
+    context, merge = m.node("context"), m.node("merge")
+    split = emit.small(np.array([0, 0, facts.heads, facts.size], np.int64))  # as check proved each head split
+    shapes = [(m.node(f"{n}_split"), split) for n in "qkv"]
+    operands = [_reemit(emit, t, m[f"{n}_states"], m[f"{n}_states"], shapes)  # Q and Kᵀ with their √scale, if any
+                for t, n in ((qk.inputs[0], "q"), (qk.inputs[1], "k"), (context.inputs[1], "v"))]
+    scores = emit.MatMul(operands[0][0], operands[1][0])
+    scale = _scale(m, ("scale", "scale_divisor"))  # the one on the scores
+    if scale != 1.0:
+        scores = emit.Mul(scores, emit.const("scale", np.float32(scale)))
+    if "mask" in m.values:
+        scores = emit.Add(scores, m["mask"])
+    probs, start = emit.Softmax(scores, axis=-1), m.node("softmax").outputs[0]
+    if m.has("remask"):
+        probs, start = emit.Mul(probs, m["kept_probs"]), m.node("remask").outputs[0]
+    if m.has("nan_guard"):
+        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
+        start = m.node("nan_guard").outputs[0]
+    operands.append(_reemit(emit, context.inputs[0], start, probs))
+    context_value = emit.MatMul(operands[3][0], operands[2][0])
+    noop = m.node("noop") if m.has("noop_reshape") else None
+    merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value, skip=noop)
+    if not kept and (pair := _next_quantizer(m)) is not None:
+        # the next block's input quantizer, copied onto P·V: a second pair of the same per-tensor
+        # step changes nothing (DQ's values are on its grid), and OpenVINO folds the first into its
+        # attention kernel and the one after the head merge into it (a QAT export's merge quantizer
+        # would stay standalone)
+        q, dq = pair
+        merged, _ = _reemit(emit, merge.inputs[0], context.outputs[0],
+                            emit.DequantizeLinear(emit.QuantizeLinear(context_value, *q.inputs[1:], **dict(q.attrs)),
+                                                  *dq.inputs[1:], **dict(dq.attrs)), skip=noop)
+    # the merge as check proved it: (batch, sequence) kept, the heads' width
+    width = emit.small(np.array([0, 0, facts.heads * facts.size], np.int64))
+    return emit.Reshape(merged, width), kept + sum(k for _, k in operands)
+
+
+def _next_quantizer(m):
+    """The per-tensor Q→DQ pair that is the merged output's one reader, where it is one."""
+    users = m.anchor.outputs[0].outputs
+    q = users[0] if len(users) == 1 and users[0].op == "QuantizeLinear" else None
+    if q is None or len(q.outputs[0].outputs) != 1 or q.outputs[0].outputs[0].op != "DequantizeLinear":
+        return None
+    scale, dq = const_value(q.inputs[1]), q.outputs[0].outputs[0]
+    same = all(a is b for a, b in zip(q.inputs[1:], dq.inputs[1:])) and len(q.inputs) == len(dq.inputs)
+    if scale is None or scale.size != 1 or not same or q.attrs.get("axis", 1) != dq.attrs.get("axis", 1):
+        return None
+    return q, dq
+
+
+def rewrite(m, facts: AttentionFacts, emit):
+    kept = 0
+    if emit.target == "openvino":
+        result, kept = _openvino_core(m, facts, emit)
+    if (pairs := dropped_pairs(m, SCALE_NAMES) - kept):
+        emit.note("QuantizedAttention dropped {count} requantization pairs inside fused attention: the core is "
+                  "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
+    if emit.target == "openvino":
+        return result
+    q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
+    if emit.target == "onnx":
+        mask = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
+        return emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+    inputs = [q_, k_, v_]
+    attrs = {"num_heads": facts.heads, "scale": facts.scale}
+    if facts.mask is not None:
+        mask_input = facts.mask.input
+        if np.dtype(mask_input.dtype) != np.int32:
+            mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
+        inputs += [None, mask_input]  # no packed bias; the raw [B, S] key padding mask
+        attrs["mask_filter_value"] = max(facts.mask.fill, LOWEST)
+    return emit.MultiHeadAttention(*inputs, _domain=MS, **attrs)
+
+
+FUSION = Fusion(
+    name="QuantizedAttention",
+    variants=[Variant("qdq", merged, "ONNX Runtime quantize_static (QDQ; all ops or MatMul only), QAT exports "
+                                     "whose projections are INT8 blocks")],
+    check=check,
+    rewrite=rewrite,
+    signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
+    after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
+    min_opset={"onnx": 23},
+)

@@ -1,0 +1,101 @@
+"""QuantizedAttention alone (patterns/fusions/quantized_attention.py) on small graphs: the attention
+core between quantized projections, with its Q/DQ pairs (all ops, MatMul only) or none (QAT), fuses
+into MultiHeadAttention (ort) or ONNX Attention (onnx) and verifies in quantization steps on right-
+and left-padded rows; a float attention, a per-channel pair and a pair read outside are refused."""
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from graphs import quantized_forms as QF
+from graphs.attention import HEADS, SIZE
+from one_rule import apply
+
+
+def _attrs(model, op):
+    (node,) = [n for n in model.graph.node if n.op_type == op]
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}, list(node.input)
+
+
+@pytest.mark.parametrize("form, pairs", [("all_ops", 11), ("matmul_only", 5), ("qat", 0)])
+def test_each_form_fuses_into_multi_head_attention(form, pairs):
+    result = apply("QuantizedAttention", QF.attention_qdq(form))
+    assert result.rewrote == 1 and not result.misses
+    made = result.made
+    assert made["MultiHeadAttention"] == 1 and made["Softmax"] == -1 and made["MatMul"] == -2
+    assert made["QuantizeLinear"] == -pairs - (form == "all_ops")  # and the scale's own pair, evaluated
+    attrs, inputs = _attrs(result.model, "MultiHeadAttention")
+    assert attrs["num_heads"] == HEADS and inputs[3] == ""  # Q, K, V, no packed bias, the 2-D mask
+    assert attrs["mask_filter_value"] == -10000.0
+    scale = np.float32(1 / np.sqrt(SIZE))
+    if form == "all_ops":  # the scale as its pair rounds it, carried exactly
+        scale = np.float32(np.round(scale / (scale / 255)) * (scale / 255))
+    assert np.float32(attrs["scale"]) == scale
+    verdict = result.assert_equivalent()  # in steps: the right- and left-padded settings included
+    if form == "qat":  # nothing dropped: the same arithmetic
+        assert all(o.max_abs < 1e-5 for o in verdict.outputs)
+
+
+def test_onnx_target_is_onnx_attention():
+    result = apply("QuantizedAttention", QF.attention_qdq("matmul_only", opset=23), target="onnx")
+    assert result.rewrote == 1 and result.made["Attention"] == 1
+    attrs, _ = _attrs(result.model, "Attention")
+    assert attrs["q_num_heads"] == attrs["kv_num_heads"] == HEADS
+    result.assert_equivalent()
+
+
+def test_float_attention_is_left_to_the_attention_fusion():
+    result = apply("QuantizedAttention", QF.attention_qdq("float"))
+    assert result.rewrote == 0 and not result.misses  # no quantizer reached: not even a near miss
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"per_channel": True}, "quantizes an activation per channel, not per tensor"),
+    ({"read_inside": True}, "'scores_q' (from QuantizeLinear) is also a graph output"),
+])
+def test_near_misses(kwargs, reason):
+    result = apply("QuantizedAttention", QF.attention_qdq(**kwargs))
+    assert result.rewrote == 0
+    assert reason in result.miss("QuantizedAttention").reason
+
+
+@pytest.mark.parametrize("form, kept", [("all_ops", 9), ("matmul_only", 5)])
+def test_openvino_form_drops_only_the_pairs_on_the_scores(form, kept):
+    """OpenVINO's attention kernel takes quantized Q, Kᵀ, V and probabilities and folds the pairs
+    after P·V: those stay (re-emitted); the pairs on the scores go."""
+    result = apply("QuantizedAttention", QF.attention_qdq(form), target="openvino")
+    assert result.rewrote == 1
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["Softmax"] == 1 and ops["MatMul"] == 3 + 2 and "MultiHeadAttention" not in ops
+    # the projections' pairs (3, outside the match) and the output's, plus those kept inside
+    assert ops["QuantizeLinear"] == 3 + 1 + kept
+    result.assert_equivalent()
+
+
+def test_openvino_form_copies_the_merge_quantizer_onto_pv():
+    """A QAT core has no pair; the next block's input quantizer after the head merge is copied
+    onto P·V (a second pair of one step changes nothing), where OpenVINO folds it into its
+    attention kernel instead of leaving it standalone."""
+    model = QF.attention_qdq("qat", output_pair=True)
+    result = apply("QuantizedAttention", model, target="openvino")
+    assert result.rewrote == 1 and result.made["QuantizeLinear"] == 1 and result.made["DequantizeLinear"] == 1
+    verdict = result.assert_equivalent()
+    assert all(o.max_abs < 1e-5 for o in verdict.outputs)
+    assert apply("QuantizedAttention", QF.attention_qdq("qat"), target="openvino").made["QuantizeLinear"] == 0
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_nncf_sdpa_form(target):
+    """NNCF on an sdpa export: √scale on Q and Kᵀ each rounded through a pair, the NaN guard; the
+    scale carried as their product (ort), or left on the operands (openvino)."""
+    result = apply("QuantizedAttention", QF.attention_qdq("nncf_sdpa"), target=target)
+    assert result.rewrote == 1, result.misses
+    assert result.records[0].variant == "qdq[nan_guard,sqrt_scale_qk]"
+    if target == "ort":
+        attrs, _ = _attrs(result.model, "MultiHeadAttention")
+        assert np.isclose(attrs["scale"], 1 / np.sqrt(SIZE), rtol=1e-6)
+    else:  # the pairs on the scaled Q and Kᵀ and on the probabilities stay; the merge's is copied onto P·V
+        assert Counter(n.op_type for n in result.model.graph.node)["IsNaN"] == 1
+        assert result.made["QuantizeLinear"] == 1
+    result.assert_equivalent()
