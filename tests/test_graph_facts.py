@@ -176,3 +176,31 @@ def test_a_dimension_onnx_names_after_the_inputs_is_theirs():
         other.shape = dims
         out = graph.layer(op="Add", inputs=[dense, other], outputs=[name])[0]
         assert spans_batch_and_sequence(graph, out) is spans, name
+
+
+def test_a_position_term_sliced_to_the_sequence_cannot_stretch_it():
+    """Rows [0, S) of a position-id buffer: no longer than the sequence, so wherever the Add runs at
+    all it keeps (batch, sequence); a slice to a fixed 5 rows could stretch a sequence of 1."""
+    graph, ids, _, shape = _graph()
+    dense = _projection(graph, ids)
+    graph.inputs = [ids]
+    length = graph.layer(op="Gather", inputs=[shape, gs.Constant("one", np.array([1]))], outputs=["length"])[0]
+    for name, end, spans in (("sliced", length, True), ("fixed", gs.Constant("five", np.array([5])), False)):
+        rows = graph.layer(op="Slice", inputs=[gs.Constant(f"{name}_buffer", np.arange(16)[None, :]),
+                                               gs.Constant(f"{name}_start", np.array([0])), end,
+                                               gs.Constant(f"{name}_axes", np.array([1]))], outputs=[f"{name}_rows"])[0]
+        rows.shape = ["unk__0", "unk__1"]
+        term = graph.layer(op="Gather", inputs=[gs.Constant(f"{name}_table", np.ones((16, 8), np.float32)), rows],
+                           outputs=[f"{name}_term"])[0]
+        term.shape = ["unk__0", "unk__1", 8]
+        out = graph.layer(op="Add", inputs=[dense, term], outputs=[name])[0]
+        assert spans_batch_and_sequence(graph, out) is spans, name
+
+
+def test_dynamic_quantization_keeps_the_integers_in_place():
+    graph, ids, _, _ = _graph()
+    dense = _projection(graph, ids)
+    q, scale, zero = graph.layer(op="DynamicQuantizeLinear", inputs=[dense], outputs=["q", "q_scale", "q_zero"])
+    q.shape, scale.shape, zero.shape = ["b1", "s1", 8], [], []
+    assert spans_batch_and_sequence(graph, q, ids=ids)
+    assert not spans_batch_and_sequence(graph, scale, ids=ids)

@@ -559,6 +559,8 @@ def spans_batch_and_sequence(graph: gs.Graph, tensor: gs.Tensor, memo: IdentityM
         result = spans(node.inputs[1])
     elif node.op == "GatherElements":  # the output has the indices' shape
         result = spans(node.inputs[1])
+    elif node.op == "DynamicQuantizeLinear":  # the integers have the input's shape (its scale and zero point are scalars)
+        result = tensor is node.outputs[0] and spans(node.inputs[0])
     elif node.op in ("Split", "Slice"):  # every output keeps the dimensions of the axes it does not cut
         result = _cuts_only_inner_axes(node) and spans(node.inputs[0])
     elif node.op == "Reshape" or (node.op == "Expand" and _is_ones_constant(node.inputs[0])):
@@ -602,9 +604,42 @@ def _broadcast_keeps_leading(graph: gs.Graph, node: gs.Node, spans, ids: gs.Tens
             if k < 0 or (t.shape is not None and t.shape[k] == 1):
                 continue
             leading = leading or _leading(graph, ids)
-            if leading is None or dimension(t, k, leading, sizes) != leading.dims[axis]:
+            if leading is None or not _at_most(t, k, leading.dims[axis], leading, sizes):
                 return False
     return True
+
+
+def _at_most(tensor: gs.Tensor, axis: int, target, leading: Leading, sizes: IdentityMap, depth: int = 0) -> bool:
+    """Dimension ``axis`` of ``tensor`` is 1 or ``target``, or is cut from 0 to ``target`` (a
+    position table sliced to the sequence): no larger than ``target`` then, so wherever the graph
+    runs at all (a size between 1 and ``target`` would not broadcast) it cannot stretch it."""
+    if dimension(tensor, axis, leading, sizes) in (1, target):
+        return True
+    node = producer(tensor)
+    if node is None or node.domain or depth > 16 or tensor is not node.outputs[0]:
+        return False
+
+    def at_most(t, k):
+        return _at_most(t, k, target, leading, sizes, depth + 1)
+    if node.op in _SAME_SHAPE:
+        return at_most(node.inputs[0], axis)
+    if node.op == "Gather" and not node.attrs.get("axis", 0) and rank(node.inputs[1]) is not None:
+        indices = rank(node.inputs[1])
+        return at_most(node.inputs[1], axis) if axis < indices else at_most(node.inputs[0], axis - indices + 1)
+    if node.op == "Slice" and len(node.inputs) >= 3:
+        starts, ends = entries(node.inputs[1]), entries(node.inputs[2])
+        axes = entries(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else \
+            list(range(len(starts or [])))
+        steps = entries(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1] * len(axes or [])
+        r = rank(tensor)
+        if None in (starts, ends, axes, steps, r) or not all(isinstance(a, int) for a in axes):
+            return False
+        axes = [a + r if a < 0 else a for a in axes]
+        if axis not in axes:
+            return at_most(node.inputs[0], axis)
+        i = axes.index(axis)
+        return starts[i] == 0 and steps[i] == 1 and _resolve(ends[i], lambda t, k: dimension(t, k, leading, sizes)) == target
+    return False
 
 
 def _is_table(tensor: gs.Tensor) -> bool:
