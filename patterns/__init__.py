@@ -32,8 +32,8 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.
-ALL = [fake_quantize.FUSION, qdq_constant.FUSION, unsigned_activation.FUSION, rotary_attention.FUSION, attention.FUSION,
-       quantized_attention.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION,
+ALL = [fake_quantize.FUSION, qdq_constant.FUSION, rotary_attention.FUSION, attention.FUSION, quantized_attention.FUSION,
+       unsigned_activation.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION,
        quantized_linear.FUSION, dynamic_quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION,
        bias_gelu.FUSION]
 # Rules and fusions by name (``--disable`` takes either).

@@ -17,16 +17,20 @@ scale moves anywhere. A weight's per-axis scale moves with its axis: a Transpose
 ``perm.index(axis)``; a Reshape keeps it where the new shape has an axis of that size with the same
 number of elements before it (the axis survives whole), and anything else — an axis merged or split
 — is a near miss, as is an activation's per-axis scale (its shape is known only at run time). An
-activation is moved only into a MatMul (the block it hides); a weight wherever it goes.
+activation is moved only into a MatMul by a constant weight (the block it hides), never into a
+product of two activations (attention's, whose pairs QuantizedAttention reads where they are); a
+weight wherever it goes.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from fusekit.engine.graph import const_value, producer
 from fusekit.engine.pattern import Const, Rule, Var, Variant, either, op
 
 
-NOT_INTO_MATMUL = "the moved activation does not feed MatMuls alone: no INT8 block waits for it"
+NOT_INTO_MATMUL = ("the moved activation does not feed MatMuls by a constant weight alone: no INT8 block waits for it "
+                   "(a product of two activations, attention's, reads its operands' pairs where they are)")
 
 
 def _dequantized(value):
@@ -104,10 +108,19 @@ def check(m) -> Moved | str | None:
 def _activation_reason(m) -> str | None:
     if np.asarray(m.const("scale")).size != 1:
         return "the activation is quantized per channel: its axis cannot be followed through a move of unknown shape"
-    readers = m.anchor.outputs[0].outputs
-    if not readers or any(r.op != "MatMul" for r in readers):
+    moved = m.anchor.outputs[0]
+    readers = moved.outputs
+    if not readers or any(r.op != "MatMul" or r.inputs[0] is not moved or not _weight(r.inputs[1]) for r in readers):
         return NOT_INTO_MATMUL
     return None
+
+
+def _weight(value) -> bool:
+    """A constant, or the DequantizeLinear of one: a dense projection's weight."""
+    node = producer(value)
+    if node is not None and node.op == "DequantizeLinear":
+        value = node.inputs[0]
+    return const_value(value) is not None
 
 
 def rewrite(m, facts: Moved | None, emit):

@@ -72,6 +72,9 @@ def test_near_miss_for_a_context_quantized_per_head():
                                     "move of unknown shape")
 
 
-def test_a_move_into_no_matmul_is_left_alone():
-    result = apply("DequantizeAfterMove", moved_context(into="Relu"))
-    assert not result.made and not result.misses
+@pytest.mark.parametrize("into", ["Relu", "product"])
+def test_a_move_into_no_dense_projection_is_left_alone(into):
+    """No INT8 block waits behind another op, or behind a product of two activations (attention's
+    Q·Kᵀ and P·V, whose pairs QuantizedAttention reads where the quantizer put them)."""
+    result = apply("DequantizeAfterMove", moved_context(into=into))
+    assert result.rewrote == 0 and not result.misses

@@ -251,8 +251,9 @@ def moved_weight(moves=("transpose", "reshape"), per_column=True, split_axis=Fal
 def moved_context(per_channel=False, into="MatMul", seed=0):
     """NNCF's default preset before the attention output projection: the context [batch, 4 heads, seq, 8]
     → Q(int8) → DQ → Transpose(0, 2, 1, 3) → Reshape([0, 0, 32]) → MatMul(DQ(W_q int8 [32, 24])) + b → y.
-    Near misses: ``per_channel`` quantizes the context per head; ``into`` another op than MatMul
-    reads the moved value (then no block waits for it: no rewrite, no near miss)."""
+    Near misses: ``per_channel`` quantizes the context per head; ``into`` another op than MatMul, or
+    ``"product"``, a MatMul by another activation, reads the moved value (then no block waits for it:
+    no rewrite, no near miss)."""
     rng = np.random.default_rng(seed)
     g = Graph("context", 14)
     x = g.input("x", shape=["batch", 4, "seq", 8])
@@ -264,6 +265,9 @@ def moved_context(per_channel=False, into="MatMul", seed=0):
         s, z, axis = g.const("scale", 0.02), g.const("zero_point", 3, np.int8), {}
     t = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z, **axis), s, z, **axis)
     t = g.op("Reshape", g.op("Transpose", t, perm=[0, 2, 1, 3]), g.const("shape", [0, 0, 32], np.int64))
+    if into == "product":  # a product of two activations, as attention's
+        g.op("MatMul", t, g.input("other", shape=["batch", 32, "seq"]), out="y")
+        return g.model()
     if into != "MatMul":
         g.op(into, t, out="y")
         return g.model()
