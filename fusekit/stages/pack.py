@@ -196,7 +196,8 @@ def _mha_core(graph: gs.Graph, node: gs.Node) -> Core:
                 heads=attr(node, "num_heads") or 1)
     bias = node.inputs[ATTENTION_BIAS] if len(node.inputs) > ATTENTION_BIAS else None
     core.reason = MIXING_BIAS if bias is not None and bias.name and _reads(bias, [q, k]) \
-        else "fusekit packs the Attention it fuses, not a MultiHeadAttention it did not make"
+        else "packing takes the Attention ops fusekit fuses, not yet a MultiHeadAttention (the core of a quantized " \
+             "model's attention, or one the input already had)"
     return core
 
 
