@@ -368,6 +368,20 @@ def _masking(m, heads: int) -> tuple[KeyPaddingMask | None, PositionBias | None]
     return mask, bias
 
 
+def agreed_heads(m, width: int) -> tuple[int, int] | str:
+    """(heads, head size) of the Q, K and V head splits, which must agree; or why not."""
+    split = {}
+    for name in "qkv":
+        found = heads_of(m, name, width)
+        if isinstance(found, str):
+            return found
+        split[name] = found
+    if len(set(split.values())) != 1:
+        return "the head count disagrees between Q, K and V: " + ", ".join(
+            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
+    return split["q"]
+
+
 def _projections(m) -> tuple[int, int, int] | str:
     """(heads, head size, width) of the Q, K and V projections, which must agree; or why not."""
     weights = [m.const(f"w_{n}") for n in "qkv"]
@@ -378,16 +392,10 @@ def _projections(m) -> tuple[int, int, int] | str:
     width = weights[0].shape[1]
     if hidden_in is not None and weights[0].shape[0] != hidden_in:
         return f"the Q weight has {weights[0].shape[0]} rows but the hidden size is {hidden_in}"
-    split = {}
-    for name in "qkv":
-        found = heads_of(m, name, width)
-        if isinstance(found, str):
-            return found
-        split[name] = found
-    if len(set(split.values())) != 1:
-        return "the head count disagrees between Q, K and V: " + ", ".join(
-            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
-    heads, size = split["q"]
+    split = agreed_heads(m, width)
+    if isinstance(split, str):
+        return split
+    heads, size = split
     expected = [(heads, size) if m.took("bias_after_split", tag=f"{n}_bias") else (width,) for n in "qkv"]
     if [b.shape for b in biases] != expected:
         return f"the Q/K/V biases have shapes {[list(b.shape) for b in biases]}, expected {[list(e) for e in expected]}"

@@ -50,7 +50,7 @@ from fusekit.engine.rewrite import MS
 
 from .._common import c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
 from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
-                        heads_of, softmax_axis)
+                        agreed_heads, softmax_axis)
 
 step = requantized
 SCALE_NAMES = tuple(SCALES)
@@ -128,16 +128,10 @@ def check(m) -> AttentionFacts | str:
     reason = per_channel_pair(m)
     if reason:
         return reason
-    split = {}
-    for name in "qkv":
-        found = heads_of(m, name, width)
-        if isinstance(found, str):
-            return found
-        split[name] = found
-    if len(set(split.values())) != 1:
-        return "the head count disagrees between Q, K and V: " + ", ".join(
-            f"{n.upper()} {h} heads of {s}" for n, (h, s) in split.items())
-    heads_, size = split["q"]
+    split = agreed_heads(m, width)
+    if isinstance(split, str):
+        return split
+    heads_, size = split
     reason = _merge_reason(m, width) or (m.has("noop_reshape") and _noop_reason(m, heads_, size)) or None
     if reason:
         return reason
