@@ -149,7 +149,8 @@ def main(argv=None) -> None:
     wanted = set(args.forms.split(","))
     built = forms(export(args.layers, args.exporter), wanted)
     cases = [(1, 128, None), (8, 128, LENGTHS)]
-    print(f"{'runtime':9} {'shape':7} {'form':10} {'median ms':>10} {'p10 ms':>9} {'vs original':>12} {'vs best peer':>13}")
+    print(f"{'runtime':9} {'shape':7} {'form':15} {'median ms':>10} {'p10 ms':>9} {'vs original':>12}"
+          f" {'vs best peer':>13}")
     for runtime in args.runtimes.split(","):
         names = [n for n in RUNS_ON[runtime] if n in built and (n == "original" or n in wanted)]
         runners = [backends.load(runtime, built[n], threads=2) for n in names]
@@ -161,8 +162,8 @@ def main(argv=None) -> None:
             best = min(peers) if peers else float("nan")
             for name, s in zip(names, samples):
                 med, p10 = medians[name], float(np.percentile(s, 10))
-                print(f"{runtime:9} {batch}×{seq:<5} {name:10} {med:10.1f} {p10:9.1f} {med / medians['original']:11.2f}×"
-                      f" {med / best:12.2f}×", flush=True)
+                print(f"{runtime:9} {batch}×{seq:<5} {name:15} {med:10.1f} {p10:9.1f}"
+                      f" {med / medians['original']:11.2f}× {med / best:12.2f}×", flush=True)
 
 
 if __name__ == "__main__":
