@@ -489,6 +489,7 @@ class RotaryTable:
     """
 
     inv_freq: tuple[float, ...]  # f, one per pair of rotated features
+    rows: int | None = None  # a constant cache sliced to S holds this many; None: computed for every length
 
 
 def rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int, cache: dict) -> RotaryTable | str:
@@ -505,7 +506,7 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
     if size % 2:
         return f"the head size {size} is odd: it has no halves to rotate"
     half, rng = size // 2, np.random.default_rng(2)
-    inv_freq = None
+    inv_freq, cached = None, None
     for batch, seq in [(2, 6), (3, 9), (1, 33)]:
         tables = []
         for table, sub in zip((cos, sin), subs):
@@ -519,9 +520,15 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
                     first = np.asarray(out)
                 elif not np.array_equal(out, first):
                     return "the rotary table changes with the values of the inputs, not only with their sizes"
-            if first.shape != (1, 1, seq, size):
+            # a cache of fixed length sliced to S ends before a long probe, and the original with it
+            # (its Mul cannot broadcast fewer rows than positions): the rows it has are proven alone
+            short = first.ndim == 4 and first.shape[:2] == (1, 1) and first.shape[3] == size \
+                and inv_freq is not None and seq > first.shape[2] >= 9
+            if first.shape != (1, 1, seq, size) and not short:
                 return f"the rotary table has shape {list(first.shape)} for a {batch}×{seq} input, " \
                        f"not (1, 1, {seq}, {size}): one row per position, the same for every batch row and head"
+            if short:
+                cached = first.shape[2]
             if not np.array_equal(first[..., :half], first[..., half:]):
                 return "the rotary table's two halves differ: not the rotate-half layout"
             tables.append(first[0, 0, :, :half].astype(np.float64))
@@ -529,13 +536,13 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
         if seq < 2:
             continue
         f = np.arctan2(s[1], c[1]) if inv_freq is None else inv_freq
-        angles = np.arange(seq)[:, None] * f[None, :]
-        tolerance = 1e-6 * seq + 1e-6  # float32 positions × frequencies, then cos and sin in float32
+        angles = np.arange(len(c))[:, None] * f[None, :]
+        tolerance = 1e-6 * len(c) + 1e-6  # float32 positions × frequencies, then cos and sin in float32
         if not (np.allclose(c, np.cos(angles), rtol=0, atol=tolerance)
                 and np.allclose(s, np.sin(angles), rtol=0, atol=tolerance)):
             return "the rotary table is not cos/sin(p · f) for positions p = 0..S-1"
         inv_freq = f
-    return RotaryTable(tuple(float(v) for v in inv_freq))
+    return RotaryTable(tuple(float(v) for v in inv_freq), cached)
 
 
 def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,

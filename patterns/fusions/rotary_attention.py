@@ -33,7 +33,9 @@ Checks:
 - rotate_half splits the last axis at h/2, and Q and K are rotated by the same cos and sin;
 - **the tables are proven by running them** (``probe.rotary_table``): on several lengths and
   feeds they are [1, 1, S, h], the same two halves, and cos/sin(p·f) for p = 0..S-1, one f per
-  pair of features; nothing depends on token values;
+  pair of features; nothing depends on token values; a constant cache sliced to S
+  (``cos_cached[:, :, :S]``) is proven on the rows it has where a probe is longer (past them the
+  original cannot run, nor can the fused ops);
 - **the mask is proven by running it** (``probe.windowed_mask``): on right, left, holed and full
   padding at lengths up to 1030 it is 0 exactly where a key is kept by the 2-D mask input and
   lies within |i - j| <= w of the query (w the same at every length; no band: a global layer),

@@ -66,12 +66,32 @@ def test_torchscript_split_reads_as_the_slices_after_canonicalization():
     result.assert_equivalent()
 
 
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("rows", [64, 20], ids=["longer_than_the_probes", "shorter"])
+def test_a_constant_cache_sliced_to_the_sequence_fuses(target, rows):
+    """cos_cached[:, :, :S]: the rows the cache has are proven; past them the original cannot run
+    (its Mul does not broadcast), and neither can the fused model (the ops refuse a short cache)."""
+    result = fuse(target, table="cached", rows=rows)
+    assert result.rewrote == 1 and not result.misses, result.misses
+    result.assert_equivalent()
+    graph = gs.import_onnx(shapes.infer(result.original))
+    cos, sin = (next(n.outputs[0] for n in graph.nodes if n.op == "Slice" and n.inputs[0].name.endswith(f"{t}_cached"))
+                for t in ("cos", "sin"))
+    assert probe.rotary_table(graph, cos, sin, SIZE, {}).rows == (None if rows > 33 else rows)
+    long = np.ones((2, rows + 5), np.int64)
+    for model in (result.original, result.model):
+        with pytest.raises(Exception):
+            run(model, long)
+
+
 @pytest.mark.parametrize("form, reason", [
     (dict(positions="shifted"), "the rotary table is not cos/sin(p · f) for positions p = 0..S-1"),
     (dict(table="halves"), "the rotary table's two halves differ: not the rotate-half layout"),
+    (dict(table="fixed", rows=20), "the rotary table has shape [1, 1, 20, 8] for a 2×6 input, not (1, 1, 6, 8): "
+                                   "one row per position, the same for every batch row and head"),
     (dict(window=2, band="counted"),
      "the mask's padded and out-of-band keys take several values ([-3.4028234663852886e+38, 0.0])"),
-], ids=["positions_not_from_0", "not_rotate_half", "band_moves_with_the_padding"])
+], ids=["positions_not_from_0", "not_rotate_half", "cache_not_sliced", "band_moves_with_the_padding"])
 def test_near_misses(form, reason):
     result = fuse("ort", **form)
     assert not result.rewrote and "MultiHeadAttention" not in result.ops()

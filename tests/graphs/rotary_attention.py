@@ -8,9 +8,12 @@ canonical form: Casts that change nothing gone, the rotate-half bounds constant)
 ``form``: "eager" (the scores times 1/√h, the lowest float as fill) or "sdpa" (√scale on Q and
 Kᵀ, -inf as fill, a NaN guard after the Softmax). ``window``: None for a global layer (the key
 padding mask), or w for a local one (and |i - j| <= w). ``unbind``: "slice" (dynamo) or "split"
-(TorchScript's Split into pieces of one). Near misses: ``positions`` "shifted" counts from 1;
-``table`` "halves" puts different frequencies in the two halves; ``band`` "counted" measures
-the band in positions counted over the real tokens (it moves with the padding).
+(TorchScript's Split into pieces of one). ``table`` "cached": constant [1, 1, ``rows``, h] tables
+sliced to the sequence (a ``cos_cached[:, :, :S]`` buffer, as exports of a fixed-length cache
+write it). Near misses: ``positions`` "shifted" counts from 1; ``table`` "halves" puts different
+frequencies in the two halves, "fixed" is the cache not sliced (an export traced at one length);
+``band`` "counted" measures the band in positions counted over the real tokens (it moves with
+the padding).
 """
 import numpy as np
 from onnx import TensorProto, helper
@@ -28,7 +31,7 @@ def _weights(seed=0):
 
 
 def rotary_attention(form="eager", window=None, unbind="slice", positions="range", table="rotary", band="sizes",
-                     opset=17):
+                     opset=17, rows=64):
     g = Graph("rope", opset)
     x = g.input("x", shape=["batch", "seq", HIDDEN])
     mask = g.input("attention_mask", shape=["batch", "seq"], elem=TensorProto.INT64)
@@ -46,6 +49,13 @@ def rotary_attention(form="eager", window=None, unbind="slice", positions="range
     freqs = g.op("Concat", angles, other, axis=-1)
     cos = g.op("Unsqueeze", g.op("Cos", freqs), i64("axes_1", [1]))
     sin = g.op("Unsqueeze", g.op("Sin", freqs), i64("axes_1", [1]))
+    if table in ("cached", "fixed"):
+        angles = np.arange(rows)[:, None] * INV_FREQ[None, :]
+        full = np.concatenate([angles, angles], axis=-1)[None, None]
+        ends = g.op("Slice", g.op("Shape", mask), i64("one_v", [1]), i64("two_v", [2]))
+        cos, sin = (g.const(f"{name}_cached", fn(full)) for name, fn in (("cos", np.cos), ("sin", np.sin)))
+        if table == "cached":
+            cos, sin = (g.op("Slice", t, i64("zero_v", [0]), ends, i64("axis_2", [2])) for t in (cos, sin))
 
     # the additive mask [B, 1, S, S]
     keep = g.op("Unsqueeze", g.op("Cast", mask, to=TensorProto.BOOL), i64("axes_12", [1, 2]))  # [B, 1, 1, S]
