@@ -45,6 +45,10 @@ ratios and their ranges, and run it twice.
         [--shapes 1x128,8x128,1x384,8x384] [--rounds 7] [--threads 2] [--quick] [--variant RULES]
         [--reuse-fused] [--prepare]
 
+    python benchmarks/bench_quantizers.py profile MODEL [--runtime ort|openvino] [--shape 1x128] [--runs 5]
+
+(where one model's time goes per op type: ONNX Runtime's profiler, OpenVINO's PERF_COUNT).
+
 --quick: shapes 1x128 and 8x128, 3 rounds, one inference per sample (a few minutes per form once the
 models are cached). The environments: see testmodels/int8/README.md (V1: nncf; V2: optimum-onnx and
 transformers 4.57; V3: onnx-neural-compressor, numpy<2).
@@ -258,6 +262,53 @@ def time_pair(fp32: Path, written: Path, fusekit_out: Path | None, variant: Path
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def profile(path: str, runtime: str, batch: int, seq: int, threads: int, runs: int = 5) -> None:
+    """Where one model's time goes: per op type, ONNX Runtime's profiler or OpenVINO's PERF_COUNT."""
+    import onnx
+    names = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+    feeds = feeds_for(batch, seq, names)
+    times, counts = Counter(), Counter()
+    if runtime == "ort":
+        import json as _json
+
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"bench_quantizers.{os.getpid()}")
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        sess.run(None, feeds)  # warm-up, profiled too: subtracted below by counting runs + 1
+        for _ in range(runs):
+            sess.run(None, feeds)
+        trace = Path(sess.end_profiling())
+        for e in _json.loads(trace.read_text()):
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                times[e["args"]["op_name"]] += e["dur"] / 1e3
+                counts[e["args"]["op_name"]] += 1
+        trace.unlink()
+        runs += 1
+    else:
+        import openvino as ov
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True,
+                                                                    "INFERENCE_NUM_THREADS": threads})
+        req = compiled.create_infer_request()
+        for port in compiled.inputs:
+            req.set_tensor(port, ov.Tensor(feeds[port.get_any_name()]))
+        req.infer()
+        for _ in range(runs):
+            req.infer()
+            for info in req.profiling_info:
+                if info.status == info.Status.EXECUTED:
+                    key = f"{info.node_type} ({info.exec_type})"
+                    times[key] += info.real_time.total_seconds() * 1e3
+                    counts[key] += 1
+    total = sum(times.values())
+    print(f"{Path(path).name} on {runtime}, {batch}x{seq}: {total / runs:.1f} ms per inference in the nodes")
+    for key, ms in times.most_common(16):
+        print(f"  {key:<48} {ms / runs:9.2f} ms {100 * ms / total:5.1f}%  ×{counts[key] // runs}")
+
+
 # --------------------------------------------------------------------------- report
 
 def cell(v: list[float] | None) -> str:
@@ -293,6 +344,23 @@ def main(argv=None) -> int:
         ap.add_argument("--no-spin", action="store_true")
         ap.add_argument("--models", nargs="+")
         return child(ap.parse_args(argv[1:]))
+
+    if argv[:1] == ["profile"]:
+        ap = argparse.ArgumentParser(description="where one model's time goes, per op type")
+        ap.add_argument("model")
+        ap.add_argument("--runtime", choices=RUNTIMES, default="ort")
+        ap.add_argument("--shape", default="1x128", help="BATCHxSEQUENCE")
+        ap.add_argument("--threads", type=int, default=2)
+        ap.add_argument("--runs", type=int, default=5)
+        args = ap.parse_args(argv[1:])
+        try:
+            batch, seq = (int(v) for v in args.shape.lower().split("x"))
+        except ValueError:
+            ap.error("--shape: BATCHxSEQUENCE, e.g. 1x128")
+        if not Path(args.model).is_file():
+            ap.error(f"no such model: {args.model}")
+        profile(args.model, args.runtime, batch, seq, args.threads, args.runs)
+        return 0
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nncf-python", default=sys.executable, help="an interpreter with nncf")
