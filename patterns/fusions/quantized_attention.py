@@ -48,7 +48,8 @@ from fusekit.engine.graph import const_value, producer, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.rewrite import MS
 
-from .._common import c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
+from .._common import (c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, quantize,
+                      requantized, stored)
 from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
                         agreed_heads, softmax_axis)
 
@@ -83,6 +84,11 @@ context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape"
                 step(op.MatMul(probs, v, _bind="context")), tag="noop_reshape", present="noop_reshape")
 merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
                     Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
+# NNCF's default preset quantizes P·V before the head merge; DequantizeAfterMove moved its DQ after
+# the merge (into the output projection's INT8 block), so the merge moves the integers
+merged_integers = op.Reshape(
+    op.Transpose(quantize(op.MatMul(probs, v, _bind="context"), "context", "P·V", bind="context_q"), perm=[0, 2, 1, 3]),
+    Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
 
 # INT8 blocks' outputs, as each target's form of QuantizedLinear writes them
 INT8_OUTPUTS = {"DequantizeLinear", "MatMulIntegerToFloat", "QuantizedLinearToFloat", "QuantizedLinear"}
@@ -138,13 +144,24 @@ def check(m) -> AttentionFacts | str:
     scale = _scale(m)
     if isinstance(scale, str):
         return scale
-    masking = _masking(m, heads_)
+    masking = _nan_mask(m) or _masking(m, heads_)
     if isinstance(masking, str):
         return masking
     mask, bias = masking
     if bias is not None:
         return "a position bias is added to the scores: the quantized form does not carry one yet"
     return AttentionFacts(heads_, size, scale, mask)
+
+
+def _nan_mask(m) -> str | None:
+    """A mask dequantized by an infinite scale is NaN at every key ((q − z)·inf, 0·inf where q = z):
+    the scores as written are NaN, which no fused attention computes."""
+    node = producer(m["mask"]) if "mask" in m.values else None
+    scale = const_value(node.inputs[1]) if node is not None and node.op == "DequantizeLinear" else None
+    if scale is None or np.isfinite(scale).all():
+        return None
+    return (f"the mask's DequantizeLinear '{node.name}' has scale {scale.reshape(-1)[0]}: it reads NaN at every key, "
+            "so the scores as written are NaN (a quantizer calibrated on the mask's fill, −3.4e38)")
 
 
 def _reemit(emit, tensor, start, value, shapes=(), skip=None):
@@ -229,6 +246,8 @@ def rewrite(m, facts: AttentionFacts, emit):
     kept = 0
     if emit.target == "openvino":
         result, kept = _openvino_core(m, facts, emit)
+    elif "context_q" in m.named:
+        kept = 1  # P·V's quantizer, per tensor: the same after the merge, which only moves values
     if (pairs := dropped_pairs(m, SCALE_NAMES) - kept):
         emit.note("QuantizedAttention dropped {count} requantization pairs inside fused attention: the core is "
                   "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
@@ -237,7 +256,8 @@ def rewrite(m, facts: AttentionFacts, emit):
     q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
     if emit.target == "onnx":
         mask = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
-        return emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+        return _requantized(m, emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads,
+                                              scale=facts.scale), emit)
     inputs = [q_, k_, v_]
     attrs = {"num_heads": facts.heads, "scale": facts.scale}
     if facts.mask is not None:
@@ -246,13 +266,26 @@ def rewrite(m, facts: AttentionFacts, emit):
             mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
         inputs += [None, mask_input]  # no packed bias; the raw [B, S] key padding mask
         attrs["mask_filter_value"] = max(facts.mask.fill, LOWEST)
-    return emit.MultiHeadAttention(*inputs, _domain=MS, **attrs)
+    return _requantized(m, emit.MultiHeadAttention(*inputs, _domain=MS, **attrs), emit)
+
+
+def _requantized(m, merged, emit):
+    """Where the match ends in the merged integers (``merged_integers``), the fused output
+    quantized by P·V's quantizer: the output projection's INT8 block reads them."""
+    if "context_q" not in m.named:
+        return merged
+    q = m.node("context_q")
+    y = emit.QuantizeLinear(merged, *q.inputs[1:], **dict(q.attrs))
+    y.dtype, y.shape = m.anchor.outputs[0].dtype, m.anchor.outputs[0].shape
+    return y
 
 
 FUSION = Fusion(
     name="QuantizedAttention",
     variants=[Variant("qdq", merged, "ONNX Runtime quantize_static (QDQ; all ops or MatMul only), QAT exports "
-                                     "whose projections are INT8 blocks")],
+                                     "whose projections are INT8 blocks"),
+              Variant("merged_integers", merged_integers, "NNCF's default preset (P·V quantized before the head "
+                                                          "merge, its DQ moved after it by DequantizeAfterMove)")],
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
