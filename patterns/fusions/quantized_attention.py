@@ -18,6 +18,15 @@ matmul_only — ``quantize_static`` with MatMul quantized (pairs on the inputs a
 Q·Kᵀ and P·V only), and QAT exports whose projections are INT8 blocks and whose core is
 float (no pair at all): the same pattern with the pairs absent.
 
+merged_integers — NNCF's default preset quantizes P·V before the head merge, and
+``DequantizeAfterMove`` moves that DQ after the merge, into the output projection's INT8 block:
+the merge moves the integers, and the match ends there::
+
+    … ─► MatMul(P, V) ─► Q ─► Transpose(0,2,1,3) ─► Reshape ─► (DQ ─► the output projection's block)
+
+The fused core's output is quantized by that same Q (per tensor: merging only moves values, so
+quantizing after it is the same), and the block reads DQ of it as before: that pair stays.
+
 The pair on Q, K and V themselves (before the head split) and the one on the merged output
 are the boundary: they stay, read and written by the INT8 blocks around. Every pair inside
 is dropped: the fused op computes the core unrounded. That is not bit-exact — each dropped
@@ -32,7 +41,8 @@ Checks: as ``Attention`` (heads and head size from the head split, which Q, K an
 the merge gives back [B, S, H]; a scalar scale; the mask proven a key padding mask by
 probing) and: Q, K and V are 3-D values of one width; every dropped pair is per tensor (a
 per-channel pair on an activation is refused, its rounding not a uniform step); the core
-holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
+holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's); a mask
+dequantized by an infinite scale (NaN at every key: the scores as written are NaN) is refused.
 
 Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V and the raw 2-D mask; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
 as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
