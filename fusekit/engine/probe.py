@@ -539,14 +539,15 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
 
 
 def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,
-                  cache: dict) -> gs.Tensor | str:
+                  cache: dict) -> gs.Tensor | np.ndarray | str:
     """The constant table whose rows 0..S-1 ``value`` is, broadcast over the batch, S being
-    the sequence length of the token ids ``ids``; or why that is not proven."""
+    the sequence length of the token ids ``ids`` (its values where it is stored quantized);
+    or why that is not proven."""
     return _cached(cache, ("positions", value.name, ids.name),
                    lambda: _position_rows(graph, value, ids, vocabulary, width))
 
 
-def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
+def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | np.ndarray | str:
     found = _ancestry(graph, value, what="the position term")
     if isinstance(found, str):
         return found
@@ -556,16 +557,16 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
     if any(t.dtype is None or not np.issubdtype(np.dtype(t.dtype), np.integer) or t.shape is None
            or len(t.shape) != 2 for t in inputs):
         return "the position term reads a model input that is not 2-D integer ids"
-    tables = [n.inputs[0] for n in nodes if n.op in ("Gather", "Slice") and n.inputs]
-    tables = [t for t in tables if (v := const_value(t)) is not None and v.ndim == 2 and v.shape[1] == width
-              and np.issubdtype(v.dtype, np.floating)]
+    tables = [(t, v) for n in nodes if n.op in ("Gather", "Slice") and n.inputs
+              for t in n.inputs[:1] if (v := _table_value(graph, t)) is not None]
+    tables = [(t, v) for t, v in tables if v.ndim == 2 and v.shape[1] == width and np.issubdtype(v.dtype, np.floating)]
     if not tables:
         return f"the position term reads no constant table of width {width}"
     try:
         session = _session(graph, nodes, inputs, value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
         return f"the position term cannot be evaluated ({str(e).splitlines()[0][:120]})"
-    rows = min(const_value(t).shape[0] for t in tables)
+    rows = min(v.shape[0] for _, v in tables)
     sizes = _sizes(ids, rows)
     if len(sizes) < 2 and not all(isinstance(d, (int, np.integer)) and d > 0 for d in ids.shape):
         return f"the position table has {rows} rows, too few to prove positions on probes of several lengths"
@@ -584,11 +585,22 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
             except Exception as e:
                 return f"the position term fails on a probe ({str(e).splitlines()[0][:120]})"
             outputs.append((batch, seq, out))
-    for table in tables:
-        rows_of = const_value(table)
+    for table, rows_of in tables:
         if all(_is_rows(out, rows_of, batch, seq) for batch, seq, out in outputs):
-            return table
+            return table if isinstance(table, gs.Constant) or const_value(table) is not None else rows_of
     return "the position term is not rows 0..S-1 of a position table on the probes (positions that depend on the ids or start elsewhere)"
+
+
+def _table_value(graph: gs.Graph, table: gs.Tensor) -> np.ndarray | None:
+    """A constant table, or one stored quantized (NNCF, ONNX Runtime's all-ops quantizer): the
+    DequantizeLinear of constants, evaluated by ONNX Runtime, so the rows are what the graph reads."""
+    value, node = const_value(table), producer(table)
+    if value is not None or node is None or node.op != "DequantizeLinear":
+        return value
+    if any(const_value(t) is None for t in node.inputs if t.name):
+        return None
+    (value,) = _session(graph, [node], [], table).run(None, {})
+    return value
 
 
 def _sizes(ids: gs.Tensor, rows: int) -> list[tuple[int, int]]:

@@ -22,7 +22,9 @@ read off ``Shape`` of the word lookup as DistilBERT's TorchScript and transforme
 exports and tf2onnx at opset 18 do), TF's ``Slice(table, 0, S) → Expand``, or a
 constant [S, H] / [B, S, H] table (ONNX Runtime's tests). The chain is proven by
 running it on probe ids (``engine.probe.position_rows``), then dropped: the fused op
-takes the table and no position ids, which it counts 0..S-1 itself.
+takes the table and no position ids, which it counts 0..S-1 itself. A table stored quantized
+(NNCF's DistilBERT, ONNX Runtime's all-ops quantizer) is read as the graph dequantizes it,
+and a Q→DQ pair on P is dropped like those on the lookups.
 
 lookups — any other position scheme: the position and segment indices are handed to
 the op as they are computed in the graph (cast to int32), never re-derived, so every
@@ -53,8 +55,9 @@ from .._common import (constant, dropped_pairs, has_constant, last_axis_attr, pe
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 TERMS = ("a", "b", "c")
-# read only to prove what it is: the fused op takes its table, so its chain dies with the match
-positions = Var("positions", "the position term", shape_only=True)
+# read only to prove what it is: the fused op takes its table, so its chain dies with the match; a
+# quantizer's pair on it is dropped as on the lookups
+positions = requantized(Var("positions", "the position term", shape_only=True))
 
 
 def lookup(name: str):

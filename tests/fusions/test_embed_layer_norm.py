@@ -272,9 +272,10 @@ def test_only_for_ort():
         apply("EmbedLayerNorm", embeddings(), target="openvino")
 
 
-def quantized(model, scale=0.02):
+def quantized(model, scale=0.02, pairs=True):
     """``model`` as ONNX Runtime's quantizer writes it with every op type quantized: each table
-    stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair."""
+    stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair
+    (``pairs=False``: the tables alone, as NNCF stores them)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     nodes, extra = [], []
@@ -290,7 +291,8 @@ def quantized(model, scale=0.02):
             nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"]))
             node.input[0] = f"{name}_dq"
         nodes.append(node)
-        if (node.op_type == "Gather" and node.input[0].endswith("_table_dq")) or node.output[0].startswith("sum_"):
+        if pairs and ((node.op_type == "Gather" and node.input[0].endswith("_table_dq")) or
+                      node.output[0].startswith("sum_")):
             out = node.output[0]
             node.output[0] = f"{out}_raw"
             nodes += [helper.make_node("QuantizeLinear", [f"{out}_raw", "pair_s", "pair_z"], [f"{out}_q"]),
@@ -306,11 +308,30 @@ def quantized(model, scale=0.02):
 
 def test_quantized_tables_and_pairs_fuse():
     """Tables stored quantized go to the op as the graph dequantizes them (exact); the pairs on
-    the lookups and the sums are dropped (verified in steps); position ids as computed."""
+    the lookups and the sums are dropped (verified in steps); the position term proven rows 0..S-1
+    of its table, which the op counts itself."""
     model = quantized(embeddings(positions="slice_buffer"))
     applied = apply("EmbedLayerNorm", model)
-    assert applied.rewrote == 1, applied.misses
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
     assert applied.made["QuantizeLinear"] == -5 and applied.made["DequantizeLinear"] == -8
     node = embed_node(applied.model)
-    assert node.input[8]  # the position ids the graph computes, handed on
+    assert node.input[3].endswith("position_table") and not node.input[8]  # no position ids: the op counts
+    applied.assert_equivalent()
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_quantized_position_table_read_off_the_word_lookups_shape_is_proven_rows(pairs):
+    """DistilBERT as NNCF writes it: the position table stored quantized, its ids read off Shape of
+    the word lookup. The probe evaluates the table's DequantizeLinear, proves the rows 0..S-1, and the
+    op takes the table as the graph dequantizes it (the Shape chain dies with the match). With a pair
+    on each lookup (all ops), the position term's is dropped as the others are."""
+    model = quantized(embeddings(segment=False, positions="word_shape"), pairs=pairs)
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
+    node = embed_node(applied.model)
+    table = {t.name: numpy_helper.to_array(t) for t in applied.model.graph.initializer}[node.input[3]]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    q, s, z = (inits[f"position_table_{k}"] for k in "qsz")
+    assert np.array_equal(table, (q.astype(np.int32) - z).astype(np.float32) * s)
+    assert "Shape" not in {n.op_type for n in applied.model.graph.node}
     applied.assert_equivalent()
