@@ -236,7 +236,9 @@ def _openvino_core(m, facts: AttentionFacts, emit):
                                                   *dq.inputs[1:], **dict(dq.attrs)), skip=noop)
     # the merge as check proved it: (batch, sequence) kept, the heads' width
     width = emit.small(np.array([0, 0, facts.heads * facts.size], np.int64))
-    return emit.Reshape(merged, width), kept + sum(k for _, k in operands)
+    merged = emit.Reshape(merged, width)
+    emit.lowered()  # Q·Kᵀ reads as a dense block to QuantizedLinear (Kᵀ's quantizer on a Mul): no near miss
+    return merged, kept + sum(k for _, k in operands)
 
 
 def _next_quantizer(m):

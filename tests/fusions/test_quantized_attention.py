@@ -115,3 +115,11 @@ def test_nncf_sdpa_form(target):
         assert Counter(n.op_type for n in result.model.graph.node)["IsNaN"] == 1
         assert result.made["QuantizeLinear"] == 1
     result.assert_equivalent()
+
+
+def test_openvino_core_is_no_candidate_for_a_near_miss():
+    """The core OpenVINO gets is fusekit's lowered form: its Q·Kᵀ, with Kᵀ's quantizer on the sdpa
+    √scale Mul, reads like a dense block to QuantizedLinear, which must not report it as a miss."""
+    import fusekit
+    _, report = fusekit.optimize(QF.attention_qdq("nncf_sdpa"), target="openvino", verify=False)
+    assert report.counts["QuantizedAttention"] == 1 and not report.misses, report.misses
