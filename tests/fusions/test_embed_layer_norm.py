@@ -335,3 +335,57 @@ def test_quantized_position_table_read_off_the_word_lookups_shape_is_proven_rows
     assert np.array_equal(table, (q.astype(np.int32) - z).astype(np.float32) * s)
     assert "Shape" not in {n.op_type for n in applied.model.graph.node}
     applied.assert_equivalent()
+
+
+def gathered(model, per_channel=False):
+    """``model`` as Intel Neural Compressor's QOperator model reads its tables: each Gather takes the
+    stored uint8 table, and the gathered rows are dequantized (per tensor; ``per_channel``: one scale
+    per column, a near miss)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, extra = [], []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "Gather" or not node.input[0].endswith("_table"):
+            continue
+        name, table = node.input[0], numpy_helper.to_array(inits[node.input[0]])
+        lo, hi = min(table.min(), 0), max(table.max(), 0)
+        scale = np.float32((hi - lo) / 255)
+        zero = np.uint8(round(-lo / scale))
+        scales = np.full(table.shape[1], scale, np.float32) if per_channel else scale
+        zeros = np.full(table.shape[1], zero, np.uint8) if per_channel else zero
+        extra += [numpy_helper.from_array(np.clip(np.round(table / scale) + zero, 0, 255).astype(np.uint8), f"{name}_q"),
+                  numpy_helper.from_array(scales, f"{name}_s"), numpy_helper.from_array(zeros, f"{name}_z")]
+        out = node.output[0]
+        node.input[0], node.output[0] = f"{name}_q", f"{out}_q"
+        nodes.append(helper.make_node("DequantizeLinear", [f"{out}_q", f"{name}_s", f"{name}_z"], [out],
+                                      **({"axis": -1} if per_channel else {})))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + extra)
+    return model
+
+
+@pytest.mark.parametrize("positions", ["slice_buffer", "word_shape"])
+def test_rows_gathered_from_stored_integers_then_dequantized_are_the_dequantized_table(positions):
+    """INC's QOperator BERT (canonicalized): Gather(table_q, ids) → DQ per tensor is Gather(DQ(table_q), ids),
+    bit for bit (DequantizeLinear is elementwise): the op takes the dequantized tables, the position
+    term proven rows 0..S-1 of the dequantized position table."""
+    model = gathered(embeddings(positions=positions))
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
+    assert applied.made["DequantizeLinear"] == -3 and applied.made["Gather"] <= -3
+    node = embed_node(applied.model)
+    inits = {t.name: numpy_helper.to_array(t) for t in applied.model.graph.initializer}
+    source = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    q, s, z = (source[f"word_table_{k}"] for k in "qsz")
+    assert np.array_equal(inits[node.input[2]], (q.astype(np.int32) - z).astype(np.float32) * s)
+    applied.assert_equivalent(atol=0, rtol=0)  # no pair dropped: the same arithmetic
+
+
+def test_rows_dequantized_per_channel_are_a_near_miss():
+    applied = apply("EmbedLayerNorm", gathered(embeddings(positions="slice_buffer"), per_channel=True))
+    assert applied.rewrote == 0
+    assert "dequantized per channel" in applied.miss().reason
