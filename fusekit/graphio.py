@@ -61,6 +61,31 @@ def import_graph(skel: onnx.ModelProto, weights: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
+def fill_shapes(graph: gs.Graph):
+    """Give the values that have no shape the ones onnx's inference finds on the graph as it is now.
+
+    A model whose ops onnx does not know (com.microsoft's QLinear ops, whose outputs ONNX Runtime's
+    basic optimizations leave without shapes) has none after them; once canonicalization has
+    rewritten those ops into standard ones, inference reaches through. Only values without a
+    shape are given one: nothing a rewrite stated is replaced."""
+    variables = [t for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.shape is None]
+    if not variables:
+        return
+    skel, _ = _export_skeleton(graph.copy(), {})  # a copy: the skeleton swaps weights for placeholders
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True).graph.value_info
+    except Exception:  # shape facts only sharpen checks
+        return
+    inferred = {v.name: v for v in inferred if v.type.tensor_type.HasField("shape")}
+    for t in variables:
+        if t.name in inferred:
+            found = inferred[t.name].type.tensor_type
+            t.shape = [d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None
+                       for d in found.shape.dim]
+            if t.dtype is None and found.elem_type:
+                t.dtype = onnx.helper.tensor_dtype_to_np_dtype(found.elem_type)
+
+
 class _Made(NamedTuple):
     """A large weight a rewrite made (a packed QKV weight): converted to a proto where it lands."""
 

@@ -21,7 +21,7 @@ from .canonical import (dense_as_tensordot, dequantize_after_move, dequantized_a
                         sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, dynamic_quantized_linear, embed_layer_norm, fake_quantize, fast_gelu, gelu,
                       layer_norm, qdq_constant, quantized_attention, quantized_linear, quick_gelu, rotary_attention,
-                      skip_layer_norm, unsigned_activation)
+                      shared_quantizer, skip_layer_norm, unsigned_activation)
 
 # Canonicalization rules, in the order they run where ``after`` leaves it open.
 RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_product.RULE, dense_as_tensordot.RULE,
@@ -35,6 +35,7 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
 ALL = [fake_quantize.FUSION, qdq_constant.FUSION, rotary_attention.FUSION, attention.FUSION, quantized_attention.FUSION,
        unsigned_activation.FUSION, layer_norm.FUSION, gelu.FUSION, fast_gelu.FUSION, embed_layer_norm.FUSION,
        quantized_linear.FUSION, dynamic_quantized_linear.FUSION, quick_gelu.FUSION, skip_layer_norm.FUSION,
-       bias_gelu.FUSION]
+       bias_gelu.FUSION,
+       shared_quantizer.FUSION]  # rewrites nothing: says why a quantizer stays standalone on OpenVINO
 # Rules and fusions by name (``--disable`` takes either).
 BY_NAME = {f.name: f for f in RULES + ALL}

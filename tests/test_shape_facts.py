@@ -74,3 +74,24 @@ def test_a_head_size_behind_a_minus_one_folds_through_the_reshapes():
     assert "Sqrt" not in ops(fused)
     assert any(np.allclose(v, np.sqrt(np.float32(12))) for v in constants(fused).values())  # √(3·4), as float32
     assert fusekit.verify(head_size_after_a_minus_one(), fused).ok
+
+
+def test_values_without_a_shape_get_the_ones_inference_finds_on_the_rewritten_graph():
+    """A QOperator model's values after its com.microsoft ops have no shape (INC's BERT: every
+    LayerNorm's input, so γ cannot be checked against the width); once QDQAsQOperator has written
+    them as standard ops, ``fill_shapes`` gives them what onnx's inference finds, and nothing else."""
+    import onnx_graphsurgeon as gs
+    from fusekit.graphio import fill_shapes
+    from graphs.int8_blocks import qoperator
+    from one_rule import apply
+    graph = gs.import_onnx(apply("QDQAsQOperator", qoperator("add")).model)
+    lost = [t for t in graph.tensors().values() if isinstance(t, gs.Variable) and t not in graph.inputs
+            and t not in graph.outputs]
+    assert lost
+    for t in lost:
+        t.shape = None
+    stated = lost[0].outputs[0].outputs[0]  # a value a rewrite gave a shape keeps it
+    stated.shape = ["stated", "by", 16]
+    fill_shapes(graph)
+    assert all(t.shape is not None and t.shape[-1] == 16 for t in lost)
+    assert stated.shape == ["stated", "by", 16]

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from .graph import const_value, producer
 from .state import IdentityMap, IdentitySet
@@ -546,14 +547,15 @@ def _rotary_table(graph: gs.Graph, cos: gs.Tensor, sin: gs.Tensor, size: int) ->
 
 
 def position_rows(graph: gs.Graph, value: gs.Tensor, ids: gs.Tensor, vocabulary: int, width: int,
-                  cache: dict) -> gs.Tensor | str:
+                  cache: dict) -> gs.Tensor | np.ndarray | str:
     """The constant table whose rows 0..S-1 ``value`` is, broadcast over the batch, S being
-    the sequence length of the token ids ``ids``; or why that is not proven."""
+    the sequence length of the token ids ``ids`` (its values where it is stored quantized);
+    or why that is not proven."""
     return _cached(cache, ("positions", value.name, ids.name),
                    lambda: _position_rows(graph, value, ids, vocabulary, width))
 
 
-def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
+def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | np.ndarray | str:
     found = _ancestry(graph, value, what="the position term")
     if isinstance(found, str):
         return found
@@ -563,16 +565,16 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
     if any(t.dtype is None or not np.issubdtype(np.dtype(t.dtype), np.integer) or t.shape is None
            or len(t.shape) != 2 for t in inputs):
         return "the position term reads a model input that is not 2-D integer ids"
-    tables = [n.inputs[0] for n in nodes if n.op in ("Gather", "Slice") and n.inputs]
-    tables = [t for t in tables if (v := const_value(t)) is not None and v.ndim == 2 and v.shape[1] == width
-              and np.issubdtype(v.dtype, np.floating)]
+    tables = [(t, v) for n in nodes if n.op in ("Gather", "Slice") and n.inputs
+              for t in n.inputs[:1] if (v := _table_value(graph, t, n)) is not None]
+    tables = [(t, v) for t, v in tables if v.ndim == 2 and v.shape[1] == width and np.issubdtype(v.dtype, np.floating)]
     if not tables:
         return f"the position term reads no constant table of width {width}"
     try:
         session = _session(graph, nodes, inputs, value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
         return f"the position term cannot be evaluated ({str(e).splitlines()[0][:120]})"
-    rows = min(const_value(t).shape[0] for t in tables)
+    rows = min(v.shape[0] for _, v in tables)
     sizes = _sizes(ids, rows)
     if len(sizes) < 2 and not all(isinstance(d, (int, np.integer)) and d > 0 for d in ids.shape):
         return f"the position table has {rows} rows, too few to prove positions on probes of several lengths"
@@ -591,11 +593,42 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
             except Exception as e:
                 return f"the position term fails on a probe ({str(e).splitlines()[0][:120]})"
             outputs.append((batch, seq, out))
-    for table in tables:
-        rows_of = const_value(table)
+    for table, rows_of in tables:
         if all(_is_rows(out, rows_of, batch, seq) for batch, seq, out in outputs):
-            return table
+            return table if const_value(table) is rows_of else rows_of
     return "the position term is not rows 0..S-1 of a position table on the probes (positions that depend on the ids or start elsewhere)"
+
+
+def _table_value(graph: gs.Graph, table: gs.Tensor, reader: gs.Node) -> np.ndarray | None:
+    """A constant table as ``reader`` reads its rows: the constant; the DequantizeLinear of constants
+    (NNCF, ONNX Runtime's all-ops quantizer); or stored integers whose gathered rows one per-tensor
+    DequantizeLinear reads (Intel Neural Compressor's QOperator model), whose rows are then those of the
+    dequantized table. Dequantized by ONNX Runtime, so the rows are what the graph reads."""
+    value, node = const_value(table), producer(table)
+    if value is not None and np.issubdtype(value.dtype, np.integer):
+        readers = reader.outputs[0].outputs
+        dq = readers[0] if len(readers) == 1 and readers[0].op == "DequantizeLinear" else None
+        params = [const_value(t) for t in dq.inputs[1:] if t.name] if dq is not None else [None]
+        if reader.op != "Gather" or any(p is None or p.size != 1 for p in params):
+            return None
+        node, inputs = dq, [value, *params]
+    elif value is not None or node is None or node.op != "DequantizeLinear":
+        return value
+    else:
+        inputs = [const_value(t) for t in node.inputs if t.name]
+        if any(v is None for v in inputs):
+            return None
+    names = [f"i{k}" for k in range(len(inputs))]
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("DequantizeLinear", names, ["y"], **node.attrs)], "table", [],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in zip(names, inputs)]),
+        opset_imports=[onnx.helper.make_opsetid("", graph.opset)])
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})[0]
 
 
 def _sizes(ids: gs.Tensor, rows: int) -> list[tuple[int, int]]:

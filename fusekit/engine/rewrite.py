@@ -133,6 +133,11 @@ class Emitter:
         self.state.functions[(function.domain, function.name)] = function
         return getattr(self, function.name)(*inputs, _domain=function.domain, **attrs)
 
+    def lowered(self):
+        """Mark what this rewrite emitted so far as a lowered form (fusekit's output, as an inlined
+        body is): later fusions may still take it, but a miss there is no near miss of the model's."""
+        self.state.lowered.update(self.made)
+
     def inline(self, function: onnx.FunctionProto, *inputs: gs.Tensor | None) -> gs.Variable:
         """The body of ``function`` emitted in place, its formal inputs bound to ``inputs``."""
         values = dict(zip(function.input, inputs))

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from ..engine import canonicalize as canonicalization, shapes
 from ..engine.canonicalize import Canonical
 from ..engine.pattern import Rule
-from ..graphio import import_graph
+from ..graphio import fill_shapes, import_graph
 from ..modelio import default_opset, skeleton
 
 
@@ -48,3 +48,4 @@ def canonicalize(model: Imported, rules: list[Rule]):
     there is nothing left to do."""
     if model.canonical is None:
         model.canonical = canonicalization.run(model.graph, rules, model.target, model.opset, fold=shapes.fold)
+        fill_shapes(model.graph)  # what a rule rewrote into standard ops, onnx's inference now reaches

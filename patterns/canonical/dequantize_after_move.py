@@ -132,7 +132,8 @@ def rewrite(m, facts: Moved | None, emit):
                 node = m.node(name)
                 moved = emit.Transpose(moved, **node.attrs) if name == "transpose" else \
                     emit.Reshape(moved, m["shape"], **node.attrs)
-                moved.dtype = m["x_q"].dtype
+                # the float value's shape, so the shape facts still read through the block it feeds
+                moved.dtype, moved.shape = m["x_q"].dtype, node.outputs[0].shape
         y = emit.DequantizeLinear(moved, m["scale"], *zero)
         y.dtype, y.shape = np.float32, m.anchor.outputs[0].shape
         return y

@@ -11,6 +11,13 @@ bert, electra, albert — TorchScript and dynamo exporters::
 distilbert has no segment term; roberta computes its position ids from the input ids
 (padding-aware cumulative sum) and its single token type row through GatherElements.
 
+Quantized tables: stored as integers behind a DequantizeLinear (ONNX Runtime's all-ops quantizer,
+NNCF), each lookup and sum maybe rounded through a Q→DQ pair; or the stored integers gathered and
+the rows dequantized per tensor (Intel Neural Compressor's QOperator model, canonicalized), which
+is the dequantized table's rows bit for bit, DequantizeLinear being elementwise::
+
+    ids ─► Gather(table_q) ─► DequantizeLinear(s, z) ─► Add …      (the op takes DQ(table_q))
+
 positions — the position term proven to be rows 0..S-1 of a table, whatever computes it::
 
     input_ids ──────► Gather(word) ─────┐
@@ -22,7 +29,9 @@ read off ``Shape`` of the word lookup as DistilBERT's TorchScript and transforme
 exports and tf2onnx at opset 18 do), TF's ``Slice(table, 0, S) → Expand``, or a
 constant [S, H] / [B, S, H] table (ONNX Runtime's tests). The chain is proven by
 running it on probe ids (``engine.probe.position_rows``), then dropped: the fused op
-takes the table and no position ids, which it counts 0..S-1 itself.
+takes the table and no position ids, which it counts 0..S-1 itself. A table stored quantized
+(NNCF's DistilBERT, ONNX Runtime's all-ops quantizer) is read as the graph dequantizes it,
+and a Q→DQ pair on P is dropped like those on the lookups.
 
 lookups — any other position scheme: the position and segment indices are handed to
 the op as they are computed in the graph (cast to int32), never re-derived, so every
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from fusekit.engine.graph import attr, const_value, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
@@ -47,20 +56,25 @@ from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import spans_batch_and_sequence
 from fusekit.engine.state import IdentityMap, IdentitySet
 
-from .._common import (constant, dropped_pairs, has_constant, last_axis_attr, per_channel_pair, requantized,
-                       statistics_reason, stored, vector_reason)
+from .._common import (constant, dequantize, dropped_pairs, evaluate, has_constant, last_axis_attr, per_channel_pair,
+                       requantized, statistics_reason, stored, vector_reason)
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 TERMS = ("a", "b", "c")
-# read only to prove what it is: the fused op takes its table, so its chain dies with the match
-positions = Var("positions", "the position term", shape_only=True)
+# read only to prove what it is: the fused op takes its table, so its chain dies with the match; a
+# quantizer's pair on it is dropped as on the lookups
+positions = requantized(Var("positions", "the position term", shape_only=True))
 
 
 def lookup(name: str):
-    # ONNX Runtime's quantizer (all ops) stores the tables quantized and rounds each lookup and sum
+    # ONNX Runtime's quantizer (all ops) stores the tables quantized and rounds each lookup and sum;
+    # Intel Neural Compressor's QOperator model gathers the stored integers and dequantizes the rows
     table = stored(f"{name}_table", "an embedding table")
-    return requantized(op.Gather(table, Var(f"{name}_ids", "the ids"), axis=0))
+    ids = Var(f"{name}_ids", "the ids")
+    gathered = dequantize(op.Gather(Const(f"{name}_table_gq", label="an embedding table, stored quantized"), ids,
+                                    axis=0), f"{name}_table_g", "gathered rows'", bind=f"{name}_table_gdq")
+    return either(requantized(op.Gather(table, ids, axis=0)), gathered)
 
 
 def normalized(total):
@@ -72,11 +86,31 @@ def sum_of(a, b):
 
 
 def _has(m, term: str) -> bool:
-    return has_constant(m, f"{term}_table")
+    return has_constant(m, f"{term}_table") or f"{term}_table_gq" in m.consts
 
 
 def _table(m, term: str) -> np.ndarray:
-    return constant(m, f"{term}_table")
+    """The table as the graph reads it; rows gathered from stored integers and dequantized per tensor
+    are the rows of the dequantized table (DequantizeLinear is elementwise), evaluated by ONNX Runtime."""
+    name = f"{term}_table"
+    if f"{name}_gq" not in m.consts:
+        return constant(m, name)
+    cache = m.state.memo(__name__ + ".gathered", IdentityMap)
+    node = m.node(f"{name}_gdq")
+    if node not in cache:
+        keys = [k for k in (f"{name}_gq", f"{name}_g_scale", f"{name}_g_zero_point") if k in m.consts]
+        dq = helper.make_node("DequantizeLinear", keys, ["table"])
+        cache[node] = evaluate([dq], {k: m.const(k) for k in keys}, "table",
+                               np.asarray(m.const(f"{name}_g_scale")).dtype, m.state.opset)
+    return cache[node]
+
+
+def _gathered_reason(m) -> str | None:
+    for t in TERMS:
+        if f"{t}_table_g_scale" in m.consts and (np.asarray(m.const(f"{t}_table_g_scale")).size != 1 or (
+                f"{t}_table_g_zero_point" in m.consts and np.asarray(m.const(f"{t}_table_g_zero_point")).size != 1)):
+            return "gathered rows are dequantized per channel: only a per-tensor scale is the dequantized table's"
+    return None
 
 
 @dataclass(frozen=True)
@@ -126,7 +160,7 @@ def _segment_form(m, term: str, word: str) -> str | None:
 
 def _lookups_reason(m) -> str | None:
     """What every variant checks: the statistics, the tables, γ and β, integer ids."""
-    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
+    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m) or _gathered_reason(m)
     if reason:
         return reason
     tables = [_table(m, t) for t in TERMS if _has(m, t)]
@@ -220,7 +254,7 @@ def rewrite(m, facts: EmbedLayerNormFacts, emit):
 
     def table(role):  # a table stored quantized goes to the op as the graph dequantizes it: exact
         name = f"{roles[role]}_table"
-        return m[name] if name in m.consts else emit.const(name, constant(m, name))
+        return m[name] if name in m.consts else emit.const(name, _table(m, roles[role]))
 
     segment = "segment" in roles
     if "position" in roles:

@@ -18,6 +18,15 @@ matmul_only — ``quantize_static`` with MatMul quantized (pairs on the inputs a
 Q·Kᵀ and P·V only), and QAT exports whose projections are INT8 blocks and whose core is
 float (no pair at all): the same pattern with the pairs absent.
 
+merged_integers — NNCF's default preset quantizes P·V before the head merge, and
+``DequantizeAfterMove`` moves that DQ after the merge, into the output projection's INT8 block:
+the merge moves the integers, and the match ends there::
+
+    … ─► MatMul(P, V) ─► Q ─► Transpose(0,2,1,3) ─► Reshape ─► (DQ ─► the output projection's block)
+
+The fused core's output is quantized by that same Q (per tensor: merging only moves values, so
+quantizing after it is the same), and the block reads DQ of it as before: that pair stays.
+
 The pair on Q, K and V themselves (before the head split) and the one on the merged output
 are the boundary: they stay, read and written by the INT8 blocks around. Every pair inside
 is dropped: the fused op computes the core unrounded. That is not bit-exact — each dropped
@@ -32,7 +41,8 @@ Checks: as ``Attention`` (heads and head size from the head split, which Q, K an
 the merge gives back [B, S, H]; a scalar scale; the mask proven a key padding mask by
 probing) and: Q, K and V are 3-D values of one width; every dropped pair is per tensor (a
 per-channel pair on an activation is refused, its rounding not a uniform step); the core
-holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's).
+holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's); a mask
+dequantized by an infinite scale (NaN at every key: the scores as written are NaN) is refused.
 
 Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V and the raw 2-D mask; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
 as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
@@ -48,7 +58,8 @@ from fusekit.engine.graph import const_value, producer, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, maybe, op
 from fusekit.engine.rewrite import MS
 
-from .._common import c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, requantized, stored
+from .._common import (c, constant, dropped_pairs, has_constant, last_dim, per_channel_pair, quantize,
+                      requantized, stored)
 from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
                         agreed_heads, softmax_axis)
 
@@ -83,6 +94,11 @@ context = maybe(lambda t: op.Reshape(t, Var("unsplit_shape", "the no-op reshape"
                 step(op.MatMul(probs, v, _bind="context")), tag="noop_reshape", present="noop_reshape")
 merged = op.Reshape(step(op.Transpose(context, perm=[0, 2, 1, 3])),
                     Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
+# NNCF's default preset quantizes P·V before the head merge; DequantizeAfterMove moved its DQ after
+# the merge (into the output projection's INT8 block), so the merge moves the integers
+merged_integers = op.Reshape(
+    op.Transpose(quantize(op.MatMul(probs, v, _bind="context"), "context", "P·V", bind="context_q"), perm=[0, 2, 1, 3]),
+    Var("merge_shape", "the head merge", shape_only=True), _bind="merge")
 
 # INT8 blocks' outputs, as each target's form of QuantizedLinear writes them
 INT8_OUTPUTS = {"DequantizeLinear", "MatMulIntegerToFloat", "QuantizedLinearToFloat", "QuantizedLinear"}
@@ -138,13 +154,24 @@ def check(m) -> AttentionFacts | str:
     scale = _scale(m)
     if isinstance(scale, str):
         return scale
-    masking = _masking(m, heads_)
+    masking = _nan_mask(m) or _masking(m, heads_)
     if isinstance(masking, str):
         return masking
     mask, bias = masking
     if bias is not None:
         return "a position bias is added to the scores: the quantized form does not carry one yet"
     return AttentionFacts(heads_, size, scale, mask)
+
+
+def _nan_mask(m) -> str | None:
+    """A mask dequantized by an infinite scale is NaN at every key ((q − z)·inf, 0·inf where q = z):
+    the scores as written are NaN, which no fused attention computes."""
+    node = producer(m["mask"]) if "mask" in m.values else None
+    scale = const_value(node.inputs[1]) if node is not None and node.op == "DequantizeLinear" else None
+    if scale is None or np.isfinite(scale).all():
+        return None
+    return (f"the mask's DequantizeLinear '{node.name}' has scale {scale.reshape(-1)[0]}: it reads NaN at every key, "
+            "so the scores as written are NaN (a quantizer calibrated on the mask's fill, −3.4e38)")
 
 
 def _reemit(emit, tensor, start, value, shapes=(), skip=None):
@@ -209,7 +236,9 @@ def _openvino_core(m, facts: AttentionFacts, emit):
                                                   *dq.inputs[1:], **dict(dq.attrs)), skip=noop)
     # the merge as check proved it: (batch, sequence) kept, the heads' width
     width = emit.small(np.array([0, 0, facts.heads * facts.size], np.int64))
-    return emit.Reshape(merged, width), kept + sum(k for _, k in operands)
+    merged = emit.Reshape(merged, width)
+    emit.lowered()  # Q·Kᵀ reads as a dense block to QuantizedLinear (Kᵀ's quantizer on a Mul): no near miss
+    return merged, kept + sum(k for _, k in operands)
 
 
 def _next_quantizer(m):
@@ -229,6 +258,8 @@ def rewrite(m, facts: AttentionFacts, emit):
     kept = 0
     if emit.target == "openvino":
         result, kept = _openvino_core(m, facts, emit)
+    elif "context_q" in m.named:
+        kept = 1  # P·V's quantizer, per tensor: the same after the merge, which only moves values
     if (pairs := dropped_pairs(m, SCALE_NAMES) - kept):
         emit.note("QuantizedAttention dropped {count} requantization pairs inside fused attention: the core is "
                   "computed unrounded, so its output may move by a step (verification compares in steps)", pairs)
@@ -237,7 +268,8 @@ def rewrite(m, facts: AttentionFacts, emit):
     q_, k_, v_ = (m[f"{n}_states"] for n in "qkv")
     if emit.target == "onnx":
         mask = [_additive_mask(emit, facts.mask)] if facts.mask is not None else []
-        return emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads, scale=facts.scale)
+        return _requantized(m, emit.Attention(q_, k_, v_, *mask, q_num_heads=facts.heads, kv_num_heads=facts.heads,
+                                              scale=facts.scale), emit)
     inputs = [q_, k_, v_]
     attrs = {"num_heads": facts.heads, "scale": facts.scale}
     if facts.mask is not None:
@@ -246,13 +278,26 @@ def rewrite(m, facts: AttentionFacts, emit):
             mask_input = emit.shared("Cast", mask_input, to=TensorProto.INT32)
         inputs += [None, mask_input]  # no packed bias; the raw [B, S] key padding mask
         attrs["mask_filter_value"] = max(facts.mask.fill, LOWEST)
-    return emit.MultiHeadAttention(*inputs, _domain=MS, **attrs)
+    return _requantized(m, emit.MultiHeadAttention(*inputs, _domain=MS, **attrs), emit)
+
+
+def _requantized(m, merged, emit):
+    """Where the match ends in the merged integers (``merged_integers``), the fused output
+    quantized by P·V's quantizer: the output projection's INT8 block reads them."""
+    if "context_q" not in m.named:
+        return merged
+    q = m.node("context_q")
+    y = emit.QuantizeLinear(merged, *q.inputs[1:], **dict(q.attrs))
+    y.dtype, y.shape = m.anchor.outputs[0].dtype, m.anchor.outputs[0].shape
+    return y
 
 
 FUSION = Fusion(
     name="QuantizedAttention",
     variants=[Variant("qdq", merged, "ONNX Runtime quantize_static (QDQ; all ops or MatMul only), QAT exports "
-                                     "whose projections are INT8 blocks")],
+                                     "whose projections are INT8 blocks"),
+              Variant("merged_integers", merged_integers, "NNCF's default preset (P·V quantized before the head "
+                                                          "merge, its DQ moved after it by DequantizeAfterMove)")],
     check=check,
     rewrite=rewrite,
     signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss

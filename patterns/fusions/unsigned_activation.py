@@ -12,6 +12,11 @@ one plus 128 (both ranges are 256 values, shifted by 128), and DQ subtracts a ze
 giving the same integer difference times the same scale. Only where every reader of the int8 value is
 such a DequantizeLinear: one left reading the int8 value would keep the int8 QuantizeLinear alive
 beside the new one (a near miss that names it). ONNX Runtime only.
+
+moved — NNCF's default preset, canonicalized (``DequantizeAfterMove``): the head merge moves the
+integers between the pair; it moves the uint8 ones alike (a Transpose and a Reshape only move values)::
+
+    x ─► Q ─► Transpose ─► Reshape ─► DQ      ⇒      x ─► Q(z + 128) ─► Transpose ─► Reshape ─► DQ(z + 128)
 """
 import numpy as np
 
@@ -21,10 +26,20 @@ from fusekit.engine.pattern import Const, Fusion, Var, Variant, op
 UNSIGNED = "the activation is already unsigned"
 WEIGHT = "a constant (a weight keeps its int8 integers, the kernels' fast side)"
 
-pair = op.DequantizeLinear(op.QuantizeLinear(Var("x", "the float activation"), Const("scale", label="the scale"),
-                                             Const("zero_point", label="the zero point"), _bind="q"),
-                           Const("dq_scale", label="the DQ scale"), Const("dq_zero_point", label="the DQ zero point"),
-                           _bind="dq")
+quantized = op.QuantizeLinear(Var("x", "the float activation"), Const("scale", label="the scale"),
+                              Const("zero_point", label="the zero point"), _bind="q")
+
+
+def dequantized(integers):
+    return op.DequantizeLinear(integers, Const("dq_scale", label="the DQ scale"),
+                               Const("dq_zero_point", label="the DQ zero point"), _bind="dq")
+
+
+pair = dequantized(quantized)
+# NNCF's default preset: the attention's context quantized before the head merge, its DQ moved after
+# it (DequantizeAfterMove), so the merge moves the integers
+moved = dequantized(op.Reshape(op.Transpose(quantized, _bind="transpose"), Var("shape", "the target shape"),
+                               _bind="reshape"))
 
 
 def _same(a, b) -> bool:
@@ -43,7 +58,7 @@ def check(m) -> str | None:
     if q.attrs.get("axis") is not None or q.attrs.get("output_dtype") or q.attrs.get("saturate") is not None:
         return "the QuantizeLinear has attributes the uint8 form would have to carry"
     scale = np.asarray(m.const("scale"))
-    value = q.outputs[0]
+    value = m.anchor.inputs[0]  # the integers the DequantizeLinear reads: Q's, or moved
     if is_graph_output(m.graph, value):
         return f"the int8 value '{value.name}' is a graph output"
     for reader in value.outputs:
@@ -57,14 +72,21 @@ def rewrite(m, _, emit):
     unsigned = emit.small((np.asarray(m.const("zero_point")).astype(np.int16) + 128).astype(np.uint8))
     quantized = emit.shared("QuantizeLinear", m["x"], m["scale"], unsigned)
     quantized.dtype, quantized.shape = np.uint8, m["x"].shape  # later fusions read the activation's rank
+    for name in ("transpose", "reshape"):  # the same moves, on the uint8 integers
+        if name in m.named:
+            node = m.node(name)
+            quantized = emit.Transpose(quantized, **node.attrs) if name == "transpose" else \
+                emit.Reshape(quantized, m["shape"], **node.attrs)
+            quantized.dtype, quantized.shape = np.uint8, node.outputs[0].shape
     y = emit.DequantizeLinear(quantized, m["scale"], unsigned)
-    y.dtype, y.shape = np.float32, m["x"].shape
+    y.dtype, y.shape = np.float32, m.anchor.outputs[0].shape
     return y
 
 
 FUSION = Fusion(
     name="UnsignedActivation",
-    variants=[Variant("symmetric", pair, "NNCF (transformer preset), quantize_static with ActivationSymmetric")],
+    variants=[Variant("symmetric", pair, "NNCF (transformer preset), quantize_static with ActivationSymmetric"),
+              Variant("moved", moved, "NNCF (default preset: the attention's context, merged as integers)")],
     check=check,
     rewrite=rewrite,
     targets=("ort",),

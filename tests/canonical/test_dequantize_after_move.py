@@ -78,3 +78,13 @@ def test_a_move_into_no_dense_projection_is_left_alone(into):
     Q·Kᵀ and P·V, whose pairs QuantizedAttention reads where the quantizer put them)."""
     result = apply("DequantizeAfterMove", moved_context(into=into))
     assert result.rewrote == 0 and not result.misses
+
+
+def test_the_moved_integers_keep_the_float_values_shape():
+    """The shape facts read through the block the move feeds (SkipLayerNorm proves the residual's
+    [batch, sequence] through it): each moved value gets the shape of the float value it replaces."""
+    result = apply("DequantizeAfterMove", moved_context())
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in result.model.graph.value_info if v.type.tensor_type.HasField("shape")}
+    moved = {n.op_type: n.output[0] for n in result.model.graph.node if n.op_type in ("Transpose", "Reshape")}
+    assert len(shapes[moved["Transpose"]]) == 4 and len(shapes[moved["Reshape"]]) == 3

@@ -272,9 +272,10 @@ def test_only_for_ort():
         apply("EmbedLayerNorm", embeddings(), target="openvino")
 
 
-def quantized(model, scale=0.02):
+def quantized(model, scale=0.02, pairs=True):
     """``model`` as ONNX Runtime's quantizer writes it with every op type quantized: each table
-    stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair."""
+    stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair
+    (``pairs=False``: the tables alone, as NNCF stores them)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     nodes, extra = [], []
@@ -290,7 +291,8 @@ def quantized(model, scale=0.02):
             nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"]))
             node.input[0] = f"{name}_dq"
         nodes.append(node)
-        if (node.op_type == "Gather" and node.input[0].endswith("_table_dq")) or node.output[0].startswith("sum_"):
+        if pairs and ((node.op_type == "Gather" and node.input[0].endswith("_table_dq")) or
+                      node.output[0].startswith("sum_")):
             out = node.output[0]
             node.output[0] = f"{out}_raw"
             nodes += [helper.make_node("QuantizeLinear", [f"{out}_raw", "pair_s", "pair_z"], [f"{out}_q"]),
@@ -306,11 +308,84 @@ def quantized(model, scale=0.02):
 
 def test_quantized_tables_and_pairs_fuse():
     """Tables stored quantized go to the op as the graph dequantizes them (exact); the pairs on
-    the lookups and the sums are dropped (verified in steps); position ids as computed."""
+    the lookups and the sums are dropped (verified in steps); the position term proven rows 0..S-1
+    of its table, which the op counts itself."""
     model = quantized(embeddings(positions="slice_buffer"))
     applied = apply("EmbedLayerNorm", model)
-    assert applied.rewrote == 1, applied.misses
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
     assert applied.made["QuantizeLinear"] == -5 and applied.made["DequantizeLinear"] == -8
     node = embed_node(applied.model)
-    assert node.input[8]  # the position ids the graph computes, handed on
+    assert node.input[3].endswith("position_table") and not node.input[8]  # no position ids: the op counts
     applied.assert_equivalent()
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_quantized_position_table_read_off_the_word_lookups_shape_is_proven_rows(pairs):
+    """DistilBERT as NNCF writes it: the position table stored quantized, its ids read off Shape of
+    the word lookup. The probe evaluates the table's DequantizeLinear, proves the rows 0..S-1, and the
+    op takes the table as the graph dequantizes it (the Shape chain dies with the match). With a pair
+    on each lookup (all ops), the position term's is dropped as the others are."""
+    model = quantized(embeddings(segment=False, positions="word_shape"), pairs=pairs)
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
+    node = embed_node(applied.model)
+    table = {t.name: numpy_helper.to_array(t) for t in applied.model.graph.initializer}[node.input[3]]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    q, s, z = (inits[f"position_table_{k}"] for k in "qsz")
+    assert np.array_equal(table, (q.astype(np.int32) - z).astype(np.float32) * s)
+    assert "Shape" not in {n.op_type for n in applied.model.graph.node}
+    applied.assert_equivalent()
+
+
+def gathered(model, per_channel=False):
+    """``model`` as Intel Neural Compressor's QOperator model reads its tables: each Gather takes the
+    stored uint8 table, and the gathered rows are dequantized (per tensor; ``per_channel``: one scale
+    per column, a near miss)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, extra = [], []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "Gather" or not node.input[0].endswith("_table"):
+            continue
+        name, table = node.input[0], numpy_helper.to_array(inits[node.input[0]])
+        lo, hi = min(table.min(), 0), max(table.max(), 0)
+        scale = np.float32((hi - lo) / 255)
+        zero = np.uint8(round(-lo / scale))
+        scales = np.full(table.shape[1], scale, np.float32) if per_channel else scale
+        zeros = np.full(table.shape[1], zero, np.uint8) if per_channel else zero
+        extra += [numpy_helper.from_array(np.clip(np.round(table / scale) + zero, 0, 255).astype(np.uint8), f"{name}_q"),
+                  numpy_helper.from_array(scales, f"{name}_s"), numpy_helper.from_array(zeros, f"{name}_z")]
+        out = node.output[0]
+        node.input[0], node.output[0] = f"{name}_q", f"{out}_q"
+        nodes.append(helper.make_node("DequantizeLinear", [f"{out}_q", f"{name}_s", f"{name}_z"], [out],
+                                      **({"axis": -1} if per_channel else {})))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + extra)
+    return model
+
+
+@pytest.mark.parametrize("positions", ["slice_buffer", "word_shape"])
+def test_rows_gathered_from_stored_integers_then_dequantized_are_the_dequantized_table(positions):
+    """INC's QOperator BERT (canonicalized): Gather(table_q, ids) → DQ per tensor is Gather(DQ(table_q), ids),
+    bit for bit (DequantizeLinear is elementwise): the op takes the dequantized tables, the position
+    term proven rows 0..S-1 of the dequantized position table."""
+    model = gathered(embeddings(positions=positions))
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1 and applied.records[0].variant.startswith("positions"), applied.misses
+    assert applied.made["DequantizeLinear"] == -3 and applied.made["Gather"] <= -3
+    node = embed_node(applied.model)
+    inits = {t.name: numpy_helper.to_array(t) for t in applied.model.graph.initializer}
+    source = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    q, s, z = (source[f"word_table_{k}"] for k in "qsz")
+    assert np.array_equal(inits[node.input[2]], (q.astype(np.int32) - z).astype(np.float32) * s)
+    applied.assert_equivalent(atol=0, rtol=0)  # no pair dropped: the same arithmetic
+
+
+def test_rows_dequantized_per_channel_are_a_near_miss():
+    applied = apply("EmbedLayerNorm", gathered(embeddings(positions="slice_buffer"), per_channel=True))
+    assert applied.rewrote == 0
+    assert "dequantized per channel" in applied.miss().reason

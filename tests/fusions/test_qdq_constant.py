@@ -2,6 +2,7 @@
 rounds to, exactly; a weight keeps its pair."""
 import numpy as np
 import pytest
+from onnx import TensorProto
 
 from graphs.variants import Graph
 from one_rule import apply
@@ -34,3 +35,29 @@ def test_a_weight_keeps_its_pair():
     # the pair is what makes a weight's MatMul run in INT8; signature-less, so no near miss either
     result = apply("QDQConstant", scaled(shape=(16,)), target="openvino")
     assert not result.rewrote and not result.made and not result.misses
+
+
+def table(rows):
+    """y = Gather(DQ(table_q [rows, 8] int8), ids): an embedding table stored quantized (NNCF)."""
+    g = Graph("qdq_table")
+    g.output("y")
+    rng = np.random.default_rng(0)
+    q = g.const("table_q", rng.integers(-127, 128, (rows, 8)), np.int8)
+    dq = g.op("DequantizeLinear", q, g.const("scale", 0.013), g.const("zero_point", 2, np.int8))
+    g.op("Gather", dq, g.op("Mul", g.input("ids", ["batch", "seq"], TensorProto.INT64), g.const("zero", 0, np.int64)),
+         out="y")
+    return g.model()
+
+
+def test_a_one_row_table_folds_into_its_floats():
+    """RoBERTa's token type table as NNCF stores it: OpenVINO 2026.4 fails to compile the model with
+    its DQ in place; folded, it is the floats the DQ computes."""
+    result = apply("QDQConstant", table(1), target="openvino")
+    assert result.rewrote == 1 and result.records[0].variant == "one_row_table"
+    assert result.made == {"DequantizeLinear": -1, "Identity": 1}
+    result.assert_equivalent(atol=0, rtol=0)
+
+
+def test_a_larger_table_keeps_its_dequantize():
+    result = apply("QDQConstant", table(4), target="openvino")
+    assert not result.rewrote and not result.made and not result.misses  # signature-less: never a near miss

@@ -50,9 +50,25 @@ def test_float_attention_is_left_to_the_attention_fusion():
     assert result.rewrote == 0 and not result.misses  # no quantizer reached: not even a near miss
 
 
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_a_head_merge_of_the_integers_keeps_pv_quantizer_on_the_merged_output(target):
+    """NNCF's default preset (canonicalized): P·V → Q → Transpose → Reshape → DQ. The fused core's
+    output is quantized by P·V's quantizer (per tensor: the same after the merge), so the output
+    projection still reads DQ of integers: its INT8 block."""
+    result = apply("QuantizedAttention", QF.attention_qdq("nncf_default"), target=target)
+    assert result.rewrote == 1 and result.records[0].variant == "merged_integers"
+    y = next(n for n in result.model.graph.node if n.output[0] == "y")
+    q = next(n for n in result.model.graph.node if n.output[0] == y.input[0])
+    assert (y.op_type, q.op_type if target == "ort" else "QuantizeLinear") == ("DequantizeLinear", "QuantizeLinear")
+    if target == "ort":
+        assert next(n for n in result.model.graph.node if q.input[0] in n.output).op_type == "MultiHeadAttention"
+    result.assert_equivalent()
+
+
 @pytest.mark.parametrize("kwargs, reason", [
     ({"per_channel": True}, "quantizes an activation per channel, not per tensor"),
     ({"read_inside": True}, "'scores_q' (from QuantizeLinear) is also a graph output"),
+    ({"form": "nncf_default", "nan_mask": True}, "has scale inf: it reads NaN at every key"),
 ])
 def test_near_misses(kwargs, reason):
     result = apply("QuantizedAttention", QF.attention_qdq(**kwargs))
@@ -99,3 +115,11 @@ def test_nncf_sdpa_form(target):
         assert Counter(n.op_type for n in result.model.graph.node)["IsNaN"] == 1
         assert result.made["QuantizeLinear"] == 1
     result.assert_equivalent()
+
+
+def test_openvino_core_is_no_candidate_for_a_near_miss():
+    """The core OpenVINO gets is fusekit's lowered form: its Q·Kᵀ, with Kᵀ's quantizer on the sdpa
+    √scale Mul, reads like a dense block to QuantizedLinear, which must not report it as a miss."""
+    import fusekit
+    _, report = fusekit.optimize(QF.attention_qdq("nncf_sdpa"), target="openvino", verify=False)
+    assert report.counts["QuantizedAttention"] == 1 and not report.misses, report.misses

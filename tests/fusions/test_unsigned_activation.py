@@ -56,3 +56,23 @@ def test_the_int8_block_then_takes_onnx_runtimes_integer_kernel():
 def test_a_fake_quantized_weight_keeps_its_int8_integers():
     result = apply("UnsignedActivation", block(fake_weight=True, x_dtype=np.uint8), target="ort")
     assert result.rewrote == 0 and not [m for m in result.misses if m.fusion == "UnsignedActivation"]
+
+
+def test_integers_moved_through_the_head_merge_are_re_encoded_with_their_moves():
+    """NNCF's default preset, canonicalized: Q(int8) → Transpose → Reshape → DQ before the output
+    projection. The uint8 integers take the same moves, bit for bit, so the block reads uint8."""
+    import onnx
+    from graphs.int8_blocks import moved_context
+    canonical = apply("DequantizeAfterMove", moved_context()).model
+    result = apply("UnsignedActivation", canonical)
+    assert result.rewrote == 1 and result.records[0].variant == "moved" and not result.misses
+    produced = {o: n.op_type for n in result.model.graph.node for o in n.output}
+    (matmul,) = [n for n in result.model.graph.node if n.op_type == "MatMul"]
+    (dq,) = [n for n in result.model.graph.node if n.output[0] == matmul.input[0]]
+    (reshape,) = [n for n in result.model.graph.node if n.output[0] == dq.input[0]]
+    (transpose,) = [n for n in result.model.graph.node if n.output[0] == reshape.input[0]]
+    assert (dq.op_type, reshape.op_type, transpose.op_type, produced[transpose.input[0]]) == \
+        ("DequantizeLinear", "Reshape", "Transpose", "QuantizeLinear")
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(result.model).graph.value_info}
+    assert types[transpose.input[0]] == types[reshape.output[0]] == TensorProto.UINT8
+    result.assert_equivalent(atol=0, rtol=0)

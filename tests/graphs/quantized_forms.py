@@ -87,22 +87,25 @@ def skip_ln_all_ops(opset=17, per_channel=False):
     return g.model()
 
 
-def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None):
+def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None, nan_mask=False):
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
     (``qat``); ``nncf_sdpa``: NNCF on an sdpa export, √scale on Q and on Kᵀ each through a pair,
-    the NaN guard after the Softmax, pairs on V and the probabilities; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    the NaN guard after the Softmax, pairs on V and the probabilities; ``nncf_default``: as
+    ``matmul_only``, but P·V's integers go through the head merge and are dequantized after it (NNCF's
+    default preset, canonicalized by DequantizeAfterMove), no output pair; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
-    quantized scores also a graph output). ``output_pair``: the merged output through a pair
-    (the next block's input quantizer; by default where the core has pairs)."""
+    quantized scores also a graph output), ``nan_mask`` (the mask through a pair of scale inf, as
+    NNCF's default preset calibrates it on the −3.4e38 fill: NaN at every key). ``output_pair``: the merged
+    output through a pair (the next block's input quantizer; by default where the core has pairs)."""
     g = Graph(f"attention_{form}", opset)
     x = g.input("x", ["batch", "seq", HIDDEN])
     g.input("attention_mask", ["batch", "seq"], TensorProto.INT64)
     g.output("y", ["batch", "seq", HIDDEN])
     pair = _Pairs(g)
     inner = pair if form == "all_ops" else (lambda t, *a, **k: t)
-    around = pair if form in ("all_ops", "matmul_only") else (lambda t, *a, **k: t)
+    around = pair if form in ("all_ops", "matmul_only", "nncf_default") else (lambda t, *a, **k: t)
     rng = np.random.default_rng(0)
     xq = pair(x, 0.05) if form == "qat" else x
 
@@ -115,7 +118,7 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
         else:
             w = g.const(f"{name}_w", w)
         y = g.op("Add", g.op("MatMul", xq, w), g.const(f"{name}_b", rng.normal(0, 0.1, HIDDEN)))
-        return pair(y, 0.05) if form in ("all_ops", "matmul_only") else y
+        return pair(y, 0.05) if form in ("all_ops", "matmul_only", "nncf_default") else y
 
     def heads(t, perm):
         split = inner(g.op("Reshape", t, g.const("split", [0, 0, HEADS, SIZE], np.int64)), 0.05)
@@ -148,8 +151,18 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
     # a pair on the masked sum would round the scores to the fill's step (as the all-ops model's
     # does: its calibration sees −3.4e38): left out here, so that the comparison measures the rest
-    masked = g.op("Add", scores, g.op("Mul", padded, g.const("fill", -10000.0)))
+    mask = g.op("Mul", padded, g.const("fill", -10000.0))
+    if nan_mask:
+        s, z = g.const("mask_scale", np.inf), g.const("mask_zero", -128, np.int8)
+        mask = g.op("DequantizeLinear", g.op("QuantizeLinear", mask, s, z), s, z)
+    masked = g.op("Add", scores, mask)
     probs = around(g.op("Softmax", masked, axis=-1), 1 / 255, 0)
+    if form == "nncf_default":
+        s, z = g.const("context_scale", 0.05), g.const("context_zero", 128, np.uint8)
+        moved = g.op("Transpose", g.op("QuantizeLinear", g.op("MatMul", probs, v), s, z), perm=[0, 2, 1, 3])
+        merged = g.op("Reshape", moved, g.const("merge", [0, 0, HIDDEN], np.int64))
+        g.op("DequantizeLinear", merged, s, z, out="y")
+        return g.model()
     context = around(g.op("MatMul", probs, v), 0.05)
     merged = inner(g.op("Transpose", context, perm=[0, 2, 1, 3]), 0.05, per_channel=per_channel, columns=SIZE)
     y = g.op("Reshape", merged, g.const("merge", [0, 0, HIDDEN], np.int64))
