@@ -99,3 +99,27 @@ def test_nncf_sdpa_form(target):
         assert Counter(n.op_type for n in result.model.graph.node)["IsNaN"] == 1
         assert result.made["QuantizeLinear"] == 1
     result.assert_equivalent()
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_dynamic_form_drops_the_run_time_pairs(target):
+    """quantize_dynamic's Q·Kᵀ and P·V (Optimum's avx512_vnni) as DequantizedAsMatMulInteger reads them:
+    Q, Kᵀ, V and the probabilities each rounded by a DynamicQuantizeLinear. Every target computes the
+    core unrounded (OpenVINO runs no run-time pair in INT8); the projections' input pair stays."""
+    result = apply("QuantizedAttention", QF.attention_qdq("dynamic"), target=target)
+    assert result.rewrote == 1 and not result.misses
+    assert result.made["DynamicQuantizeLinear"] == -4 and result.made["DequantizeLinear"] == -4
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["DynamicQuantizeLinear"] == 1  # the projections' input
+    if target == "ort":
+        assert ops["MultiHeadAttention"] == 1
+    else:
+        assert ops["Softmax"] == 1 and ops["MatMul"] == 3 + 2
+    result.assert_equivalent()
+
+
+def test_dynamic_pair_with_a_scale_of_its_own_is_refused():
+    result = apply("QuantizedAttention", QF.attention_qdq("dynamic", foreign_scale=True))
+    assert result.rewrote == 0
+    assert "dequantizes with a scale or zero point its DynamicQuantizeLinear did not compute" in \
+        result.miss("QuantizedAttention").reason

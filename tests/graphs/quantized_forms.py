@@ -87,12 +87,26 @@ def skip_ln_all_ops(opset=17, per_channel=False):
     return g.model()
 
 
-def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None):
+def _dynamic_pair(g, foreign_scale=False):
+    """DQ(DynamicQuantizeLinear(t)): ``quantize_dynamic``'s run-time rounding, as DequantizedAsMatMulInteger
+    reads it. ``foreign_scale``: the DQ takes another constant scale, not its quantizer's."""
+    def pair(t, *_, **__):
+        q, s, z = (f"{t}_{n}" for n in ("q", "s", "z"))
+        g.nodes.append(helper.make_node("DynamicQuantizeLinear", [t], [q, s, z], name=f"{t}_quantize"))
+        return g.op("DequantizeLinear", q, g.const("foreign_scale", 0.05) if foreign_scale else s, z)
+    return pair
+
+
+def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None,
+                  foreign_scale=False):
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
     (``qat``); ``nncf_sdpa``: NNCF on an sdpa export, √scale on Q and on Kᵀ each through a pair,
-    the NaN guard after the Softmax, pairs on V and the probabilities; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    the NaN guard after the Softmax, pairs on V and the probabilities; ``dynamic``: ``quantize_dynamic``
+    with the attention's MatMuls quantized (Optimum's avx512_vnni), DQ(DynamicQuantizeLinear(·)) on the
+    projections' input and the operands of Q·Kᵀ and P·V; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    ``foreign_scale`` (dynamic: the probabilities dequantized with a constant scale, not their quantizer's),
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
     quantized scores also a graph output). ``output_pair``: the merged output through a pair
     (the next block's input quantizer; by default where the core has pairs)."""
@@ -103,8 +117,10 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     pair = _Pairs(g)
     inner = pair if form == "all_ops" else (lambda t, *a, **k: t)
     around = pair if form in ("all_ops", "matmul_only") else (lambda t, *a, **k: t)
+    if form == "dynamic":
+        around = _dynamic_pair(g)
     rng = np.random.default_rng(0)
-    xq = pair(x, 0.05) if form == "qat" else x
+    xq = pair(x, 0.05) if form == "qat" else around(x) if form == "dynamic" else x
 
     def projection(name):
         w = rng.normal(0, 0.3, (HIDDEN, HIDDEN)).astype(np.float32)
@@ -149,8 +165,10 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     # a pair on the masked sum would round the scores to the fill's step (as the all-ops model's
     # does: its calibration sees −3.4e38): left out here, so that the comparison measures the rest
     masked = g.op("Add", scores, g.op("Mul", padded, g.const("fill", -10000.0)))
-    probs = around(g.op("Softmax", masked, axis=-1), 1 / 255, 0)
-    context = around(g.op("MatMul", probs, v), 0.05)
+    probs = (_dynamic_pair(g, foreign_scale) if form == "dynamic" else around)(g.op("Softmax", masked, axis=-1),
+                                                                               1 / 255, 0)
+    context = g.op("MatMul", probs, v)
+    context = context if form == "dynamic" else around(context, 0.05)
     merged = inner(g.op("Transpose", context, perm=[0, 2, 1, 3]), 0.05, per_channel=per_channel, columns=SIZE)
     y = g.op("Reshape", merged, g.const("merge", [0, 0, HIDDEN], np.int64))
     output_pair = form in ("all_ops", "matmul_only") if output_pair is None else output_pair
