@@ -556,16 +556,15 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
     if any(t.dtype is None or not np.issubdtype(np.dtype(t.dtype), np.integer) or t.shape is None
            or len(t.shape) != 2 for t in inputs):
         return "the position term reads a model input that is not 2-D integer ids"
-    tables = [n.inputs[0] for n in nodes if n.op in ("Gather", "Slice") and n.inputs]
-    tables = [t for t in tables if (v := const_value(t)) is not None and v.ndim == 2 and v.shape[1] == width
-              and np.issubdtype(v.dtype, np.floating)]
+    tables = [found for n in nodes if n.op in ("Gather", "Slice") and n.inputs
+              and (found := _table_read(n, width, IdentitySet(nodes))) is not None]
     if not tables:
         return f"the position term reads no constant table of width {width}"
     try:
         session = _session(graph, nodes, inputs, value)
     except Exception as e:  # a subgraph ORT refuses is one fusekit cannot vouch for
         return f"the position term cannot be evaluated ({str(e).splitlines()[0][:120]})"
-    rows = min(const_value(t).shape[0] for t in tables)
+    rows = min(rows_of.shape[0] for rows_of, _ in tables)
     sizes = _sizes(ids, rows)
     if len(sizes) < 2 and not all(isinstance(d, (int, np.integer)) and d > 0 for d in ids.shape):
         return f"the position table has {rows} rows, too few to prove positions on probes of several lengths"
@@ -584,11 +583,31 @@ def _position_rows(graph, value, ids, vocabulary, width) -> gs.Tensor | str:
             except Exception as e:
                 return f"the position term fails on a probe ({str(e).splitlines()[0][:120]})"
             outputs.append((batch, seq, out))
-    for table in tables:
-        rows_of = const_value(table)
+    for rows_of, table in tables:
         if all(_is_rows(out, rows_of, batch, seq) for batch, seq, out in outputs):
             return table
     return "the position term is not rows 0..S-1 of a position table on the probes (positions that depend on the ids or start elsewhere)"
+
+
+def _table_read(node: gs.Node, width: int, inside) -> tuple[np.ndarray, gs.Tensor | np.ndarray] | None:
+    """The float [rows, width] table a Gather or Slice reads, as (its values, what stands for it): a
+    constant float table itself; or 8-bit stored integers whose rows one per-tensor DequantizeLinear
+    reads next (``quantize_dynamic`` with Gather quantized), the table dequantized as it does, bit for bit."""
+    v = const_value(node.inputs[0])
+    if v is None or v.ndim != 2 or v.shape[1] != width:
+        return None
+    if np.issubdtype(v.dtype, np.floating):
+        return v, node.inputs[0]
+    readers = node.outputs[0].outputs
+    dq = readers[0] if len(readers) == 1 and readers[0].op == "DequantizeLinear" and readers[0] in inside else None
+    if dq is None or v.dtype.type not in (np.int8, np.uint8):
+        return None
+    scale = const_value(dq.inputs[1])
+    zero = const_value(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2].name else np.zeros((), v.dtype)
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1 or scale.dtype != np.float32:
+        return None
+    table = (v.astype(np.int32) - zero.astype(np.int32).reshape(())).astype(np.float32) * scale.reshape(())
+    return table, table
 
 
 def _sizes(ids: gs.Tensor, rows: int) -> list[tuple[int, int]]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from fusekit.engine.graph import attr, const_value, rank
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
@@ -47,8 +47,8 @@ from fusekit.engine.rewrite import MS
 from fusekit.engine.shapes import spans_batch_and_sequence
 from fusekit.engine.state import IdentityMap, IdentitySet
 
-from .._common import (constant, dropped_pairs, has_constant, last_axis_attr, per_channel_pair, requantized,
-                       statistics_reason, stored, vector_reason)
+from .._common import (constant, dequantize, dropped_pairs, evaluate, has_constant, last_axis_attr, per_channel_pair,
+                       requantized, statistics_reason, stored, vector_reason)
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
@@ -58,9 +58,14 @@ positions = Var("positions", "the position term", shape_only=True)
 
 
 def lookup(name: str):
-    # ONNX Runtime's quantizer (all ops) stores the tables quantized and rounds each lookup and sum
+    # ONNX Runtime's quantizer (all ops) stores the tables quantized and rounds each lookup and sum;
+    # quantize_dynamic with Gather quantized (Optimum's avx512_vnni) looks the stored integers up and
+    # dequantizes the rows
+    ids = Var(f"{name}_ids", "the ids")
     table = stored(f"{name}_table", "an embedding table")
-    return requantized(op.Gather(table, Var(f"{name}_ids", "the ids"), axis=0))
+    rows = dequantize(op.Gather(Const(f"{name}_rows_q", label="an embedding table, stored quantized"), ids, axis=0),
+                      f"{name}_rows", "looked-up rows'", bind=f"{name}_rows_dq")
+    return either(requantized(op.Gather(table, ids, axis=0)), rows)
 
 
 def normalized(total):
@@ -72,11 +77,33 @@ def sum_of(a, b):
 
 
 def _has(m, term: str) -> bool:
-    return has_constant(m, f"{term}_table")
+    return has_constant(m, f"{term}_table") or f"{term}_rows_q" in m.consts
 
 
 def _table(m, term: str) -> np.ndarray:
-    return constant(m, f"{term}_table")
+    """The float table the lookup reads, as the graph dequantizes it (ONNX Runtime evaluates the
+    DequantizeLinear): a per-tensor DequantizeLinear after the Gather dequantizes the rows it is given
+    as it would the whole table, bit for bit."""
+    if f"{term}_rows_q" not in m.consts:
+        return constant(m, f"{term}_table")
+    dq = m.node(f"{term}_rows_dq")
+    cache = m.state.memo(__name__ + ".rows", IdentityMap)
+    if dq not in cache:
+        names = ("table", "scale", "zero_point")[:len(dq.inputs)]
+        values = dict(zip(names, [m.const(f"{term}_rows_q"), *(const_value(t) for t in dq.inputs[1:])]))
+        node = helper.make_node("DequantizeLinear", list(names), ["rows"])
+        cache[dq] = evaluate([node], values, "rows", values["scale"].dtype, m.state.opset)
+    return cache[dq]
+
+
+def _rows_reason(m) -> str | None:
+    """Why a lookup dequantized after its Gather cannot be read as a float table: its scale is not one
+    for the whole table."""
+    for t in TERMS:
+        if f"{t}_rows_q" in m.consts and np.asarray(m.const(f"{t}_rows_scale")).size != 1:
+            return f"the rows looked up in '{m[f'{t}_rows_q'].name}' are dequantized per channel: only a " \
+                   "per-tensor scale dequantizes every row alike"
+    return None
 
 
 @dataclass(frozen=True)
@@ -126,7 +153,7 @@ def _segment_form(m, term: str, word: str) -> str | None:
 
 def _lookups_reason(m) -> str | None:
     """What every variant checks: the statistics, the tables, γ and β, integer ids."""
-    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
+    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m) or _rows_reason(m)
     if reason:
         return reason
     tables = [_table(m, t) for t in TERMS if _has(m, t)]
@@ -220,7 +247,7 @@ def rewrite(m, facts: EmbedLayerNormFacts, emit):
 
     def table(role):  # a table stored quantized goes to the op as the graph dequantizes it: exact
         name = f"{roles[role]}_table"
-        return m[name] if name in m.consts else emit.const(name, constant(m, name))
+        return m[name] if name in m.consts else emit.const(name, _table(m, roles[role]))
 
     segment = "segment" in roles
     if "position" in roles:

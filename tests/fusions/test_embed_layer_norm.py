@@ -314,3 +314,57 @@ def test_quantized_tables_and_pairs_fuse():
     node = embed_node(applied.model)
     assert node.input[8]  # the position ids the graph computes, handed on
     applied.assert_equivalent()
+
+
+def dynamic_quantized(model, per_channel=False):
+    """``model`` as ``quantize_dynamic`` writes it with Gather quantized (Optimum's avx512_vnni): each
+    table stored as uint8, its integers looked up and the rows dequantized (Gather → DequantizeLinear).
+    Near miss: ``per_channel``, the rows dequantized with a scale per column."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, extra = [], []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "Gather" or not node.input[0].endswith("_table"):
+            continue
+        table, name, out = numpy_helper.to_array(inits[node.input[0]]), node.input[0], node.output[0]
+        lo, hi = min(table.min(), 0), max(table.max(), 0)
+        scale = np.float32((hi - lo) / 255)
+        zero = np.uint8(round(-lo / scale))
+        extra.append(numpy_helper.from_array(np.clip(np.round(table / scale) + zero, 0, 255).astype(np.uint8), f"{name}_q"))
+        if per_channel:
+            scale, zero, axis = np.full(WIDTH, scale, np.float32), np.full(WIDTH, zero, np.uint8), {"axis": -1}
+        else:
+            axis = {}
+        extra += [numpy_helper.from_array(scale, f"{name}_s"), numpy_helper.from_array(zero, f"{name}_z")]
+        node.input[0], node.output[0] = f"{name}_q", f"{out}_q"
+        nodes.append(helper.make_node("DequantizeLinear", [f"{out}_q", f"{name}_s", f"{name}_z"], [out], **axis))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + extra)
+    return model
+
+
+@pytest.mark.parametrize("form, variant", [("slice_buffer", "positions"), ("word_shape", "positions[no_segment]"),
+                                           ("start_at_one", "lookups")])
+def test_rows_dequantized_after_the_lookup_fuse(form, variant):
+    """quantize_dynamic's lookups (Gather of the stored integers, then DequantizeLinear): each table goes
+    to the op as the graph dequantizes it, exact; DistilBERT's positions read off the word lookup's
+    shape are proven rows 0..S-1 of the dequantized position table; ids that start at 1 are handed on."""
+    model = dynamic_quantized(embeddings(positions=form, segment=form != "word_shape"))
+    applied = apply("EmbedLayerNorm", model)
+    assert applied.rewrote == 1, applied.misses
+    assert applied.records[0].variant == variant
+    assert applied.made["DequantizeLinear"] == -(2 if form == "word_shape" else 3)
+    tables = {t.name: t for t in applied.model.graph.initializer}
+    assert tables[embed_node(applied.model).input[2]].data_type == TensorProto.FLOAT
+    verdict = applied.assert_equivalent()
+    assert all(o.max_abs < 1e-5 for o in verdict.outputs)  # nothing rounded is dropped
+
+
+def test_rows_dequantized_per_channel_are_a_near_miss():
+    applied = apply("EmbedLayerNorm", dynamic_quantized(embeddings(), per_channel=True))
+    assert not applied.rewrote
+    assert "are dequantized per channel: only a per-tensor scale dequantizes every row alike" in applied.miss().reason
