@@ -214,7 +214,9 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     one attention kernel on the quantized operands (on i8 where they are symmetric int8) and
     folds the pairs after P·V into it; with the pairs on the scores left in, asymmetric uint8
     models run Q·Kᵀ and P·V as separate f32 MatMuls beside standalone FakeQuantize layers, and
-    without the pair on the probabilities P·V loses its int8 operand."""
+    without the pair on the probabilities P·V loses its int8 operand. An sdpa export's NaN guard on
+    the probabilities (fully masked rows) moves past P·V where no pair lies between them: before it,
+    it splits the kernel into MatMul, Softmax, MatMul."""
     qk = m.node("qk") if "qk" in m.named else m.node("scores")
     context, merge = m.node("context"), m.node("merge")
     split = emit.small(np.array([0, 0, facts.heads, facts.size], np.int64))  # as check proved each head split
@@ -230,11 +232,21 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     probs, start = emit.Softmax(scores, axis=-1), m.node("softmax").outputs[0]
     if m.has("remask"):
         probs, start = emit.Mul(probs, m["kept_probs"]), m.node("remask").outputs[0]
-    if m.has("nan_guard"):
-        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
+    guarded = m.has("nan_guard")
+    if guarded:
         start = m.node("nan_guard").outputs[0]
     operands.append(_reemit(emit, context.inputs[0], start, probs))
-    context_value = emit.MatMul(operands[3][0], operands[2][0])
+    if guarded and operands[3][0] is probs:
+        # the guard moves past P·V, where OpenVINO's attention kernel no longer stops at it: a softmax
+        # row is all NaN (every key masked by −inf) or has none, so zeroing the NaN rows of P·V gives the
+        # same zero context wherever V is finite
+        context_value = emit.MatMul(probs, operands[2][0])
+        context_value = emit.Where(emit.IsNaN(context_value), emit.small(np.float32(0.0)), context_value)
+    else:  # a pair on the probabilities would round the NaN first: the guard stays before it
+        if guarded:
+            operands[3] = _reemit(emit, context.inputs[0], start,
+                                  emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs))
+        context_value = emit.MatMul(operands[3][0], operands[2][0])
     noop = m.node("noop") if m.has("noop_reshape") else None
     merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value, skip=noop)
     if not kept and (pair := _next_quantizer(m)) is not None:

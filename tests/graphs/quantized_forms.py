@@ -98,7 +98,7 @@ def _dynamic_pair(g, foreign_scale=False):
 
 
 def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None,
-                  foreign_scale=False):
+                  foreign_scale=False, nan_guard=False):
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
@@ -107,6 +107,7 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     with the attention's MatMuls quantized (Optimum's avx512_vnni), DQ(DynamicQuantizeLinear(·)) on the
     projections' input and the operands of Q·Kᵀ and P·V; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
     ``foreign_scale`` (dynamic: the probabilities dequantized with a constant scale, not their quantizer's),
+    ``nan_guard`` (dynamic: an sdpa export's −inf mask fill and Where(IsNaN(p), 0, p) after the Softmax),
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
     quantized scores also a graph output). ``output_pair``: the merged output through a pair
     (the next block's input quantizer; by default where the core has pairs)."""
@@ -161,12 +162,18 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
         product = inner(product, 0.2)
     scale = pair.constant("scale", 1 / np.sqrt(SIZE)) if form == "all_ops" else g.const("scale", 1 / np.sqrt(SIZE))
     scores = inner(g.op("Mul", product, scale), 0.1)
-    padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
     # a pair on the masked sum would round the scores to the fill's step (as the all-ops model's
     # does: its calibration sees −3.4e38): left out here, so that the comparison measures the rest
-    masked = g.op("Add", scores, g.op("Mul", padded, g.const("fill", -10000.0)))
-    probs = (_dynamic_pair(g, foreign_scale) if form == "dynamic" else around)(g.op("Softmax", masked, axis=-1),
-                                                                               1 / 255, 0)
+    if nan_guard:  # a fully masked row is all −inf: its softmax NaN, zeroed by the guard
+        masked = g.op("Add", scores, g.op("Where", g.op("Cast", _key_mask(g, False), to=TensorProto.BOOL),
+                                          g.const("kept", 0.0), g.const("fill", -np.inf)))
+        probs = g.op("Softmax", masked, axis=-1)
+        probs = g.op("Where", g.op("IsNaN", probs), g.const("nan_zero", 0.0), probs)
+    else:
+        padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
+        masked = g.op("Add", scores, g.op("Mul", padded, g.const("fill", -10000.0)))
+        probs = g.op("Softmax", masked, axis=-1)
+    probs = (_dynamic_pair(g, foreign_scale) if form == "dynamic" else around)(probs, 1 / 255, 0)
     context = g.op("MatMul", probs, v)
     context = context if form == "dynamic" else around(context, 0.05)
     merged = inner(g.op("Transpose", context, perm=[0, 2, 1, 3]), 0.05, per_channel=per_channel, columns=SIZE)
