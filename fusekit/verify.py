@@ -287,9 +287,9 @@ def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
 
 def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """The model with every QuantizeLinear→DequantizeLinear pair (or FakeQuantize, or
-    DynamicQuantizeLinear→DequantizeLinear) on a computed value bypassed (weights keep theirs), and every integer MatMul of a dynamically
-    quantized input (``quantize_dynamic``) fed that input unrounded: what its activation
-    quantization costs is the difference between the two. None when there is nothing to remove."""
+    DynamicQuantizeLinear→DequantizeLinear) on a computed value bypassed (weights keep theirs),
+    and every integer MatMul of a dynamically quantized input (``quantize_dynamic``) fed that input
+    unrounded: what its activation quantization costs is the difference between the two. None when there is nothing to remove."""
     if any(n.op_type in QOPERATOR_OPS for n in model.graph.node):
         model = _as_qdq(model)
     g = model.graph

@@ -18,9 +18,9 @@ the attention's Q·Kᵀ and P·V, where both operands are activations, each quan
 
       ⇒  DQ(a_q, a_s, a_z) · DQ(b_q, b_s, b_z)
 
-(the activations variant: each operand dequantized by its own quantizer's scale and zero point). Exact in real arithmetic:
-Σ (x_q − x_z)(w_q − w_z) · x_s·w_s = Σ (x_q − x_z)·x_s · (w_q − w_z)·w_s. In float32 the integer
-sum is exact and scaled once, where the dequantized form rounds each product and partial sum:
+(the activations variant: each operand dequantized by its own quantizer's scale and zero point).
+Exact in real arithmetic: Σ (x_q − x_z)(w_q − w_z) · x_s·w_s = Σ (x_q − x_z)·x_s · (w_q − w_z)·w_s.
+In float32 the integer sum is exact and scaled once, where the dequantized form rounds each product and partial sum:
 the two differ by a relative ~K·2⁻²⁴ (1e-5 at K = 3072), far below one quantization step of x.
 
 The weight is a constant 2-D 8-bit matrix, its scale per tensor or per output column (its zero
@@ -50,8 +50,8 @@ scaled = op.Mul(op.Cast(integer, to=TensorProto.FLOAT), scales)
 
 # both operands quantized at run time (Q·Kᵀ, P·V)
 y_q, y_zero = Var("y_q", "the second quantized input"), Var("y_zero_point", "the second input zero point")
-products = either(op.MatMulInteger(x_q, y_q, x_zero, y_zero, _bind="matmul"), op.MatMulInteger(x_q, y_q, _bind="matmul"),
-                  tag="zero_points", labels=("", "symmetric"))
+products = either(op.MatMulInteger(x_q, y_q, x_zero, y_zero, _bind="matmul"),
+                  op.MatMulInteger(x_q, y_q, _bind="matmul"), tag="zero_points", labels=("", "symmetric"))
 activations = op.Mul(op.Cast(products, to=TensorProto.FLOAT),
                      op.Mul(Var("x_scale", "the input scale"), Var("y_scale", "the second input scale")))
 
@@ -71,7 +71,8 @@ def _quantizer_reason(m, name: str) -> str | None:
     """Why the activation ``name`` is not a DynamicQuantizeLinear's integers under its own scale and zero point."""
     node = producer(m[f"{name}_q"])
     if node is None or node.op != "DynamicQuantizeLinear":
-        return f"'{m[f'{name}_q'].name}' is not quantized by a DynamicQuantizeLinear: its scale is not known to be a scalar"
+        return f"'{m[f'{name}_q'].name}' is not quantized by a DynamicQuantizeLinear: its scale is not known to be " \
+               "a scalar"
     if m[f"{name}_scale"] is not node.outputs[1] or (f"{name}_zero_point" in m.values
                                                      and m[f"{name}_zero_point"] is not node.outputs[2]):
         return f"'{m[f'{name}_q'].name}' is scaled by a scale or zero point its DynamicQuantizeLinear did not compute"

@@ -235,18 +235,16 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     guarded = m.has("nan_guard")
     if guarded:
         start = m.node("nan_guard").outputs[0]
+    # the guard moves past P·V, where OpenVINO's attention kernel no longer stops at it: a softmax row
+    # is all NaN (every key masked by −inf) or has none, so zeroing the NaN rows of P·V gives the same
+    # zero context wherever V is finite; a pair kept on the probabilities would round the NaN first
+    moved = guarded and not _kept_between(context.inputs[0], start)
+    if guarded and not moved:
+        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
     operands.append(_reemit(emit, context.inputs[0], start, probs))
-    if guarded and operands[3][0] is probs:
-        # the guard moves past P·V, where OpenVINO's attention kernel no longer stops at it: a softmax
-        # row is all NaN (every key masked by −inf) or has none, so zeroing the NaN rows of P·V gives the
-        # same zero context wherever V is finite
-        context_value = emit.MatMul(probs, operands[2][0])
+    context_value = emit.MatMul(operands[3][0], operands[2][0])
+    if moved:
         context_value = emit.Where(emit.IsNaN(context_value), emit.small(np.float32(0.0)), context_value)
-    else:  # a pair on the probabilities would round the NaN first: the guard stays before it
-        if guarded:
-            operands[3] = _reemit(emit, context.inputs[0], start,
-                                  emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs))
-        context_value = emit.MatMul(operands[3][0], operands[2][0])
     noop = m.node("noop") if m.has("noop_reshape") else None
     merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value, skip=noop)
     if not kept and (pair := _next_quantizer(m)) is not None:
@@ -261,6 +259,16 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     # the merge as check proved it: (batch, sequence) kept, the heads' width
     width = emit.small(np.array([0, 0, facts.heads * facts.size], np.int64))
     return emit.Reshape(merged, width), kept + sum(k for _, k in operands)
+
+
+def _kept_between(tensor, start) -> bool:
+    """Whether the matched chain from ``start`` to ``tensor`` holds a node ``_reemit`` emits again."""
+    while tensor is not start:
+        node = producer(tensor)
+        if not _is_dynamic_pair(node):
+            return True
+        tensor = node.inputs[0]
+    return False
 
 
 def _next_quantizer(m):
@@ -306,7 +314,8 @@ FUSION = Fusion(
                                      "whose projections are INT8 blocks; quantize_dynamic (Optimum avx512_vnni)")],
     check=check,
     rewrite=rewrite,
-    signature=frozenset({"Softmax+QuantizeLinear", "Softmax+DynamicQuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
+    # a float attention the Attention fusion missed is its miss
+    signature=frozenset({"Softmax+QuantizeLinear", "Softmax+DynamicQuantizeLinear"}),
     after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
     min_opset={"onnx": 23},
 )
