@@ -228,7 +228,8 @@ def ov_runner(path: Path, feeds: dict[str, np.ndarray], threads: int):
     global _OV_CORE
     if _OV_CORE is None:
         _OV_CORE = ov.Core()
-    compiled = _OV_CORE.compile_model(_OV_CORE.read_model(str(path)), "CPU",
+    from fusekit.runtime.openvino import read  # with the compile options fusekit wrote into the model
+    compiled = _OV_CORE.compile_model(read(path), "CPU",
                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
     req = compiled.create_infer_request()
     for port in compiled.inputs:

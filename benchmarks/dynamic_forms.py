@@ -15,10 +15,13 @@ One BERT-base block, x [B, 128, 768] · W [768, 3072] + b, seeded random weights
   dqmatmul    com.microsoft DynamicQuantizeMatMul(x, W_q, w_scale, w_zp, b)   (ONNX Runtime only)
 
 For OpenVINO it also prints what the CPU plugin made of each form: the FullyConnected's input
-precisions (u8/i8 data: an INT8 kernel) and its primitive. Nothing is asserted; run it on a quiet
-machine (2 threads, interleaved rounds, medians ± half the IQR).
+precisions (u8/i8 data: an INT8 kernel) and its primitive. A FullyConnected with int8 weights on
+a float input quantizes that input at run time inside its kernel, per group of
+``DYNAMIC_QUANTIZATION_GROUP_SIZE`` input channels (default 32, 0 = off), which the runtime graph
+does not show: ``--group-sizes`` adds ``dq_weight`` compiled with each of them. Nothing is asserted;
+run it on a quiet machine (2 threads, interleaved rounds, medians ± half the IQR).
 
-    python benchmarks/dynamic_forms.py [--batch 1 8] [--rounds 15] [--weights s8pc|u8]
+    python benchmarks/dynamic_forms.py [--batch 1 8] [--rounds 15] [--weights s8pc|u8] [--group-sizes 0 32 128]
 """
 from __future__ import annotations
 
@@ -95,14 +98,16 @@ def ort_runner(model, x, threads):
     return lambda: sess.run(None, {"x": x})
 
 
-def ov_runner(model, x, threads, precision="f32"):
+def ov_runner(model, x, threads, precision="f32", group_size=None):
     import openvino as ov
     core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+    if group_size is not None:
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group_size
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.onnx")
         onnx.save(model, path)
-        compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                     "INFERENCE_PRECISION_HINT": precision})
+        compiled = core.compile_model(core.read_model(path), "CPU", config)
     request = compiled.create_infer_request()
     fcs = []
     for op in compiled.get_runtime_model().get_ops():
@@ -121,9 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weights", choices=("s8pc", "u8"), default="s8pc")
     ap.add_argument("--min-sample-ms", type=float, default=100)
+    ap.add_argument("--group-sizes", type=int, nargs="*", default=[],
+                    help="OpenVINO: dq_weight again with each DYNAMIC_QUANTIZATION_GROUP_SIZE")
     args = ap.parse_args(argv)
     forms = ("fp32", "integer", "dq_weight", "dq_both", "dqmatmul")
     models = {f: build(f, args.weights) for f in forms}
+    grouped = [f"dq_weight_g{g}" for g in args.group_sizes]
     for batch in args.batch:
         x = _timing.page_aligned_empty((batch, S, K))
         x[...] = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
@@ -135,18 +143,20 @@ def main(argv=None) -> int:
                 print(f"ort {f}: {_timing.short_error(e)}")
             if f != "dqmatmul":
                 runs[f"ov {f}"], layers[f] = ov_runner(models[f], x, args.threads)
+        for g, f in zip(args.group_sizes, grouped):
+            runs[f"ov {f}"], layers[f] = ov_runner(models["dq_weight"], x, args.threads, group_size=g)
         samples = _timing.round_robin_samples(runs, args.rounds, 3, args.min_sample_ms)
         print(f"\nbatch {batch} × {S}, weights {args.weights}, {args.threads} threads, {args.rounds} rounds")
         for runtime in ("ort", "ov"):
             base, _ = _timing.median_half_iqr(samples[f"{runtime} fp32"])
-            for f in forms:
+            for f in forms + tuple(grouped):
                 if f"{runtime} {f}" not in samples:
                     continue
                 v = samples[f"{runtime} {f}"]
                 med, spread = _timing.median_half_iqr(v)
                 lo, hi = min(v) / base, max(v) / base
                 extra = f"   {layers[f]}" if runtime == "ov" else ""
-                print(f"  {runtime:4s} {f:10s} {med * 1e3:8.2f} ms ±{spread * 100:4.1f}%  "
+                print(f"  {runtime:4s} {f:15s} {med * 1e3:8.2f} ms ±{spread * 100:4.1f}%  "
                       f"{med / base:5.2f}× fp32 ({lo:.2f}–{hi:.2f}){extra}")
     return 0
 

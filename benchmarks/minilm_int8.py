@@ -392,8 +392,10 @@ def run_ort(path: Path, feeds: dict[str, np.ndarray], threads: int) -> np.ndarra
 
 def run_openvino(path: Path, feeds: dict[str, np.ndarray], threads: int) -> np.ndarray:
     import openvino as ov
+
+    from fusekit.runtime.openvino import read  # with the compile options fusekit wrote into the model
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+    compiled = core.compile_model(read(path), "CPU",
                                   {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
     names = {p.get_any_name() for p in compiled.inputs}
     res = compiled({k: v for k, v in feeds.items() if k in names})

@@ -130,7 +130,9 @@ def _pack(model: Imported, report: Report):
 
 def _export(model: Imported, functions: list[onnx.FunctionProto], report: Report, in_place: bool) -> onnx.ModelProto:
     """The fused model, its provenance in its metadata; ``in_place`` rebuilds the model as read."""
-    metadata = provenance.metadata(model.weights, report.fused + report.rewrites, model.target, report.packed)
+    options = {key: value for f in report.fused if (fusion := patterns.BY_NAME.get(f.fusion)) is not None
+               for key, value in fusion.runtime_options.get(model.target, {}).items()}
+    metadata = provenance.metadata(model.weights, report.fused + report.rewrites, model.target, report.packed, options)
     fused = export(model.graph, model.weights, metadata, in_place, functions)
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
     report.notes += pass_through_notes(fused, model.target)

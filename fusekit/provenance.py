@@ -5,7 +5,10 @@
   constants it absorbed: ``Fused.to_dict``); a model fused again keeps its earlier records;
 - ``fusekit.target``: the target it was fused for;
 - ``fusekit.pack``: for a packed model, the mask input and each output's kind, "tokens" or
-  "derived" (what ``verify`` compares at the valid tokens only).
+  "derived" (what ``verify`` compares at the valid tokens only);
+- ``<target>.runtime_options.<KEY>``: a compile option the target's runtime should use for the
+  forms fused (``Fusion.runtime_options``), e.g. ``openvino.runtime_options.DYNAMIC_QUANTIZATION_GROUP_SIZE``;
+  fusekit's OpenVINO backend and ``-o model.xml`` carry them into OpenVINO's ``runtime_options``.
 """
 from __future__ import annotations
 
@@ -24,13 +27,21 @@ def records(model: onnx.ModelProto) -> dict[str, dict]:
     return json.loads(text) if text else {}
 
 
-def metadata(original: onnx.ModelProto, fused: list, target: str, packed: dict | None) -> dict[str, str]:
+def metadata(original: onnx.ModelProto, fused: list, target: str, packed: dict | None,
+             options: dict[str, str] | None = None) -> dict[str, str]:
     """``original``'s metadata with this run's: the records of ``fused`` (``Fused``) added to the
-    ones it carried, the target, and how it was packed."""
+    ones it carried, the target, how it was packed, and the runtime ``options`` its forms want."""
     known = records(original)
     known.update({f.node: f.to_dict() for f in fused if f.node})  # a bypass leaves no node
     props = {p.key: p.value for p in original.metadata_props}
     props.update({PROVENANCE_KEY: json.dumps(known), TARGET_KEY: target})
     if packed:
         props[PACK_KEY] = json.dumps(packed)
+    props.update({f"{target}.runtime_options.{key}": value for key, value in (options or {}).items()})
     return props
+
+
+def runtime_options(model: onnx.ModelProto, runtime: str = "openvino") -> dict[str, str]:
+    """The compile options ``model`` asks ``runtime`` for (see ``metadata``)."""
+    prefix = f"{runtime}.runtime_options."
+    return {p.key.removeprefix(prefix): p.value for p in model.metadata_props if p.key.startswith(prefix)}

@@ -228,19 +228,27 @@ def _as_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _unrounded(graph: onnx.GraphProto, matmul: onnx.NodeProto, quantizer: onnx.NodeProto) -> list[onnx.NodeProto]:
+def _unrounded(graph: onnx.GraphProto, matmul: onnx.NodeProto, quantizer: onnx.NodeProto,
+               second: onnx.NodeProto | None = None) -> list[onnx.NodeProto]:
     """``MatMulInteger(DynamicQuantizeLinear(x), W, z, w_z)`` rewritten in place as the float
     ``(x / x_s) · (W − w_z)``: the integer product it stands for (x_s·w_s scales it back after)
-    without the rounding of x, which is the z-shifted (x / x_s) rounded. Returns the nodes to put
-    before it."""
+    without the rounding of x, which is the z-shifted (x / x_s) rounded. Where W is itself an
+    activation quantized at run time (``second``, the attention's Q·Kᵀ and P·V), it is unrounded
+    the same way. Returns the nodes to put before it."""
     make = onnx.helper.make_node
     base = matmul.output[0] + "__unrounded"
     # an all-zero x has scale 0: 0 / tiny is its 0
     tiny = onnx.helper.make_tensor(base + "_tiny", onnx.TensorProto.FLOAT, [], [1e-30])
     nodes = [make("Constant", [], [base + "_tiny"], value=tiny),
              make("Max", [quantizer.output[1], base + "_tiny"], [base + "_s"]),
-             make("Div", [quantizer.input[0], base + "_s"], [base + "_x"]),
-             make("Cast", [matmul.input[1]], [base + "_w"], to=onnx.TensorProto.FLOAT)]
+             make("Div", [quantizer.input[0], base + "_s"], [base + "_x"])]
+    if second is not None:
+        nodes += [make("Max", [second.output[1], base + "_tiny"], [base + "_ws"]),
+                  make("Div", [second.input[0], base + "_ws"], [base + "_w"])]
+        matmul.op_type = "MatMul"
+        matmul.input[:] = [base + "_x", base + "_w"]
+        return nodes
+    nodes.append(make("Cast", [matmul.input[1]], [base + "_w"], to=onnx.TensorProto.FLOAT))
     weight = base + "_w"
     if len(matmul.input) > 3 and matmul.input[3]:
         nodes += [make("Cast", [matmul.input[3]], [base + "_wz"], to=onnx.TensorProto.FLOAT),
@@ -278,10 +286,10 @@ def quantization_steps(model: onnx.ModelProto) -> dict[str, tuple[float, str]]:
 
 
 def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """The model with every QuantizeLinear→DequantizeLinear pair (or FakeQuantize) on a
-    computed value bypassed (weights keep theirs), and every integer MatMul of a dynamically
-    quantized input (``quantize_dynamic``) fed that input unrounded: what its activation
-    quantization costs is the difference between the two. None when there is nothing to remove."""
+    """The model with every QuantizeLinear→DequantizeLinear pair (or FakeQuantize, or
+    DynamicQuantizeLinear→DequantizeLinear) on a computed value bypassed (weights keep theirs),
+    and every integer MatMul of a dynamically quantized input (``quantize_dynamic``) fed that input
+    unrounded: what its activation quantization costs is the difference between the two. None when there is nothing to remove."""
     if any(n.op_type in QOPERATOR_OPS for n in model.graph.node):
         model = _as_qdq(model)
     g = model.graph
@@ -290,7 +298,8 @@ def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto |
     bypass = {}
     for n in g.node:
         q = producers.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
-        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in constants:
+        # a run-time pair (DynamicQuantizeLinear) as canonicalization reads quantize_dynamic's integer MatMuls
+        if q is not None and q.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") and q.input[0] not in constants:
             bypass[n.output[0]] = q.input[0]
         elif n.op_type == "FakeQuantize" and n.input[0] not in constants:
             bypass[n.output[0]] = n.input[0]
@@ -305,7 +314,9 @@ def without_activation_quantization(model: onnx.ModelProto) -> onnx.ModelProto |
         nodes = []
         for n in twin.graph.node:
             if n.op_type == "MatMulInteger" and n.output[0] in names:
-                nodes += _unrounded(twin.graph, n, producers[n.input[0]])
+                second = producers.get(n.input[1])
+                second = second if getattr(second, "op_type", None) == "DynamicQuantizeLinear" else None
+                nodes += _unrounded(twin.graph, n, producers[n.input[0]], second)
             nodes.append(n)
         twin.graph.ClearField("node")
         twin.graph.node.extend(nodes)

@@ -116,9 +116,10 @@ def constant(m, name: str) -> np.ndarray:
 
 
 def dropped_pairs(m, constants=()) -> int:
-    """How many Q→DQ pairs on computed values a match absorbs (those rounding ``constants`` are
-    carried exactly, see :func:`constant`)."""
-    return sum(n.op == "QuantizeLinear" for n in m.nodes) - sum(f"{c}_quantize" in m.named for c in constants)
+    """How many Q→DQ pairs on computed values a match absorbs, run-time ones (DynamicQuantizeLinear)
+    included (those rounding ``constants`` are carried exactly, see :func:`constant`)."""
+    return sum(n.op in ("QuantizeLinear", "DynamicQuantizeLinear") for n in m.nodes) \
+        - sum(f"{c}_quantize" in m.named for c in constants)
 
 
 def per_channel_pair(m) -> str | None:

@@ -158,7 +158,10 @@ def reached(expect: dict, now: dict) -> dict[str, bool]:
     items = {f: now["counts"].get(f, 0) == n for f, n in expect["counts"].items()}
     for key in ("compiles", "fc_int8", "standalone_fakequantize", "standalone_softmax"):
         if key in expect:
-            items[f"openvino.{key}"] = now.get("openvino", {}).get(key) == expect[key]
+            have = now.get("openvino", {}).get(key)
+            # fewer standalone layers than the FP32 source leaves (an attention kernel it does not get) is reached too
+            items[f"openvino.{key}"] = have == expect[key] or (key.startswith("standalone") and have is not None
+                                                              and have <= expect[key])
     return items
 
 

@@ -296,6 +296,10 @@ class Fusion:
     # ops (LayerNorm's ReduceMean): every Add in a model is not a LayerNorm candidate.
     # "MatMul+DequantizeLinear" asks for both.
     signature: frozenset[str] = frozenset()
+    # Compile options the target's runtime should use for the form this fusion emits, by target
+    # (OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE for DynamicQuantizedLinear): written into the fused
+    # model's metadata (``provenance.runtime_options``); fusekit's OpenVINO backend and IR export apply them.
+    runtime_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Which refused candidates are near misses, when reaching the signature does not say it
     # (a Cast that changes the type is no candidate for removing a no-op Cast).
     near_miss: Callable[..., bool] | None = None

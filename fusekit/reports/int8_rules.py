@@ -448,8 +448,10 @@ OV_RULES: list[Stage[Site]] = [
     Stage("fp32", _ov_kernel, (
         RuntimeRule(_when(lambda s: s.a is None, R_NO_ACT), OV_LPT_MATMUL + ": a FakeQuantize on input 0"),
         RuntimeRule(_when(lambda s: s.a is None and s.b is not None and s.weight_constant,
-                   "(OpenVINO keeps the quantized weight compressed and decompresses it to f32: weight-only, "
-                   "FP32 compute)"), "CPU plugin weights compression (FullyConnected, f32 compute)"),
+                   "(OpenVINO keeps the quantized weight compressed; on a CPU with VNNI or AMX its FullyConnected "
+                   "quantizes the f32 input at run time in the kernel, per group of DYNAMIC_QUANTIZATION_GROUP_SIZE "
+                   "channels, else it computes in f32: no static INT8 kernel)"),
+                   "CPU plugin weights compression (FullyConnected; dynamic quantization of its input)"),
         RuntimeRule(lambda s: None if s.b else R_NO_WEIGHT if s.weight_constant else R_NO_SECOND,
              OV_LPT_MATMUL + ": a dequantization on input 1"),
         RuntimeRule(lambda s: f"the activation is {s.a.dtype}, not 8-bit" if s.a and s.a.bits != 8 else None,
@@ -492,6 +494,7 @@ OPERATOR_FORMS: dict[tuple[str, str], tuple[Verdict, Verdict]] = {
         Verdict("int8", "MatMulInteger (DynamicQuantizeMatMul once ONNX Runtime fuses it)"),
         Verdict("fp32", "FullyConnected (f32)", [
             "a dynamically quantized input: OpenVINO lowers MatMulInteger to an f32 FullyConnected with f32 weights "
-            "(no static activation range for an INT8 one); fusekit --target openvino gives it its int8 weights "
-            "(DynamicQuantizedLinear)"])),
+            "(no static activation range for an INT8 one); fusekit --target openvino gives it its int8 weights, "
+            "whose FullyConnected then quantizes its input at run time in the kernel (DynamicQuantizedLinear), "
+            "and fuses a product of two activations (Q·Kᵀ, P·V) into the attention (QuantizedAttention)"])),
 }

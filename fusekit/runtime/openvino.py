@@ -17,6 +17,7 @@ import openvino as ov
 
 from ..errors import FusekitError
 from ..modelio import TWO_GB
+from ..provenance import runtime_options
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU"}
 
@@ -72,10 +73,20 @@ def check(device: str, precision: str) -> str:
 
 
 def read(path: str | os.PathLike) -> ov.Model:
-    """OpenVINO's reading of an ONNX file. Its reader has no rule for calls of model-local
-    functions (fusekit's ``--target onnx`` INT8 blocks), so those are inlined first."""
-    core = ov.Core()
+    """OpenVINO's reading of an ONNX file, with the compile options fusekit wrote into its metadata
+    (``provenance.runtime_options``) as OpenVINO's ``runtime_options``, which ``compile_model`` and
+    an IR saved from it apply."""
     header = onnx.load(str(path), load_external_data=False)
+    model = _read(path, header)
+    for key, value in runtime_options(header).items():
+        model.set_rt_info(value, ["runtime_options", key])
+    return model
+
+
+def _read(path, header: onnx.ModelProto) -> ov.Model:
+    """Its reader has no rule for calls of model-local functions (fusekit's ``--target onnx`` INT8
+    blocks), so those are inlined first."""
+    core = ov.Core()
     if not header.functions:
         return core.read_model(str(path))
     inlined = onnx.inliner.inline_local_functions(onnx.load(str(path)))

@@ -14,6 +14,12 @@ all_ops — ONNX Runtime's ``quantize_static`` (QDQ), every op type quantized::
     V ─► Reshape ─⟨q⟩─► Transpose(0,2,1,3) ─⟨q⟩──────────────────────────────────────────────────────────────────► MatMul ─⟨q⟩─┐
                                                                   out ◄─ Reshape ◄─⟨q⟩─ Transpose(0,2,1,3) ◄───────────────┘
 
+dynamic — ``quantize_dynamic`` with the attention's MatMuls quantized (Optimum's ``avx512_vnni``
+config), as ``DequantizedAsMatMulInteger`` reads its integer Q·Kᵀ and P·V: each of their operands
+rounded at run time, ``⟨d⟩`` = DynamicQuantizeLinear→DequantizeLinear (its own scale and zero
+point), where the all_ops picture has ⟨q⟩ on the head splits and the probabilities; the scores
+and the context float.
+
 matmul_only — ``quantize_static`` with MatMul quantized (pairs on the inputs and outputs of
 Q·Kᵀ and P·V only), and QAT exports whose projections are INT8 blocks and whose core is
 float (no pair at all): the same pattern with the pairs absent.
@@ -37,12 +43,17 @@ output's quantization, within the reference's own activation quantization noise 
 reference against itself with every activation pair removed), which bounds exactly this.
 The scale is carried as the graph computes it (a scale rounded through a pair is evaluated).
 
+A run-time pair ⟨d⟩ is dropped the same way, for every target: its step is the operand's range
+/ 255 at each call, and the verification measures it as it measures a dense block's dynamic
+input (the reference's integer MatMuls fed their operands unrounded).
+
 Checks: as ``Attention`` (heads and head size from the head split, which Q, K and V share;
 the merge gives back [B, S, H]; a scalar scale; the mask proven a key padding mask by
 probing) and: Q, K and V are 3-D values of one width; every dropped pair is per tensor (a
-per-channel pair on an activation is refused, its rounding not a uniform step); the core
-holds a pair or reads an INT8 block (a float attention is the ``Attention`` fusion's); a mask
-dequantized by an infinite scale (NaN at every key: the scores as written are NaN) is refused.
+per-channel pair on an activation is refused, its rounding not a uniform step), a run-time
+one dequantized by its own quantizer's scale and zero point; the core holds a pair or reads an
+INT8 block (a float attention is the ``Attention`` fusion's); a mask dequantized by an infinite
+scale (NaN at every key: the scores as written are NaN) is refused.
 
 Forms: ``ort`` com.microsoft MultiHeadAttention on Q, K, V and the raw 2-D mask; ``onnx`` ONNX Attention (opset 23) on Q, K, V; ``openvino`` the core
 as float ops with the pairs on the scores alone dropped: the operands of Q·Kᵀ and P·V keep
@@ -51,6 +62,8 @@ quantized operands and leaves no standalone FakeQuantize (``_openvino_core``). S
 OpenVINO only the scores' pairs (Q·Kᵀ, scaled, masked) are dropped; the verification in
 steps covers them as above.
 """
+import itertools
+
 import numpy as np
 from onnx import TensorProto
 
@@ -63,8 +76,34 @@ from .._common import (c, constant, dropped_pairs, has_constant, last_dim, per_c
 from .attention import (LOWEST, SCALES, AttentionFacts, _additive_mask, _masking, _merge_reason, _noop_reason,
                         agreed_heads, softmax_axis)
 
-step = requantized
 SCALE_NAMES = tuple(SCALES)
+_dynamic_ids = itertools.count()
+
+
+def step(p):
+    """``p``, or ``p`` rounded through a Q→DQ pair (``requantized``) or through one computed at run
+    time, DQ(DynamicQuantizeLinear(p)) (``quantize_dynamic``)."""
+    n = next(_dynamic_ids)  # each pair its own scale and zero point
+    dynamic = op.DequantizeLinear(op.DynamicQuantizeLinear(p), Var(f"dynamic{n}_scale", shape_only=True),
+                                  Var(f"dynamic{n}_zero_point", shape_only=True))
+    return either(requantized(p), dynamic)
+
+
+def _is_dynamic_pair(node) -> bool:
+    """A DequantizeLinear of a DynamicQuantizeLinear's integers, or that DynamicQuantizeLinear."""
+    if node.op == "DynamicQuantizeLinear":
+        return True
+    quantizer = producer(node.inputs[0]) if node.op == "DequantizeLinear" else None
+    return quantizer is not None and quantizer.op == "DynamicQuantizeLinear"
+
+
+def _dynamic_pair_reason(m) -> str | None:
+    for node in m.nodes:
+        quantizer = producer(node.inputs[0]) if node.op == "DequantizeLinear" else None
+        if quantizer is not None and quantizer.op == "DynamicQuantizeLinear" \
+                and list(node.inputs[1:]) != list(quantizer.outputs[1:len(node.inputs)]):
+            return f"'{node.name}' dequantizes with a scale or zero point its DynamicQuantizeLinear did not compute"
+    return None
 
 
 def heads(name: str, perm: list[int], bind: str | None = None):
@@ -141,7 +180,7 @@ def check(m) -> AttentionFacts | str:
     width = widths.pop()
     if not dropped_pairs(m, SCALE_NAMES) and not any(_int8_projection(t) for t in states):
         return "no quantization pair inside and no INT8 projection: a float attention (the Attention fusion's)"
-    reason = per_channel_pair(m)
+    reason = per_channel_pair(m) or _dynamic_pair_reason(m)
     if reason:
         return reason
     split = agreed_heads(m, width)
@@ -183,7 +222,7 @@ def _reemit(emit, tensor, start, value, shapes=(), skip=None):
     while tensor is not start:
         node = producer(tensor)
         index = next(i for i, t in enumerate(node.inputs) if const_value(t) is None)
-        if node is not skip:
+        if node is not skip and not _is_dynamic_pair(node):  # a run-time pair is dropped: OpenVINO runs none in INT8
             chain.append((node, index))
         tensor = node.inputs[index]
     for node, index in reversed(chain):
@@ -202,7 +241,9 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     one attention kernel on the quantized operands (on i8 where they are symmetric int8) and
     folds the pairs after P·V into it; with the pairs on the scores left in, asymmetric uint8
     models run Q·Kᵀ and P·V as separate f32 MatMuls beside standalone FakeQuantize layers, and
-    without the pair on the probabilities P·V loses its int8 operand."""
+    without the pair on the probabilities P·V loses its int8 operand. An sdpa export's NaN guard on
+    the probabilities (fully masked rows) moves past P·V where no pair lies between them: before it,
+    it splits the kernel into MatMul, Softmax, MatMul."""
     qk = m.node("qk") if "qk" in m.named else m.node("scores")
     context, merge = m.node("context"), m.node("merge")
     split = emit.small(np.array([0, 0, facts.heads, facts.size], np.int64))  # as check proved each head split
@@ -218,11 +259,19 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     probs, start = emit.Softmax(scores, axis=-1), m.node("softmax").outputs[0]
     if m.has("remask"):
         probs, start = emit.Mul(probs, m["kept_probs"]), m.node("remask").outputs[0]
-    if m.has("nan_guard"):
-        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
+    guarded = m.has("nan_guard")
+    if guarded:
         start = m.node("nan_guard").outputs[0]
+    # the guard moves past P·V, where OpenVINO's attention kernel no longer stops at it: a softmax row
+    # is all NaN (every key masked by −inf) or has none, so zeroing the NaN rows of P·V gives the same
+    # zero context wherever V is finite; a pair kept on the probabilities would round the NaN first
+    moved = guarded and not _kept_between(context.inputs[0], start)
+    if guarded and not moved:
+        probs = emit.Where(emit.IsNaN(probs), emit.small(np.float32(0.0)), probs)
     operands.append(_reemit(emit, context.inputs[0], start, probs))
     context_value = emit.MatMul(operands[3][0], operands[2][0])
+    if moved:
+        context_value = emit.Where(emit.IsNaN(context_value), emit.small(np.float32(0.0)), context_value)
     noop = m.node("noop") if m.has("noop_reshape") else None
     merged, kept = _reemit(emit, merge.inputs[0], context.outputs[0], context_value, skip=noop)
     if not kept and (pair := _next_quantizer(m)) is not None:
@@ -239,6 +288,16 @@ def _openvino_core(m, facts: AttentionFacts, emit):
     merged = emit.Reshape(merged, width)
     emit.lowered()  # Q·Kᵀ reads as a dense block to QuantizedLinear (Kᵀ's quantizer on a Mul): no near miss
     return merged, kept + sum(k for _, k in operands)
+
+
+def _kept_between(tensor, start) -> bool:
+    """Whether the matched chain from ``start`` to ``tensor`` holds a node ``_reemit`` emits again."""
+    while tensor is not start:
+        node = producer(tensor)
+        if not _is_dynamic_pair(node):
+            return True
+        tensor = node.inputs[0]
+    return False
 
 
 def _next_quantizer(m):
@@ -295,12 +354,13 @@ def _requantized(m, merged, emit):
 FUSION = Fusion(
     name="QuantizedAttention",
     variants=[Variant("qdq", merged, "ONNX Runtime quantize_static (QDQ; all ops or MatMul only), QAT exports "
-                                     "whose projections are INT8 blocks"),
+                                     "whose projections are INT8 blocks; quantize_dynamic (Optimum avx512_vnni)"),
               Variant("merged_integers", merged_integers, "NNCF's default preset (P·V quantized before the head "
                                                           "merge, its DQ moved after it by DequantizeAfterMove)")],
     check=check,
     rewrite=rewrite,
-    signature=frozenset({"Softmax+QuantizeLinear"}),  # a float attention the Attention fusion missed is its miss
+    # a float attention the Attention fusion missed is its miss
+    signature=frozenset({"Softmax+QuantizeLinear", "Softmax+DynamicQuantizeLinear"}),
     after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
     min_opset={"onnx": 23},
 )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from graphs.int8_blocks import dynamic_block
+from graphs.int8_blocks import dynamic_block, dynamic_product
 from one_rule import apply
 
 
@@ -38,3 +38,20 @@ def test_near_miss_for_column_zero_points_under_one_scale():
     assert not result.made
     assert result.miss().reason == ("the weight has a zero point per column under one scale: DequantizeLinear "
                                     "takes them per axis together")
+
+
+@pytest.mark.parametrize("zero_points", [True, False])
+def test_two_activations_each_dequantized_by_its_own_quantizer(zero_points):
+    """Q·Kᵀ as Optimum's avx512_vnni config quantizes it: both operands from a DynamicQuantizeLinear."""
+    result = apply("DequantizedAsMatMulInteger", dynamic_product(zero_points))
+    assert result.rewrote == 1 and not result.misses and "activations" in result.records[0].variant
+    assert result.made == {"MatMulInteger": -1, "Cast": -1, "Mul": -2, "DequantizeLinear": 2, "MatMul": 1}
+    dqs = {n.input[0]: list(n.input) for n in result.model.graph.node if n.op_type == "DequantizeLinear"}
+    assert dqs == {"a_q": ["a_q", "a_s"] + ["a_z"] * zero_points, "b_q": ["b_q", "b_s"] + ["b_z"] * zero_points}
+    result.assert_equivalent(rtol=1e-5, atol=1e-5)
+
+
+def test_near_miss_for_a_scale_its_quantizer_did_not_compute():
+    result = apply("DequantizedAsMatMulInteger", dynamic_product(foreign_scale=True))
+    assert not result.made
+    assert result.miss().reason == "'b_q' is scaled by a scale or zero point its DynamicQuantizeLinear did not compute"

@@ -69,3 +69,21 @@ def test_near_miss_when_the_input_scale_is_not_its_quantizers():
 def test_no_form_for_onnx():
     with pytest.raises(AssertionError, match="does not run for target onnx"):
         apply("DynamicQuantizedLinear", canonical(), target="onnx")
+
+
+def test_openvino_asks_for_its_run_time_activation_quantization(tmp_path):
+    """The openvino form is a weight-compressed FullyConnected, whose input OpenVINO's CPU plugin
+    quantizes at run time per group of input channels: the fused model asks for the group size in
+    its metadata, and fusekit's OpenVINO reader hands it to compile_model as a runtime option."""
+    import onnx
+
+    import fusekit
+    from fusekit.runtime.openvino import read
+    fused, _ = fusekit.optimize(dynamic_block(), target="openvino", verify=False)
+    props = {p.key: p.value for p in fused.metadata_props}
+    assert props["openvino.runtime_options.DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"
+    onnx.save(fused, tmp_path / "fused.onnx")
+    model = read(tmp_path / "fused.onnx")
+    assert model.get_rt_info(["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"]).astype(str) == "128"
+    ort_fused, _ = fusekit.optimize(dynamic_block(), target="ort", verify=False)
+    assert not any(p.key.startswith("ort.runtime_options") for p in ort_fused.metadata_props)

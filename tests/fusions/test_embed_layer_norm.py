@@ -389,3 +389,15 @@ def test_rows_dequantized_per_channel_are_a_near_miss():
     applied = apply("EmbedLayerNorm", gathered(embeddings(positions="slice_buffer"), per_channel=True))
     assert applied.rewrote == 0
     assert "dequantized per channel" in applied.miss().reason
+
+
+def test_rows_dequantized_after_the_lookup_with_ids_that_start_at_one_are_handed_on():
+    """quantize_dynamic's lookups with Gather quantized (Optimum's avx512_vnni) are the same form; ids
+    that are not rows 0..S-1 go to the op as computed, the tables as the graph dequantizes them."""
+    applied = apply("EmbedLayerNorm", gathered(embeddings(positions="start_at_one")))
+    assert applied.rewrote == 1 and applied.records[0].variant == "lookups", applied.misses
+    assert applied.made["DequantizeLinear"] == -3
+    tables = {t.name: t for t in applied.model.graph.initializer}
+    assert tables[embed_node(applied.model).input[2]].data_type == TensorProto.FLOAT
+    verdict = applied.assert_equivalent()
+    assert all(o.max_abs < 1e-5 for o in verdict.outputs)  # nothing rounded is dropped

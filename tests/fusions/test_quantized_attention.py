@@ -123,3 +123,44 @@ def test_openvino_core_is_no_candidate_for_a_near_miss():
     import fusekit
     _, report = fusekit.optimize(QF.attention_qdq("nncf_sdpa"), target="openvino", verify=False)
     assert report.counts["QuantizedAttention"] == 1 and not report.misses, report.misses
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_dynamic_form_drops_the_run_time_pairs(target):
+    """quantize_dynamic's Q·Kᵀ and P·V (Optimum's avx512_vnni) as DequantizedAsMatMulInteger reads them:
+    Q, Kᵀ, V and the probabilities each rounded by a DynamicQuantizeLinear. Every target computes the
+    core unrounded (OpenVINO runs no run-time pair in INT8); the projections' input pair stays."""
+    result = apply("QuantizedAttention", QF.attention_qdq("dynamic"), target=target)
+    assert result.rewrote == 1 and not result.misses
+    assert result.made["DynamicQuantizeLinear"] == -4 and result.made["DequantizeLinear"] == -4
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["DynamicQuantizeLinear"] == 1  # the projections' input
+    if target == "ort":
+        assert ops["MultiHeadAttention"] == 1
+    else:
+        assert ops["Softmax"] == 1 and ops["MatMul"] == 3 + 2
+    result.assert_equivalent()
+
+
+def test_dynamic_pair_with_a_scale_of_its_own_is_refused():
+    result = apply("QuantizedAttention", QF.attention_qdq("dynamic", foreign_scale=True))
+    assert result.rewrote == 0
+    assert "dequantizes with a scale or zero point its DynamicQuantizeLinear did not compute" in \
+        result.miss("QuantizedAttention").reason
+
+
+def test_openvino_moves_the_nan_guard_past_pv():
+    """An sdpa export's NaN guard between the Softmax and P·V splits OpenVINO's attention kernel; with
+    no pair kept between them it zeroes the NaN rows of P·V instead: the same zero context for a
+    fully masked row (every key padded), the same values elsewhere."""
+    model = QF.attention_qdq("dynamic", nan_guard=True)
+    result = apply("QuantizedAttention", model, target="openvino")
+    assert result.rewrote == 1, result.misses
+    nodes = {o: n for n in result.model.graph.node for o in n.output}
+    (isnan,) = [n for n in result.model.graph.node if n.op_type == "IsNaN"]
+    assert nodes[isnan.input[0]].op_type == "MatMul" and nodes[nodes[isnan.input[0]].input[0]].op_type == "Softmax"
+    result.assert_equivalent()
+    import onnxruntime as ort
+    feeds = {"x": np.random.default_rng(0).normal(size=(2, 5, 16)).astype(np.float32),
+             "attention_mask": np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], np.int64)}  # the second row all padding
+    ours, theirs = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+                    for m in (result.model, model))
+    assert np.isfinite(ours).all() and np.allclose(ours[1], theirs[1], atol=1e-6)

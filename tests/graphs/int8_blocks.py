@@ -219,6 +219,24 @@ def _dynamic_linear(g, rng, i, weights, bias, zero_points, column_zero_points_on
     return y
 
 
+def dynamic_product(zero_points=True, foreign_scale=False):
+    """a [batch, 2, seq, 8] · b [batch, 2, 8, seq] with both operands quantized at run time, as
+    ``quantize_dynamic`` writes the attention's Q·Kᵀ (Optimum's avx512_vnni): each through a
+    DynamicQuantizeLinear, MatMulInteger(a_q, b_q, a_z, b_z) → Cast → Mul(a_s · b_s) → y.
+    ``zero_points``: False leaves MatMulInteger's zero points out. Near miss: ``foreign_scale``,
+    the product scaled by a's scale twice (not b's own)."""
+    g = Graph("dynamic_product", 14)
+    for name, shape in (("a", ["batch", 2, "seq", 8]), ("b", ["batch", 2, 8, "seq"])):
+        g.input(name, shape)
+        g.nodes.append(helper.make_node("DynamicQuantizeLinear", [name], [f"{name}_q", f"{name}_s", f"{name}_z"],
+                                        name=f"{name}_quantize"))
+    g.output("y", ["batch", 2, "seq", "seq"])
+    acc = g.op("MatMulInteger", "a_q", "b_q", *(["a_z", "b_z"] if zero_points else []))
+    scales = g.op("Mul", "a_s", "a_s" if foreign_scale else "b_s")
+    g.op("Mul", g.op("Cast", acc, to=TensorProto.FLOAT), scales, out="y")
+    return g.model()
+
+
 # --------------------------------------------------------------------------- a weight moved after its DQ (NNCF)
 
 def moved_weight(moves=("transpose", "reshape"), per_column=True, split_axis=False, seed=0):

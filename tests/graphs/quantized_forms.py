@@ -87,14 +87,29 @@ def skip_ln_all_ops(opset=17, per_channel=False):
     return g.model()
 
 
-def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None, nan_mask=False):
+def _dynamic_pair(g, foreign_scale=False):
+    """DQ(DynamicQuantizeLinear(t)): ``quantize_dynamic``'s run-time rounding, as DequantizedAsMatMulInteger
+    reads it. ``foreign_scale``: the DQ takes another constant scale, not its quantizer's."""
+    def pair(t, *_, **__):
+        q, s, z = (f"{t}_{n}" for n in ("q", "s", "z"))
+        g.nodes.append(helper.make_node("DynamicQuantizeLinear", [t], [q, s, z], name=f"{t}_quantize"))
+        return g.op("DequantizeLinear", q, g.const("foreign_scale", 0.05) if foreign_scale else s, z)
+    return pair
+
+
+def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14, output_pair=None,
+                  foreign_scale=False, nan_guard=False, nan_mask=False):
     """One self-attention layer between quantized projections: Q, K, V = DQ(Q(x·W + b)), the
     core ⟨q⟩ on every value (``all_ops``), on the inputs and outputs of Q·Kᵀ and P·V only
     (``matmul_only``), or nowhere with the projections a QAT export's DQ(Q(x)) · DQ(Q(W)) + b
     (``qat``); ``nncf_sdpa``: NNCF on an sdpa export, √scale on Q and on Kᵀ each through a pair,
     the NaN guard after the Softmax, pairs on V and the probabilities; ``nncf_default``: as
     ``matmul_only``, but P·V's integers go through the head merge and are dequantized after it (NNCF's
-    default preset, canonicalized by DequantizeAfterMove), no output pair; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    default preset, canonicalized by DequantizeAfterMove), no output pair; ``dynamic``: ``quantize_dynamic``
+    with the attention's MatMuls quantized (Optimum's avx512_vnni), DQ(DynamicQuantizeLinear(·)) on the
+    projections' input and the operands of Q·Kᵀ and P·V; ``float``: no pair at all (the Attention fusion's, not this one's). Near misses:
+    ``foreign_scale`` (dynamic: the probabilities dequantized with a constant scale, not their quantizer's),
+    ``nan_guard`` (dynamic: an sdpa export's −inf mask fill and Where(IsNaN(p), 0, p) after the Softmax),
     ``per_channel`` (the pair on the probabilities' ·V per channel), ``read_inside`` (the
     quantized scores also a graph output), ``nan_mask`` (the mask through a pair of scale inf, as
     NNCF's default preset calibrates it on the −3.4e38 fill: NaN at every key). ``output_pair``: the merged
@@ -106,8 +121,10 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
     pair = _Pairs(g)
     inner = pair if form == "all_ops" else (lambda t, *a, **k: t)
     around = pair if form in ("all_ops", "matmul_only", "nncf_default") else (lambda t, *a, **k: t)
+    if form == "dynamic":
+        around = _dynamic_pair(g)
     rng = np.random.default_rng(0)
-    xq = pair(x, 0.05) if form == "qat" else x
+    xq = pair(x, 0.05) if form == "qat" else around(x) if form == "dynamic" else x
 
     def projection(name):
         w = rng.normal(0, 0.3, (HIDDEN, HIDDEN)).astype(np.float32)
@@ -148,22 +165,29 @@ def attention_qdq(form="all_ops", per_channel=False, read_inside=False, opset=14
         product = inner(product, 0.2)
     scale = pair.constant("scale", 1 / np.sqrt(SIZE)) if form == "all_ops" else g.const("scale", 1 / np.sqrt(SIZE))
     scores = inner(g.op("Mul", product, scale), 0.1)
-    padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
     # a pair on the masked sum would round the scores to the fill's step (as the all-ops model's
     # does: its calibration sees −3.4e38): left out here, so that the comparison measures the rest
-    mask = g.op("Mul", padded, g.const("fill", -10000.0))
-    if nan_mask:
-        s, z = g.const("mask_scale", np.inf), g.const("mask_zero", -128, np.int8)
-        mask = g.op("DequantizeLinear", g.op("QuantizeLinear", mask, s, z), s, z)
-    masked = g.op("Add", scores, mask)
-    probs = around(g.op("Softmax", masked, axis=-1), 1 / 255, 0)
+    if nan_guard:  # a fully masked row is all −inf: its softmax NaN, zeroed by the guard
+        masked = g.op("Add", scores, g.op("Where", g.op("Cast", _key_mask(g, False), to=TensorProto.BOOL),
+                                          g.const("kept", 0.0), g.const("fill", -np.inf)))
+        probs = g.op("Softmax", masked, axis=-1)
+        probs = g.op("Where", g.op("IsNaN", probs), g.const("nan_zero", 0.0), probs)
+    else:
+        padded = g.op("Sub", g.const("one_f", 1.0), _key_mask(g, True))
+        mask = g.op("Mul", padded, g.const("fill", -10000.0))
+        if nan_mask:
+            s, z = g.const("mask_scale", np.inf), g.const("mask_zero", -128, np.int8)
+            mask = g.op("DequantizeLinear", g.op("QuantizeLinear", mask, s, z), s, z)
+        probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
+    probs = (_dynamic_pair(g, foreign_scale) if form == "dynamic" else around)(probs, 1 / 255, 0)
     if form == "nncf_default":
         s, z = g.const("context_scale", 0.05), g.const("context_zero", 128, np.uint8)
         moved = g.op("Transpose", g.op("QuantizeLinear", g.op("MatMul", probs, v), s, z), perm=[0, 2, 1, 3])
         merged = g.op("Reshape", moved, g.const("merge", [0, 0, HIDDEN], np.int64))
         g.op("DequantizeLinear", merged, s, z, out="y")
         return g.model()
-    context = around(g.op("MatMul", probs, v), 0.05)
+    context = g.op("MatMul", probs, v)
+    context = context if form == "dynamic" else around(context, 0.05)
     merged = inner(g.op("Transpose", context, perm=[0, 2, 1, 3]), 0.05, per_channel=per_channel, columns=SIZE)
     y = g.op("Reshape", merged, g.const("merge", [0, 0, HIDDEN], np.int64))
     output_pair = form in ("all_ops", "matmul_only") if output_pair is None else output_pair
