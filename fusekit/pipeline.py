@@ -8,7 +8,7 @@ import onnx
 
 from . import patterns, provenance
 from .compat import input_warnings, pass_through_notes, prepare
-from .engine import passes
+from .engine import passes, shapes
 from .engine.pattern import Fusion, Rule
 from .engine.rewrite import compose
 from .engine.state import RunState
@@ -114,7 +114,8 @@ def _pack(model: Imported, report: Report):
     from .stages import pack as packing  # only with --pack
     graph = model.graph
     state = RunState(target=model.target, opset=model.opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
-    result = packing.run(graph, state, patterns.BY_NAME["Attention"], patterns.BY_NAME["RotaryAttention"])
+    with shapes.deep_walks():
+        result = packing.run(graph, state, patterns.BY_NAME["Attention"], patterns.BY_NAME["RotaryAttention"])
     report.misses += result.misses
     if result.misses:
         report.notes.append(f"not packed: {result.misses[0].reason}")

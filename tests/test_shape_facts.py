@@ -1,5 +1,9 @@
 """Static shape facts: values a Shape starts and the static dimensions fix become constants."""
+import sys
+
 import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
 from onnx import numpy_helper
 
 import fusekit
@@ -95,3 +99,22 @@ def test_values_without_a_shape_get_the_ones_inference_finds_on_the_rewritten_gr
     fill_shapes(graph)
     assert all(t.shape is not None and t.shape[-1] == 16 for t in lost)
     assert stated.shape == ["stated", "by", 16]
+def _residual_chain(layers: int):
+    """ids [B, S] → embedding [B, S, 8] → ``layers`` bias Adds: a value as deep as a large model's."""
+    ids = gs.Variable("ids", np.int64, ["batch", "sequence"])
+    h = gs.Variable("h0", np.float32, ["batch", "sequence", 8])
+    nodes = [gs.Node("Gather", inputs=[gs.Constant("table", np.ones((10, 8), np.float32)), ids], outputs=[h])]
+    for i in range(layers):
+        out = gs.Variable(f"h{i + 1}", np.float32, ["batch", "sequence", 8])
+        nodes.append(gs.Node("Add", inputs=[h, gs.Constant(f"b{i}", np.ones(8, np.float32))], outputs=[out]))
+        h = out
+    return gs.Graph(nodes=nodes, inputs=[ids], outputs=[h]), h
+
+
+def test_facts_follow_a_value_back_through_every_layer_of_a_deep_model():
+    graph, last = _residual_chain(1000)  # DeBERTa-v3-base's 12 layers went past the default depth
+    with pytest.raises(RecursionError):
+        shapes.spans_batch_and_sequence(graph, last)
+    with shapes.deep_walks():
+        assert shapes.spans_batch_and_sequence(graph, last)
+    assert sys.getrecursionlimit() < shapes.WALK_DEPTH  # restored after the block

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from ..errors import FusekitError
+from . import shapes
 from .graph import cleanup, toposort
 from .matcher import Match, Miss, closest, match_variant
 from .pattern import Fusion, root_ops
@@ -103,7 +104,11 @@ def fixpoint(graph: gs.Graph, fusions: list[Fusion], state: RunState, misses: di
     """Sweep ``fusions`` (in ``order``) until none fires; ``before_sweep(graph, state)`` may
     rewrite first in each sweep, keeping the node order, and returns its records (the shape
     facts canonicalization folds). A graph the fusions left as it was is not cleaned up here."""
-    fusions = order(fusions)
+    with shapes.deep_walks():
+        return _fixpoint(graph, order(fusions), state, misses, max_sweeps, before_sweep)
+
+
+def _fixpoint(graph, fusions, state, misses, max_sweeps, before_sweep) -> list[Fused]:
     made: list[Fused] = []
     for _ in range(max_sweeps):
         fired = Counter()

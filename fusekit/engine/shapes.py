@@ -33,6 +33,8 @@ Reshape targets that name (batch, sequence) only through others (heads folded in
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -44,6 +46,24 @@ from .rewrite import Fused
 from .state import IdentityMap, RunState
 
 RULE = "ShapeFact"
+
+
+# The facts are read by recursive walks from a value back through its producers, and a walk
+# may cross every layer of the residual stream: DeBERTa-v3 at 12 layers goes past Python's
+# default depth of 1000 (it needs fewer than 5000: 20000 leaves room for deeper models while
+# staying far within the interpreter's C stack).
+WALK_DEPTH = 20_000
+
+
+@contextlib.contextmanager
+def deep_walks():
+    """Allow the facts' walks the depth of the whole graph while the block runs."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, WALK_DEPTH))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def infer(skel: onnx.ModelProto) -> onnx.ModelProto:
