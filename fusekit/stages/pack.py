@@ -95,6 +95,8 @@ class Forms:
     unpack: str = "first"
     ms_core: str = "mha"  # com.microsoft.Attention → "mha": packed projection + MultiHeadAttention;
     #                       "attention": the fused Attention kept, reading the unpacked hidden states
+    # the branch form (fusekit.branches): If the batch has padding, the packed graph, else the unpacked one
+    branch: bool = True
 
 
 FORMS = {"ort": Forms(), "onnx": Forms(), "openvino": Forms()}
