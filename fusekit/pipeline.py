@@ -55,7 +55,9 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     whether it proved equivalent. Raises FusekitError on bad input.
 
     ``pack=True`` then runs the token-wise part of the model on the batch's valid tokens
-    alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact.
+    alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact; the
+    model is written in the branch form (``fusekit.branches``): a batch without padding runs the
+    graph as fused, unpacked.
 
     The stages, one call each: read the model; import it as a graph (its weights attached,
     never copied); choose the opset the fused forms need and convert the model to it;
