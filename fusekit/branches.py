@@ -133,7 +133,8 @@ def view(model: onnx.ModelProto, branch: str = "then_branch", copy: bool = True)
     if node is None:
         return model
     if copy:
-        model = _copied(model)
+        model, original = onnx.ModelProto(), model
+        model.CopyFrom(original)
         node = branch_node(model)
     body = next(a.g for a in node.attribute if a.name == branch)
     back = {o.name: outer for o, outer in zip(body.output, node.output)}
@@ -142,11 +143,12 @@ def view(model: onnx.ModelProto, branch: str = "then_branch", copy: bool = True)
         if n.name in CONDITION:
             continue
         for inner in body.node if n is node else [n]:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(inner)
-            copy.input[:] = [back.get(i, i) for i in inner.input]
-            copy.output[:] = [back.get(o, o) for o in inner.output]
-            nodes.append(copy)
+            moved = onnx.NodeProto()
+            moved.CopyFrom(inner)
+            moved.input[:] = [back.get(i, i) for i in inner.input]
+            moved.output[:] = [back.get(o, o) for o in inner.output]
+            if list(moved.input) != list(moved.output):  # not the Identity of an output the outer graph holds
+                nodes.append(moved)
     model.graph.value_info.extend(body.value_info)
     zero = [i for i, t in enumerate(model.graph.initializer) if t.name == CONDITION[0] + "/zero"]
     for i in reversed(zero):
@@ -154,9 +156,3 @@ def view(model: onnx.ModelProto, branch: str = "then_branch", copy: bool = True)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
-
-
-def _copied(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out

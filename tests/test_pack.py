@@ -493,3 +493,20 @@ def test_run_and_bench_read_the_branch_form(bert14, tmp_path, capsys):
     assert main(["bench", str(bert14), str(out), "--seq", "16", "--batch", "2", "--lengths", "16,9",
                  "--iterations", "2", "--warmup", "0", "--backend", "ort,openvino"]) == 0
     assert "last_hidden_state" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_openvino_runs_both_branches_exactly(bert14, target, tmp_path):
+    """OpenVINO compiles the If with its branches: with padding and without, valid positions equal
+    the original's (verification runs ONNX Runtime alone)."""
+    import openvino as ov
+    model, _ = packed(bert14, target, verify=False)
+    onnx.save(model, tmp_path / "branch.onnx")
+    compiled = ov.Core().compile_model(str(tmp_path / "branch.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    original = session(str(bert14))
+    for setting in SETTINGS[:3]:  # right, left, none
+        feeds = make_inputs(onnx.load(str(bert14)), setting, seed=5)
+        want = original.run(None, feeds)[0]
+        got = compiled(feeds)[compiled.output(0)]
+        keep = feeds["attention_mask"].astype(bool)
+        assert np.abs(got[keep] - want[keep]).max() < 1e-4 and not got[~keep].any(), setting
