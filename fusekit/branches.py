@@ -29,7 +29,7 @@ from onnx import helper
 from .provenance import PACK_KEY
 
 BRANCH = "fusekit/pack/branch"  # the If node
-CONDITION = ("fusekit/pack/min_mask", "fusekit/pack/padding")  # ReduceMin, Equal
+CONDITION = ("fusekit/pack/min_mask", "fusekit/pack/padding", "fusekit/pack/mask_as_int")  # ReduceMin, Equal, Cast
 SUFFIX = {"then_branch": "/padding", "else_branch": "/no_padding"}  # a branch's own names for the outputs
 
 
@@ -83,6 +83,9 @@ def join(packed: onnx.ModelProto, unpacked: onnx.ModelProto, mask: str) -> onnx.
     model.functions.extend(f for f in packed.functions if (f.domain, f.name) not in
                            {(g.domain, g.name) for g in model.functions})
     dtype = next(i.type.tensor_type.elem_type for i in graph.input if i.name == mask)
+    if dtype == onnx.TensorProto.BOOL:  # ReduceMin takes numbers
+        graph.node.append(helper.make_node("Cast", [mask], [CONDITION[2]], name=CONDITION[2], to=onnx.TensorProto.INT32))
+        mask, dtype = CONDITION[2], onnx.TensorProto.INT32
     zero = helper.make_tensor(CONDITION[0] + "/zero", dtype, [], [0])
     graph.initializer.append(zero)
     outputs = list(unpacked.graph.output)  # the original's names, types and shapes

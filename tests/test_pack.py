@@ -510,3 +510,14 @@ def test_openvino_runs_both_branches_exactly(bert14, target, tmp_path):
         got = compiled(feeds)[compiled.output(0)]
         keep = feeds["attention_mask"].astype(bool)
         assert np.abs(got[keep] - want[keep]).max() < 1e-4 and not got[~keep].any(), setting
+
+
+def test_a_bool_mask_branches_on_its_integers(bert14):
+    """ReduceMin takes numbers: a bool mask is cast first; both branches verify."""
+    model = onnx.load(str(bert14))
+    next(i for i in model.graph.input if i.name == "attention_mask").type.tensor_type.elem_type = TensorProto.BOOL
+    fused, report = packed(model)
+    assert [n.op_type for n in fused.graph.node] == ["Cast", "ReduceMin", "Equal", "If"]
+    assert report.verification.ok and report.verification.branches == {"padding": [1, 2, 4], "no padding": [3]}
+    read = view(fused)  # the packed branch alone: the condition is not part of it
+    assert op_histogram(read)[(MS, "MultiHeadAttention")] == 2 and "fusekit/pack/mask_as_int" not in {n.name for n in read.graph.node}
