@@ -202,7 +202,9 @@ def cmd_explain(args) -> int:
         from .reports.int8 import analyze
         if args.html:
             raise FusekitError("--int8 has no --html view yet; use --json")
-        report = analyze(load(args.model), {"ort": "ort", "openvino": "openvino", "onnx": "both"}[args.target])
+        from .branches import view
+        report = analyze(view(load(args.model), copy=False),
+                         {"ort": "ort", "openvino": "openvino", "onnx": "both"}[args.target])
         print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
         return 0
     if args.html:

@@ -27,6 +27,7 @@ from collections import Counter
 import onnx
 from onnx import version_converter
 
+from .branches import walk
 from .engine.rewrite import MS
 from .errors import FusekitError, first_line
 from .modelio import default_opset, skeleton
@@ -81,7 +82,7 @@ def input_warnings(model: onnx.ModelProto) -> list[str]:
     the attention mask into a mask index, one valid length per row (EmbedLayerNormalization's
     second output, or ReduceSum over the mask): it assumes every row is padded on the right.
     """
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = {o: n for n in walk(model.graph) for o in n.output}
     rank_one = {v.name for v in [*model.graph.input, *model.graph.value_info]
                 if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) == 1}
 
@@ -94,7 +95,7 @@ def input_warnings(model: onnx.ModelProto) -> list[str]:
         return node.op_type == "ReduceSum" or (node.op_type == "EmbedLayerNormalization" and
                                                 len(node.output) > 1 and node.output[1] == value)
 
-    indexed = [n for n in model.graph.node if n.domain == MS and n.op_type == "Attention"
+    indexed = [n for n in walk(model.graph) if n.domain == MS and n.op_type == "Attention"
                and len(n.input) > 3 and n.input[3] and is_mask_index(n.input[3])]
     if not indexed:
         return []
@@ -105,7 +106,7 @@ def input_warnings(model: onnx.ModelProto) -> list[str]:
 
 def pass_through_notes(model: onnx.ModelProto, target: str) -> list[str]:
     """A note when a standard-ONNX target's output still holds com.microsoft ops from the input."""
-    kept = Counter(n.op_type for n in model.graph.node if n.domain == MS)
+    kept = Counter(n.op_type for n in walk(model.graph) if n.domain == MS)
     if target == "ort" or not kept:
         return []
     ops = ", ".join(f"{op} {k}" for op, k in sorted(kept.items()))

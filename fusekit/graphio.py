@@ -179,17 +179,34 @@ def _put(initializers, weights: list[onnx.TensorProto | _Made]):
 
 
 def export(graph: gs.Graph, original: onnx.ModelProto, metadata: dict[str, str], in_place: bool,
-           functions=()) -> onnx.ModelProto:
+           functions=(), unpacked: gs.Graph | None = None, mask: str | None = None) -> onnx.ModelProto:
     """The model of ``graph``: its weights put back, the model-local ``functions`` its nodes call
     added, ``metadata`` its metadata_props. ``in_place`` rebuilds ``original`` itself (see ``_assemble``).
+
+    With ``unpacked`` (the same model fused without packing, ``graph`` being the packed one), the
+    model is the branch form (``fusekit.branches``): If the batch's ``mask`` has padding, ``graph``,
+    else ``unpacked``; the weights the two read are put back once, in the outer graph.
 
     The skeleton is checked first: a fused graph the checker refuses is fusekit's error, not the input's.
     """
     # in place, the assembly keeps each original weight under its name (see ``_assemble``)
     kept = {t.name: t for t in original.graph.initializer if is_heavy(t)} if in_place else {}
     skel, weights = _export_skeleton(graph, kept)
+    if unpacked is not None:
+        from .branches import join
+        other, more = _export_skeleton(unpacked, kept)
+        names = {w.name for w in weights}
+        weights += [w for w in more if w.name not in names]
+        skel = join(skel, other, mask)
+        # a weight one graph loaded (its values read by a check) is a small constant there, the
+        # original proto in the other: one tensor, kept as the proto
+        names = {w.name for w in weights}
+        small = [t for t in skel.graph.initializer if t.name not in names]
+        if len(small) < len(skel.graph.initializer):
+            del skel.graph.initializer[:]
+            skel.graph.initializer.extend(small)
     skel.ir_version = max(skel.ir_version, original.ir_version)
-    known = {(f.domain, f.name) for f in original.functions}
+    known = {(f.domain, f.name) for f in [*original.functions, *(skel.functions if unpacked is not None else ())]}
     skel.functions.extend(f for f in functions if (f.domain, f.name) not in known)
     try:
         onnx.checker.check_model(skel)

@@ -67,17 +67,19 @@ def input_role(name: str, dtype: np.dtype) -> str:
 
 def _vocab_size(model: onnx.ModelProto, name: str) -> int | None:
     """The row count of the embedding table the ids index, following Casts and reshapes."""
+    from .branches import walk
+    nodes = list(walk(model.graph))  # a packed model's branches hold its lookups
     inits = {t.name: t for t in model.graph.initializer}
-    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node
+    consts = {n.output[0]: n.attribute[0].t for n in nodes
               if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
     # a weightless skeleton declares its tables as inputs of the same shape
     declared = {i.name: onnx.TensorShapeProto(dim=i.type.tensor_type.shape.dim) for i in model.graph.input}
     users: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
+    for node in nodes:
         for i in node.input:
             users.setdefault(i, []).append(node)
     # a table stored quantized (all ops quantized): its rows are the stored integers'
-    stored = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    stored = {n.output[0]: n.input[0] for n in nodes if n.op_type == "DequantizeLinear"}
     frontier, seen = [name], set()
     while frontier:
         value = frontier.pop()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import NamedTuple
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from . import patterns, provenance
 from .compat import input_warnings, pass_through_notes, prepare
@@ -19,6 +21,13 @@ from .report import Report
 from .stages import Imported, canonicalize, import_model
 from .stages.opset import choose_opset
 from .targets import TARGETS
+
+
+class Unpacked(NamedTuple):
+    """The fused graph before packing and its records: the no-padding branch of the branch form."""
+
+    graph: gs.Graph
+    fused: list
 
 
 def fusions_for(target: str, disable=()) -> list[Fusion]:
@@ -46,7 +55,9 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     whether it proved equivalent. Raises FusekitError on bad input.
 
     ``pack=True`` then runs the token-wise part of the model on the batch's valid tokens
-    alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact.
+    alone (``fusekit.stages.pack``), or says in a near miss why that would not be exact; the
+    model is written in the branch form (``fusekit.branches``): a batch without padding runs the
+    graph as fused, unpacked.
 
     The stages, one call each: read the model; import it as a graph (its weights attached,
     never copied); choose the opset the fused forms need and convert the model to it;
@@ -72,9 +83,9 @@ def optimize(model_or_path, target: str = "ort", verify: bool = True, disable=()
     fusions = choose_opset(model, fusions, rules, report)
     canonicalize(model, rules)
     functions = _fuse(model, fusions, report)
-    if pack:
-        _pack(model, report)
-    fused = _export(model, functions, report, in_place=in_place or original is not model_or_path)
+    unpacked = _pack(model, report) if pack else None
+    fused = _export(model, functions, report, in_place=in_place or original is not model_or_path, unpacked=unpacked)
+    del unpacked
     del model
     gc.collect()  # the graph's node/tensor cycles hold the replaced weights until collected
     if verify:
@@ -110,32 +121,56 @@ def _fuse(model: Imported, fusions: list[Fusion], report: Report) -> list[onnx.F
     return result.functions
 
 
-def _pack(model: Imported, report: Report):
+def _pack(model: Imported, report: Report) -> Unpacked | None:
+    """Pack ``model``'s graph (``fusekit.stages.pack``); returns the graph as it was, for the
+    target's branch form (``fusekit.branches``), or None: not packed, or packed alone."""
     from .stages import pack as packing  # only with --pack
     graph = model.graph
+    forms = packing.FORMS.get(model.target, packing.Forms())
+    unpacked = Unpacked(graph.copy(), list(report.fused)) if forms.branch else None
     state = RunState(target=model.target, opset=model.opset, names={n.name for n in graph.nodes} | set(graph.tensors()))
     with shapes.deep_walks():
         result = packing.run(graph, state, patterns.BY_NAME["Attention"], patterns.BY_NAME["RotaryAttention"])
     report.misses += result.misses
     if result.misses:
         report.notes.append(f"not packed: {result.misses[0].reason}")
-        return
+        return None
     report.fused = compose(report.fused + result.fused)
     report.packed = {"mask": result.mask, "outputs": result.outputs}
+    if unpacked is not None:
+        from .branches import BRANCH
+        report.packed["branch"] = BRANCH
     derived = [name for name, kind in result.outputs.items() if kind == "derived"]
     report.notes.append(f"packed: the token-wise ops run on the valid tokens of '{result.mask}' only; padded positions "
                         "of " + ", ".join(n for n, k in result.outputs.items() if k == "tokens") + " are 0"
                         + (f"; {', '.join(derived)} read the unpacked hidden states, so a value read from a padded "
                            "position differs" if derived else ""))
+    return unpacked
 
 
-def _export(model: Imported, functions: list[onnx.FunctionProto], report: Report, in_place: bool) -> onnx.ModelProto:
-    """The fused model, its provenance in its metadata; ``in_place`` rebuilds the model as read."""
-    options = {key: value for f in report.fused if (fusion := patterns.BY_NAME.get(f.fusion)) is not None
+def _export(model: Imported, functions: list[onnx.FunctionProto], report: Report, in_place: bool,
+            unpacked: Unpacked | None = None) -> onnx.ModelProto:
+    """The fused model, its provenance in its metadata; ``in_place`` rebuilds the model as read.
+    With ``unpacked``, the branch form: the records of both branches (a node in both is one record)."""
+    records = report.fused + report.rewrites
+    if unpacked is not None:
+        names = {f.node for f in records}
+        records = [f for f in unpacked.fused if f.node not in names] + records
+    options = {key: value for f in records if (fusion := patterns.BY_NAME.get(f.fusion)) is not None
                for key, value in fusion.runtime_options.get(model.target, {}).items()}
-    metadata = provenance.metadata(model.weights, report.fused + report.rewrites, model.target, report.packed, options)
-    fused = export(model.graph, model.weights, metadata, in_place, functions)
+    metadata = provenance.metadata(model.weights, records, model.target, report.packed, options)
+    fused = export(model.graph, model.weights, metadata, in_place, functions,
+                   unpacked=unpacked.graph if unpacked is not None else None,
+                   mask=report.packed["mask"] if unpacked is not None else None)
     report.nodes_after, report.opset_after = len(fused.graph.node), default_opset(fused)
+    if unpacked is not None:  # the branch form: the nodes of the graph that runs a padded batch
+        from .branches import BRANCH, branch_node
+        size = {a.name: len(a.g.node) for a in branch_node(fused).attribute}
+        sizes = size["then_branch"], size["else_branch"]
+        report.nodes_after = sizes[0]
+        report.notes.append(f"packed as a branch: If '{BRANCH}' runs the packed graph ({sizes[0]} nodes) when "
+                            f"'{report.packed['mask']}' has padding, and the unpacked one ({sizes[1]} nodes) when it "
+                            "has none; both read the same weights")
     report.notes += pass_through_notes(fused, model.target)
     return fused
 

@@ -30,6 +30,7 @@ import onnxruntime as ort
 from .errors import FusekitError, InputsNeeded
 from .modelio import TWO_GB, load, write
 from .inputs import SETTINGS, Setting, describe, make_inputs, valid_positions
+from .branches import view, walk
 from .provenance import PACK_KEY
 
 # Relative to the output's scale; float32 sums in another order differ by ~1e-6.
@@ -91,6 +92,8 @@ class VerifyResult:
     seed: int = 0
     message: str = ""
     reference_kind: str = "same"  # "fp32": an accuracy report against the FP32 original
+    # a packed candidate in the branch form: the trials (from 1) that ran each branch of its If
+    branches: dict[str, list[int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.reference_kind == "fp32":
@@ -341,7 +344,7 @@ def compute_precision(model: onnx.ModelProto) -> int | None:
     g = model.graph
     types = {t.data_type for t in g.initializer}
     types |= {v.type.tensor_type.elem_type for v in [*g.input, *g.value_info]}  # a skeleton's weights are inputs
-    for n in g.node:
+    for n in walk(g):
         for a in n.attribute:
             if n.op_type == "Cast" and a.name == "to":
                 types.add(a.i)
@@ -351,7 +354,7 @@ def compute_precision(model: onnx.ModelProto) -> int | None:
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QUANTIZE_OPS or n.domain == "fusekit" for n in model.graph.node)
+    return any(n.op_type in QUANTIZE_OPS or n.domain == "fusekit" for n in walk(model.graph))
 
 
 def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | None = None,
@@ -385,14 +388,18 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
     missing = [n for n in ref_names if n not in cand_names]
     if missing:
         return VerifyResult(False, [], [], seed, f"outputs missing from the candidate: {', '.join(missing)}")
-    quantized = _as_model(candidate) if reference_kind == "fp32" else ref_model
+    quantized = view(_as_model(candidate)) if reference_kind == "fp32" else ref_model
     int8 = is_quantized(quantized)
     if reference_kind == "fp32" and not int8:
         raise FusekitError("--reference-kind fp32 compares a quantized model with its FP32 original, "
                            "but the candidate has no QuantizeLinear/DequantizeLinear/FakeQuantize")
     step_of = quantization_steps(quantized) if int8 else {}
     result.reference_kind = reference_kind
-    packed = packed_outputs(cand)
+    packed, mask_name = packed_outputs(cand), packed_branch(cand)
+    if mask_name:
+        result.branches = {"padding": [], "no padding": []}
+        if feeds is None and all(s.padding != "none" for s in settings):
+            settings.append(_settings(3, shapes or {})[2])  # a batch without padding: the If's other branch
     stats: dict[str, _Stats] = {name: _Stats(packed.get(name)) for name in ref_names}
     noise: dict[str, _Stats] = {name: _Stats() for name in ref_names}
     twin = None
@@ -407,6 +414,8 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
         expected = _run(ref, trial, "the reference", made_up=setting is not None)
         got = _run(cand, trial, "the candidate")
         mask = valid_positions(trial)
+        if mask_name and mask_name in trial:  # which branch of the If this trial ran
+            result.branches["padding" if (trial[mask_name] == 0).any() else "no padding"].append(i + 1)
         for name in ref_names:
             stats[name].add(expected[name], got[name], mask, fed)
         if twin is not None:
@@ -424,6 +433,12 @@ def verify(reference, candidate, trials: int = 4, seed: int = 0, atol: float | N
         if computes and rtol is None:
             kind, r = COMPUTE_RTOL[computes]
             result.note(f"the model computes in {kind} inside: float outputs are compared at its tolerance (rtol {r:g})")
+    if mask_name:
+        ran = {k: v for k, v in result.branches.items() if v}
+        result.note("; ".join(f"trial{'s' if len(v) > 1 else ''} {', '.join(map(str, v))} ran the "
+                              f"{'packed' if k == 'padding' else 'unpacked'} branch ({k})" for k, v in ran.items())
+                    + ("" if len(ran) == 2 else f"; the {'unpacked' if 'padding' in ran else 'packed'} branch "
+                       "did not run (no trial " + ("without" if "padding" in ran else "with") + " padding)"))
     if reference_kind == "fp32":
         result.ok = all(np.isfinite(o.max_abs) for o in result.outputs)
         for o in result.outputs:
@@ -451,6 +466,13 @@ def packed_outputs(sess) -> dict[str, str]:
     meta = sess.get_modelmeta().custom_metadata_map if hasattr(sess, "get_modelmeta") else {}
     text = meta.get(PACK_KEY)
     return json.loads(text).get("outputs", {}) if text else {}
+
+
+def packed_branch(sess) -> str | None:
+    """For a packed model in the branch form (``fusekit.branches``), the mask input its If reads."""
+    meta = sess.get_modelmeta().custom_metadata_map if hasattr(sess, "get_modelmeta") else {}
+    packed = json.loads(meta.get(PACK_KEY) or "{}")
+    return packed.get("mask") if packed.get("branch") else None
 
 
 class _Stats:

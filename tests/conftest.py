@@ -5,6 +5,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from fusekit.branches import view
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # testmodels/ is not an installed package
 
@@ -12,11 +14,12 @@ TESTMODELS = ROOT / "testmodels"
 
 
 def op_histogram(model: onnx.ModelProto) -> Counter:
-    return Counter((n.domain or "", n.op_type) for n in model.graph.node)
+    """The ops of ``model``; of a packed model in the branch form, those of its packed branch."""
+    return Counter((n.domain or "", n.op_type) for n in view(model).graph.node)
 
 
 def ops(model: onnx.ModelProto) -> set[str]:
-    return {n.op_type for n in model.graph.node}
+    return {n.op_type for n in view(model).graph.node}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Verification's trials feed right padding, left padding and all-ones masks, so "v
 below covers the three. Timing is never asserted (benchmarks/pack_forms.py, bench_pack.py).
 """
 import json
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper
 
 import fusekit
 from conftest import TESTMODELS, fuse_only, op_histogram
+from fusekit.branches import BRANCH, view
 from fusekit.cli import main
 from fusekit.inputs import SETTINGS, make_inputs
 from fusekit.runtime.bench import parse_lengths, row_lengths, with_lengths
@@ -92,15 +94,20 @@ def test_tiny_bert_packs_on_every_target(bert14, target):
 
 
 def test_openvino_still_compiles_the_packed_core_into_its_attention_kernel(bert14, tmp_path):
+    """The packed branch compiles as the unpacked model does, one attention kernel per layer; the
+    branch form compiles with its If kept for run time."""
     import openvino as ov
     model, _ = packed(bert14, "openvino", verify=False)
-    onnx.save(model, tmp_path / "packed.onnx")
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32"})
-    layers = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+
+    def compiled_layers(m):
+        onnx.save(m, tmp_path / "m.onnx")
+        compiled = core.compile_model(core.read_model(str(tmp_path / "m.onnx")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+    layers = compiled_layers(view(model))
     assert "Softmax" not in layers and "MatMul" not in layers  # Q·Kᵀ, softmax and ·V inside one kernel per layer
     assert layers.count("Subgraph") == 2
+    assert "If" in compiled_layers(model)
 
 
 def test_padded_positions_are_zero_and_valid_ones_match(bert14):
@@ -185,7 +192,7 @@ def test_a_node_mixing_positions_is_a_near_miss(bert14):
     assert miss.at == "mixer/ReduceMean" and "across positions" in miss.reason and "mixer/Add" in miss.reason
     # a whole-graph pass has no pattern nodes to count: no "matched 0/0 nodes"
     assert str(miss).startswith("Pack/tokens at 'mixer/ReduceMean': stopped at 'mixer/ReduceMean': "), str(miss)
-    assert not any(n.op_type == "NonZero" for n in fused.graph.node)  # left as it was
+    assert not any(n.op_type in ("NonZero", "If") for n in fused.graph.node)  # left as it was, no branch
     assert any("not packed" in n for n in report.notes)
 
 
@@ -283,7 +290,7 @@ def test_mpnet_packs_with_its_position_bias_and_verifies(target):
     padding = [s.split(", ")[-1] for s in report.verification.settings]
     assert padding == ["right padding", "left padding", "no padding", "right padding"]
     if target == "ort":
-        cores = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+        cores = [n for n in view(model).graph.node if n.op_type == "MultiHeadAttention"]
         assert len(cores) == 2 and not op_histogram(model)[(MS, "Attention")]
         assert all(len(n.input) == 6 and n.input[5] for n in cores)  # attention_bias carried
 
@@ -388,3 +395,129 @@ def test_bench_cli_with_lengths(bert14, capsys):
                  "--iterations", "2", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "4×16 " in out and "% " in out and "lengths uniform:2:16" in out
+
+
+# ---------------------------------------------------------------- the branch form
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx", "openvino"])
+def test_the_branch_form_holds_the_packed_and_the_unpacked_graph_sharing_the_weights(bert14, target):
+    """If(padding): the packed graph, else the model fused without --pack; every weight once, in the
+    outer graph, so the file is the weights once and the two graphs."""
+    model, _ = packed(bert14, target, verify=False)
+    unpacked, _ = fusekit.optimize(bert14, target=target, verify=False)
+    assert [n.op_type for n in model.graph.node] == ["ReduceMin", "Equal", "If"]
+    branch = model.graph.node[2]
+    assert branch.name == BRANCH
+    then, other = (next(a.g for a in branch.attribute if a.name == k) for k in ("then_branch", "else_branch"))
+    assert op_histogram(view(model, "else_branch")) == op_histogram(unpacked)  # no padding: the fused model itself
+    assert op_histogram(view(model)) == Counter((n.domain, n.op_type) for n in then.node)
+    assert any(n.op_type == "NonZero" for n in then.node) and not any(n.op_type == "NonZero" for n in other.node)
+    assert not then.initializer and not other.initializer  # both read the outer graph's weights
+    names = [t.name for t in model.graph.initializer]
+    assert len(names) == len(set(names)) and set(names) >= {t.name for t in unpacked.graph.initializer}
+    weights = lambda m: sum(t.ByteSize() for t in m.graph.initializer)  # noqa: E731
+    size = lambda m: m.ByteSize()  # noqa: E731
+    assert weights(model) < 1.05 * weights(unpacked)  # the packing points' few small constants
+    # the file: the weights once, and the two graphs (a packed branch is its view without the weights)
+    assert size(model) < size(unpacked) + size(view(model)) - weights(view(model)) + 1024
+    original = onnx.load(str(bert14))
+    assert [(o.name, o.type) for o in model.graph.output] == [(o.name, o.type) for o in original.graph.output]
+    assert [(o.name, o.type) for o in model.graph.input] == [(o.name, o.type) for o in original.graph.input]
+
+
+def test_the_branch_runs_the_packed_graph_exactly_when_the_mask_has_padding(bert14):
+    """The condition alone, as the model computes it: right, left, all and no padding."""
+    model, _ = packed(bert14, verify=False)
+    condition = onnx.ModelProto()
+    condition.CopyFrom(model)
+    del condition.graph.node[2:], condition.graph.output[:]
+    condition.graph.output.append(helper.make_tensor_value_info("fusekit/pack/padding", TensorProto.BOOL, []))
+    sess = session(condition)
+    feeds = make_inputs(onnx.load(str(bert14)), SETTINGS[0], seed=0)
+    names = {i.name for i in sess.get_inputs()}
+    for mask, padding in (([[1, 1, 1, 0], [1, 1, 1, 1]], True), ([[0, 1, 1, 1], [1, 1, 1, 1]], True),
+                          ([[0, 0, 0, 0], [0, 0, 0, 0]], True), ([[1, 1, 1, 1], [1, 1, 1, 1]], False)):
+        feeds["attention_mask"] = np.array(mask, np.int64)
+        (got,) = sess.run(None, {k: v for k, v in feeds.items() if k in names})
+        assert bool(got) is padding, mask
+
+
+def test_verification_runs_both_branches(bert14):
+    """Trials with padding run the packed graph, the one without runs the unpacked one; with fewer
+    trials than that takes, a trial without padding is added, so that both always run."""
+    _, report = packed(bert14)
+    assert report.verification.branches == {"padding": [1, 2, 4], "no padding": [3]}
+    assert "trials 1, 2, 4 ran the packed branch (padding); trial 3 ran the unpacked branch" \
+        in report.verification.summary()
+    _, report = packed(bert14, trials=1)
+    assert report.verification.branches == {"padding": [1], "no padding": [2]} and report.verification.ok
+    _, report = packed(bert14, "openvino", trials=2)  # left padding, then none added
+    assert report.verification.branches == {"padding": [1, 2], "no padding": [3]} and report.verification.ok
+
+
+def test_the_reports_read_into_the_branches(bert14, tmp_path):
+    """inspect, explain, diff (structural too) and the provenance read the packed branch, as they read
+    the packed graph alone, and say which graph they read; the else branch's fused nodes keep
+    their records. Counts: each fusion once per layer, not once per branch."""
+    out = tmp_path / "packed.onnx"
+    assert main(["optimize", str(bert14), "--pack", "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    inspection = fusekit.inspect_model(str(out))
+    assert inspection.fused_ops[f"{MS}.MultiHeadAttention"] == 2 and inspection.fused_ops[f"{MS}.SkipLayerNormalization"] == 4
+    assert inspection.architecture.layers == 2 and inspection.architecture.heads == 4
+    assert any("packed as a branch" in n for n in inspection.notes), inspection.notes
+    for structural in (False, True):
+        d = fusekit.diff(str(bert14), str(out), use_provenance=not structural)
+        assert d.to_dict()["accounting"]["ok"] and d.ok
+        ops_after = d.to_dict()["ops"]["after"]
+        assert ops_after["com.microsoft.MultiHeadAttention"] == 2 and "If" not in ops_after
+    records = json.loads({p.key: p.value for p in model.metadata_props}["fusekit.provenance"])
+    else_nodes = {n.name for n in view(model, "else_branch").graph.node}
+    attention = [r for r in records.values() if r["op"] == "Attention"]
+    assert len(attention) == 2 and {r["node"] for r in attention} <= else_nodes  # the no-padding branch's cores
+    explanation = fusekit.explain(str(bert14), pack=True)
+    assert explanation.per_fusion("Attention")["layers_fused"] == [0, 1]
+    assert explanation.per_fusion("Pack")["fused"] >= 3
+    assert main(["inspect", str(out), "--html", str(tmp_path / "i.html")]) == 0
+    assert main(["diff", str(bert14), str(out), "--html", str(tmp_path / "d.html")]) == 0
+
+
+def test_run_and_bench_read_the_branch_form(bert14, tmp_path, capsys):
+    """Made-up ids stay inside the vocabulary the packed branch's embedding lookup reads."""
+    from fusekit.inputs import _vocab_size
+    out = tmp_path / "packed.onnx"
+    assert main(["optimize", str(bert14), "--pack", "--no-verify", "-o", str(out)]) == 0
+    assert _vocab_size(onnx.load(str(out)), "input_ids") == 128
+    assert main(["run", str(out), "--shape", "input_ids=2x16"]) == 0
+    assert main(["bench", str(bert14), str(out), "--seq", "16", "--batch", "2", "--lengths", "16,9",
+                 "--iterations", "2", "--warmup", "0", "--backend", "ort,openvino"]) == 0
+    assert "last_hidden_state" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_openvino_runs_both_branches_exactly(bert14, target, tmp_path):
+    """OpenVINO compiles the If with its branches: with padding and without, valid positions equal
+    the original's (verification runs ONNX Runtime alone)."""
+    import openvino as ov
+    model, _ = packed(bert14, target, verify=False)
+    onnx.save(model, tmp_path / "branch.onnx")
+    compiled = ov.Core().compile_model(str(tmp_path / "branch.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    original = session(str(bert14))
+    for setting in SETTINGS[:3]:  # right, left, none
+        feeds = make_inputs(onnx.load(str(bert14)), setting, seed=5)
+        want = original.run(None, feeds)[0]
+        got = compiled(feeds)[compiled.output(0)]
+        keep = feeds["attention_mask"].astype(bool)
+        assert np.abs(got[keep] - want[keep]).max() < 1e-4 and not got[~keep].any(), setting
+
+
+def test_a_bool_mask_branches_on_its_integers(bert14):
+    """ReduceMin takes numbers: a bool mask is cast first; both branches verify."""
+    model = onnx.load(str(bert14))
+    next(i for i in model.graph.input if i.name == "attention_mask").type.tensor_type.elem_type = TensorProto.BOOL
+    fused, report = packed(model)
+    assert [n.op_type for n in fused.graph.node] == ["Cast", "ReduceMin", "Equal", "If"]
+    assert report.verification.ok and report.verification.branches == {"padding": [1, 2, 4], "no padding": [3]}
+    read = view(fused)  # the packed branch alone: the condition is not part of it
+    assert op_histogram(read)[(MS, "MultiHeadAttention")] == 2 and "fusekit/pack/mask_as_int" not in {n.name for n in read.graph.node}

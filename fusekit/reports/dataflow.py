@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..branches import describe, view
 from ..engine.graph import default_names
 from ..errors import FusekitError
 from ..modelio import read
@@ -184,8 +185,10 @@ def readable_size(n: float) -> str:
 
 
 def load_to_read(model_or_path) -> tuple[onnx.ModelProto, list[str]]:
-    """A model to report on, and the notes of what was done to read it (see :func:`modelio.read`)."""
+    """A model to report on, and the notes of what was done to read it (see :func:`modelio.read`);
+    a packed model in the branch form is read as its packed branch (``fusekit.branches.view``)."""
     if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path, []
+        return view(model_or_path), [n for n in [describe(model_or_path)] if n]
     loaded = read(model_or_path)
-    return loaded.model, loaded.notes
+    note = describe(loaded.model)
+    return view(loaded.model, copy=False), loaded.notes + ([note] if note else [])

@@ -48,6 +48,7 @@ from typing import Callable
 
 import onnx
 
+from ..branches import view
 from .. import patterns, provenance
 from ..stages import pack
 from ..engine.matcher import Miss
@@ -219,6 +220,7 @@ def explain(model_or_path, target: str = "ort", fusion: str | None = None, layer
         raise FusekitError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
     original, notes = load_to_read(model_or_path)
     fused, report = optimize(original, target=target, verify=False, pack=pack)
+    fused = view(fused, copy=False)  # the branch form: its packed branch, which holds every fused node
     report.notes[:0] = notes
     flow = Dataflow(fused.graph)
     layers = assign(flow)

@@ -30,6 +30,10 @@ position from that position alone and never reads the sequence length as data.
   reads it unpacked; its result must never flow back into the token stream, and an
   output computed from it is reported as read from the unpacked hidden states.
 
+``optimize`` writes a packed model in the branch form (``fusekit.branches``, ``Forms.branch``): If
+the mask has padding, the packed graph, else the graph as fused, so a batch without padding pays
+no packing point.
+
 Forms (``benchmarks/pack_forms.py``): pack is Gather(Flatten(x), the mask's nonzero
 positions), so the stream has exactly T rows (an unpadded batch's MatMuls keep their
 size; a batch without a single token keeps one row, so that there is a row to read).
@@ -95,6 +99,8 @@ class Forms:
     unpack: str = "first"
     ms_core: str = "mha"  # com.microsoft.Attention → "mha": packed projection + MultiHeadAttention;
     #                       "attention": the fused Attention kept, reading the unpacked hidden states
+    # the branch form (fusekit.branches): If the batch has padding, the packed graph, else the unpacked one
+    branch: bool = True
 
 
 FORMS = {"ort": Forms(), "onnx": Forms(), "openvino": Forms()}
