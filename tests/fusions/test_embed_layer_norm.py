@@ -272,6 +272,17 @@ def test_only_for_ort():
         apply("EmbedLayerNorm", embeddings(), target="openvino")
 
 
+def _rebuilt(model, nodes, extra):
+    """``model`` with ``nodes`` as its graph and its float tables replaced by ``extra``."""
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + extra)
+    return model
+
+
 def quantized(model, scale=0.02, pairs=True):
     """``model`` as ONNX Runtime's quantizer writes it with every op type quantized: each table
     stored as uint8 behind a DequantizeLinear, each lookup and each sum through a Q→DQ pair
@@ -298,12 +309,7 @@ def quantized(model, scale=0.02, pairs=True):
             nodes += [helper.make_node("QuantizeLinear", [f"{out}_raw", "pair_s", "pair_z"], [f"{out}_q"]),
                       helper.make_node("DequantizeLinear", [f"{out}_q", "pair_s", "pair_z"], [out])]
     extra += [numpy_helper.from_array(np.float32(scale), "pair_s"), numpy_helper.from_array(np.uint8(128), "pair_z")]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + extra)
-    return model
+    return _rebuilt(model, nodes, extra)
 
 
 def test_quantized_tables_and_pairs_fuse():
@@ -360,12 +366,7 @@ def gathered(model, per_channel=False):
         node.input[0], node.output[0] = f"{name}_q", f"{out}_q"
         nodes.append(helper.make_node("DequantizeLinear", [f"{out}_q", f"{name}_s", f"{name}_z"], [out],
                                       **({"axis": -1} if per_channel else {})))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    kept = [t for t in graph.initializer if not t.name.endswith("_table")]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + extra)
-    return model
+    return _rebuilt(model, nodes, extra)
 
 
 @pytest.mark.parametrize("positions", ["slice_buffer", "word_shape"])
