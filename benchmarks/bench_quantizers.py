@@ -106,16 +106,11 @@ def calibration(path: Path) -> Path:
     """Seeded bert-base batches: ids inside the vocabulary, clear of the special ids, 0/1 masks padded
     on either side, token types 0/1 where the mask is 1."""
     sys.path.insert(0, str(EXPORT.parent))
-    from export_quantized import save_feeds
+    from export_quantized import padding_mask, save_feeds
     batches = []
     for i, (batch, seq, pads) in enumerate(CALIBRATION):
         rng = np.random.default_rng(100 + i)
-        mask = np.ones((batch, seq), np.int64)
-        for row, pad in enumerate(pads):
-            if pad > 0:
-                mask[row, seq - pad:] = 0
-            elif pad < 0:
-                mask[row, :-pad] = 0
+        mask = padding_mask(batch, seq, pads)
         ids = np.where(mask == 1, rng.integers(1000, VOCAB, (batch, seq)), 0).astype(np.int64)
         batches.append({"input_ids": ids, "attention_mask": mask,
                         "token_type_ids": (rng.integers(0, 2, (batch, seq)) * mask).astype(np.int64)})

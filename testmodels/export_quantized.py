@@ -83,16 +83,22 @@ CALIBRATION = [(2, 16, (0, 5)), (3, 9, (0, -4, 2)), (1, 16, (0,)), (4, 7, (0, 2,
                (2, 12, (-5, 0)), (3, 20, (0, 9, 4)), (2, 5, (0, 0)), (4, 11, (0, -6, 3, -2))]
 
 
-def feeds(family: str, batch: int, seq: int, pads, seed: int) -> dict[str, np.ndarray]:
-    """Token ids inside the vocabulary (the special ids 0-2 left out), pad ids where the 0/1 mask pads."""
-    pad_id, token_types = FAMILIES[family][4], FAMILIES[family][5]
-    rng = np.random.default_rng(seed)
+def padding_mask(batch: int, seq: int, pads) -> np.ndarray:
+    """A 0/1 mask [batch, seq]; per row, +n pads its last n positions, -n its first n."""
     mask = np.ones((batch, seq), np.int64)
     for row, pad in enumerate(pads):
         if pad > 0:
             mask[row, seq - pad:] = 0
         elif pad < 0:
             mask[row, :-pad] = 0
+    return mask
+
+
+def feeds(family: str, batch: int, seq: int, pads, seed: int) -> dict[str, np.ndarray]:
+    """Token ids inside the vocabulary (the special ids 0-2 left out), pad ids where the 0/1 mask pads."""
+    pad_id, token_types = FAMILIES[family][4], FAMILIES[family][5]
+    rng = np.random.default_rng(seed)
+    mask = padding_mask(batch, seq, pads)
     ids = np.where(mask == 1, rng.integers(3, VOCAB, (batch, seq)), pad_id).astype(np.int64)
     out = {"input_ids": ids, "attention_mask": mask}
     if token_types:
