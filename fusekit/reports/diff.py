@@ -332,9 +332,25 @@ def _helpers(o: Dataflow, f: Dataflow, new: list[int]) -> dict[int, str]:
             and not any(t in known for t in f.nodes[j].output)}
 
 
-def attribute_regions(o: Dataflow, f: Dataflow, owners: list[int], claimed: dict[int, int],
+def chains(o: Dataflow, f: Dataflow, new: list[int]) -> dict[int, int]:
+    """Each new node's owner: itself, or, where it writes only new values and the new nodes of
+    one owner alone read them, theirs. A replacement of several nodes (the residual sum respelled
+    as ``skip − (−bias − input)``) is one region, owned by the node that writes the original's value."""
+    owner = {j: j for j in new}
+    written = o.value_names | set(f.outputs)
+    for j in reversed(f.order):
+        if j not in owner or written & set(f.nodes[j].output):
+            continue
+        heads = {owner.get(u) for u in f.users(j)}
+        if len(heads) == 1 and None not in heads:
+            owner[j] = heads.pop()
+    return owner
+
+
+def attribute_regions(o: Dataflow, f: Dataflow, owners: dict[int, int], claimed: dict[int, int],
                       helpers: dict[int, str], kept: set[int]) -> dict[int, int]:
-    """Give removed original nodes to the new fused-model nodes ``owners`` (original index -> owner).
+    """Give removed original nodes to the new fused-model nodes ``owners`` maps to (original index ->
+    owner; :func:`chains`).
 
     ``claimed`` holds nodes already given (by provenance); they, like kept nodes, stop
     the growth. Seeds: the producers of values an owner writes, and the readers of
@@ -344,7 +360,6 @@ def attribute_regions(o: Dataflow, f: Dataflow, owners: list[int], claimed: dict
     """
     known = o.value_names
     claimed = dict(claimed)
-    owner_set = set(owners)
     readers: dict[str, set[int]] = {}  # original value -> the owners reading it (-1: some other node)
     for j in range(len(f.nodes)):
         if j in helpers:
@@ -352,7 +367,7 @@ def attribute_regions(o: Dataflow, f: Dataflow, owners: list[int], claimed: dict
         for t in f.nodes[j].input:
             source = helpers.get(f.producer.get(t), t)  # a helper's output stands for what it converts
             if source in known:
-                readers.setdefault(source, set()).add(j if j in owner_set else -1)
+                readers.setdefault(source, set()).add(owners.get(j, -1))
     queue: deque[int] = deque()
 
     def claim(i: int, j: int):
@@ -360,10 +375,10 @@ def attribute_regions(o: Dataflow, f: Dataflow, owners: list[int], claimed: dict
             claimed[i] = j
             queue.append(i)
 
-    for j in owners:
+    for j, owner in owners.items():
         for t in f.nodes[j].output:
             if t in known and t in o.producer:
-                claim(o.producer[t], j)
+                claim(o.producer[t], owner)
     for t, users in readers.items():
         if len(users) == 1 and -1 not in users:
             for i in o.consumers.get(t, ()):
@@ -438,7 +453,7 @@ def diff(original, fused, use_provenance: bool = True) -> Diff:
     regions = _from_provenance(result, new, records)
     claimed = {i: j for j, region in regions.items() for i in region.replaced}
     helpers = _helpers(o, f, [j for j in new if j not in regions])
-    owners = [j for j in new if j not in regions and j not in helpers]
+    owners = chains(o, f, [j for j in new if j not in regions and j not in helpers])
     for i, j in sorted(attribute_regions(o, f, owners, claimed, helpers, set(result.kept)).items()):
         if i not in claimed:
             regions.setdefault(j, FusedNode(j, "structure")).replaced.append(i)
