@@ -8,6 +8,10 @@ as a 6-layer ModernBERT has), so the op dominates a run:
                  keeps the two ops; at its default level it fuses them into the SkipLayerNorm
                  kernel below wherever it can see both addends' shapes)
   add+ln@all     the same graph at ORT_ENABLE_ALL (what ONNX Runtime makes of it itself)
+  sum+ln@all     Sum(y, s) + LayerNormalization-17 at ORT_ENABLE_ALL: ONNX Runtime's
+                 SkipLayerNorm fusion matches Add only, so this keeps the vectorized kernel
+  sub+ln@all     Sub(y, s) + LayerNormalization-17 at ORT_ENABLE_ALL: the sum as a difference
+                 (a sublayer whose weights and bias are negated computes −s exactly)
   sln            com.microsoft.SkipLayerNormalization(x, s, γ, β)
   sln-no-beta    …(x, s, γ): ModernBERT's LayerNorm has no β
   sln-bias       …(x, s, γ, β, bias): a sublayer's bias folded in
@@ -33,14 +37,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 HIDDEN = 768
 EPS = 1e-5
-FORMS = ["add+ln", "add+ln@all", "sln", "sln-no-beta", "sln-bias", "sln-sum", "sln-2d", "sln-skip-bcast"]
+FORMS = ["add+ln", "add+ln@all", "sum+ln@all", "sub+ln@all", "sln", "sln-no-beta", "sln-bias", "sln-sum", "sln-2d", "sln-skip-bcast"]
 
 
 def block(form: str, i: int, cur: str) -> tuple[list, str]:
     """The nodes of block i reading `cur`; returns them and the name of the block's output."""
     out = f"y{i}"
-    if form.startswith("add+ln"):
-        return [helper.make_node("Add", [cur, "s"], [f"sum{i}"]),
+    if form.startswith(("add+ln", "sum+ln", "sub+ln")):
+        return [helper.make_node(form[:3].title(), [cur, "s"], [f"sum{i}"]),
                 helper.make_node("LayerNormalization", [f"sum{i}", "gamma", "beta"], [out], axis=-1,
                                  epsilon=EPS)], out
     inputs = {"sln-no-beta": [cur, "s", "gamma"], "sln-bias": [cur, "s", "gamma", "beta", "bias"]}.get(
@@ -72,7 +76,7 @@ def reference(form: str, chain: int, weights: dict, x: np.ndarray, s: np.ndarray
     """The chain in numpy, each form's own math (no β, the bias, the sum read back)."""
     y = x
     for _ in range(chain):
-        total = y + s + (weights["bias"] if form == "sln-bias" else 0)
+        total = (y - s if form.startswith("sub") else y + s) + (weights["bias"] if form == "sln-bias" else 0)
         mean = total.mean(-1, keepdims=True)
         normed = (total - mean) / np.sqrt(((total - mean) ** 2).mean(-1, keepdims=True) + EPS) * weights["gamma"]
         normed = normed if form == "sln-no-beta" else normed + weights["beta"]

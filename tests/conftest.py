@@ -34,3 +34,11 @@ def fuse_only(model, *fusions: str, target: str = "ort"):
     from fusekit import patterns
     others = [name for name in patterns.BY_NAME if name not in fusions]
     return fusekit.optimize(model, target=target, verify=False, disable=others)
+
+
+def residual_adds_into_layer_norms(model) -> list[str]:
+    """The Adds a LayerNormalization reads: ONNX Runtime fuses each pair into its slow CPU
+    SkipLayerNormalization kernel, which the respelled sum avoids."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    fed = [producers.get(n.input[0]) for n in model.graph.node if n.op_type == "LayerNormalization"]
+    return [p.name for p in fed if p is not None and p.op_type == "Add"]

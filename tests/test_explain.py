@@ -142,8 +142,8 @@ def test_filters_and_their_errors():
     e = explain(TESTMODELS / "bert_tiny_opset14.onnx", fusion="SkipLayerNorm", layer=1)
     data = e.to_dict()
     assert data["filter"] == {"fusion": "SkipLayerNorm", "layer": 1}
-    assert [c["op"] for c in data["candidates"]] == ["SkipLayerNormalization"] * 2
-    assert all(c["layer"] == 1 and c["status"] == "fused" and c["steps"] == ["LayerNorm", "SkipLayerNorm"]
+    assert [c["op"] for c in data["candidates"]] == ["Sub"] * 2  # the residual sum, respelled
+    assert all(c["layer"] == 1 and c["status"] == "fused" and c["steps"] == ["SkipLayerNorm"]
                for c in data["candidates"])
     assert [f["fusion"] for f in data["fusions"]] == ["SkipLayerNorm"]
     with pytest.raises(FusekitError, match="no layer 2: the model has 2 encoder layers"):
@@ -156,7 +156,8 @@ def test_fused_model_lists_earlier_fusions(tmp_path):
     import fusekit
     fused, _ = fusekit.optimize(TESTMODELS / "bert_tiny_opset14.onnx", verify=False)
     e = explain(fused)
-    assert {c.status for c in e.candidates} == {"earlier"} and len(e.candidates) == 9
+    # EmbedLayerNorm, 2 Attention, 2 BiasGelu, 4 LayerNorm and the 4 residual sums before them
+    assert {c.status for c in e.candidates} == {"earlier"} and len(e.candidates) == 13
     assert e.per_fusion("Attention")["layers_fused"] == [0, 1]
 
 

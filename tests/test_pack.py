@@ -464,7 +464,7 @@ def test_the_reports_read_into_the_branches(bert14, tmp_path):
     assert main(["optimize", str(bert14), "--pack", "-o", str(out)]) == 0
     model = onnx.load(str(out))
     inspection = fusekit.inspect_model(str(out))
-    assert inspection.fused_ops[f"{MS}.MultiHeadAttention"] == 2 and inspection.fused_ops[f"{MS}.SkipLayerNormalization"] == 4
+    assert inspection.fused_ops[f"{MS}.MultiHeadAttention"] == 2 and inspection.fused_ops["LayerNormalization"] == 4
     assert inspection.architecture.layers == 2 and inspection.architecture.heads == 4
     assert any("packed as a branch" in n for n in inspection.notes), inspection.notes
     for structural in (False, True):

@@ -1,6 +1,17 @@
-"""SkipLayerNormalization: the residual Add, and the bias Add before it, folded into the LayerNorm.
+"""SkipLayerNorm: the residual Add, and the bias Add before it, written as ONNX Runtime runs them fastest.
 
     y = LayerNorm(input + bias + skip)          (runs after the LayerNorm fusion)
+
+becomes ``LayerNormalization(skip − (−bias − input))``, or ``LayerNormalization(Sum(input, skip))``
+where there is no bias. ONNX Runtime turns an Add + LayerNormalization into its
+SkipLayerNormalization at load, and on CPU that kernel runs 3–5× slower than the
+LayerNormalization kernel on the same sum (``benchmarks/skip_layer_norm_forms.py``); its fusion
+matches Add only, so these spellings keep the fast kernel. Both are exact whatever the shapes
+(negation is exact, and Sub and Sum broadcast as Add does), so nothing about the addends needs
+proving. The respelled sum takes over the Add's value: the LayerNormalization, a Q→DQ pair on the
+sum (ONNX Runtime's quantizer, all ops) and later readers of the sum (pre-LayerNorm models) stay
+as they are. On a GPU, where ONNX Runtime's kernel is
+the fast one, ``--disable SkipLayerNorm`` leaves the Add for ONNX Runtime to fuse itself.
 
 bias — every BERT sublayer output (TorchScript, dynamo)::
 
@@ -10,38 +21,29 @@ plain — a residual without a bias to fold::
 
     input ─► Add(skip) ─► LayerNormalization ─► y
 
-Where the sum input + bias + skip is also used later (pre-LayerNorm models), it
-becomes the op's fourth output instead of blocking the fusion.
-
 Either variant takes a LayerNormalization without β (``no_beta``: ModernBERT's
-``LayerNorm(bias=False)`` as the dynamo exporter writes it, two inputs; the TorchScript
-exporter writes a zero β constant instead, which is a β like any other)::
+``LayerNorm(bias=False)`` as the dynamo exporter writes it)::
 
     input ─► Add(skip) ─► LayerNormalization(γ) ─► y
 
-Checks: the LayerNorm normalizes the last axis; γ, β (if any) and the bias are constant [H]
-vectors; input and skip are computed values whose batch and sequence dimensions
-are one value's (the residual stream each was computed from, read back through ops
-that keep them) or trace back to the model's inputs (so neither broadcasts, as the
-embedding sum's [1, S, H] position term would); ε is the
-LayerNorm's own (ONNX's default 1e-5 when it has none). Only ``ort`` has this op.
+Only ``ort`` takes it: OpenVINO and the ``onnx`` form read the Add as it is.
 """
 
-from fusekit.engine.graph import attr, const_value, is_graph_output
+from fusekit.engine.graph import attr
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
-from fusekit.engine.rewrite import MS
-from fusekit.engine.shapes import leading_origin, rank_through, spans_batch_and_sequence
 
-from .._common import dropped_pairs, last_axis_attr, last_dim, per_channel_pair, requantized, statistics_reason, vector_reason
+from .._common import dequantize, last_axis_attr, quantize
 
 gamma = Const("gamma", label="γ")
 beta = Const("beta", label="β")
 
 
 def normalized(total):
-    total = requantized(total)  # ONNX Runtime's quantizer (all ops) rounds the sum through a Q→DQ pair
-    return either(op.LayerNormalization(total, gamma, beta, axis=last_axis_attr),
-                  op.LayerNormalization(total, gamma, axis=last_axis_attr), tag="beta", labels=("", "no_beta"))
+    # ONNX Runtime's quantizer (all ops) rounds the sum through a Q→DQ pair, which stays
+    total = either(dequantize(quantize(total, what="requantization", bind="sum_q"), what="requantization", bind="sum_dq"),
+                   total)
+    return either(op.LayerNormalization(total, gamma, beta, _bind="norm"), op.LayerNormalization(total, gamma, _bind="norm"),
+                  tag="beta", labels=("", "no_beta"))
 
 
 def residual(inner):
@@ -49,45 +51,25 @@ def residual(inner):
 
 
 def check(m) -> str | None:
-    reason = statistics_reason(m.graph, m.anchor) or per_channel_pair(m)
+    norm = m.node("norm")
+    reason = last_axis_attr(attr(norm, "axis"), norm)
     if reason:
-        return reason
-    h = last_dim(m["input"]) or last_dim(m["skip"])
-    for name, label in (("gamma", "γ"), ("beta", "β"), ("bias", "the bias")):
-        if name in m.consts:
-            reason = vector_reason(label, m.const(name), h)
-            if reason:
-                return reason
-    same_origin = leading_origin(m["input"]) is leading_origin(m["skip"])
-    for name in ("input", "skip"):
-        t = m[name]
-        if const_value(t) is not None:
-            return f"the {name} is a constant, not a computed value"
-        if rank_through(t) != 3:  # an inlined INT8 block's product has no shape of its own
-            return f"the {name} '{t.name}' is not known to be a 3-D [batch, sequence, hidden] value"
-        if not same_origin and not spans_batch_and_sequence(m.graph, t, m.state.spans):
-            return (f"the {name} '{t.name}' may broadcast over batch or sequence; "
-                    "SkipLayerNormalization adds two [batch, sequence, hidden] values")
+        return (f"the LayerNormalization {reason}: not the hidden-vector norm ONNX Runtime fuses with the sum, "
+                "so there is nothing to respell")
     return None
 
 
 def rewrite(m, _, emit):
-    ln = m.anchor
-    eps = attr(ln, "epsilon")
-    beta = None if m.took("no_beta") else m["beta"]  # an omitted β, as LayerNormalization's
-    inputs = [m["input"], m["skip"], m["gamma"], beta, m["bias"] if "bias" in m.values else None]
-    while inputs[-1] is None:
-        inputs.pop()
-    if (pairs := dropped_pairs(m)):
-        emit.note("SkipLayerNorm dropped {count} requantization pairs on residual sums: the op adds and "
-                  "normalizes unrounded, so its output may move by a step (verification compares in steps)", pairs)
-    total = m.node("sum").outputs[0]
-    keep_sum = any(u is not ln for u in total.outputs) or is_graph_output(m.graph, total)
-    outs = emit.SkipLayerNormalization(*inputs, _domain=MS, epsilon=float(1e-5 if eps is None else eps),
-                                       _outputs=(0, 3) if keep_sum else (0,))
-    if keep_sum:
-        return [(ln.outputs[0], outs[0]), (total, outs[1])]
-    return outs
+    return [(m.node("sum").outputs[0], residual_sum(m, emit))]
+
+
+def residual_sum(m, emit):
+    """input + bias + skip as ``skip − (−bias − input)`` (one pass each, as the two Adds), or
+    ``Sum(input, skip)`` without a bias: spellings ONNX Runtime's SkipLayerNorm fusion leaves alone."""
+    if "bias" not in m.values:
+        return emit.Sum(m["input"], m["skip"])
+    negated = emit.Sub(emit.const("negated_bias", -m.const("bias")), m["input"])
+    return emit.Sub(m["skip"], negated)
 
 
 FUSION = Fusion(
@@ -101,6 +83,7 @@ FUSION = Fusion(
     rewrite=rewrite,
     signature=frozenset({"Add"}),
     exports=("sum",),
+    reads=("norm", "sum_q", "sum_dq"),  # the LayerNormalization and the sum's rounding stay as they are
     after=("LayerNorm",),
     targets=("ort",),
 )
