@@ -17,8 +17,8 @@ list it below; to add a variant, edit its module.
 from .canonical import (dense_as_tensordot, dequantize_after_move, dequantized_as_matmul_integer,
                         gather_as_wrapped_gather, head_merge_as_einsum_dense, heads_as_einsum_dense,
                         matmul_as_einsum, matmul_as_flattened_batch, mean_as_global_average_pool, noop_cast,
-                        qdq_as_qoperator, scores_as_transposed_product, slices_as_split, softmax_as_transposed,
-                        sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
+                        qdq_as_qoperator, quantize_after_move, scores_as_transposed_product, slices_as_split,
+                        softmax_as_transposed, sub_as_negated_product, transpose_as_pair, transpose_as_unit_axis)
 from .fusions import (attention, bias_gelu, dynamic_quantized_linear, embed_layer_norm, fake_quantize, fast_gelu, gelu,
                       layer_norm, qdq_constant, quantized_attention, quantized_linear, quick_gelu, rotary_attention,
                       shared_quantizer, skip_layer_norm, unsigned_activation)
@@ -28,7 +28,8 @@ RULES = [noop_cast.RULE, mean_as_global_average_pool.RULE, sub_as_negated_produc
          heads_as_einsum_dense.RULE, matmul_as_einsum.RULE, matmul_as_flattened_batch.RULE,
          transpose_as_unit_axis.RULE, transpose_as_pair.RULE, head_merge_as_einsum_dense.RULE,
          softmax_as_transposed.RULE, scores_as_transposed_product.RULE, gather_as_wrapped_gather.RULE,
-         slices_as_split.RULE, qdq_as_qoperator.RULE, dequantized_as_matmul_integer.RULE, dequantize_after_move.RULE]
+         slices_as_split.RULE, qdq_as_qoperator.RULE, dequantized_as_matmul_integer.RULE, dequantize_after_move.RULE,
+         quantize_after_move.RULE]
 
 # The order fusions run in, where ``Fusion.after`` leaves it open (``passes.order``), and the order reports list
 # them in. Quantization forms are normalised first, then the largest fusions, then those that fold into them.

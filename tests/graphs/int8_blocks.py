@@ -293,3 +293,35 @@ def moved_context(per_channel=False, into="MatMul", seed=0):
              g.const("w_zero_point", 0, np.int8))
     g.op("Add", g.op("MatMul", t, w), g.const("bias", rng.standard_normal(N) * 0.1), out="y")
     return g.model()
+
+
+def split_heads_as_integers(moves=("reshape", "transpose"), per_channel=False, into="product", reader=False):
+    """Intel Neural Compressor's QOperator head split, read as Q/DQ: a projection [batch, seq, 8] →
+    Q(uint8) → Reshape([0, 0, 2, 4]) → Transpose(0, 2, 1, 3) → DQ → MatMul by another activation
+    (``into="product"``, attention's Q·Kᵀ) or by a dequantized weight (``"dense"``: no rewrite, no near
+    miss). ``moves``: the chain between the pair; ``per_channel`` quantizes per head (a near miss);
+    ``reader`` also hands the integers on as an output."""
+    rng = np.random.default_rng(0)
+    g = Graph("heads", 14)
+    x = g.input("x", shape=["batch", "seq", 2, 4] if moves == ("transpose",) else ["batch", "seq", 8])
+    g.output("y", shape=None)
+    if per_channel:
+        s, z, axis = g.const("scale", np.linspace(0.02, 0.03, 8)), g.const("zero_point", np.full(8, 128), np.uint8), {"axis": 2}
+    else:
+        s, z, axis = g.const("scale", 0.03), g.const("zero_point", 128, np.uint8), {}
+    t = g.op("QuantizeLinear", x, s, z, **axis)
+    if reader:
+        g.op("Identity", t, out="integers")
+        g.output("integers", shape=None, elem=TensorProto.UINT8)
+    if "reshape" in moves:
+        t = g.op("Reshape", t, g.const("shape", [0, 0, 2, 4], np.int64))
+    if "transpose" in moves:
+        t = g.op("Transpose", t, perm=[0, 2, 1, 3])
+    t = g.op("DequantizeLinear", t, g.const("dq_scale", 0.03), g.const("dq_zero_point", 128, np.uint8))
+    if into == "product":
+        other = ["batch", 2, 4, "seq"] if "transpose" in moves else ["batch", "seq", 4, 3]
+        g.op("MatMul", t, g.input("other", shape=other), out="y")
+    else:
+        w = g.op("DequantizeLinear", g.const("w_q", rng.integers(-127, 128, (4, 3)), np.int8), g.const("w_scale", 0.004))
+        g.op("MatMul", t, w, out="y")
+    return g.model()
