@@ -17,21 +17,16 @@ quantizer.
 """
 import numpy as np
 
-from fusekit.engine.pattern import Const, Rule, Var, Variant, either, op
+from fusekit.engine.pattern import Rule, Var, Variant, op
 
+from .._common import quantize
 from .dequantize_after_move import _dequantized, _weight
 
 NOT_INTO_PRODUCT = ("the moved integers feed no product of two activations alone: a dense layer reads them "
                     "dequantized after the moves (DequantizeAfterMove)")
 
 
-def _quantized(value):
-    scale = Const("q_scale", label="the quantizer's scale")
-    return either(op.QuantizeLinear(value, scale, Const("q_zero_point", label="the quantizer's zero point"), _bind="q"),
-                  op.QuantizeLinear(value, scale, _bind="q"), tag="q_zero_point", labels=("", "no_q_zero_point"))
-
-
-integers = _quantized(Var("x", "the quantized value"))
+integers = quantize(Var("x", "the quantized value"), "q", "quantizer", bind="q")  # q_scale, q_zero_point
 shape = Var("shape", "the target shape")
 reshaped = op.Reshape(integers, shape, _bind="reshape")
 MOVES = {"reshape_transpose": op.Transpose(reshaped, _bind="transpose"),
