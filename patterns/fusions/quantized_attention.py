@@ -363,4 +363,7 @@ FUSION = Fusion(
     signature=frozenset({"Softmax+QuantizeLinear", "Softmax+DynamicQuantizeLinear"}),
     after=("FakeQuantize", "Attention"),  # and before EmbedLayerNorm, whose op the mask probe cannot run
     min_opset={"onnx": 23},
+    # a stored scale's dequantizer (and quantizer) may serve every layer: Intel Neural Compressor's
+    # QOperator model, read as Q/DQ, keeps one DQ of the scale for all twelve
+    reads=tuple(f"{name}_{node}" for name in ("scale", "scale_divisor") for node in ("dq", "quantize")),
 )

@@ -164,3 +164,20 @@ def test_openvino_moves_the_nan_guard_past_pv():
     ours, theirs = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
                     for m in (result.model, model))
     assert np.isfinite(ours).all() and np.allclose(ours[1], theirs[1], atol=1e-6)
+
+
+def test_a_scale_dequantizer_other_layers_read_stays_for_them():
+    """Intel Neural Compressor's QOperator model, read as Q/DQ, keeps one DQ of the stored scale for every
+    layer: the attention reads through it and leaves it to the others (here, a graph output)."""
+    model = QF.attention_qdq("all_ops")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    (scale,) = [t for n in model.graph.node if n.op_type == "Mul" for t in n.input
+                if t in producers and producers[t].op_type == "DequantizeLinear"
+                and producers[producers[t].input[0]].op_type == "QuantizeLinear"
+                and producers[producers[t].input[0]].input[0] in inits]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, None))
+    result = apply("QuantizedAttention", model)
+    assert result.rewrote == 1 and not result.misses
+    assert any(scale in n.output for n in result.model.graph.node)
+    result.assert_equivalent()
