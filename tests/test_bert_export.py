@@ -64,3 +64,19 @@ def test_fusions_can_be_disabled(bert14):
     assert "Gelu" not in report.counts and "BiasGelu" not in report.counts
     with pytest.raises(fusekit.FusekitError, match="unknown fusion"):
         fusekit.optimize(bert14, disable=["Nope"])
+
+
+def test_onnx_runtimes_optimized_model_leaves_the_slow_skip_layer_norm_kernel(bert14):
+    """ONNX Runtime's transformers optimizer writes SkipLayerNormalization, whose CPU kernel is slow:
+    --target ort unfuses each into the respelled sum and a LayerNormalization."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimized = optimize_model(str(bert14), model_type="bert", num_heads=4, hidden_size=32, opt_level=0).model
+    assert op_histogram(optimized)[(MS, "SkipLayerNormalization")] == 4
+    fused, report = fusekit.optimize(optimized, target="ort")
+    hist = op_histogram(fused)
+    assert report.counts == {"SkipLayerNorm": 4} and report.variants == {"SkipLayerNorm/contrib_bias": 4}
+    assert hist[(MS, "SkipLayerNormalization")] == 0 and hist[("", "LayerNormalization")] == 4
+    assert report.verification.ok, report.verification.summary()

@@ -182,7 +182,9 @@ def _result_type(op_type: str, inputs: list):
 
 
 def take_over(old: gs.Tensor, new: gs.Tensor):
-    """Make ``new``'s producer write ``old`` instead, keeping old's name and users."""
+    """Make ``new``'s producer write ``old`` instead, keeping old's name and users, and new's: a node
+    the rewrite emitted may read the value it hands on (a LayerNormalization of the sum it also returns)."""
+    _bypass(new, old)
     node = new.inputs[0]
     index = next(i for i, t in enumerate(node.outputs) if t is new)
     old.inputs.clear()

@@ -21,7 +21,17 @@ plain — a residual without a bias to fold::
 
     input ─► Add(skip) ─► LayerNormalization ─► y
 
-Either variant takes a LayerNormalization without β (``no_beta``: ModernBERT's
+contrib — ONNX Runtime's own ``SkipLayerNormalization`` (its transformers optimizer's output,
+Optimum's O2 and above), unfused the same way::
+
+    SkipLayerNormalization(input, skip, γ[, β[, bias]])  ⇒  LayerNormalization(skip − (−bias − input), γ[, β])
+
+with the op's own ε (1e-12 where it has none), and its fourth output, the sum, where it is read;
+its mean and inverse-deviation outputs are training-only, and a model that reads them is a near
+miss. The contrib op adds in its own order, so this one is equivalent up to float rounding, as
+every fused op is, rather than bit for bit.
+
+The first two variants take a LayerNormalization without β (``no_beta``: ModernBERT's
 ``LayerNorm(bias=False)`` as the dynamo exporter writes it)::
 
     input ─► Add(skip) ─► LayerNormalization(γ) ─► y
@@ -29,8 +39,9 @@ Either variant takes a LayerNormalization without β (``no_beta``: ModernBERT's
 Only ``ort`` takes it: OpenVINO and the ``onnx`` form read the Add as it is.
 """
 
-from fusekit.engine.graph import attr
+from fusekit.engine.graph import attr, is_graph_output
 from fusekit.engine.pattern import Const, Fusion, Var, Variant, either, op
+from fusekit.engine.rewrite import MS
 
 from .._common import dequantize, last_axis_attr, quantize
 
@@ -50,7 +61,15 @@ def residual(inner):
     return op.Add(inner, Var("skip", "the residual"), _bind="sum")
 
 
+def contrib(*optional):
+    return op.SkipLayerNormalization(Var("input", "the sublayer output"), Var("skip", "the residual"), gamma, *optional,
+                                     _domain=MS)
+
+
 def check(m) -> str | None:
+    if m.anchor.op == "SkipLayerNormalization":
+        used = [t.name for t in m.anchor.outputs[1:3] if t.outputs or is_graph_output(m.graph, t)]
+        return f"its statistics output '{used[0]}' is read (LayerNormalization's are not the same)" if used else None
     norm = m.node("norm")
     reason = last_axis_attr(attr(norm, "axis"), norm)
     if reason:
@@ -60,7 +79,15 @@ def check(m) -> str | None:
 
 
 def rewrite(m, _, emit):
-    return [(m.node("sum").outputs[0], residual_sum(m, emit))]
+    if m.anchor.op != "SkipLayerNormalization":
+        return [(m.node("sum").outputs[0], residual_sum(m, emit))]
+    node, summed = m.anchor, residual_sum(m, emit)
+    beta = [m["beta"]] if "beta" in m.values and m["beta"].name else []  # an omitted β: ""
+    eps = attr(node, "epsilon")
+    y = emit.LayerNormalization(summed, m["gamma"], *beta, axis=-1, epsilon=float(1e-12 if eps is None else eps))
+    total = node.outputs[3] if len(node.outputs) > 3 else None
+    read = total is not None and (total.outputs or is_graph_output(m.graph, total))
+    return [(node.outputs[0], y)] + ([(total, summed)] if read else [])
 
 
 def residual_sum(m, emit):
@@ -78,12 +105,17 @@ FUSION = Fusion(
         Variant("bias", normalized(residual(op.Add(Var("input", "the sublayer output"), Const("bias", label="the bias")))),
                 "MatMul + bias + residual before every BERT LayerNorm"),
         Variant("plain", normalized(residual(Var("input", "the sublayer output"))), "a residual without bias"),
+        Variant("contrib_bias", contrib(Var("beta", "β or nothing"), Const("bias", label="the bias")),
+                "ONNX Runtime's transformers optimizer, Optimum O2+: the op with the sublayer's bias"),
+        Variant("contrib", contrib(beta), "the same, no bias"),
+        Variant("contrib_no_beta", contrib(), "the same, no β"),
     ],
     check=check,
     rewrite=rewrite,
-    signature=frozenset({"Add"}),
+    signature=frozenset({"Add", "SkipLayerNormalization"}),  # a LayerNorm alone is no candidate
     exports=("sum",),
     reads=("norm", "sum_q", "sum_dq"),  # the LayerNormalization and the sum's rounding stay as they are
     after=("LayerNorm",),
     targets=("ort",),
+    min_opset={"ort": 17},  # the contrib op becomes a LayerNormalization
 )

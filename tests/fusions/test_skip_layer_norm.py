@@ -270,3 +270,60 @@ def test_the_requantization_pair_on_the_sum_stays(per_channel):
     q = producer[dq.input[0]]
     assert (dq.op_type, q.op_type, producer[q.input[0]].op_type) == ("DequantizeLinear", "QuantizeLinear", "Sum")
     applied.assert_equivalent()
+
+
+def contrib_op(inputs=("x", "skip", "gamma", "beta", "b"), outputs=("y",), sum_read_later=False, epsilon=1e-12):
+    """ONNX Runtime's own com.microsoft.SkipLayerNormalization (its transformers optimizer's output):
+    ``inputs`` names the op's inputs ("" omits one), ``outputs`` its outputs ("mean" reads the
+    statistics), ``sum_read_later`` reads the fourth output, the sum, after it."""
+    inits = [numpy_helper.from_array((1 + 0.1 * RNG.randn(H)).astype(np.float32), "gamma"),
+             numpy_helper.from_array((0.1 * RNG.randn(H)).astype(np.float32), "beta"),
+             numpy_helper.from_array(RNG.randn(H).astype(np.float32), "b")]
+    outs = list(outputs) + (["", "", "sum"][len(outputs) - 1:] if sum_read_later else [])
+    attrs = {} if epsilon is None else {"epsilon": epsilon}
+    nodes = [helper.make_node("SkipLayerNormalization", list(inputs), outs, name="sln", domain="com.microsoft", **attrs)]
+    graph_outputs = [helper.make_tensor_value_info("z" if sum_read_later else "y", TensorProto.FLOAT, ["batch", "seq", H])]
+    if sum_read_later:
+        nodes.append(helper.make_node("Add", ["sum", "y"], ["z"], name="reuse/Add"))
+    if "mean" in outputs:
+        graph_outputs.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch", "seq", 1]))
+    graph = helper.make_graph(nodes, "contrib", [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "seq", H]) for name in ("x", "skip")],
+        graph_outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=8)
+
+
+@pytest.mark.parametrize("inputs, variant, summed_by, beta", [
+    (("x", "skip", "gamma", "beta", "b"), "contrib_bias", "Sub", True),
+    (("x", "skip", "gamma", "", "b"), "contrib_bias", "Sub", False),
+    (("x", "skip", "gamma", "beta"), "contrib", "Sum", True),
+    (("x", "skip", "gamma"), "contrib_no_beta", "Sum", False),
+])
+def test_onnx_runtimes_own_op_is_unfused_the_same_way(inputs, variant, summed_by, beta):
+    applied = apply("SkipLayerNorm", contrib_op(inputs))
+    assert applied.rewrote == 1 and applied.records[0].variant == variant, applied.misses
+    assert applied.made["SkipLayerNormalization"] == -1 and applied.made["LayerNormalization"] == 1
+    ln, addends, bias = normalized_sum(applied.model)
+    assert sorted(addends) == ["skip", "x"] and (bias is None) == (summed_by == "Sum")
+    assert list(ln.input[1:]) == (["gamma", "beta"] if beta else ["gamma"])
+    assert next(a.f for a in ln.attribute if a.name == "epsilon") == np.float32(1e-12)
+    assert "SkipLayerNormalization" not in ort_session_ops(applied.model)
+    applied.assert_equivalent()
+
+
+def test_the_contrib_ops_default_epsilon_and_its_sum_read_later():
+    applied = apply("SkipLayerNorm", contrib_op(epsilon=None, sum_read_later=True))
+    assert applied.rewrote == 1, applied.misses
+    ln, _, _ = normalized_sum(applied.model)
+    assert next(a.f for a in ln.attribute if a.name == "epsilon") == np.float32(1e-12)  # the contrib op's default
+    reuse = next(n for n in applied.model.graph.node if n.name == "reuse/Add")
+    assert reuse.input[0] == ln.input[0] == "sum"  # the LayerNorm and the later reader read one respelled sum
+    applied.assert_equivalent()
+
+
+def test_the_contrib_ops_statistics_read_are_a_near_miss():
+    applied = apply("SkipLayerNorm", contrib_op(outputs=("y", "mean")))
+    assert not applied.rewrote and not applied.made
+    assert applied.miss().reason == "its statistics output 'mean' is read (LayerNormalization's are not the same)"
+    applied.assert_equivalent()
