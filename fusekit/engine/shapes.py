@@ -26,7 +26,7 @@ builds the vector it expects from ``dim``, ``product`` and ``maximum`` and compa
 
 Folding and reading share one table of evaluators, one small function per op (``_EVALUATORS``).
 
-``spans_batch_and_sequence`` and ``leading_origin`` say which values provably have the
+``spans_batch_and_sequence`` says which values provably have the
 model's (batch, sequence) as their first two dimensions, following Reshape targets read so;
 ``dimension`` reads one dimension of a value in terms of the model inputs' dimensions, for the
 Reshape targets that name (batch, sequence) only through others (heads folded into the batch).
@@ -939,43 +939,6 @@ def _is_ones_constant(tensor: gs.Tensor) -> bool:
     """A constant whose every dimension is 1 (a scalar fill value)."""
     value = const_value(tensor)
     return value is not None and all(d == 1 for d in value.shape)
-
-
-def leading_origin(tensor: gs.Tensor) -> gs.Tensor:
-    """The value whose first two dimensions ``tensor`` provably has: followed back through ops that
-    keep the leading dimensions of their one computed input (a bias or scale vector broadcasts
-    into it, never over it). Two values with the same origin cannot broadcast against each
-    other in those dimensions, whatever they are."""
-    for _ in range(256):
-        node = producer(tensor)
-        if node is None or node.domain not in (None, "", "com.microsoft"):
-            return tensor
-        if node.op in _ELEMENTWISE:
-            computed = [t for t in node.inputs if not _is_vector_constant(t)]
-            if len(computed) != 1 or len(computed) == len(node.inputs):
-                return tensor
-            tensor = computed[0]
-        elif node.op in _KEEPS_LEADING and node.op not in ("MatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-                                                            "CumSum"):
-            tensor = node.inputs[0]
-        elif node.op in ("MatMul", "DynamicQuantizeMatMul") and rank(node.inputs[1]) == 2:
-            tensor = node.inputs[0]
-        elif node.op == "Reshape":  # a target [dim0(t), dim1(t), …] gives t's leading dimensions
-            target = entries(node.inputs[1]) or []
-            origin = target[0].tensor if target and isinstance(target[0], DimOf) else None
-            if origin is None or target[:2] != [DimOf(origin, 0), DimOf(origin, 1)]:
-                return tensor
-            tensor = origin
-        else:
-            return tensor
-    return tensor
-
-
-def _is_vector_constant(tensor: gs.Tensor) -> bool:
-    """A constant of at most one dimension (reading its shape, not its values)."""
-    node = producer(tensor)
-    constant = isinstance(tensor, gs.Constant) or (node is not None and node.op == "Constant")
-    return constant and tensor.shape is not None and len(tensor.shape) <= 1
 
 
 def _is_sequence_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:

@@ -98,7 +98,6 @@ class RunState:
     functions: dict[tuple[str, str], onnx.FunctionProto] = field(default_factory=dict)  # called functions (Emitter.call)
     # caches of facts the patterns work out once per run
     probes: dict[tuple, object] = field(default_factory=dict)  # what probing found a mask or bias computes (engine.probe)
-    spans: IdentityMap[gs.Tensor, bool] = field(default_factory=IdentityMap)  # batch×sequence proofs (shapes.spans_batch_and_sequence)
     memos: dict[str, object] = field(default_factory=dict)  # each pattern's own caches, by the module that owns it (memo)
 
     def memo(self, owner: str, make: Callable[[], V]) -> V:

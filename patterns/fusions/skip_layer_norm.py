@@ -10,8 +10,8 @@ matches Add only, so these spellings keep the fast kernel. Both are exact whatev
 (negation is exact, and Sub and Sum broadcast as Add does), so nothing about the addends needs
 proving. The respelled sum takes over the Add's value: the LayerNormalization, a Q→DQ pair on the
 sum (ONNX Runtime's quantizer, all ops) and later readers of the sum (pre-LayerNorm models) stay
-as they are. On a GPU, where ONNX Runtime's kernel is
-the fast one, ``--disable SkipLayerNorm`` leaves the Add for ONNX Runtime to fuse itself.
+as they are. On a GPU, where ONNX Runtime's kernel is the fast one, ``--disable SkipLayerNorm``
+leaves the Add for ONNX Runtime to fuse itself.
 
 bias — every BERT sublayer output (TorchScript, dynamo)::
 
@@ -69,7 +69,8 @@ def contrib(*optional):
 def check(m) -> str | None:
     if m.anchor.op == "SkipLayerNormalization":
         used = [t.name for t in m.anchor.outputs[1:3] if t.outputs or is_graph_output(m.graph, t)]
-        return f"its statistics output '{used[0]}' is read (LayerNormalization's are not the same)" if used else None
+        return f"its statistics output '{used[0]}' is read: a training-time output this rewrite does not carry" \
+            if used else None
     norm = m.node("norm")
     reason = last_axis_attr(attr(norm, "axis"), norm)
     if reason:
